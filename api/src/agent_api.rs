@@ -1,0 +1,169 @@
+//! Wire types of the agent's unix-socket API (JSON over HTTP), shared by the
+//! agent that serves it and the CNI plugin and device plugin that call it.
+//!
+//! - `GET /v1/healthz` -> [`HealthzResponse`]
+//! - `POST /v1/ipam` with [`AllocateRequest`] -> [`AllocateResponse`]
+//! - `DELETE /v1/ipam` with [`ReleaseRequest`] -> empty body
+//!
+//! Every failure answers with one shape, [`ApiError`].
+
+use serde::{Deserialize, Serialize};
+
+/// Where the agent listens unless told otherwise.
+pub const DEFAULT_AGENT_SOCKET: &str = "/var/run/eni-ipam/agent.sock";
+
+/// Path of the health endpoint.
+pub const HEALTHZ_PATH: &str = "/v1/healthz";
+
+/// Path of the allocate (POST) and release (DELETE) endpoint.
+pub const IPAM_PATH: &str = "/v1/ipam";
+
+/// Answer to `GET /v1/healthz`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthzResponse {
+    /// The node's IP pool as the agent sees it.
+    pub ipam: IpamHealth,
+}
+
+/// Pool numbers the device plugin turns into healthy device slots.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpamHealth {
+    /// IPs handed out to pods.
+    pub allocated: u32,
+    /// IPs in the node's pool right now.
+    pub available: u32,
+    /// Pod IPs the node could reach in total, within instance-type and subnet limits.
+    pub capacity: u32,
+    /// A one-line summary for people (`IPv4: 2/10 allocated`).
+    pub status: String,
+}
+
+impl HealthzResponse {
+    /// Builds the response, writing the summary line from the numbers.
+    pub fn new(allocated: u32, available: u32, capacity: u32) -> Self {
+        Self {
+            ipam: IpamHealth {
+                allocated,
+                available,
+                capacity,
+                status: format!("IPv4: {allocated}/{available} allocated"),
+            },
+        }
+    }
+}
+
+/// Body of `POST /v1/ipam`: give this container an IP.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AllocateRequest {
+    /// The CNI container id (`CNI_CONTAINERID`).
+    pub container_id: String,
+    /// The interface name inside the pod (`CNI_IFNAME`, usually `eth0`).
+    pub if_name: String,
+    /// The pod's namespace (`K8S_POD_NAMESPACE`).
+    pub pod_namespace: String,
+    /// The pod's name (`K8S_POD_NAME`).
+    pub pod_name: String,
+}
+
+/// Answer to `POST /v1/ipam`: the IP and the ENI it lives on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AllocateResponse {
+    /// The pod's IPv4 address.
+    pub ip: String,
+    /// The ENI the address is assigned to.
+    pub eni: String,
+    /// That ENI's MAC address, so the CNI plugin can find its link.
+    pub mac: String,
+    /// The ENI subnet's CIDR (`10.0.32.0/19`).
+    pub subnet_cidr: String,
+    /// The subnet's gateway address.
+    pub gateway: String,
+}
+
+/// Body of `DELETE /v1/ipam`: give back what this container holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseRequest {
+    /// The CNI container id the IP was allocated to.
+    pub container_id: String,
+    /// The interface name inside the pod.
+    pub if_name: String,
+}
+
+/// The one error shape every endpoint answers with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// What failed, on which object, and what to do about it.
+    pub error: String,
+}
+
+impl ApiError {
+    /// Wraps a message a person can act on.
+    pub fn new(error: impl Into<String>) -> Self {
+        Self { error: error.into() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::de::DeserializeOwned;
+
+    use super::*;
+
+    fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(value: &T) {
+        let json = serde_json::to_string(value).unwrap();
+        assert_eq!(&serde_json::from_str::<T>(&json).unwrap(), value, "{json}");
+    }
+
+    #[test]
+    fn healthz_json_is_exactly_the_contract() {
+        let expected = serde_json::json!(
+            {"ipam": {"allocated": 2, "available": 10, "capacity": 30, "status": "IPv4: 2/10 allocated"}}
+        );
+        let response = HealthzResponse::new(2, 10, 30);
+        assert_eq!(serde_json::to_value(&response).unwrap(), expected);
+        assert_eq!(serde_json::from_value::<HealthzResponse>(expected).unwrap(), response);
+    }
+
+    #[test]
+    fn requests_and_answers_are_camel_case() {
+        let allocate = AllocateRequest {
+            container_id: "abc123".into(),
+            if_name: "eth0".into(),
+            pod_namespace: "default".into(),
+            pod_name: "web-0".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&allocate).unwrap(),
+            serde_json::json!({"containerId": "abc123", "ifName": "eth0", "podNamespace": "default", "podName": "web-0"})
+        );
+        round_trip(&allocate);
+
+        let answer = AllocateResponse {
+            ip: "10.0.32.7".into(),
+            eni: "eni-0abc".into(),
+            mac: "0a:1b:2c:3d:4e:5f".into(),
+            subnet_cidr: "10.0.32.0/19".into(),
+            gateway: "10.0.32.1".into(),
+        };
+        let json = serde_json::to_value(&answer).unwrap();
+        assert_eq!(json["subnetCidr"], "10.0.32.0/19");
+        round_trip(&answer);
+
+        let release = ReleaseRequest { container_id: "abc123".into(), if_name: "eth0".into() };
+        assert_eq!(
+            serde_json::to_value(&release).unwrap(),
+            serde_json::json!({"containerId": "abc123", "ifName": "eth0"})
+        );
+        round_trip(&release);
+    }
+
+    #[test]
+    fn errors_have_one_shape() {
+        let err = ApiError::new("no free IP on node-a: the pool is empty; check ENINode node-a status");
+        assert_eq!(serde_json::to_value(&err).unwrap()["error"], err.error.as_str());
+        round_trip(&err);
+    }
+}

@@ -1,0 +1,207 @@
+//! Every cloud call of every provider goes through a [`CallGuard`]: the
+//! client-side limiter (a token bucket per quota bucket of the cloud), then
+//! the call, then the retry policy for what may be retried. It also counts.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Mutex;
+
+use backon::Retryable;
+use serde::Serialize;
+
+use crate::Api;
+use crate::error::{CloudError, CloudResult, ErrorClass};
+use crate::profile::{BucketId, CloudProfile};
+use crate::retry::RetryPolicy;
+use crate::token_bucket::{BucketSpec, TokenBucket};
+
+/// Client-side counts for one operation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CallCounts {
+    /// Calls sent, retries included.
+    pub sent: u64,
+    /// Answers "throttled".
+    pub throttled: u64,
+    /// Retries made.
+    pub retried: u64,
+    /// Operations that failed in the end.
+    pub failed: u64,
+}
+
+/// Limiter + retry + counters.
+#[derive(Debug)]
+pub struct CallGuard {
+    profile: CloudProfile,
+    buckets: BTreeMap<BucketId, TokenBucket>,
+    retry: RetryPolicy,
+    counts: Mutex<BTreeMap<Api, CallCounts>>,
+}
+
+impl CallGuard {
+    /// A guard whose limiter buckets are the given specs (normally the cloud
+    /// profile's quotas at a safety margin, or what the admin configured).
+    pub fn new(profile: CloudProfile, limits: BTreeMap<BucketId, BucketSpec>, retry: RetryPolicy) -> Self {
+        let buckets = limits.into_iter().map(|(id, spec)| (id, TokenBucket::new(spec))).collect();
+        Self { profile, buckets, retry, counts: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// The profile's quotas at `margin` of their rate (e.g. 0.95): the client
+    /// stays just under what the cloud allows.
+    pub fn for_profile(profile: CloudProfile, margin: f64, retry: RetryPolicy) -> Self {
+        let limits = profile.buckets.iter().map(|(id, spec)| (*id, spec.scaled(margin))).collect();
+        Self::new(profile, limits, retry)
+    }
+
+    /// The cloud profile.
+    pub fn profile(&self) -> &CloudProfile {
+        &self.profile
+    }
+
+    /// Counts so far, per operation.
+    pub fn counts(&self) -> BTreeMap<Api, CallCounts> {
+        self.counts.lock().expect("counts lock").clone()
+    }
+
+    fn count(&self, api: Api, update: impl FnOnce(&mut CallCounts)) {
+        update(self.counts.lock().expect("counts lock").entry(api).or_default());
+    }
+
+    /// Runs one cloud operation: waits for the limiter before every attempt,
+    /// retries throttling and (for idempotent calls) transient faults with
+    /// full-jitter backoff, and gives up after the policy's attempts.
+    pub async fn call<T, F, Fut>(&self, api: Api, op: F) -> CloudResult<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = CloudResult<T>>,
+    {
+        let bucket = self.buckets.get(&self.profile.bucket_of(api));
+        let mut op = op;
+        let attempt = || {
+            // Futures are lazy: nothing of the call runs before the limiter's token.
+            let call = op();
+            async move {
+                if let Some(bucket) = bucket {
+                    bucket.acquire().await;
+                }
+                self.count(api, |c| c.sent += 1);
+                call.await
+            }
+        };
+        let result = attempt
+            .retry(self.retry.backoff())
+            .sleep(tokio::time::sleep)
+            .when(CloudError::is_retryable)
+            .notify(|err: &CloudError, wait| {
+                self.count(api, |c| {
+                    c.retried += 1;
+                    if err.class == ErrorClass::Throttled {
+                        c.throttled += 1;
+                    }
+                });
+                tracing::debug!(op = api.aws_name(), error = %err, wait_ms = wait.as_millis() as u64, "retrying cloud call");
+            })
+            .await;
+        if let Err(err) = &result {
+            self.count(api, |c| {
+                c.failed += 1;
+                if err.class == ErrorClass::Throttled {
+                    c.throttled += 1;
+                }
+            });
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    fn guard(attempts: u32) -> CallGuard {
+        let retry = RetryPolicy::new(Duration::from_millis(100), Duration::from_secs(1), attempts, 5);
+        CallGuard::for_profile(CloudProfile::aws(), 1.0, retry)
+    }
+
+    fn fail(api: Api, class: ErrorClass) -> CloudError {
+        CloudError::new(api, class, "X", "eni-1", "injected")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttling_is_retried_until_it_succeeds() {
+        let g = guard(5);
+        let tries = AtomicU32::new(0);
+        let out = g
+            .call(Api::AssignPrivateIpAddresses, || async {
+                if tries.fetch_add(1, Ordering::SeqCst) < 2 {
+                    Err(fail(Api::AssignPrivateIpAddresses, ErrorClass::Throttled))
+                } else {
+                    Ok(7)
+                }
+            })
+            .await;
+        assert_eq!(out, Ok(7));
+        let c = g.counts()[&Api::AssignPrivateIpAddresses];
+        assert_eq!((c.sent, c.throttled, c.retried, c.failed), (3, 2, 2, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_fault_on_non_idempotent_call_is_not_repeated() {
+        let g = guard(5);
+        let tries = AtomicU32::new(0);
+        let out: CloudResult<()> = g
+            .call(Api::AssignPrivateIpAddresses, || async {
+                tries.fetch_add(1, Ordering::SeqCst);
+                Err(fail(Api::AssignPrivateIpAddresses, ErrorClass::Transient))
+            })
+            .await;
+        assert!(out.is_err());
+        assert_eq!(tries.load(Ordering::SeqCst), 1, "assign-by-count must not be blindly repeated");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_fault_on_idempotent_call_is_retried_and_bounded() {
+        let g = guard(4);
+        let tries = AtomicU32::new(0);
+        let out: CloudResult<()> = g
+            .call(Api::DescribeNetworkInterfaces, || async {
+                tries.fetch_add(1, Ordering::SeqCst);
+                Err(fail(Api::DescribeNetworkInterfaces, ErrorClass::Transient))
+            })
+            .await;
+        assert!(out.is_err());
+        assert_eq!(tries.load(Ordering::SeqCst), 4);
+        assert_eq!(g.counts()[&Api::DescribeNetworkInterfaces].failed, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn client_errors_are_never_retried() {
+        let g = guard(5);
+        let tries = AtomicU32::new(0);
+        let _: CloudResult<()> = g
+            .call(Api::DeleteNetworkInterface, || async {
+                tries.fetch_add(1, Ordering::SeqCst);
+                Err(fail(Api::DeleteNetworkInterface, ErrorClass::InvalidRequest))
+            })
+            .await;
+        assert_eq!(tries.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_limiter_paces_calls_at_the_bucket_rate() {
+        let profile = CloudProfile::aws();
+        let limits = BTreeMap::from([
+            (BucketId::Mutating, BucketSpec { burst: 2, per_second: 10.0 }),
+            (BucketId::NonMutating, BucketSpec { burst: 2, per_second: 10.0 }),
+        ]);
+        let g = CallGuard::new(profile, limits, RetryPolicy::cloud_default(1));
+        let start = tokio::time::Instant::now();
+        for _ in 0..12 {
+            g.call(Api::CreateTags, || async { Ok(()) }).await.unwrap();
+        }
+        // 2 from the burst, 10 more at 10/s.
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
+    }
+}

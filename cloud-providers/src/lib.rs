@@ -1,0 +1,23 @@
+//! The operator's view of a cloud: the [`CloudProvider`] trait, the error
+//! classes, the per-cloud profiles (quotas, batch limits, instance types),
+//! the one client-side limiter + retry policy ([`CallGuard`]) every call goes
+//! through, and the in-memory [`fake`] cloud.
+
+mod api_call;
+pub mod error;
+pub mod fake;
+pub mod guard;
+pub mod profile;
+pub mod provider;
+pub mod retry;
+pub mod token_bucket;
+pub mod types;
+
+pub use api_call::Api;
+pub use error::{CloudError, CloudResult, ErrorClass};
+pub use guard::{CallCounts, CallGuard};
+pub use profile::{BatchLimits, BucketId, CloudKind, CloudProfile};
+pub use provider::{CloudProvider, list_all_enis};
+pub use retry::RetryPolicy;
+pub use token_bucket::{BucketSpec, TokenBucket};
+pub use types::{CreateEni, Eni, EniQuery, EniState, InstanceLimits, Page, Subnet, tag};
