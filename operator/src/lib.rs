@@ -1,4 +1,12 @@
 //! The eni-ipam operator: decides (planner) and acts (executor) to keep every
 //! node's pool of ENI IPs at its target, and simulates a fleet doing so.
 
+pub mod cli;
+pub mod executor;
+pub mod fleet;
+pub mod instances;
+pub mod node_store;
 pub mod planner;
+pub mod resync;
+pub mod simulate;
+pub mod work_queue;

@@ -1,0 +1,151 @@
+//! Command line of `eni-ipam-operator`. Every flag can also come from an
+//! environment variable (`ENI_IPAM_<FLAG>`), as DaemonSets and Deployments
+//! usually set them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use eni_ipam_api::PoolKnobs;
+use eni_ipam_cloud::CloudKind;
+
+use crate::simulate::SimConfig;
+
+/// eni-ipam operator: keeps a warm pool of ENI IPs on every node.
+#[derive(Debug, Parser)]
+#[command(name = "eni-ipam-operator", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Simulate a fleet of nodes joining at once, against the built-in fake
+    /// cloud (no cloud account needed), and report how fast every node got
+    /// its pre-allocated IPs, the cloud calls made, throttling, leaks and
+    /// duplicates.
+    #[command(long_about = SIMULATE_ABOUT)]
+    Simulate(SimulateArgs),
+}
+
+const SIMULATE_ABOUT: &str = "\
+Simulate a fleet of nodes joining at once, against the built-in fake cloud \
+(no cloud account needed).
+
+The fake cloud enforces the chosen cloud's API quotas (EC2: a mutating bucket of \
+200 calls refilled at 5/s and a describe bucket of 100 at 20/s; Alibaba: per-API \
+quotas per minute), per-call batch limits, instance-type ENI/IP limits, finite \
+subnets and asynchronous attachment. The real planner, executor, limiter and \
+retry policy bring every node to its pre-allocation.
+
+Time is virtual by default: a ten-minute cloud scenario runs in seconds. The \
+report compares the time until every node is ready with the least time any \
+client could need under the quotas (quota_bound_s).
+
+Examples:
+  eni-ipam-operator simulate
+  eni-ipam-operator simulate --cloud alibaba --nodes 1000 --json report.json
+  eni-ipam-operator simulate --pre-allocate 16 --max-above-watermark 4 --fault-rate 0.02";
+
+/// Pool knobs, shared by every command that plans pools.
+#[derive(Debug, Args, Clone)]
+pub struct KnobArgs {
+    /// Free IPs to keep ready on every node for new pods.
+    #[arg(long, env = "ENI_IPAM_PRE_ALLOCATE", default_value_t = PoolKnobs::DEFAULT_PRE_ALLOCATE)]
+    pub pre_allocate: u32,
+    /// Every node's pool grows to at least this many IPs at once.
+    #[arg(long, env = "ENI_IPAM_MIN_ALLOCATE", default_value_t = 0)]
+    pub min_allocate: u32,
+    /// No node's pool grows beyond this many IPs (0: only the instance limits).
+    #[arg(long, env = "ENI_IPAM_MAX_ALLOCATE", default_value_t = 0)]
+    pub max_allocate: u32,
+    /// Extra IPs taken when allocating anyway, if the ENI being filled has room.
+    #[arg(long, env = "ENI_IPAM_MAX_ABOVE_WATERMARK", default_value_t = 0)]
+    pub max_above_watermark: u32,
+    /// First ENI device index whose IPs pods may use (default: aws 0, i.e. the
+    /// primary ENI's secondary IPs too; alibaba 1).
+    #[arg(long, env = "ENI_IPAM_FIRST_INTERFACE_INDEX")]
+    pub first_interface_index: Option<u32>,
+}
+
+impl KnobArgs {
+    /// The knobs.
+    pub fn knobs(&self) -> PoolKnobs {
+        PoolKnobs {
+            pre_allocate: self.pre_allocate,
+            min_allocate: self.min_allocate,
+            max_allocate: self.max_allocate,
+            max_above_watermark: self.max_above_watermark,
+        }
+    }
+}
+
+/// Flags of `simulate`.
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Cloud profile of the fake cloud: aws or alibaba.
+    #[arg(long, env = "ENI_IPAM_CLOUD", default_value = "aws", value_parser = parse_cloud)]
+    pub cloud: CloudKind,
+    /// Talk to a real API endpoint (moto, the Alibaba emulator) instead of the
+    /// built-in fake. Not available yet: the wire clients come with the AWS
+    /// and Alibaba provider work.
+    #[arg(long, env = "ENI_IPAM_ENDPOINT")]
+    pub endpoint: Option<String>,
+    /// Nodes joining at once.
+    #[arg(long, env = "ENI_IPAM_NODES", default_value_t = 1000)]
+    pub nodes: u32,
+    /// Instance type of every node (default: aws m5.xlarge, alibaba ecs.g7.xlarge).
+    #[arg(long, env = "ENI_IPAM_INSTANCE_TYPE")]
+    pub instance_type: Option<String>,
+    #[command(flatten)]
+    pub knobs: KnobArgs,
+    /// Nodes the operator works on at once.
+    #[arg(long, env = "ENI_IPAM_PARALLEL_ALLOC_WORKERS", default_value_t = 64)]
+    pub parallel_alloc_workers: usize,
+    /// Seed of every random choice (latency, jitter, faults): same seed, same run.
+    #[arg(long, env = "ENI_IPAM_SEED", default_value_t = 1)]
+    pub seed: u64,
+    /// Share of cloud calls answered with a 5xx error, in [0, 1).
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_rate: f64,
+    /// Client-side rate limit as a share of the cloud's quota, in (0, 1].
+    #[arg(long, env = "ENI_IPAM_LIMITER_MARGIN", default_value_t = 0.95)]
+    pub limiter_margin: f64,
+    /// Stop after this many simulated seconds even if nodes are not ready.
+    #[arg(long, default_value_t = 3600)]
+    pub deadline_s: u64,
+    /// Run on the wall clock instead of virtual time (to watch it).
+    #[arg(long)]
+    pub real_time: bool,
+    /// Also write the report as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+fn parse_cloud(s: &str) -> Result<CloudKind, String> {
+    s.parse()
+}
+
+impl SimulateArgs {
+    /// The simulator configuration.
+    pub fn config(&self) -> SimConfig {
+        SimConfig {
+            cloud: self.cloud,
+            nodes: self.nodes,
+            instance_type: self.instance_type.clone(),
+            knobs: self.knobs.knobs(),
+            first_interface_index: self.knobs.first_interface_index,
+            workers: self.parallel_alloc_workers,
+            seed: self.seed,
+            fault_rate: self.fault_rate,
+            limiter_margin: self.limiter_margin,
+            deadline: Duration::from_secs(self.deadline_s),
+        }
+    }
+}

@@ -1,0 +1,439 @@
+//! The executor: runs the planner's actions for one node through the cloud
+//! provider, refreshes that instance after every change, waits for
+//! attachments, and re-plans until the node is at its target. It decides
+//! nothing itself: every choice comes from `planner::plan`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use eni_ipam_api::{
+    EniId, EniStatus, InstanceId, InstanceType, PoolEntry, PoolKnobs, SecurityGroupId, SubnetId, VpcId, Zone,
+};
+use eni_ipam_cloud::{
+    CloudError, CloudProvider, CreateEni, Eni, EniState, ErrorClass, InstanceLimits, RetryPolicy, tag,
+};
+use tokio::time::Instant;
+
+use crate::instances::InstancesCache;
+use crate::planner::{self, Action, EniView, NodeSnapshot, Plan, PoolIp, SubnetSelector};
+use crate::resync::Resyncer;
+
+/// A node as the executor needs it: its ENINode spec plus what pods use.
+#[derive(Clone, Debug)]
+pub struct NodeTarget {
+    /// Node (and ENINode) name.
+    pub name: String,
+    /// Its VM.
+    pub instance: InstanceId,
+    /// Its instance type.
+    pub instance_type: InstanceType,
+    /// Its zone.
+    pub zone: Zone,
+    /// Pool knobs.
+    pub knobs: PoolKnobs,
+    /// ENIs from this device index on serve pods.
+    pub first_interface_index: u32,
+    /// Which subnets new ENIs may use.
+    pub selector: SubnetSelector,
+    /// Security groups for new ENIs.
+    pub security_groups: Vec<SecurityGroupId>,
+    /// IPs pods hold (from the agent's `status.used`).
+    pub used: BTreeSet<Ipv4Addr>,
+    /// Since when each free pool IP is free, on the operator's clock.
+    pub free_since: BTreeMap<Ipv4Addr, Duration>,
+}
+
+/// Where a node ended up after converging.
+#[derive(Clone, Debug)]
+pub struct NodeOutcome {
+    /// The pool to publish in `spec.pool`.
+    pub pool: BTreeMap<Ipv4Addr, PoolEntry>,
+    /// The ENIs to publish in `status.enis`.
+    pub enis: BTreeMap<String, EniStatus>,
+    /// The last plan (needed 0 means the node is at its target).
+    pub plan: Plan,
+    /// Pod IPs the instance can hold at most.
+    pub capacity: u32,
+}
+
+impl NodeOutcome {
+    /// The pool holds what the knobs ask for.
+    pub fn ready(&self) -> bool {
+        self.plan.needed == 0
+    }
+}
+
+/// Why converging a node stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The cloud said no in a way re-planning does not fix.
+    #[error("node {node}: {source}")]
+    Cloud {
+        /// The node.
+        node: String,
+        /// The cloud's answer.
+        source: CloudError,
+    },
+    /// The cloud does not describe the node's instance type.
+    #[error(
+        "node {node}: the cloud does not describe instance type {instance_type}; add it to the limits override table"
+    )]
+    UnknownInstanceType {
+        /// The node.
+        node: String,
+        /// The type.
+        instance_type: String,
+    },
+    /// The node's instance has no ENI in the VPC.
+    #[error(
+        "node {node}: instance {instance} has no ENI in the VPC; check the node's providerID and the VPC id"
+    )]
+    InstanceNotFound {
+        /// The node.
+        node: String,
+        /// The instance.
+        instance: InstanceId,
+    },
+    /// An ENI stayed in `attaching`.
+    #[error("node {node}: ENI {eni} is still attaching after {waited:?}; the cloud may be degraded")]
+    AttachTimeout {
+        /// The node.
+        node: String,
+        /// The ENI.
+        eni: EniId,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// Re-planning did not converge.
+    #[error("node {node}: still short of IPs after {passes} passes; will retry")]
+    NotConverged {
+        /// The node.
+        node: String,
+        /// Passes made.
+        passes: u32,
+    },
+}
+
+impl ExecError {
+    fn cloud(node: &str, source: CloudError) -> Self {
+        ExecError::Cloud { node: node.to_owned(), source }
+    }
+}
+
+/// Settings of the executor.
+#[derive(Clone, Debug)]
+pub struct ExecutorConfig {
+    /// Cluster name, written in every tag.
+    pub cluster: String,
+    /// The VPC the cluster's nodes live in.
+    pub vpc: VpcId,
+    /// A free IP is released only after this long.
+    pub release_delay: Duration,
+    /// Mean wait between looks at an attaching ENI (jittered).
+    pub attach_poll: Duration,
+    /// Give up on an attachment after this long.
+    pub attach_timeout: Duration,
+    /// Plan / act / resync rounds before giving up for now.
+    pub max_passes: u32,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        Self {
+            cluster: "eni-ipam".into(),
+            vpc: VpcId::default(),
+            release_delay: Duration::from_secs(180),
+            attach_poll: Duration::from_secs(1),
+            attach_timeout: Duration::from_secs(120),
+            max_passes: 6,
+        }
+    }
+}
+
+/// Runs plans.
+pub struct Executor {
+    provider: Arc<dyn CloudProvider>,
+    cache: Arc<InstancesCache>,
+    resync: Resyncer,
+    config: ExecutorConfig,
+    jitter: RetryPolicy,
+    started: Instant,
+    nonce: u64,
+    serial: AtomicU64,
+    /// One fetch of shared cloud facts at a time: the first worker asks, the
+    /// others wait and read the cache (no stampede when a fleet joins).
+    fetching: tokio::sync::Mutex<()>,
+}
+
+impl Executor {
+    /// An executor; `seed` makes its jitter and client tokens reproducible.
+    pub fn new(
+        provider: Arc<dyn CloudProvider>,
+        cache: Arc<InstancesCache>,
+        resync: Resyncer,
+        config: ExecutorConfig,
+        seed: u64,
+    ) -> Self {
+        let jitter = RetryPolicy::new(config.attach_poll, config.attach_poll, u32::MAX, seed);
+        Self {
+            provider,
+            cache,
+            resync,
+            config,
+            jitter,
+            started: Instant::now(),
+            nonce: seed,
+            serial: AtomicU64::new(0),
+            fetching: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The operator's clock: time since the executor started.
+    pub fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Brings one node to its target, or as close as the cloud allows.
+    pub async fn converge(&self, node: &NodeTarget) -> Result<NodeOutcome, ExecError> {
+        let err = |e| ExecError::cloud(&node.name, e);
+        if !self.cache.knows(&node.instance) {
+            self.resync.instance(&node.instance).await.map_err(err)?;
+        }
+        let limits = self.limits(node).await?;
+        self.ensure_subnets(node).await?;
+        for _ in 0..self.config.max_passes {
+            let snapshot = self.snapshot(node, &limits)?;
+            let plan = planner::plan(&snapshot, self.now());
+            if plan.actions.is_empty() {
+                return Ok(self.outcome(node, &limits, plan));
+            }
+            let mut failure = None;
+            for action in &plan.actions {
+                if let Err(e) = self.act(node, action).await {
+                    failure = Some(e);
+                    break;
+                }
+            }
+            self.resync.instance(&node.instance).await.map_err(err)?;
+            self.wait_attached(node).await?;
+            if let Some(e) = failure {
+                tracing::info!(node = %node.name, op = e.api.aws_name(), class = e.class.as_str(), error = %e, "cloud call failed");
+                match e.class {
+                    // The cache was stale or another writer raced us: the fresh
+                    // listing lets the next plan choose differently.
+                    ErrorClass::Quota | ErrorClass::NotFound | ErrorClass::InvalidState => {}
+                    ErrorClass::SubnetFull => {
+                        // Believe the cloud until the next subnet listing.
+                        self.cache.adjust_subnet_free(&SubnetId(e.object.clone()), i64::from(u32::MAX));
+                    }
+                    _ => return Err(err(e)),
+                }
+            }
+        }
+        Err(ExecError::NotConverged { node: node.name.clone(), passes: self.config.max_passes })
+    }
+
+    async fn limits(&self, node: &NodeTarget) -> Result<InstanceLimits, ExecError> {
+        if let Some(l) = self.cache.limits(node.instance_type.as_str()) {
+            return Ok(l);
+        }
+        let _one_at_a_time = self.fetching.lock().await;
+        if let Some(l) = self.cache.limits(node.instance_type.as_str()) {
+            return Ok(l);
+        }
+        let found = self
+            .provider
+            .instance_limits(std::slice::from_ref(&node.instance_type))
+            .await
+            .map_err(|e| ExecError::cloud(&node.name, e))?;
+        self.cache.set_limits(found);
+        self.cache.limits(node.instance_type.as_str()).ok_or_else(|| ExecError::UnknownInstanceType {
+            node: node.name.clone(),
+            instance_type: node.instance_type.to_string(),
+        })
+    }
+
+    async fn ensure_subnets(&self, node: &NodeTarget) -> Result<(), ExecError> {
+        if !self.cache.subnets().is_empty() {
+            return Ok(());
+        }
+        let _one_at_a_time = self.fetching.lock().await;
+        if self.cache.subnets().is_empty() {
+            let subnets = self
+                .provider
+                .list_subnets(&self.config.vpc)
+                .await
+                .map_err(|e| ExecError::cloud(&node.name, e))?;
+            self.cache.set_subnets(subnets);
+        }
+        Ok(())
+    }
+
+    /// The planner's view of a node, from the cache.
+    pub fn snapshot(&self, node: &NodeTarget, limits: &InstanceLimits) -> Result<NodeSnapshot, ExecError> {
+        let enis = self.cache.enis_of(&node.instance);
+        if enis.is_empty() {
+            return Err(ExecError::InstanceNotFound {
+                node: node.name.clone(),
+                instance: node.instance.clone(),
+            });
+        }
+        let now = self.now();
+        let mut pool = Vec::new();
+        for eni in usable(&enis, node.first_interface_index) {
+            for ip in &eni.secondary_ips {
+                let free_since = if node.used.contains(ip) {
+                    None
+                } else {
+                    Some(node.free_since.get(ip).copied().unwrap_or(now))
+                };
+                pool.push(PoolIp { ip: *ip, eni: eni.id.clone(), free_since });
+            }
+        }
+        Ok(NodeSnapshot {
+            zone: node.zone.clone(),
+            limits: limits.clone(),
+            first_interface_index: node.first_interface_index,
+            knobs: node.knobs,
+            enis: enis
+                .iter()
+                .map(|e| EniView {
+                    id: e.id.clone(),
+                    device_index: e.device_index.unwrap_or(0),
+                    subnet: e.subnet.clone(),
+                    secondary_ips: e.secondary_ips.len() as u32,
+                    in_use: e.state == EniState::InUse,
+                })
+                .collect(),
+            pool,
+            subnets: self.cache.subnets(),
+            selector: node.selector.clone(),
+            batch: self.provider.batch_limits(),
+            release_delay: self.config.release_delay,
+        })
+    }
+
+    fn outcome(&self, node: &NodeTarget, limits: &InstanceLimits, plan: Plan) -> NodeOutcome {
+        let enis = self.cache.enis_of(&node.instance);
+        let mut pool = BTreeMap::new();
+        for eni in usable(&enis, node.first_interface_index) {
+            for ip in &eni.secondary_ips {
+                pool.insert(*ip, PoolEntry { eni: eni.id.clone(), subnet: eni.subnet.clone() });
+            }
+        }
+        let enis = enis
+            .iter()
+            .map(|e| {
+                let status = EniStatus {
+                    mac: e.mac.clone(),
+                    device_index: e.device_index.unwrap_or(0),
+                    subnet: e.subnet.clone(),
+                    ips: e.secondary_ips.iter().map(|ip| ip.to_string()).collect(),
+                };
+                (e.id.to_string(), status)
+            })
+            .collect();
+        NodeOutcome { pool, enis, plan, capacity: limits.pod_capacity(node.first_interface_index) }
+    }
+
+    async fn act(&self, node: &NodeTarget, action: &Action) -> Result<(), CloudError> {
+        match action {
+            Action::Assign { eni, count } => {
+                let ips = self.provider.assign_ips(eni, *count).await?;
+                if let Some(subnet) = self.subnet_of(node, eni) {
+                    self.cache.adjust_subnet_free(&subnet, ips.len() as i64);
+                }
+                Ok(())
+            }
+            Action::CreateEni { subnet, device_index, ips } => {
+                let request = CreateEni {
+                    subnet: subnet.clone(),
+                    security_groups: node.security_groups.clone(),
+                    secondary_ips: *ips,
+                    tags: BTreeMap::from([
+                        (tag::CLUSTER.to_owned(), self.config.cluster.clone()),
+                        (tag::NODE.to_owned(), node.name.clone()),
+                        (tag::CREATED_BY.to_owned(), tag::CREATOR.to_owned()),
+                    ]),
+                    client_token: self.client_token(node, *device_index),
+                };
+                let eni = self.provider.create_eni(&request).await?;
+                self.cache.adjust_subnet_free(subnet, i64::from(*ips) + 1);
+                self.attach_or_clean_up(node, &eni, *device_index).await
+            }
+            Action::Release { eni, ips } => {
+                self.provider.unassign_ips(eni, ips).await?;
+                if let Some(subnet) = self.subnet_of(node, eni) {
+                    self.cache.adjust_subnet_free(&subnet, -(ips.len() as i64));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// An ENI we created but could not attach is deleted at once, so nothing
+    /// leaks; if even that fails, its tags let GC find it.
+    async fn attach_or_clean_up(&self, node: &NodeTarget, eni: &Eni, index: u32) -> Result<(), CloudError> {
+        let Err(attach_error) = self.provider.attach_eni(&eni.id, &node.instance, index).await else {
+            return Ok(());
+        };
+        if attach_error.class == ErrorClass::Transient {
+            // The attach may have gone through: look before undoing it.
+            if self.resync.instance(&node.instance).await.is_ok()
+                && self.cache.enis_of(&node.instance).iter().any(|e| e.id == eni.id)
+            {
+                return Ok(());
+            }
+        }
+        if let Err(e) = self.provider.delete_eni(&eni.id).await {
+            tracing::warn!(node = %node.name, eni = %eni.id, error = %e, "could not delete an unattached ENI; GC will");
+        }
+        Err(attach_error)
+    }
+
+    async fn wait_attached(&self, node: &NodeTarget) -> Result<(), ExecError> {
+        let start = Instant::now();
+        loop {
+            let attaching = self
+                .cache
+                .enis_of(&node.instance)
+                .into_iter()
+                .find(|e| matches!(e.state, EniState::Attaching));
+            let Some(eni) = attaching else { return Ok(()) };
+            let waited = start.elapsed();
+            if waited > self.config.attach_timeout {
+                return Err(ExecError::AttachTimeout { node: node.name.clone(), eni: eni.id, waited });
+            }
+            // Half fixed, half jittered: polls of many nodes spread out.
+            tokio::time::sleep(self.config.attach_poll / 2 + self.jitter.jittered(0) / 2).await;
+            self.resync.instance(&node.instance).await.map_err(|e| ExecError::cloud(&node.name, e))?;
+        }
+    }
+
+    fn subnet_of(&self, node: &NodeTarget, eni: &EniId) -> Option<SubnetId> {
+        self.cache.enis_of(&node.instance).into_iter().find(|e| &e.id == eni).map(|e| e.subnet)
+    }
+
+    /// Unique per creation intent, the same across retries of that intent.
+    fn client_token(&self, node: &NodeTarget, device_index: u32) -> String {
+        let mut h = DefaultHasher::new();
+        (
+            &self.config.cluster,
+            &node.name,
+            device_index,
+            self.nonce,
+            self.serial.fetch_add(1, Ordering::Relaxed),
+        )
+            .hash(&mut h);
+        format!("eni-ipam-{:016x}", h.finish())
+    }
+}
+
+/// ENIs that serve pods: in use, from the first usable index on.
+fn usable(enis: &[Eni], first_index: u32) -> impl Iterator<Item = &Eni> {
+    enis.iter().filter(move |e| e.state == EniState::InUse && e.device_index.unwrap_or(0) >= first_index)
+}

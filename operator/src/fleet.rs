@@ -1,0 +1,223 @@
+//! The fleet loop: a bounded pool of workers takes nodes from the
+//! deficit-ordered queue, converges each through the executor, publishes the
+//! result, and requeues failures after a full-jitter backoff (never a fixed
+//! delay, so nodes that failed together do not retry together).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use eni_ipam_api::ENINode;
+use eni_ipam_cloud::RetryPolicy;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::executor::{Executor, NodeOutcome, NodeTarget};
+use crate::node_store::{NodeStore, PoolUpdate};
+use crate::planner::{Shortfall, SubnetSelector};
+use crate::work_queue::WorkQueue;
+
+/// What happened to a node, for whoever watches (simulator, metrics).
+#[derive(Clone, Debug)]
+pub enum NodeEvent {
+    /// Worked to the end; `ready` when the pool is at target.
+    Converged {
+        /// The node.
+        node: String,
+        /// At target.
+        ready: bool,
+        /// Why not, if not.
+        shortfall: Option<Shortfall>,
+    },
+    /// Failed; retried after `retry_in`.
+    Failed {
+        /// The node.
+        node: String,
+        /// The error, in words.
+        error: String,
+        /// Backoff before the retry.
+        retry_in: Duration,
+    },
+}
+
+/// Settings of the fleet loop.
+#[derive(Clone, Debug)]
+pub struct FleetConfig {
+    /// Nodes worked at once.
+    pub workers: usize,
+    /// First usable device index when the ENINode does not say.
+    pub default_first_interface_index: u32,
+    /// Backoff for requeues after failures.
+    pub requeue: RetryPolicy,
+}
+
+/// The fleet loop.
+pub struct Fleet {
+    executor: Arc<Executor>,
+    store: Arc<dyn NodeStore>,
+    queue: WorkQueue,
+    config: FleetConfig,
+    failures: Mutex<HashMap<String, u32>>,
+    free_since: Mutex<HashMap<String, BTreeMap<Ipv4Addr, Duration>>>,
+    events: mpsc::UnboundedSender<NodeEvent>,
+}
+
+impl Fleet {
+    /// A fleet loop and the stream of its events.
+    pub fn new(
+        executor: Arc<Executor>,
+        store: Arc<dyn NodeStore>,
+        config: FleetConfig,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<NodeEvent>) {
+        let (events, rx) = mpsc::unbounded_channel();
+        let fleet = Self {
+            executor,
+            store,
+            queue: WorkQueue::new(),
+            config,
+            failures: Mutex::new(HashMap::new()),
+            free_since: Mutex::new(HashMap::new()),
+            events,
+        };
+        (Arc::new(fleet), rx)
+    }
+
+    /// Asks for a node to be worked, ordered by its deficit.
+    pub fn enqueue(&self, node: &str, deficit: u32) {
+        self.queue.push(node, deficit);
+    }
+
+    /// Starts the workers.
+    pub fn spawn_workers(self: &Arc<Self>) -> Vec<JoinHandle<()>> {
+        (0..self.config.workers.max(1))
+            .map(|_| {
+                let fleet = self.clone();
+                tokio::spawn(async move {
+                    while let Some(node) = fleet.queue.pop().await {
+                        fleet.work(&node).await;
+                        fleet.queue.done(&node);
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// Stops handing out work.
+    pub fn close(&self) {
+        self.queue.close();
+    }
+
+    async fn work(self: &Arc<Self>, name: &str) {
+        let node = match self.store.get(name).await {
+            Ok(Some(node)) => node,
+            Ok(None) => return, // deleted meanwhile: GC's business
+            Err(e) => return self.failed(name, e.to_string()),
+        };
+        let target = self.target(&node);
+        match self.executor.converge(&target).await {
+            Ok(outcome) => {
+                self.failures.lock().expect("failures lock").remove(name);
+                self.track_free(name, &target, &outcome);
+                let (ready, shortfall) = (outcome.ready(), outcome.plan.shortfall.clone());
+                if let Some(short) = &shortfall {
+                    tracing::info!(node = name, reason = short.reason(), "node short of IPs");
+                }
+                if let Err(e) = self.store.publish(name, update_of(&outcome)).await {
+                    return self.failed(name, e.to_string());
+                }
+                let _ = self.events.send(NodeEvent::Converged { node: name.into(), ready, shortfall });
+            }
+            Err(e) => self.failed(name, e.to_string()),
+        }
+    }
+
+    fn failed(self: &Arc<Self>, name: &str, error: String) {
+        let attempt = {
+            let mut failures = self.failures.lock().expect("failures lock");
+            let n = failures.entry(name.to_owned()).or_default();
+            *n += 1;
+            *n - 1
+        };
+        let retry_in = self.config.requeue.jittered(attempt);
+        tracing::warn!(node = name, error = %error, retry_in_ms = retry_in.as_millis() as u64, "node not converged");
+        let _ = self.events.send(NodeEvent::Failed { node: name.into(), error, retry_in });
+        let fleet = self.clone();
+        let name = name.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(retry_in).await;
+            fleet.enqueue(&name, 0);
+        });
+    }
+
+    fn target(&self, node: &ENINode) -> NodeTarget {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let spec = &node.spec;
+        let used: BTreeSet<Ipv4Addr> = node
+            .status
+            .as_ref()
+            .map(|s| s.used.keys().filter_map(|ip| ip.parse().ok()).collect())
+            .unwrap_or_default();
+        let free_since = self.free_since.lock().expect("free lock").get(&name).cloned().unwrap_or_default();
+        NodeTarget {
+            name,
+            instance: spec.instance_id.clone(),
+            instance_type: spec.instance_type.clone(),
+            zone: spec.zone.clone(),
+            knobs: spec.ipam,
+            first_interface_index: spec
+                .first_interface_index
+                .unwrap_or(self.config.default_first_interface_index),
+            selector: SubnetSelector { ids: spec.subnet_ids.clone(), tags: spec.subnet_tags.clone() },
+            security_groups: spec.security_groups.clone(),
+            used,
+            free_since,
+        }
+    }
+
+    /// Remembers since when each pool IP is free, for the release delay.
+    fn track_free(&self, name: &str, target: &NodeTarget, outcome: &NodeOutcome) {
+        let now = self.executor.now();
+        let mut all = self.free_since.lock().expect("free lock");
+        let known = all.entry(name.to_owned()).or_default();
+        let mut next = BTreeMap::new();
+        for ip in outcome.pool.keys().filter(|ip| !target.used.contains(ip)) {
+            next.insert(*ip, known.get(ip).copied().unwrap_or(now));
+        }
+        *known = next;
+    }
+}
+
+fn update_of(outcome: &NodeOutcome) -> PoolUpdate {
+    let (ready, reason, message) = match &outcome.plan.shortfall {
+        None if outcome.ready() => (true, "AtTarget", String::new()),
+        None => (false, "Allocating", format!("{} IPs still to allocate", outcome.plan.needed)),
+        Some(s @ Shortfall::InstanceLimit { missing }) => (
+            false,
+            s.reason(),
+            format!(
+                "{missing} IPs short: the instance type holds at most {} pod IPs; lower the pool knobs or use a larger type",
+                outcome.capacity
+            ),
+        ),
+        Some(s @ Shortfall::SubnetsExhausted { missing }) => (
+            false,
+            s.reason(),
+            format!(
+                "{missing} IPs short: the node's subnets are full; add subnets in its zone or free addresses"
+            ),
+        ),
+        Some(s @ Shortfall::NoMatchingSubnet { missing }) => (
+            false,
+            s.reason(),
+            format!(
+                "{missing} IPs short: no subnet in the node's zone matches subnetIds/subnetTags; fix the selector"
+            ),
+        ),
+    };
+    PoolUpdate {
+        pool: outcome.pool.iter().map(|(ip, entry)| (ip.to_string(), entry.clone())).collect(),
+        enis: outcome.enis.clone(),
+        condition: PoolUpdate::pool_ready(ready, reason, message),
+    }
+}

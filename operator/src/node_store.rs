@@ -1,0 +1,113 @@
+//! Where ENINodes live. In a cluster that is the apiserver (the controller
+//! issue adds that adapter); the simulator and tests use the in-memory store.
+//! The operator writes only `spec.pool` and its own status fields.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use eni_ipam_api::{ConditionStatus, ENINode, ENINodeCondition, EniStatus, PoolEntry};
+
+/// What the operator publishes for a node after working on it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PoolUpdate {
+    /// `spec.pool`: IP -> ENI and subnet.
+    pub pool: BTreeMap<String, PoolEntry>,
+    /// `status.enis`.
+    pub enis: BTreeMap<String, EniStatus>,
+    /// The `PoolReady` condition.
+    pub condition: ENINodeCondition,
+}
+
+impl PoolUpdate {
+    /// The `PoolReady` condition for a node at (or short of) its target.
+    pub fn pool_ready(ready: bool, reason: &str, message: String) -> ENINodeCondition {
+        ENINodeCondition {
+            type_: "PoolReady".into(),
+            status: if ready { ConditionStatus::True } else { ConditionStatus::False },
+            reason: reason.into(),
+            message,
+            last_transition_time: String::new(),
+        }
+    }
+}
+
+/// Error of a node store.
+#[derive(Debug, thiserror::Error)]
+#[error("ENINode {node}: {message}")]
+pub struct StoreError {
+    /// The node.
+    pub node: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// Read and write ENINodes.
+#[async_trait]
+pub trait NodeStore: Send + Sync {
+    /// The ENINode of a node, if it exists.
+    async fn get(&self, name: &str) -> Result<Option<ENINode>, StoreError>;
+    /// Publishes the operator's view of a node.
+    async fn publish(&self, name: &str, update: PoolUpdate) -> Result<(), StoreError>;
+}
+
+/// ENINodes in memory, with a count of writes (what an apiserver would see).
+#[derive(Debug, Default)]
+pub struct MemoryNodeStore {
+    nodes: Mutex<BTreeMap<String, ENINode>>,
+    writes: AtomicU64,
+}
+
+impl MemoryNodeStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds or replaces a node (as the agent registering it would).
+    pub fn insert(&self, node: ENINode) {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        self.nodes.lock().expect("store lock").insert(name, node);
+    }
+
+    /// Every node.
+    pub fn all(&self) -> Vec<ENINode> {
+        self.nodes.lock().expect("store lock").values().cloned().collect()
+    }
+
+    /// Writes that changed something.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+}
+
+#[async_trait]
+impl NodeStore for MemoryNodeStore {
+    async fn get(&self, name: &str) -> Result<Option<ENINode>, StoreError> {
+        Ok(self.nodes.lock().expect("store lock").get(name).cloned())
+    }
+
+    async fn publish(&self, name: &str, update: PoolUpdate) -> Result<(), StoreError> {
+        let mut nodes = self.nodes.lock().expect("store lock");
+        let node = nodes.get_mut(name).ok_or_else(|| StoreError {
+            node: name.into(),
+            message: "not found; was the node deleted?".into(),
+        })?;
+        let status = node.status.get_or_insert_with(Default::default);
+        let changed = node.spec.pool != update.pool
+            || status.enis != update.enis
+            || status.conditions.first() != Some(&update.condition);
+        if !changed {
+            // No-op writes are not sent: they would wake every watcher.
+            return Ok(());
+        }
+        status.available = update.pool.len() as u32;
+        status.eni_count = update.enis.len() as u32;
+        status.enis = update.enis;
+        status.conditions = vec![update.condition];
+        node.spec.pool = update.pool;
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}

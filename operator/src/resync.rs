@@ -1,0 +1,149 @@
+//! Resyncs of cloud state, coalesced. Callers ask "refresh instance X" (after
+//! a change, or when its node appears) and wait; requests that arrive while
+//! a batch is gathered or under way are served together, by whichever is
+//! fewer calls: per-instance lists (as many ids per call as the cloud takes)
+//! or one paginated VPC-wide list. Never one list per subnet.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use eni_ipam_api::{InstanceId, VpcId};
+use eni_ipam_cloud::{CloudProvider, CloudResult, EniQuery, list_all_enis};
+use futures::future::join_all;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::instances::InstancesCache;
+
+enum Request {
+    Instance(InstanceId, oneshot::Sender<CloudResult<()>>),
+    Bulk(oneshot::Sender<CloudResult<()>>),
+}
+
+/// How a batch was served (for the report and tests).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ResyncCounts {
+    /// Batches served by a VPC-wide list.
+    pub bulk: u64,
+    /// Batches served by per-instance lists.
+    pub per_instance: u64,
+    /// Instance refreshes asked for.
+    pub requests: u64,
+}
+
+/// Handle to the resync task.
+#[derive(Clone)]
+pub struct Resyncer {
+    tx: mpsc::UnboundedSender<Request>,
+    counts: Arc<std::sync::Mutex<ResyncCounts>>,
+}
+
+impl Resyncer {
+    /// Starts the task. `window` is how long the first request of a batch
+    /// waits for company.
+    pub fn spawn(
+        provider: Arc<dyn CloudProvider>,
+        cache: Arc<InstancesCache>,
+        vpc: VpcId,
+        window: Duration,
+    ) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let counts = Arc::new(std::sync::Mutex::new(ResyncCounts::default()));
+        tokio::spawn(run(provider, cache, vpc, window, rx, counts.clone()));
+        Self { tx, counts }
+    }
+
+    /// Refreshes one instance's ENIs (maybe along with others').
+    pub async fn instance(&self, id: &InstanceId) -> CloudResult<()> {
+        let (done, wait) = oneshot::channel();
+        self.tx.send(Request::Instance(id.clone(), done)).expect("resync task runs as long as its handles");
+        wait.await.expect("resync task answers every request")
+    }
+
+    /// Refreshes everything: all ENIs of the VPC and the subnets.
+    pub async fn bulk(&self) -> CloudResult<()> {
+        let (done, wait) = oneshot::channel();
+        self.tx.send(Request::Bulk(done)).expect("resync task runs as long as its handles");
+        wait.await.expect("resync task answers every request")
+    }
+
+    /// Counts so far.
+    pub fn counts(&self) -> ResyncCounts {
+        *self.counts.lock().expect("counts lock")
+    }
+}
+
+async fn run(
+    provider: Arc<dyn CloudProvider>,
+    cache: Arc<InstancesCache>,
+    vpc: VpcId,
+    window: Duration,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+    counts: Arc<std::sync::Mutex<ResyncCounts>>,
+) {
+    while let Some(first) = rx.recv().await {
+        tokio::time::sleep(window).await;
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let mut instances = BTreeSet::new();
+        let mut bulk = false;
+        for r in &batch {
+            match r {
+                Request::Instance(id, _) => {
+                    instances.insert(id.clone());
+                }
+                Request::Bulk(_) => bulk = true,
+            }
+        }
+        let limits = provider.batch_limits();
+        let per_instance_calls = instances.len().div_ceil(limits.instances_per_list.max(1) as usize);
+        let bulk_calls = (cache.eni_count() + instances.len()).div_ceil(limits.max_page_size as usize).max(1);
+        let result = if bulk || bulk_calls < per_instance_calls {
+            counts.lock().expect("counts lock").bulk += 1;
+            // Subnets are refreshed on asked-for bulk resyncs only, not when a
+            // VPC listing is merely the cheaper way to serve instance requests.
+            bulk_resync(provider.as_ref(), &cache, &vpc, bulk).await
+        } else {
+            counts.lock().expect("counts lock").per_instance += 1;
+            let ids: Vec<InstanceId> = instances.into_iter().collect();
+            instance_resync(provider.as_ref(), &cache, &ids, limits.instances_per_list).await
+        };
+        counts.lock().expect("counts lock").requests += batch.len() as u64;
+        for r in batch {
+            let done = match r {
+                Request::Instance(_, d) | Request::Bulk(d) => d,
+            };
+            let _ = done.send(result.clone());
+        }
+    }
+}
+
+async fn bulk_resync(
+    provider: &dyn CloudProvider,
+    cache: &InstancesCache,
+    vpc: &VpcId,
+    with_subnets: bool,
+) -> CloudResult<()> {
+    let (enis, _calls) = list_all_enis(provider, &EniQuery::Vpc(vpc.clone())).await?;
+    cache.replace_all(enis);
+    if with_subnets {
+        cache.set_subnets(provider.list_subnets(vpc).await?);
+    }
+    Ok(())
+}
+
+async fn instance_resync(
+    provider: &dyn CloudProvider,
+    cache: &InstancesCache,
+    ids: &[InstanceId],
+    per_call: u32,
+) -> CloudResult<()> {
+    let lists = ids.chunks(per_call.max(1) as usize).map(|chunk| async move {
+        let (enis, _) = list_all_enis(provider, &EniQuery::Instances(chunk.to_vec())).await?;
+        cache.replace_instances(chunk, enis);
+        Ok(())
+    });
+    join_all(lists).await.into_iter().collect()
+}

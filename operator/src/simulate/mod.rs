@@ -1,0 +1,324 @@
+//! `simulate`: a fleet of nodes joins at once in the fake cloud, and the real
+//! planner, executor, limiter and retry policy bring every node to its
+//! pre-allocation. Time is virtual by default (tokio's paused clock), so a
+//! ten-minute cloud scenario runs in seconds.
+
+mod cloud_setup;
+pub mod invariants;
+pub mod quota_bound;
+pub mod report;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use eni_ipam_api::{ENINode, ENINodeSpec, EniId, InstanceType, KnobError, PoolKnobs, VpcId};
+use eni_ipam_cloud::fake::{FakeCloud, FakeProvider, Faults};
+use eni_ipam_cloud::{CallGuard, CloudKind, CloudProfile, CloudProvider, RetryPolicy};
+use tokio::time::Instant;
+
+use crate::executor::{Executor, ExecutorConfig};
+use crate::fleet::{Fleet, FleetConfig, NodeEvent};
+use crate::instances::InstancesCache;
+use crate::node_store::MemoryNodeStore;
+use crate::planner::{EniView, NodeSnapshot, SubnetSelector};
+use crate::resync::Resyncer;
+use report::{SimReport, percentile};
+
+/// What to simulate.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Which cloud profile the fake cloud follows.
+    pub cloud: CloudKind,
+    /// Nodes joining at once.
+    pub nodes: u32,
+    /// Instance type of every node (`None`: the profile's default).
+    pub instance_type: Option<String>,
+    /// Pool knobs of every node.
+    pub knobs: PoolKnobs,
+    /// First usable device index (`None`: the profile's default).
+    pub first_interface_index: Option<u32>,
+    /// Nodes worked at once.
+    pub workers: usize,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Share of cloud calls answered with a 5xx.
+    pub fault_rate: f64,
+    /// Client limiter rate as a share of the cloud's quota.
+    pub limiter_margin: f64,
+    /// Give up after this long (simulated).
+    pub deadline: Duration,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            cloud: CloudKind::Aws,
+            nodes: 1000,
+            instance_type: None,
+            knobs: PoolKnobs::default(),
+            first_interface_index: None,
+            workers: 64,
+            seed: 1,
+            fault_rate: 0.0,
+            limiter_margin: 0.95,
+            deadline: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// A configuration no run could satisfy, in words that say what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `--nodes 0`.
+    #[error("--nodes must be at least 1")]
+    NoNodes,
+    /// Unknown instance type.
+    #[error("--instance-type {0} is not in the {1} profile; use one of: {2}")]
+    UnknownInstanceType(String, CloudKind, String),
+    /// Pool knobs that contradict each other or the instance.
+    #[error("{0}")]
+    Knobs(#[from] KnobError),
+    /// First interface index beyond the instance's ENIs.
+    #[error(
+        "--first-interface-index {index} leaves no ENI for pods on {instance_type} (it has {max_enis}); use a lower index"
+    )]
+    FirstIndex {
+        /// The index.
+        index: u32,
+        /// The type.
+        instance_type: String,
+        /// Its ENI limit.
+        max_enis: u32,
+    },
+    /// A share outside its range.
+    #[error("{flag} must be {range} (got {value})")]
+    OutOfRange {
+        /// The flag.
+        flag: &'static str,
+        /// The allowed range in words.
+        range: &'static str,
+        /// The value given.
+        value: f64,
+    },
+    /// No workers.
+    #[error("--parallel-alloc-workers must be at least 1")]
+    NoWorkers,
+}
+
+impl SimConfig {
+    /// The instance type in effect.
+    pub fn instance_type(&self, profile: &CloudProfile) -> String {
+        self.instance_type.clone().unwrap_or_else(|| profile.default_instance_type.to_owned())
+    }
+
+    /// The first usable index in effect.
+    pub fn first_index(&self, profile: &CloudProfile) -> u32 {
+        self.first_interface_index.unwrap_or(profile.default_first_interface_index)
+    }
+
+    /// Rejects what no run could satisfy.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.nodes == 0 {
+            return Err(ConfigError::NoNodes);
+        }
+        if self.workers == 0 {
+            return Err(ConfigError::NoWorkers);
+        }
+        if !(0.0..1.0).contains(&self.fault_rate) {
+            return Err(ConfigError::OutOfRange {
+                flag: "--fault-rate",
+                range: "in [0, 1)",
+                value: self.fault_rate,
+            });
+        }
+        if !(self.limiter_margin > 0.0 && self.limiter_margin <= 1.0) {
+            return Err(ConfigError::OutOfRange {
+                flag: "--limiter-margin",
+                range: "in (0, 1]",
+                value: self.limiter_margin,
+            });
+        }
+        let profile = CloudProfile::of(self.cloud);
+        let ty = self.instance_type(&profile);
+        let Some(limits) = profile.instance_types.get(&ty) else {
+            let known: Vec<&str> = profile.instance_types.keys().map(String::as_str).collect();
+            return Err(ConfigError::UnknownInstanceType(ty, self.cloud, known.join(", ")));
+        };
+        let first = self.first_index(&profile);
+        if first >= limits.max_enis {
+            return Err(ConfigError::FirstIndex {
+                index: first,
+                instance_type: ty,
+                max_enis: limits.max_enis,
+            });
+        }
+        self.knobs.validate_for_capacity(&ty, limits.pod_capacity(first))?;
+        Ok(())
+    }
+}
+
+/// Runs the simulation; `progress` hears the count of ready nodes.
+pub async fn run(
+    config: &SimConfig,
+    virtual_time: bool,
+    progress: &dyn Fn(u64),
+) -> anyhow::Result<SimReport> {
+    config.validate()?;
+    let wall = std::time::Instant::now();
+    let profile = CloudProfile::of(config.cloud);
+    let instance_type = config.instance_type(&profile);
+    let first_index = config.first_index(&profile);
+    let vpc = VpcId::from("vpc-sim");
+    let cloud = Arc::new(FakeCloud::new(profile.clone(), vpc.clone(), config.seed));
+    let target_ips =
+        config.knobs.pre_allocate.max(config.knobs.min_allocate) + config.knobs.max_above_watermark;
+    let fleet_in_cloud = cloud_setup::launch(&cloud, config.nodes, &instance_type, target_ips)?;
+    cloud.set_faults(Faults { transient_rate: config.fault_rate });
+
+    let guard = CallGuard::for_profile(
+        profile.clone(),
+        config.limiter_margin,
+        RetryPolicy::cloud_default(config.seed),
+    );
+    let fake_provider = Arc::new(FakeProvider::new(cloud.clone(), Arc::new(guard)));
+    let provider: Arc<dyn CloudProvider> = fake_provider.clone();
+    let cache = Arc::new(InstancesCache::new());
+    let resync = Resyncer::spawn(provider.clone(), cache.clone(), vpc.clone(), Duration::from_millis(100));
+    let exec_config = ExecutorConfig { cluster: "sim".into(), vpc: vpc.clone(), ..ExecutorConfig::default() };
+    let executor = Arc::new(Executor::new(provider.clone(), cache, resync.clone(), exec_config, config.seed));
+    let store = Arc::new(MemoryNodeStore::new());
+    for (n, (instance, zone)) in fleet_in_cloud.instances.iter().enumerate() {
+        let spec = ENINodeSpec {
+            instance_id: instance.clone(),
+            instance_type: InstanceType::from(instance_type.as_str()),
+            zone: zone.clone(),
+            vpc_id: vpc.clone(),
+            ipam: config.knobs,
+            first_interface_index: Some(first_index),
+            ..ENINodeSpec::default()
+        };
+        store.insert(ENINode::new(&format!("node-{n:05}"), spec));
+    }
+    let fleet_config = FleetConfig {
+        workers: config.workers,
+        default_first_interface_index: profile.default_first_interface_index,
+        requeue: RetryPolicy::new(
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+            u32::MAX,
+            config.seed ^ 0xf1ee7,
+        ),
+    };
+    let (fleet, mut events) = Fleet::new(executor, store.clone(), fleet_config);
+
+    // The nodes' ENINodes appear all at once: every node has the same deficit.
+    let start = Instant::now();
+    let workers = fleet.spawn_workers();
+    for n in 0..config.nodes {
+        fleet.enqueue(&format!("node-{n:05}"), config.knobs.pre_allocate.max(config.knobs.min_allocate));
+    }
+    let deadline = start + config.deadline;
+    let mut ready_at: HashMap<String, Duration> = HashMap::new();
+    // Nodes that cannot get more without a change of config or cloud.
+    let mut short: HashSet<String> = HashSet::new();
+    let mut failures = 0u64;
+    while ready_at.len() + short.len() < config.nodes as usize {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(NodeEvent::Converged { node, ready: true, .. })) => {
+                short.remove(&node);
+                ready_at.entry(node).or_insert_with(|| start.elapsed());
+                progress(ready_at.len() as u64);
+            }
+            Ok(Some(NodeEvent::Converged { node, shortfall: Some(_), .. })) => {
+                short.insert(node);
+            }
+            Ok(Some(NodeEvent::Converged { .. })) => {}
+            Ok(Some(NodeEvent::Failed { .. })) => failures += 1,
+            Ok(None) | Err(_) => break,
+        }
+    }
+    fleet.close();
+    for w in workers {
+        w.abort();
+    }
+
+    let mut times: Vec<Duration> = ready_at.values().copied().collect();
+    times.sort();
+    let all_ready = ready_at.len() == config.nodes as usize;
+    let time_to_all_ready = all_ready.then(|| times.last().copied().unwrap_or_default().as_secs_f64());
+    let cost = quota_bound::fresh_node_cost(
+        &fresh_node(&profile, &instance_type, first_index, config, &cloud),
+        &profile,
+    );
+    let bound = quota_bound::quota_bound(&profile, u64::from(config.nodes), &cost);
+
+    let server = cloud.counts();
+    let api_calls = server.iter().map(|(api, c)| (profile.kind.api_name(*api).to_owned(), c.calls)).collect();
+    let client_retries = fake_provider.guard().counts().values().map(|c| c.retried).sum();
+    let mutating: u64 = server.iter().filter(|(api, _)| !api.is_read()).map(|(_, c)| c.calls).sum();
+    let cloud_enis: Vec<_> = cloud.console().all_enis().cloned().collect();
+    let invariants = invariants::check("sim", &cloud_enis, &store.all());
+    let quota_bound_s = bound.bound.as_secs_f64();
+    let report = SimReport {
+        cloud: config.cloud.to_string(),
+        instance_type,
+        knobs: config.knobs,
+        first_interface_index: first_index,
+        seed: config.seed,
+        virtual_time,
+        nodes: config.nodes,
+        ready_nodes: ready_at.len() as u32,
+        time_to_all_ready_s: time_to_all_ready,
+        quota_bound_s,
+        ratio_to_quota_bound: time_to_all_ready.filter(|_| quota_bound_s > 0.0).map(|t| t / quota_bound_s),
+        node_ready_p50_s: percentile(&times, 50.0),
+        node_ready_p99_s: percentile(&times, 99.0),
+        api_calls,
+        api_calls_total: server.values().map(|c| c.calls).sum(),
+        throttled_calls: server.values().map(|c| c.throttled).sum(),
+        faulted_calls: server.values().map(|c| c.faulted).sum(),
+        client_retries,
+        mutating_calls_per_node: mutating as f64 / f64::from(config.nodes),
+        quota_bound_calls: bound.calls_per_bucket,
+        resync: resync.counts(),
+        node_store_writes: store.writes(),
+        node_failures: failures,
+        shortfall_nodes: short.len() as u64,
+        leaked_enis: 0,
+        duplicate_ips: 0,
+        pool_mismatches: 0,
+        wall_clock_s: wall.elapsed().as_secs_f64(),
+    };
+    Ok(report.with_invariants(invariants))
+}
+
+/// A node as it joins: its primary ENI and nothing else.
+fn fresh_node(
+    profile: &CloudProfile,
+    instance_type: &str,
+    first_index: u32,
+    config: &SimConfig,
+    cloud: &FakeCloud,
+) -> NodeSnapshot {
+    let subnets = cloud.console().list_subnets(&VpcId::from("vpc-sim"));
+    let zone = subnets[0].zone.clone();
+    NodeSnapshot {
+        zone,
+        limits: profile.instance_types[instance_type].clone(),
+        first_interface_index: first_index,
+        knobs: config.knobs,
+        enis: vec![EniView {
+            id: EniId::from("eni-primary"),
+            device_index: 0,
+            subnet: subnets[0].id.clone(),
+            secondary_ips: 0,
+            in_use: true,
+        }],
+        pool: vec![],
+        subnets,
+        selector: SubnetSelector::default(),
+        batch: profile.batch,
+        release_delay: Duration::ZERO,
+    }
+}

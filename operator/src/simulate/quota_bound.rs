@@ -1,0 +1,186 @@
+//! The least time any client could need to bring a fleet of fresh nodes to
+//! their pre-allocation, given the cloud's quotas and the fewest calls per
+//! node. The simulator's time is judged against it.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use eni_ipam_api::EniId;
+use eni_ipam_cloud::{Api, BucketId, CloudProfile};
+
+use crate::planner::{self, Action, EniView, NodeSnapshot, PoolIp};
+
+/// The fewest calls one fresh node needs, and the shortest chain of them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeCost {
+    /// Mutating calls per operation.
+    pub calls: BTreeMap<Api, u64>,
+    /// Latencies one node's calls must take one after another, at the least.
+    pub critical_path: Duration,
+}
+
+/// Plays the planner on a fresh node as if every action succeeded at once,
+/// and counts the calls. Uses the real planner, so the bound follows it.
+pub fn fresh_node_cost(fresh: &NodeSnapshot, profile: &CloudProfile) -> NodeCost {
+    let mut node = fresh.clone();
+    let mut calls = BTreeMap::new();
+    let mut critical_path = profile.read_latency; // one listing to learn the node's ENIs
+    let mut serial = 0u32;
+    for _ in 0..16 {
+        let plan = planner::plan(&node, Duration::ZERO);
+        if plan.actions.is_empty() {
+            break;
+        }
+        let mut longest = Duration::ZERO;
+        for action in plan.actions {
+            let (eni, count, chain) = match action {
+                Action::Assign { eni, count } => {
+                    *calls.entry(Api::AssignPrivateIpAddresses).or_default() += 1;
+                    node.enis
+                        .iter_mut()
+                        .find(|e| e.id == eni)
+                        .expect("planned on a known ENI")
+                        .secondary_ips += count;
+                    (eni, count, profile.write_latency)
+                }
+                Action::CreateEni { subnet, device_index, ips } => {
+                    *calls.entry(Api::CreateNetworkInterface).or_default() += 1;
+                    *calls.entry(Api::AttachNetworkInterface).or_default() += 1;
+                    let id = EniId(format!("eni-planned-{device_index}"));
+                    node.enis.push(EniView {
+                        id: id.clone(),
+                        device_index,
+                        subnet,
+                        secondary_ips: ips,
+                        in_use: true,
+                    });
+                    (id, ips, profile.write_latency * 2 + profile.attach_delay)
+                }
+                Action::Release { .. } => continue,
+            };
+            longest = longest.max(chain);
+            for _ in 0..count {
+                serial += 1;
+                node.pool.push(PoolIp {
+                    ip: Ipv4Addr::from(serial),
+                    eni: eni.clone(),
+                    free_since: Some(Duration::ZERO),
+                });
+            }
+        }
+        critical_path += longest;
+    }
+    NodeCost { calls, critical_path }
+}
+
+/// The bound, with the calls it counted per quota bucket.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuotaBound {
+    /// The least time.
+    pub bound: Duration,
+    /// Calls counted per bucket.
+    pub calls_per_bucket: BTreeMap<String, u64>,
+}
+
+/// `nodes` fresh nodes, each costing `cost`, plus the reads any client needs
+/// (one instance-type lookup, one subnet listing, the ENI listing in full pages).
+pub fn quota_bound(profile: &CloudProfile, nodes: u64, cost: &NodeCost) -> QuotaBound {
+    let mut per_bucket: BTreeMap<BucketId, u64> = BTreeMap::new();
+    for (api, n) in &cost.calls {
+        *per_bucket.entry(profile.bucket_of(*api)).or_default() += n * nodes;
+    }
+    let listing_pages = nodes.div_ceil(u64::from(profile.batch.max_page_size));
+    for (api, n) in [
+        (Api::DescribeInstanceTypes, 1),
+        (Api::DescribeSubnets, 1),
+        (Api::DescribeNetworkInterfaces, listing_pages),
+    ] {
+        *per_bucket.entry(profile.bucket_of(api)).or_default() += n;
+    }
+    let quota_time = per_bucket
+        .iter()
+        .map(|(bucket, calls)| {
+            profile.buckets.get(bucket).map_or(Duration::ZERO, |spec| spec.time_for(*calls))
+        })
+        .max()
+        .unwrap_or_default();
+    QuotaBound {
+        bound: quota_time.max(cost.critical_path),
+        calls_per_bucket: per_bucket.into_iter().map(|(b, n)| (b.to_string(), n)).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use eni_ipam_api::{InstanceType, PoolKnobs, SubnetId, VpcId, Zone};
+    use eni_ipam_cloud::{InstanceLimits, Subnet};
+
+    use super::*;
+    use crate::planner::SubnetSelector;
+
+    fn fresh(profile: &CloudProfile, ty: &str, first: u32, pre: u32) -> NodeSnapshot {
+        let limits: InstanceLimits = profile.instance_types[ty].clone();
+        NodeSnapshot {
+            zone: Zone::from("z"),
+            limits,
+            first_interface_index: first,
+            knobs: PoolKnobs { pre_allocate: pre, ..PoolKnobs::default() },
+            enis: vec![EniView {
+                id: EniId::from("eni-0"),
+                device_index: 0,
+                subnet: SubnetId::from("s"),
+                secondary_ips: 0,
+                in_use: true,
+            }],
+            pool: vec![],
+            subnets: vec![Subnet {
+                id: SubnetId::from("s"),
+                vpc: VpcId::from("v"),
+                zone: Zone::from("z"),
+                cidr: String::new(),
+                free_ips: 1 << 20,
+                tags: BTreeMap::new(),
+            }],
+            selector: SubnetSelector::default(),
+            batch: profile.batch,
+            release_delay: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn aws_on_the_primary_eni_costs_one_assign_and_is_bound_by_the_mutating_bucket() {
+        let p = CloudProfile::aws();
+        let cost = fresh_node_cost(&fresh(&p, "m5.xlarge", 0, 8), &p);
+        assert_eq!(cost.calls, BTreeMap::from([(Api::AssignPrivateIpAddresses, 1)]));
+        // 1000 assigns: 200 burst, then 800 at 5/s.
+        assert_eq!(quota_bound(&p, 1000, &cost).bound, Duration::from_secs(160));
+    }
+
+    #[test]
+    fn alibaba_secondary_eni_costs_create_and_attach_each_in_its_own_bucket() {
+        let p = CloudProfile::alibaba();
+        let cost = fresh_node_cost(&fresh(&p, "ecs.g7.xlarge", 1, 8), &p);
+        assert_eq!(
+            cost.calls,
+            BTreeMap::from([(Api::CreateNetworkInterface, 1), (Api::AttachNetworkInterface, 1)])
+        );
+        // 1000 creates at 500/min with a 500 burst: 60 s.
+        let b = quota_bound(&p, 1000, &cost);
+        assert_eq!(b.bound, Duration::from_secs(60));
+        assert_eq!(b.calls_per_bucket["CreateNetworkInterface"], 1000);
+    }
+
+    #[test]
+    fn a_small_fleet_is_bound_by_one_nodes_chain_of_calls() {
+        let p = CloudProfile::alibaba();
+        let cost = fresh_node_cost(&fresh(&p, "ecs.g7.xlarge", 1, 12), &p);
+        // create (10 IPs), attach, wait, then assign the other 2.
+        assert_eq!(cost.calls[&Api::AssignPrivateIpAddresses], 1);
+        let b = quota_bound(&p, 3, &cost);
+        assert_eq!(b.bound, cost.critical_path);
+        assert_eq!(b.bound, p.read_latency + p.write_latency * 2 + p.attach_delay + p.write_latency);
+    }
+}
