@@ -389,8 +389,12 @@ impl Executor {
                 return Ok(());
             }
         }
-        if let Err(e) = self.provider.delete_eni(&eni.id).await {
-            tracing::warn!(node = %node.name, eni = %eni.id, error = %e, "could not delete an unattached ENI; GC will");
+        match self.provider.delete_eni(&eni.id).await {
+            // Its addresses are free again: undo what `act` counted for the create.
+            Ok(()) => self.cache.adjust_subnet_free(&eni.subnet, -(eni.secondary_ips.len() as i64 + 1)),
+            Err(e) => {
+                tracing::warn!(node = %node.name, eni = %eni.id, error = %e, "could not delete an unattached ENI; GC will")
+            }
         }
         Err(attach_error)
     }

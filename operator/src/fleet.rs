@@ -140,7 +140,13 @@ impl Fleet {
             *n - 1
         };
         let retry_in = self.config.requeue.jittered(attempt);
-        tracing::warn!(node = name, error = %error, retry_in_ms = retry_in.as_millis() as u64, "node not converged");
+        let retry_ms = retry_in.as_millis() as u64;
+        // One failure is routine in a cloud; a node that keeps failing is news.
+        if attempt < 3 {
+            tracing::info!(node = name, error = %error, attempt, retry_in_ms = retry_ms, "node not converged; retrying");
+        } else {
+            tracing::warn!(node = name, error = %error, attempt, retry_in_ms = retry_ms, "node not converged; retrying");
+        }
         let _ = self.events.send(NodeEvent::Failed { node: name.into(), error, retry_in });
         let fleet = self.clone();
         let name = name.to_owned();
