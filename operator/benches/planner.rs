@@ -61,7 +61,12 @@ fn fleet() -> Vec<NodeSnapshot> {
                 zone: Zone::from(if n % 2 == 0 { "a" } else { "b" }),
                 limits: limits.clone(),
                 first_interface_index: 0,
-                knobs: PoolKnobs { pre_allocate: 16, min_allocate: 0, max_allocate: 0, max_above_watermark: 4 },
+                knobs: PoolKnobs {
+                    pre_allocate: 16,
+                    min_allocate: 0,
+                    max_allocate: 0,
+                    max_above_watermark: 4,
+                },
                 enis,
                 pool,
                 subnets: subnets.clone(),

@@ -114,9 +114,13 @@ pub struct SimulateArgs {
     /// Client-side rate limit as a share of the cloud's quota, in (0, 1].
     #[arg(long, env = "ENI_IPAM_LIMITER_MARGIN", default_value_t = 0.95)]
     pub limiter_margin: f64,
-    /// Stop after this many simulated seconds even if nodes are not ready.
-    #[arg(long, default_value_t = 3600)]
-    pub deadline_s: u64,
+    /// Stop after this much simulated time even if nodes are not ready (e.g. 1h, 90s).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub deadline: Duration,
+    /// Period of the bulk resync: all ENIs of the VPC in as few paginated
+    /// calls as the cloud allows, and the subnets (e.g. 1m, 30s).
+    #[arg(long, env = "ENI_IPAM_RESYNC_INTERVAL", default_value = "1m", value_parser = parse_duration)]
+    pub resync_interval: Duration,
     /// Run on the wall clock instead of virtual time (to watch it).
     #[arg(long)]
     pub real_time: bool,
@@ -132,6 +136,23 @@ fn parse_cloud(s: &str) -> Result<CloudKind, String> {
     s.parse()
 }
 
+/// `500ms`, `30s`, `5m`, `1h`; a bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 =
+        number.parse().map_err(|_| format!("'{text}' is not a duration: write e.g. 500ms, 30s, 5m, 1h"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("unknown unit '{unit}' in '{text}': use ms, s, m or h")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("'{text}' is out of range"))
+}
+
 impl SimulateArgs {
     /// The simulator configuration.
     pub fn config(&self) -> SimConfig {
@@ -145,7 +166,23 @@ impl SimulateArgs {
             seed: self.seed,
             fault_rate: self.fault_rate,
             limiter_margin: self.limiter_margin,
-            deadline: Duration::from_secs(self.deadline_s),
+            deadline: self.deadline,
+            resync_interval: self.resync_interval,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_an_admin_writes_them() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("5 parsecs").unwrap_err().contains("unit"));
+        assert!(parse_duration("soon").unwrap_err().contains("e.g."));
     }
 }

@@ -273,6 +273,25 @@ impl Executor {
         Ok(())
     }
 
+    /// Refreshes every ENI of the VPC and the subnets (the periodic bulk resync).
+    pub async fn bulk_resync(&self) -> Result<(), CloudError> {
+        self.resync.bulk().await
+    }
+
+    /// How urgently a node needs work according to the cache: `None` when the
+    /// planner has nothing to do, else its deficit (at least 1). Nodes the
+    /// cache does not know yet need work.
+    pub fn needs_work(&self, node: &NodeTarget) -> Option<u32> {
+        let Some(limits) = self.cache.limits(node.instance_type.as_str()) else {
+            return Some(node.knobs.pre_allocate.max(1));
+        };
+        let Ok(snapshot) = self.snapshot(node, &limits) else {
+            return Some(node.knobs.pre_allocate.max(1));
+        };
+        let plan = planner::plan(&snapshot, self.now());
+        (!plan.actions.is_empty()).then_some(plan.needed.max(1))
+    }
+
     /// The planner's view of a node, from the cache.
     pub fn snapshot(&self, node: &NodeTarget, limits: &InstanceLimits) -> Result<NodeSnapshot, ExecError> {
         let enis = self.cache.enis_of(&node.instance);

@@ -103,6 +103,38 @@ impl Fleet {
             .collect()
     }
 
+    /// Every `interval` (with a tenth of jitter), refreshes all cloud state in
+    /// one paginated VPC-wide listing plus the subnets, then queues every
+    /// node whose pool is off target by the fresh data.
+    pub fn spawn_bulk_resync(self: &Arc<Self>, interval: Duration) -> JoinHandle<()> {
+        let fleet = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let jitter = fleet.config.requeue.jittered(0).as_secs_f64().min(1.0);
+                tokio::time::sleep(interval.mul_f64(0.95 + 0.1 * jitter)).await;
+                if let Err(e) = fleet.executor.bulk_resync().await {
+                    tracing::warn!(error = %e, "bulk resync failed; next one in {interval:?}");
+                    continue;
+                }
+                fleet.queue_off_target().await;
+            }
+        })
+    }
+
+    async fn queue_off_target(&self) {
+        let names = match self.store.names().await {
+            Ok(names) => names,
+            Err(e) => return tracing::warn!(error = %e, "cannot list ENINodes"),
+        };
+        for name in names {
+            if let Ok(Some(node)) = self.store.get(&name).await
+                && let Some(deficit) = self.executor.needs_work(&self.target(&node))
+            {
+                self.enqueue(&name, deficit);
+            }
+        }
+    }
+
     /// Stops handing out work.
     pub fn close(&self) {
         self.queue.close();

@@ -50,6 +50,8 @@ pub trait NodeStore: Send + Sync {
     async fn get(&self, name: &str) -> Result<Option<ENINode>, StoreError>;
     /// Publishes the operator's view of a node.
     async fn publish(&self, name: &str, update: PoolUpdate) -> Result<(), StoreError>;
+    /// Names of every ENINode.
+    async fn names(&self) -> Result<Vec<String>, StoreError>;
 }
 
 /// ENINodes in memory, with a count of writes (what an apiserver would see).
@@ -86,6 +88,10 @@ impl MemoryNodeStore {
 impl NodeStore for MemoryNodeStore {
     async fn get(&self, name: &str) -> Result<Option<ENINode>, StoreError> {
         Ok(self.nodes.lock().expect("store lock").get(name).cloned())
+    }
+
+    async fn names(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.nodes.lock().expect("store lock").keys().cloned().collect())
     }
 
     async fn publish(&self, name: &str, update: PoolUpdate) -> Result<(), StoreError> {

@@ -29,7 +29,11 @@ fn simulate(args: &[&str]) -> (Value, String) {
 }
 
 fn tempdir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("eni-ipam-sim-{}-{:?}", std::process::id(), std::thread::current().id()));
+    let dir = std::env::temp_dir().join(format!(
+        "eni-ipam-sim-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -69,7 +73,9 @@ fn help_tells_an_admin_what_each_knob_does() {
     let out = operator(&["simulate", "--help"]);
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
-    for flag in ["--pre-allocate", "--min-allocate", "--max-allocate", "--max-above-watermark", "--cloud", "--json"] {
+    for flag in
+        ["--pre-allocate", "--min-allocate", "--max-allocate", "--max-above-watermark", "--cloud", "--json"]
+    {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
     assert!(help.contains("quota"), "--help explains what the report compares against");
@@ -93,7 +99,10 @@ fn check_acceptance(report: &Value, table: &str) {
     }
     // The table a person reads says the same as the JSON.
     let row = |label: &str| {
-        table.lines().find(|l| l.trim_start().starts_with(label)).unwrap_or_else(|| panic!("no '{label}' in {table}"))
+        table
+            .lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .unwrap_or_else(|| panic!("no '{label}' in {table}"))
     };
     assert!(row("ready nodes").contains(&format!("{nodes} / {nodes}")));
     assert!(row("time to all ready").contains(&format!("{t:.1} s")));

@@ -48,6 +48,8 @@ pub struct SimConfig {
     pub limiter_margin: f64,
     /// Give up after this long (simulated).
     pub deadline: Duration,
+    /// Period of the bulk resync (all ENIs of the VPC, and the subnets).
+    pub resync_interval: Duration,
 }
 
 impl Default for SimConfig {
@@ -63,6 +65,7 @@ impl Default for SimConfig {
             fault_rate: 0.0,
             limiter_margin: 0.95,
             deadline: Duration::from_secs(3600),
+            resync_interval: Duration::from_secs(60),
         }
     }
 }
@@ -104,6 +107,9 @@ pub enum ConfigError {
     /// No workers.
     #[error("--parallel-alloc-workers must be at least 1")]
     NoWorkers,
+    /// A bulk resync more often than once a second would spend the describe quota on itself.
+    #[error("--resync-interval {0:?} is below 1s: bulk resyncs would eat the describe quota; use 1s or more")]
+    ResyncTooOften(Duration),
 }
 
 impl SimConfig {
@@ -124,6 +130,9 @@ impl SimConfig {
         }
         if self.workers == 0 {
             return Err(ConfigError::NoWorkers);
+        }
+        if self.resync_interval < Duration::from_secs(1) {
+            return Err(ConfigError::ResyncTooOften(self.resync_interval));
         }
         if !(0.0..1.0).contains(&self.fault_rate) {
             return Err(ConfigError::OutOfRange {
@@ -214,7 +223,8 @@ pub async fn run(
 
     // The nodes' ENINodes appear all at once: every node has the same deficit.
     let start = Instant::now();
-    let workers = fleet.spawn_workers();
+    let mut workers = fleet.spawn_workers();
+    workers.push(fleet.spawn_bulk_resync(config.resync_interval));
     for n in 0..config.nodes {
         fleet.enqueue(&format!("node-{n:05}"), config.knobs.pre_allocate.max(config.knobs.min_allocate));
     }

@@ -115,7 +115,7 @@ pub fn quota_bound(profile: &CloudProfile, nodes: u64, cost: &NodeCost) -> Quota
 mod tests {
     use std::collections::BTreeMap;
 
-    use eni_ipam_api::{InstanceType, PoolKnobs, SubnetId, VpcId, Zone};
+    use eni_ipam_api::{PoolKnobs, SubnetId, VpcId, Zone};
     use eni_ipam_cloud::{InstanceLimits, Subnet};
 
     use super::*;
