@@ -66,6 +66,29 @@ impl CallGuard {
         update(self.counts.lock().expect("counts lock").entry(api).or_default());
     }
 
+    /// One attempt, limiter included, no retry: for probes where a fast,
+    /// clear failure beats waiting out the backoff.
+    pub async fn call_once<T, F, Fut>(&self, api: Api, op: F) -> CloudResult<T>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = CloudResult<T>>,
+    {
+        if let Some(bucket) = self.buckets.get(&self.profile.bucket_of(api)) {
+            bucket.acquire().await;
+        }
+        self.count(api, |c| c.sent += 1);
+        let result = op().await;
+        if let Err(err) = &result {
+            self.count(api, |c| {
+                c.failed += 1;
+                if err.class == ErrorClass::Throttled {
+                    c.throttled += 1;
+                }
+            });
+        }
+        result
+    }
+
     /// Runs one cloud operation: waits for the limiter before every attempt,
     /// retries throttling and (for idempotent calls) transient faults with
     /// full-jitter backoff, and gives up after the policy's attempts.

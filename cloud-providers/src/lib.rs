@@ -3,6 +3,7 @@
 //! the one client-side limiter + retry policy ([`CallGuard`]) every call goes
 //! through, and the in-memory [`fake`] cloud.
 
+pub mod alibaba;
 mod api_call;
 pub mod error;
 pub mod fake;

@@ -89,11 +89,18 @@ pub struct SimulateArgs {
     /// Cloud profile of the fake cloud: aws or alibaba.
     #[arg(long, env = "ENI_IPAM_CLOUD", default_value = "aws", value_parser = parse_cloud)]
     pub cloud: CloudKind,
-    /// Talk to a real API endpoint (moto, the Alibaba emulator) instead of the
-    /// built-in fake. Not available yet: the wire clients come with the AWS
-    /// and Alibaba provider work.
-    #[arg(long, env = "ENI_IPAM_ENDPOINT")]
+    /// Talk to a real EC2 API endpoint (moto, a VPC endpoint) instead of the
+    /// built-in fake cloud. The fleet is then the instances already in --vpc
+    /// (all taken to be of --instance-type), and time is real.
+    #[arg(long, env = "ENI_IPAM_ENDPOINT", requires = "vpc")]
     pub endpoint: Option<String>,
+    /// The VPC whose instances form the fleet (with --endpoint).
+    #[arg(long, env = "ENI_IPAM_VPC")]
+    pub vpc: Option<String>,
+    /// AWS region (with --endpoint; credentials come from the usual AWS
+    /// environment variables, shared profile or instance role).
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    pub aws_region: String,
     /// Nodes joining at once.
     #[arg(long, env = "ENI_IPAM_NODES", default_value_t = 1000)]
     pub nodes: u32,

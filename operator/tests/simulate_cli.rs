@@ -57,7 +57,7 @@ fn impossible_settings_are_one_line_errors_with_exit_code_2() {
     assert_usage_error(&["simulate", "--cloud", "alibaba", "--instance-type", "m5.large"], "ecs.g7.xlarge");
     assert_usage_error(&["simulate", "--first-interface-index", "4"], "--first-interface-index 4");
     assert_usage_error(&["simulate", "--fault-rate", "1.5"], "--fault-rate");
-    assert_usage_error(&["simulate", "--endpoint", "http://127.0.0.1:1"], "--endpoint");
+    assert_usage_error(&["simulate", "--endpoint", "http://127.0.0.1:1"], "--vpc");
 }
 
 #[test]
@@ -66,6 +66,19 @@ fn bad_flags_are_one_line_errors_with_exit_code_2() {
     assert_usage_error(&["simulate", "--cloud", "gcp"], "aws or alibaba");
     assert_usage_error(&["simulate", "--nodes", "many"], "--nodes");
     assert_usage_error(&["frobnicate"], "frobnicate");
+}
+
+#[test]
+fn an_unreachable_endpoint_is_one_clear_line_not_a_retry_storm() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let url = format!("http://{closed}");
+    let started = std::time::Instant::now();
+    let out = operator(&["simulate", "--endpoint", &url, "--vpc", "vpc-1", "--no-progress"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains(&url) && err.contains("cannot reach EC2"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(15), "one probe, no retries");
 }
 
 #[test]

@@ -7,7 +7,7 @@ mod state;
 
 pub use cloud::{FakeCloud, Faults, ServerCounts};
 pub use provider::FakeProvider;
-pub use state::CloudState;
+pub use state::{CloudState, InstanceView};
 
 #[cfg(test)]
 mod tests;

@@ -58,8 +58,8 @@ impl Refusal {
             (CloudKind::Alibaba, Refusal::InstanceNotFound) => "InvalidInstanceId.NotFound",
             (CloudKind::Alibaba, Refusal::SubnetNotFound) => "InvalidVSwitchId.NotFound",
             (CloudKind::Alibaba, Refusal::SubnetFull) => "InvalidVSwitchId.IpNotEnough",
-            (CloudKind::Alibaba, Refusal::AttachmentLimit) => "InvalidOperation.MaxEniCountExceeded",
-            (CloudKind::Alibaba, Refusal::IpLimit) => "QuotaExceeded.PrivateIpAddress",
+            (CloudKind::Alibaba, Refusal::AttachmentLimit) => "EniPerInstanceLimitExceeded",
+            (CloudKind::Alibaba, Refusal::IpLimit) => "InvalidOperation.Ipv4CountExceeded",
             (CloudKind::Alibaba, Refusal::EniBusy) => "InvalidOperation.InvalidEniState",
             (CloudKind::Alibaba, Refusal::DeviceIndexTaken) => "InvalidOperation.DeviceIndexInUse",
             (CloudKind::Alibaba, _) => "InvalidParameter",
@@ -109,6 +109,19 @@ struct Instance {
     limits: InstanceLimits,
     /// device index -> ENI
     enis: BTreeMap<u32, EniId>,
+}
+
+/// An instance as the console shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct InstanceView {
+    /// Its id.
+    pub id: InstanceId,
+    /// Its zone.
+    pub zone: Zone,
+    /// Its type.
+    pub instance_type: eni_ipam_api::InstanceType,
+    /// Attached ENIs by device index.
+    pub enis: BTreeMap<u32, EniId>,
 }
 
 /// Everything the fake cloud holds.
@@ -266,6 +279,23 @@ impl CloudState {
             }
             false
         });
+    }
+
+    /// Every instance with its type and attached ENIs by device index (for
+    /// the emulator's dump and its device-index choice; not an API).
+    pub fn instances(&self) -> Vec<InstanceView> {
+        let mut out: Vec<InstanceView> = self
+            .instances
+            .iter()
+            .map(|(id, i)| InstanceView {
+                id: id.clone(),
+                zone: i.zone.clone(),
+                instance_type: i.limits.instance_type.clone(),
+                enis: i.enis.clone(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
     }
 
     /// Every ENI (for invariant checks, not an API).
@@ -446,10 +476,10 @@ impl CloudState {
         if ips.len() as u32 > self.profile.batch.unassign_ips_per_call.unwrap_or(u32::MAX) {
             return Err(self.refuse(api, Refusal::BatchTooLarge, id.as_str(), "too many IPs in one call"));
         }
-        let eni = self
-            .enis
-            .get_mut(id)
-            .ok_or_else(|| CloudError::new(api, ErrorClass::NotFound, "NotFound", id.as_str(), ""))?;
+        if !self.enis.contains_key(id) {
+            return Err(self.refuse(api, Refusal::EniNotFound, id.as_str(), "no such ENI"));
+        }
+        let eni = self.enis.get_mut(id).expect("checked");
         let mut freed = Vec::new();
         eni.secondary_ips.retain(|ip| {
             let drop = ips.contains(ip);
@@ -509,10 +539,10 @@ impl CloudState {
     /// CreateTags / TagResources.
     pub fn tag_eni(&mut self, id: &EniId, tags: &BTreeMap<String, String>) -> CloudResult<()> {
         let api = Api::CreateTags;
-        let eni = self
-            .enis
-            .get_mut(id)
-            .ok_or_else(|| CloudError::new(api, ErrorClass::NotFound, "NotFound", id.as_str(), ""))?;
+        if !self.enis.contains_key(id) {
+            return Err(self.refuse(api, Refusal::EniNotFound, id.as_str(), "no such ENI"));
+        }
+        let eni = self.enis.get_mut(id).expect("checked");
         eni.tags.extend(tags.iter().map(|(k, v)| (k.clone(), v.clone())));
         Ok(())
     }

@@ -8,13 +8,15 @@ pub mod invariants;
 pub mod quota_bound;
 pub mod report;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use eni_ipam_api::{ENINode, ENINodeSpec, EniId, InstanceType, KnobError, PoolKnobs, VpcId};
+use eni_ipam_api::{ENINode, ENINodeSpec, EniId, InstanceId, InstanceType, KnobError, PoolKnobs, VpcId, Zone};
 use eni_ipam_cloud::fake::{FakeCloud, FakeProvider, Faults};
-use eni_ipam_cloud::{CallGuard, CloudKind, CloudProfile, CloudProvider, RetryPolicy};
+use eni_ipam_cloud::{
+    Api, CallGuard, CloudKind, CloudProfile, CloudProvider, Eni, EniQuery, RetryPolicy, Subnet, list_all_enis,
+};
 use tokio::time::Instant;
 
 use crate::executor::{Executor, ExecutorConfig};
@@ -167,9 +169,33 @@ impl SimConfig {
     }
 }
 
-/// Runs the simulation; `progress` hears the count of ready nodes.
-pub async fn run(
+/// Where the simulated fleet's cloud is.
+pub enum Backend {
+    /// The built-in fake cloud with the config's profile (virtual time welcome).
+    Fake,
+    /// A real API endpoint (moto, the Alibaba emulator) reached through
+    /// `provider`, whose calls all go through `guard`. The fleet is the
+    /// instances the VPC already holds (their primary ENIs tell them), all
+    /// taken to be of the config's instance type. Real time only.
+    Endpoint {
+        /// The provider client.
+        provider: Arc<dyn CloudProvider>,
+        /// Its call guard (for the counts).
+        guard: Arc<CallGuard>,
+        /// The VPC holding the fleet.
+        vpc: VpcId,
+    },
+}
+
+/// Runs the simulation on the fake cloud; `progress` hears the count of ready nodes.
+pub async fn run(config: &SimConfig, virtual_time: bool, progress: &dyn Fn(u64)) -> anyhow::Result<SimReport> {
+    run_on(config, Backend::Fake, virtual_time, progress).await
+}
+
+/// Runs the simulation on a backend.
+pub async fn run_on(
     config: &SimConfig,
+    backend: Backend,
     virtual_time: bool,
     progress: &dyn Fn(u64),
 ) -> anyhow::Result<SimReport> {
@@ -177,47 +203,147 @@ pub async fn run(
     let wall = std::time::Instant::now();
     let profile = CloudProfile::of(config.cloud);
     let instance_type = config.instance_type(&profile);
+    let target_ips = config.knobs.pre_allocate.max(config.knobs.min_allocate) + config.knobs.max_above_watermark;
+    let (provider, guard, vpc, fake, instances) = match backend {
+        Backend::Fake => {
+            let vpc = VpcId::from("vpc-sim");
+            let cloud = Arc::new(FakeCloud::new(profile.clone(), vpc.clone(), config.seed));
+            let launched = cloud_setup::launch(&cloud, config.nodes, &instance_type, target_ips)?;
+            cloud.set_faults(Faults { transient_rate: config.fault_rate });
+            let retry = RetryPolicy::cloud_default(config.seed);
+            let guard = Arc::new(CallGuard::for_profile(profile.clone(), config.limiter_margin, retry));
+            let provider: Arc<dyn CloudProvider> = Arc::new(FakeProvider::new(cloud.clone(), guard.clone()));
+            (provider, guard, vpc, Some(cloud), launched.instances)
+        }
+        Backend::Endpoint { provider, guard, vpc } => {
+            let (enis, _) = list_all_enis(provider.as_ref(), &EniQuery::Vpc(vpc.clone())).await?;
+            let mut instances: Vec<(InstanceId, Zone)> = enis
+                .iter()
+                .filter(|e| e.device_index == Some(0))
+                .filter_map(|e| Some((e.instance.clone()?, e.zone.clone())))
+                .collect();
+            instances.sort();
+            instances.truncate(config.nodes as usize);
+            anyhow::ensure!(
+                !instances.is_empty(),
+                "no instance found in VPC {vpc}: launch the fleet first (the simulator adopts what the VPC holds)"
+            );
+            (provider, guard, vpc, None, instances)
+        }
+    };
+    let drove = drive(config, &profile, provider.clone(), &vpc, &instances, &instance_type, progress).await;
+    let after_run = guard.counts();
+    let (api_calls, throttled_calls, faulted_calls, cloud_enis, subnets): Counted = match &fake {
+        Some(cloud) => {
+            let server = cloud.counts();
+            let calls = server.iter().map(|(api, c)| (*api, c.calls)).collect::<BTreeMap<_, _>>();
+            let console = cloud.console();
+            (
+                calls,
+                server.values().map(|c| c.throttled).sum(),
+                server.values().map(|c| c.faulted).sum(),
+                console.all_enis().cloned().collect(),
+                console.list_subnets(&vpc),
+            )
+        }
+        None => {
+            // What the endpoint saw is what the client sent (its own counts).
+            let calls = after_run.iter().map(|(api, c)| (*api, c.sent)).collect::<BTreeMap<_, _>>();
+            let throttled = after_run.values().map(|c| c.throttled).sum();
+            let (enis, _) = list_all_enis(provider.as_ref(), &EniQuery::Vpc(vpc.clone())).await?;
+            (calls, throttled, 0, enis, provider.list_subnets(&vpc).await?)
+        }
+    };
+    let nodes = instances.len() as u32;
+    let mut times: Vec<Duration> = drove.ready_at.values().copied().collect();
+    times.sort();
+    let all_ready = drove.ready_at.len() == instances.len();
+    let time_to_all_ready = all_ready.then(|| times.last().copied().unwrap_or_default().as_secs_f64());
     let first_index = config.first_index(&profile);
-    let vpc = VpcId::from("vpc-sim");
-    let cloud = Arc::new(FakeCloud::new(profile.clone(), vpc.clone(), config.seed));
-    let target_ips =
-        config.knobs.pre_allocate.max(config.knobs.min_allocate) + config.knobs.max_above_watermark;
-    let fleet_in_cloud = cloud_setup::launch(&cloud, config.nodes, &instance_type, target_ips)?;
-    cloud.set_faults(Faults { transient_rate: config.fault_rate });
+    let cost = quota_bound::fresh_node_cost(&fresh_node(&profile, &instance_type, first_index, config, subnets), &profile);
+    let bound = quota_bound::quota_bound(&profile, u64::from(nodes), &cost);
+    let mutating: u64 = api_calls.iter().filter(|(api, _)| !api.is_read()).map(|(_, n)| n).sum();
+    let invariants = invariants::check("sim", &cloud_enis, &drove.store.all());
+    let quota_bound_s = bound.bound.as_secs_f64();
+    let report = SimReport {
+        cloud: config.cloud.to_string(),
+        instance_type,
+        knobs: config.knobs,
+        first_interface_index: first_index,
+        seed: config.seed,
+        virtual_time,
+        nodes,
+        ready_nodes: drove.ready_at.len() as u32,
+        time_to_all_ready_s: time_to_all_ready,
+        quota_bound_s,
+        ratio_to_quota_bound: time_to_all_ready.filter(|_| quota_bound_s > 0.0).map(|t| t / quota_bound_s),
+        node_ready_p50_s: percentile(&times, 50.0),
+        node_ready_p99_s: percentile(&times, 99.0),
+        api_calls_total: api_calls.values().sum(),
+        api_calls: api_calls.iter().map(|(api, n)| (profile.kind.api_name(*api).to_owned(), *n)).collect(),
+        throttled_calls,
+        faulted_calls,
+        client_retries: after_run.values().map(|c| c.retried).sum(),
+        mutating_calls_per_node: mutating as f64 / f64::from(nodes),
+        quota_bound_calls: bound.calls_per_bucket,
+        resync: drove.resync,
+        node_store_writes: drove.store.writes(),
+        node_failures: drove.failures,
+        shortfall_nodes: drove.short,
+        leaked_enis: 0,
+        duplicate_ips: 0,
+        pool_mismatches: 0,
+        wall_clock_s: wall.elapsed().as_secs_f64(),
+    };
+    Ok(report.with_invariants(invariants))
+}
 
-    let guard = CallGuard::for_profile(
-        profile.clone(),
-        config.limiter_margin,
-        RetryPolicy::cloud_default(config.seed),
-    );
-    let fake_provider = Arc::new(FakeProvider::new(cloud.clone(), Arc::new(guard)));
-    let provider: Arc<dyn CloudProvider> = fake_provider.clone();
+/// Calls per API, throttled, faulted, the cloud's ENIs and subnets after the run.
+type Counted = (BTreeMap<Api, u64>, u64, u64, Vec<Eni>, Vec<Subnet>);
+
+/// What happened to the fleet.
+struct Drove {
+    ready_at: HashMap<String, Duration>,
+    short: u64,
+    failures: u64,
+    resync: crate::resync::ResyncCounts,
+    store: Arc<MemoryNodeStore>,
+}
+
+/// The operator's part: ENINodes for every instance (as the agents would
+/// create them), the fleet loop, and the wait for every node to be at target
+/// or short for a stated reason.
+async fn drive(
+    config: &SimConfig,
+    profile: &CloudProfile,
+    provider: Arc<dyn CloudProvider>,
+    vpc: &VpcId,
+    instances: &[(InstanceId, Zone)],
+    instance_type: &str,
+    progress: &dyn Fn(u64),
+) -> Drove {
     let cache = Arc::new(InstancesCache::new());
     let resync = Resyncer::spawn(provider.clone(), cache.clone(), vpc.clone(), Duration::from_millis(100));
     let exec_config = ExecutorConfig { cluster: "sim".into(), vpc: vpc.clone(), ..ExecutorConfig::default() };
-    let executor = Arc::new(Executor::new(provider.clone(), cache, resync.clone(), exec_config, config.seed));
+    let executor = Arc::new(Executor::new(provider, cache, resync.clone(), exec_config, config.seed));
     let store = Arc::new(MemoryNodeStore::new());
-    for (n, (instance, zone)) in fleet_in_cloud.instances.iter().enumerate() {
+    let names: Vec<String> = (0..instances.len()).map(|n| format!("node-{n:05}")).collect();
+    for (name, (instance, zone)) in names.iter().zip(instances) {
         let spec = ENINodeSpec {
             instance_id: instance.clone(),
-            instance_type: InstanceType::from(instance_type.as_str()),
+            instance_type: InstanceType::from(instance_type),
             zone: zone.clone(),
             vpc_id: vpc.clone(),
             ipam: config.knobs,
-            first_interface_index: Some(first_index),
+            first_interface_index: Some(config.first_index(profile)),
             ..ENINodeSpec::default()
         };
-        store.insert(ENINode::new(&format!("node-{n:05}"), spec));
+        store.insert(ENINode::new(name, spec));
     }
     let fleet_config = FleetConfig {
         workers: config.workers,
         default_first_interface_index: profile.default_first_interface_index,
-        requeue: RetryPolicy::new(
-            Duration::from_secs(1),
-            Duration::from_secs(60),
-            u32::MAX,
-            config.seed ^ 0xf1ee7,
-        ),
+        requeue: RetryPolicy::new(Duration::from_secs(1), Duration::from_secs(60), u32::MAX, config.seed ^ 0xf1ee7),
     };
     let (fleet, mut events) = Fleet::new(executor, store.clone(), fleet_config);
 
@@ -225,15 +351,15 @@ pub async fn run(
     let start = Instant::now();
     let mut workers = fleet.spawn_workers();
     workers.push(fleet.spawn_bulk_resync(config.resync_interval));
-    for n in 0..config.nodes {
-        fleet.enqueue(&format!("node-{n:05}"), config.knobs.pre_allocate.max(config.knobs.min_allocate));
+    for name in &names {
+        fleet.enqueue(name, config.knobs.pre_allocate.max(config.knobs.min_allocate));
     }
     let deadline = start + config.deadline;
     let mut ready_at: HashMap<String, Duration> = HashMap::new();
     // Nodes that cannot get more without a change of config or cloud.
     let mut short: HashSet<String> = HashSet::new();
     let mut failures = 0u64;
-    while ready_at.len() + short.len() < config.nodes as usize {
+    while ready_at.len() + short.len() < names.len() {
         match tokio::time::timeout_at(deadline, events.recv()).await {
             Ok(Some(NodeEvent::Converged { node, ready: true, .. })) => {
                 short.remove(&node);
@@ -252,55 +378,7 @@ pub async fn run(
     for w in workers {
         w.abort();
     }
-
-    let mut times: Vec<Duration> = ready_at.values().copied().collect();
-    times.sort();
-    let all_ready = ready_at.len() == config.nodes as usize;
-    let time_to_all_ready = all_ready.then(|| times.last().copied().unwrap_or_default().as_secs_f64());
-    let cost = quota_bound::fresh_node_cost(
-        &fresh_node(&profile, &instance_type, first_index, config, &cloud),
-        &profile,
-    );
-    let bound = quota_bound::quota_bound(&profile, u64::from(config.nodes), &cost);
-
-    let server = cloud.counts();
-    let api_calls = server.iter().map(|(api, c)| (profile.kind.api_name(*api).to_owned(), c.calls)).collect();
-    let client_retries = fake_provider.guard().counts().values().map(|c| c.retried).sum();
-    let mutating: u64 = server.iter().filter(|(api, _)| !api.is_read()).map(|(_, c)| c.calls).sum();
-    let cloud_enis: Vec<_> = cloud.console().all_enis().cloned().collect();
-    let invariants = invariants::check("sim", &cloud_enis, &store.all());
-    let quota_bound_s = bound.bound.as_secs_f64();
-    let report = SimReport {
-        cloud: config.cloud.to_string(),
-        instance_type,
-        knobs: config.knobs,
-        first_interface_index: first_index,
-        seed: config.seed,
-        virtual_time,
-        nodes: config.nodes,
-        ready_nodes: ready_at.len() as u32,
-        time_to_all_ready_s: time_to_all_ready,
-        quota_bound_s,
-        ratio_to_quota_bound: time_to_all_ready.filter(|_| quota_bound_s > 0.0).map(|t| t / quota_bound_s),
-        node_ready_p50_s: percentile(&times, 50.0),
-        node_ready_p99_s: percentile(&times, 99.0),
-        api_calls,
-        api_calls_total: server.values().map(|c| c.calls).sum(),
-        throttled_calls: server.values().map(|c| c.throttled).sum(),
-        faulted_calls: server.values().map(|c| c.faulted).sum(),
-        client_retries,
-        mutating_calls_per_node: mutating as f64 / f64::from(config.nodes),
-        quota_bound_calls: bound.calls_per_bucket,
-        resync: resync.counts(),
-        node_store_writes: store.writes(),
-        node_failures: failures,
-        shortfall_nodes: short.len() as u64,
-        leaked_enis: 0,
-        duplicate_ips: 0,
-        pool_mismatches: 0,
-        wall_clock_s: wall.elapsed().as_secs_f64(),
-    };
-    Ok(report.with_invariants(invariants))
+    Drove { ready_at, short: short.len() as u64, failures, resync: resync.counts(), store }
 }
 
 /// A node as it joins: its primary ENI and nothing else.
@@ -309,22 +387,16 @@ fn fresh_node(
     instance_type: &str,
     first_index: u32,
     config: &SimConfig,
-    cloud: &FakeCloud,
+    subnets: Vec<Subnet>,
 ) -> NodeSnapshot {
-    let subnets = cloud.console().list_subnets(&VpcId::from("vpc-sim"));
-    let zone = subnets[0].zone.clone();
+    let zone = subnets.first().map(|s| s.zone.clone()).unwrap_or_default();
+    let subnet = subnets.first().map(|s| s.id.clone()).unwrap_or_default();
     NodeSnapshot {
         zone,
         limits: profile.instance_types[instance_type].clone(),
         first_interface_index: first_index,
         knobs: config.knobs,
-        enis: vec![EniView {
-            id: EniId::from("eni-primary"),
-            device_index: 0,
-            subnet: subnets[0].id.clone(),
-            secondary_ips: 0,
-            in_use: true,
-        }],
+        enis: vec![EniView { id: EniId::from("eni-primary"), device_index: 0, subnet, secondary_ips: 0, in_use: true }],
         pool: vec![],
         subnets,
         selector: SubnetSelector::default(),

@@ -1,0 +1,387 @@
+//! `CloudProvider` for EC2. Every call goes through the shared `CallGuard`;
+//! the SDK's own retries are off (see `config.rs`).
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_ec2::types::{
+    Filter, NetworkInterfaceAttachmentChanges, ResourceType, Tag, TagSpecification,
+};
+use eni_ipam_api::{EniId, InstanceId, InstanceType, VpcId};
+use eni_ipam_cloud::{
+    Api, BatchLimits, CallGuard, CloudError, CloudKind, CloudProvider, CloudResult, CreateEni, Eni, EniQuery,
+    ErrorClass, InstanceLimits, Page, Subnet,
+};
+
+use crate::config::{AwsConfig, AwsSetupError, endpoint_of, sdk_client};
+use crate::convert;
+use crate::errors::cloud_error;
+
+/// EC2 through aws-sdk-ec2.
+#[derive(Clone, Debug)]
+pub struct AwsProvider {
+    client: aws_sdk_ec2::Client,
+    guard: Arc<CallGuard>,
+    config: AwsConfig,
+}
+
+/// The provider could not be set up, in words that name the endpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum AwsConnectError {
+    /// The configuration is wrong.
+    #[error(transparent)]
+    Setup(#[from] AwsSetupError),
+    /// EC2 did not answer.
+    #[error("cannot reach EC2 at {endpoint}: {source}; check --aws-endpoint, --aws-region and the network")]
+    Unreachable {
+        /// The endpoint.
+        endpoint: String,
+        /// What happened.
+        source: CloudError,
+    },
+    /// EC2 refused the credentials.
+    #[error(
+        "EC2 at {endpoint} refused the credentials ({}): {}; check the access key, the role or the instance profile",
+        .source.code, .source.message
+    )]
+    Credentials {
+        /// The endpoint.
+        endpoint: String,
+        /// What EC2 said.
+        source: CloudError,
+    },
+}
+
+fn filter(name: &str, values: impl IntoIterator<Item = String>) -> Filter {
+    Filter::builder().name(name).set_values(Some(values.into_iter().collect())).build()
+}
+
+fn aws_tags(tags: &BTreeMap<String, String>) -> Vec<Tag> {
+    tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()
+}
+
+impl AwsProvider {
+    /// Builds the client and makes one call (no retry) to check that EC2
+    /// answers and accepts the credentials, so a bad setup fails at once
+    /// with one clear error instead of a storm of retries later.
+    pub async fn connect(config: AwsConfig, guard: Arc<CallGuard>, vpc: &VpcId) -> Result<Self, AwsConnectError> {
+        let client = sdk_client(&config).await?;
+        let provider = Self { client, guard, config };
+        let probe = provider
+            .guard
+            .call_once(Api::DescribeSubnets, || provider.describe_subnets_page(vpc, None))
+            .await;
+        match probe {
+            Ok(_) => Ok(provider),
+            Err(e) if e.class == ErrorClass::Auth => {
+                Err(AwsConnectError::Credentials { endpoint: endpoint_of(&provider.config), source: e })
+            }
+            Err(e) if e.class == ErrorClass::Transient || e.class == ErrorClass::Throttled => {
+                Err(AwsConnectError::Unreachable { endpoint: endpoint_of(&provider.config), source: e })
+            }
+            Err(_) => Ok(provider), // EC2 answered; the VPC may just be empty or wrong, which resync will say.
+        }
+    }
+
+    /// The endpoint in use, for messages.
+    pub fn endpoint(&self) -> String {
+        endpoint_of(&self.config)
+    }
+
+    async fn describe_subnets_page(
+        &self,
+        vpc: &VpcId,
+        token: Option<String>,
+    ) -> CloudResult<(Vec<Subnet>, Option<String>)> {
+        let out = self
+            .client
+            .describe_subnets()
+            .filters(filter("vpc-id", [vpc.to_string()]))
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| cloud_error(Api::DescribeSubnets, vpc.as_str(), e))?;
+        Ok((out.subnets().iter().filter_map(convert::subnet).collect(), out.next_token().map(str::to_owned)))
+    }
+
+    async fn attachment_id(&self, eni: &EniId) -> CloudResult<Option<String>> {
+        let out = self
+            .guard
+            .call(Api::DescribeNetworkInterfaces, || async {
+                self.client
+                    .describe_network_interfaces()
+                    .network_interface_ids(eni.as_str())
+                    .send()
+                    .await
+                    .map_err(|e| cloud_error(Api::DescribeNetworkInterfaces, eni.as_str(), e))
+            })
+            .await?;
+        Ok(out
+            .network_interfaces()
+            .first()
+            .and_then(|ni| ni.attachment())
+            .and_then(|a| a.attachment_id())
+            .map(str::to_owned))
+    }
+}
+
+#[async_trait]
+impl CloudProvider for AwsProvider {
+    fn kind(&self) -> CloudKind {
+        CloudKind::Aws
+    }
+
+    fn batch_limits(&self) -> BatchLimits {
+        self.guard.profile().batch
+    }
+
+    async fn instance_limits(&self, types: &[InstanceType]) -> CloudResult<Vec<InstanceLimits>> {
+        let mut found: Vec<InstanceLimits> =
+            types.iter().filter_map(|t| self.config.limits_override.get(t.as_str()).cloned()).collect();
+        let ask: Vec<aws_sdk_ec2::types::InstanceType> = types
+            .iter()
+            .filter(|t| !self.config.limits_override.contains_key(t.as_str()))
+            .map(|t| aws_sdk_ec2::types::InstanceType::from(t.as_str()))
+            .collect();
+        if ask.is_empty() {
+            return Ok(found);
+        }
+        let mut token = None;
+        loop {
+            let result = self
+                .guard
+                .call(Api::DescribeInstanceTypes, || async {
+                    self.client
+                        .describe_instance_types()
+                        .set_instance_types(Some(ask.clone()))
+                        .set_next_token(token.clone())
+                        .send()
+                        .await
+                        .map_err(|e| cloud_error(Api::DescribeInstanceTypes, "instance-types", e))
+                })
+                .await;
+            let out = match result {
+                Ok(out) => out,
+                // An unknown type makes EC2 refuse the whole call: report none, so the
+                // caller says which type to add to the override table.
+                Err(e) if e.class == ErrorClass::InvalidRequest => return Ok(found),
+                Err(e) => return Err(e),
+            };
+            found.extend(out.instance_types().iter().filter_map(convert::limits));
+            match out.next_token() {
+                Some(next) => token = Some(next.to_owned()),
+                None => return Ok(found),
+            }
+        }
+    }
+
+    async fn list_enis(&self, query: &EniQuery, page_size: u32, token: Option<String>) -> CloudResult<Page<Eni>> {
+        let (object, filter) = match query {
+            EniQuery::Vpc(vpc) => (vpc.to_string(), filter("vpc-id", [vpc.to_string()])),
+            EniQuery::Instances(ids) => (
+                format!("{} instances", ids.len()),
+                filter("attachment.instance-id", ids.iter().map(|i| i.to_string())),
+            ),
+        };
+        // EC2 takes MaxResults in 5..=1000.
+        let max_results = page_size.clamp(5, self.batch_limits().max_page_size) as i32;
+        let out = self
+            .guard
+            .call(Api::DescribeNetworkInterfaces, || async {
+                self.client
+                    .describe_network_interfaces()
+                    .filters(filter.clone())
+                    .max_results(max_results)
+                    .set_next_token(token.clone())
+                    .send()
+                    .await
+                    .map_err(|e| cloud_error(Api::DescribeNetworkInterfaces, &object, e))
+            })
+            .await?;
+        let items = out.network_interfaces().iter().filter_map(convert::eni).collect();
+        Ok(Page { items, next_token: out.next_token().map(str::to_owned) })
+    }
+
+    async fn list_subnets(&self, vpc: &VpcId) -> CloudResult<Vec<Subnet>> {
+        let mut all = Vec::new();
+        let mut token = None;
+        loop {
+            let (page, next) =
+                self.guard.call(Api::DescribeSubnets, || self.describe_subnets_page(vpc, token.clone())).await?;
+            all.extend(page);
+            match next {
+                Some(next) => token = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    async fn create_eni(&self, request: &CreateEni) -> CloudResult<Eni> {
+        let tags = TagSpecification::builder()
+            .resource_type(ResourceType::NetworkInterface)
+            .set_tags(Some(aws_tags(&request.tags)))
+            .build();
+        let out = self
+            .guard
+            .call(Api::CreateNetworkInterface, || async {
+                self.client
+                    .create_network_interface()
+                    .subnet_id(request.subnet.as_str())
+                    .set_groups(
+                        (!request.security_groups.is_empty())
+                            .then(|| request.security_groups.iter().map(|g| g.to_string()).collect()),
+                    )
+                    .set_secondary_private_ip_address_count(
+                        (request.secondary_ips > 0).then_some(request.secondary_ips as i32),
+                    )
+                    .tag_specifications(tags.clone())
+                    .client_token(&request.client_token)
+                    .send()
+                    .await
+                    .map_err(|e| cloud_error(Api::CreateNetworkInterface, request.subnet.as_str(), e))
+            })
+            .await?;
+        out.network_interface().and_then(convert::eni).ok_or_else(|| {
+            CloudError::new(
+                Api::CreateNetworkInterface,
+                ErrorClass::Transient,
+                "EmptyResponse",
+                request.subnet.as_str(),
+                "EC2 answered without the new network interface",
+            )
+        })
+    }
+
+    async fn attach_eni(&self, eni: &EniId, instance: &InstanceId, device_index: u32) -> CloudResult<()> {
+        let out = self
+            .guard
+            .call(Api::AttachNetworkInterface, || async {
+                self.client
+                    .attach_network_interface()
+                    .network_interface_id(eni.as_str())
+                    .instance_id(instance.as_str())
+                    .device_index(device_index as i32)
+                    .send()
+                    .await
+                    .map_err(|e| cloud_error(Api::AttachNetworkInterface, eni.as_str(), e))
+            })
+            .await?;
+        // AttachNetworkInterface cannot set DeleteOnTermination: a third call does.
+        // If it fails the ENI still works; it is tagged, so GC finds it once the
+        // instance is gone.
+        let Some(attachment) = out.attachment_id() else { return Ok(()) };
+        let changes = NetworkInterfaceAttachmentChanges::builder()
+            .attachment_id(attachment)
+            .delete_on_termination(true)
+            .build();
+        let modified = self
+            .guard
+            .call(Api::ModifyNetworkInterfaceAttribute, || async {
+                self.client
+                    .modify_network_interface_attribute()
+                    .network_interface_id(eni.as_str())
+                    .attachment(changes.clone())
+                    .send()
+                    .await
+                    .map_err(|e| cloud_error(Api::ModifyNetworkInterfaceAttribute, eni.as_str(), e))
+            })
+            .await;
+        if let Err(e) = modified {
+            tracing::warn!(eni = %eni, error = %e, "could not set DeleteOnTermination; GC will collect the ENI after its instance");
+        }
+        Ok(())
+    }
+
+    async fn assign_ips(&self, eni: &EniId, count: u32) -> CloudResult<Vec<Ipv4Addr>> {
+        let out = self
+            .guard
+            .call(Api::AssignPrivateIpAddresses, || async {
+                self.client
+                    .assign_private_ip_addresses()
+                    .network_interface_id(eni.as_str())
+                    .secondary_private_ip_address_count(count as i32)
+                    .send()
+                    .await
+                    .map_err(|e| cloud_error(Api::AssignPrivateIpAddresses, eni.as_str(), e))
+            })
+            .await?;
+        Ok(out
+            .assigned_private_ip_addresses()
+            .iter()
+            .filter_map(|a| a.private_ip_address()?.parse().ok())
+            .collect())
+    }
+
+    async fn unassign_ips(&self, eni: &EniId, ips: &[Ipv4Addr]) -> CloudResult<()> {
+        let result = self
+            .guard
+            .call(Api::UnassignPrivateIpAddresses, || async {
+                self.client
+                    .unassign_private_ip_addresses()
+                    .network_interface_id(eni.as_str())
+                    .set_private_ip_addresses(Some(ips.iter().map(Ipv4Addr::to_string).collect()))
+                    .send()
+                    .await
+                    .map_err(|e| cloud_error(Api::UnassignPrivateIpAddresses, eni.as_str(), e))
+            })
+            .await;
+        gone_is_done(result.map(|_| ()))
+    }
+
+    async fn detach_eni(&self, eni: &EniId) -> CloudResult<()> {
+        // EC2 detaches by attachment id, which only a describe tells.
+        let Some(attachment) = self.attachment_id(eni).await? else { return Ok(()) };
+        let result = self
+            .guard
+            .call(Api::DetachNetworkInterface, || async {
+                self.client
+                    .detach_network_interface()
+                    .attachment_id(&attachment)
+                    .send()
+                    .await
+                    .map_err(|e| cloud_error(Api::DetachNetworkInterface, eni.as_str(), e))
+            })
+            .await;
+        gone_is_done(result.map(|_| ()))
+    }
+
+    async fn delete_eni(&self, eni: &EniId) -> CloudResult<()> {
+        let result = self
+            .guard
+            .call(Api::DeleteNetworkInterface, || async {
+                self.client
+                    .delete_network_interface()
+                    .network_interface_id(eni.as_str())
+                    .send()
+                    .await
+                    .map_err(|e| cloud_error(Api::DeleteNetworkInterface, eni.as_str(), e))
+            })
+            .await;
+        gone_is_done(result.map(|_| ()))
+    }
+
+    async fn tag_eni(&self, eni: &EniId, tags: &BTreeMap<String, String>) -> CloudResult<()> {
+        self.guard
+            .call(Api::CreateTags, || async {
+                self.client
+                    .create_tags()
+                    .resources(eni.as_str())
+                    .set_tags(Some(aws_tags(tags)))
+                    .send()
+                    .await
+                    .map_err(|e| cloud_error(Api::CreateTags, eni.as_str(), e))
+            })
+            .await
+            .map(|_| ())
+    }
+}
+
+/// For removals, an object already gone is the goal reached.
+fn gone_is_done(result: CloudResult<()>) -> CloudResult<()> {
+    match result {
+        Err(e) if e.class == ErrorClass::NotFound => Ok(()),
+        other => other,
+    }
+}

@@ -1,0 +1,78 @@
+//! Starts the emulator binary on a free loopback port and stops it on drop.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+/// A running emulator.
+pub struct Emulator {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Emulator {
+    /// Starts the binary with `seed` (JSON) and extra flags.
+    pub fn start(seed: &Value, flags: &[&str]) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let seed_path = dir.path().join("seed.json");
+        std::fs::write(&seed_path, seed.to_string()).expect("writing the seed");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_eni-ipam-aliyun-emulator"))
+            .args(["--listen", "127.0.0.1:0", "--seed"])
+            .arg(&seed_path)
+            .args(flags)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting eni-ipam-aliyun-emulator");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout piped"))
+            .read_line(&mut line)
+            .expect("reading stdout");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("the emulator did not start; it printed '{line}'"))
+            .to_owned();
+        Self { child, addr, _dir: dir }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The state dump.
+    pub async fn dump(&self) -> Value {
+        reqwest::get(format!("{}/_emulator/state", self.url()))
+            .await
+            .expect("dump")
+            .json()
+            .await
+            .expect("dump JSON")
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One vSwitch `pods` in cn-hangzhou-h and `instances` of `instance_type`.
+pub fn seed(instance_type: &str, instances: u32, detached_enis: u32) -> Value {
+    let mut seed = serde_json::json!({
+        "vswitches": [{"name": "pods", "zone": "cn-hangzhou-h", "cidr": "172.16.0.0/16"}],
+        "instances": [{"vswitch": "pods", "instance_type": instance_type, "count": instances}],
+    });
+    if detached_enis > 0 {
+        seed["enis"] = serde_json::json!([{"vswitch": "pods", "count": detached_enis}]);
+    }
+    seed
+}
