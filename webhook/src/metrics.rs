@@ -1,0 +1,222 @@
+//! Prometheus metrics (`eni_ipam_webhook_*`) and the admin server:
+//! `/metrics`, `/healthz` (the process answers), `/readyz` (the TLS listener
+//! is up with a loaded certificate).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// How a request to `/mutate` ended. A fixed set: metric label values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RequestOutcome {
+    /// Allowed with a patch.
+    Patched,
+    /// Allowed unchanged on purpose (see the `skipped` counter for why).
+    Skipped,
+    /// Allowed unchanged with a warning: the pod could not be read.
+    AllowedWithWarning,
+    /// HTTP 400: not an AdmissionReview v1 with a uid.
+    Malformed,
+    /// HTTP 413: larger than any review kube-apiserver sends.
+    TooLarge,
+    /// HTTP 408: the body did not arrive in time.
+    BodyTimeout,
+}
+
+impl RequestOutcome {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestOutcome::Patched => "patched",
+            RequestOutcome::Skipped => "skipped",
+            RequestOutcome::AllowedWithWarning => "allowed_with_warning",
+            RequestOutcome::Malformed => "malformed",
+            RequestOutcome::TooLarge => "too_large",
+            RequestOutcome::BodyTimeout => "body_timeout",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+/// Every metric of the webhook, plus the readiness flag.
+#[derive(Debug)]
+pub struct WebhookMetrics {
+    registry: Registry,
+    requests: Family<OutcomeLabel, Counter>,
+    skipped: Family<ReasonLabel, Counter>,
+    request_duration: Histogram,
+    tls_reloads: Family<ResultLabel, Counter>,
+    ready: AtomicBool,
+}
+
+impl Default for WebhookMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WebhookMetrics {
+    /// Metrics registered under the prefix `eni_ipam_webhook`.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("eni_ipam_webhook");
+        let requests = Family::<OutcomeLabel, Counter>::default();
+        let skipped = Family::<ReasonLabel, Counter>::default();
+        // 25 µs .. ~0.8 s: a review takes tens of µs; the top buckets catch
+        // the 250 KB pods and a starved CPU.
+        let request_duration = Histogram::new(exponential_buckets(0.000_025, 2.0, 16));
+        let tls_reloads = Family::<ResultLabel, Counter>::default();
+        registry.register("requests", "Admission requests by outcome", requests.clone());
+        registry.register("skipped", "Reviews allowed unchanged on purpose, by reason", skipped.clone());
+        registry.register(
+            "request_duration_seconds",
+            "Time from the request head to the answer, body read included",
+            request_duration.clone(),
+        );
+        registry.register(
+            "tls_reloads",
+            "Certificate reloads from disk by result (ok, error)",
+            tls_reloads.clone(),
+        );
+        Self { registry, requests, skipped, request_duration, tls_reloads, ready: AtomicBool::new(false) }
+    }
+
+    /// Counts one finished request and its duration.
+    pub fn observe_request(&self, outcome: RequestOutcome, elapsed: Duration) {
+        self.requests.get_or_create(&OutcomeLabel { outcome: outcome.as_str() }).inc();
+        self.request_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one review allowed unchanged on purpose.
+    pub fn count_skip(&self, reason: &'static str) {
+        self.skipped.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// Counts one certificate reload attempt.
+    pub fn count_tls_reload(&self, ok: bool) {
+        self.tls_reloads.get_or_create(&ResultLabel { result: if ok { "ok" } else { "error" } }).inc();
+    }
+
+    /// Requests counted with `outcome` so far.
+    pub fn requests_with(&self, outcome: RequestOutcome) -> u64 {
+        self.requests.get_or_create(&OutcomeLabel { outcome: outcome.as_str() }).get()
+    }
+
+    /// Marks whether the TLS listener is serving.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Whether the TLS listener is serving.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// The admin routes, served on `--metrics-addr`.
+pub fn admin_router(metrics: Arc<WebhookMetrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(serve_metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(serve_readyz))
+        .with_state(metrics)
+}
+
+async fn serve_metrics(State(metrics): State<Arc<WebhookMetrics>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], metrics.encode())
+}
+
+/// Also mounted on the TLS port, so probes may use either.
+pub(crate) async fn serve_readyz(State(metrics): State<Arc<WebhookMetrics>>) -> impl IntoResponse {
+    if metrics.is_ready() {
+        (StatusCode::OK, "serving admission reviews over TLS")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "TLS listener not serving yet; see the webhook's logs")
+    }
+}
+
+/// Binds `addr` and serves the admin routes until the task is dropped.
+pub async fn serve_admin(
+    addr: SocketAddr,
+    metrics: Arc<WebhookMetrics>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "admin server listening (/metrics, /healthz, /readyz)");
+    Ok(tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, admin_router(metrics)).await {
+            tracing::error!(%error, "admin server stopped");
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn get_text(router: Router, path: &str) -> (StatusCode, String) {
+        let response =
+            router.oneshot(axum::http::Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn metrics_carry_the_prefix_and_readyz_follows_the_listener() {
+        let metrics = Arc::new(WebhookMetrics::new());
+        metrics.observe_request(RequestOutcome::Patched, Duration::from_micros(80));
+        metrics.count_skip("host_network");
+        metrics.count_tls_reload(true);
+        let (status, text) = get_text(admin_router(metrics.clone()), "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(text.contains("eni_ipam_webhook_requests_total{outcome=\"patched\"} 1"), "{text}");
+        assert!(text.contains("eni_ipam_webhook_skipped_total{reason=\"host_network\"} 1"), "{text}");
+        assert!(text.contains("eni_ipam_webhook_request_duration_seconds_count 1"), "{text}");
+        assert!(text.contains("eni_ipam_webhook_tls_reloads_total{result=\"ok\"} 1"), "{text}");
+
+        assert_eq!(get_text(admin_router(metrics.clone()), "/healthz").await.0, StatusCode::OK);
+        assert_eq!(
+            get_text(admin_router(metrics.clone()), "/readyz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        metrics.set_ready(true);
+        assert_eq!(get_text(admin_router(metrics), "/readyz").await.0, StatusCode::OK);
+    }
+}
