@@ -362,9 +362,11 @@ impl Executor {
     async fn act(&self, node: &NodeTarget, action: &Action) -> Result<(), CloudError> {
         match action {
             Action::Assign { eni, count } => {
-                let ips = self.provider.assign_ips(eni, *count).await?;
+                // The cloud assigns exactly `count` or fails (moto answers with every
+                // address of the ENI, so the answer's length is not the count).
+                self.provider.assign_ips(eni, *count).await?;
                 if let Some(subnet) = self.subnet_of(node, eni) {
-                    self.cache.adjust_subnet_free(&subnet, ips.len() as i64);
+                    self.cache.adjust_subnet_free(&subnet, i64::from(*count));
                 }
                 Ok(())
             }

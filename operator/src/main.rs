@@ -2,15 +2,15 @@
 //! runtime, and hands over to the library.
 
 use std::io::IsTerminal;
-use std::sync::Arc;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 use clap::error::ErrorKind;
-use eni_ipam_operator::cli::{Cli, Command, SimulateArgs};
 use eni_ipam_api::VpcId;
 use eni_ipam_cloud::{CallGuard, CloudKind, CloudProfile, RetryPolicy};
 use eni_ipam_cloud_aws::{AwsConfig, AwsProvider};
+use eni_ipam_operator::cli::{Cli, Command, SimulateArgs};
 use eni_ipam_operator::simulate::{self, Backend};
 use indicatif::{ProgressBar, ProgressStyle};
 use tracing_subscriber::EnvFilter;
@@ -37,7 +37,11 @@ fn main() -> ExitCode {
 }
 
 /// The AWS provider at `url`, connected (one probe call, no retry storm).
-async fn aws_backend(args: &SimulateArgs, url: &str, config: &simulate::SimConfig) -> anyhow::Result<Backend> {
+async fn aws_backend(
+    args: &SimulateArgs,
+    url: &str,
+    config: &simulate::SimConfig,
+) -> anyhow::Result<Backend> {
     let vpc = VpcId::from(args.vpc.clone().unwrap_or_default());
     let profile = CloudProfile::aws();
     let retry = RetryPolicy::cloud_default(config.seed);

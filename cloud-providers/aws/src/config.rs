@@ -51,7 +51,9 @@ fn looks_like_region(region: &str) -> bool {
     let parts: Vec<&str> = region.split('-').collect();
     parts.len() >= 3
         && parts[0].len() == 2
-        && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()))
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()))
         && parts.last().is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()))
 }
 
@@ -70,7 +72,8 @@ pub async fn sdk_client(config: &AwsConfig) -> Result<aws_sdk_ec2::Client, AwsSe
     {
         return Err(AwsSetupError::BadEndpoint(url.clone()));
     }
-    let http = aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
+    let http =
+        aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(3).min(config.call_timeout))
         .operation_timeout(config.call_timeout)

@@ -20,8 +20,12 @@ pub fn eni(ni: &NetworkInterface) -> Option<Eni> {
     let attachment = ni.attachment();
     let attachment_state = attachment.and_then(|a| a.status());
     let state = match (ni.status(), attachment_state) {
-        (_, Some(AttachmentStatus::Attaching)) | (Some(NetworkInterfaceStatus::Attaching), _) => EniState::Attaching,
-        (_, Some(AttachmentStatus::Detaching)) | (Some(NetworkInterfaceStatus::Detaching), _) => EniState::Detaching,
+        (_, Some(AttachmentStatus::Attaching)) | (Some(NetworkInterfaceStatus::Attaching), _) => {
+            EniState::Attaching
+        }
+        (_, Some(AttachmentStatus::Detaching)) | (Some(NetworkInterfaceStatus::Detaching), _) => {
+            EniState::Detaching
+        }
         (_, Some(AttachmentStatus::Attached)) | (Some(NetworkInterfaceStatus::InUse), _) => EniState::InUse,
         _ => EniState::Detached,
     };

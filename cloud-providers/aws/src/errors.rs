@@ -7,15 +7,25 @@ use eni_ipam_cloud::{Api, CloudError, ErrorClass};
 /// The class of an EC2 error code.
 pub fn class_of_code(code: &str) -> ErrorClass {
     match code {
-        "RequestLimitExceeded" | "Throttling" | "ThrottlingException" | "RequestThrottled"
+        "RequestLimitExceeded"
+        | "Throttling"
+        | "ThrottlingException"
+        | "RequestThrottled"
         | "Client.RequestLimitExceeded" => ErrorClass::Throttled,
         "InsufficientFreeAddressesInSubnet" => ErrorClass::SubnetFull,
         "AttachmentLimitExceeded" | "PrivateIpAddressLimitExceeded" | "NetworkInterfaceLimitExceeded" => {
             ErrorClass::Quota
         }
-        "IncorrectState" | "IncorrectInstanceState" | "InvalidNetworkInterface.InUse" => ErrorClass::InvalidState,
-        "UnauthorizedOperation" | "AuthFailure" | "InvalidClientTokenId" | "SignatureDoesNotMatch"
-        | "OptInRequired" | "Blocked" | "UnrecognizedClientException" => ErrorClass::Auth,
+        "IncorrectState" | "IncorrectInstanceState" | "InvalidNetworkInterface.InUse" => {
+            ErrorClass::InvalidState
+        }
+        "UnauthorizedOperation"
+        | "AuthFailure"
+        | "InvalidClientTokenId"
+        | "SignatureDoesNotMatch"
+        | "OptInRequired"
+        | "Blocked"
+        | "UnrecognizedClientException" => ErrorClass::Auth,
         "InternalError" | "InternalFailure" | "ServiceUnavailable" | "Unavailable" => ErrorClass::Transient,
         c if c.ends_with(".NotFound") => ErrorClass::NotFound,
         _ => ErrorClass::InvalidRequest,

@@ -6,9 +6,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use aws_sdk_ec2::types::{
-    Filter, NetworkInterfaceAttachmentChanges, ResourceType, Tag, TagSpecification,
-};
+use aws_sdk_ec2::types::{Filter, NetworkInterfaceAttachmentChanges, ResourceType, Tag, TagSpecification};
 use eni_ipam_api::{EniId, InstanceId, InstanceType, VpcId};
 use eni_ipam_cloud::{
     Api, BatchLimits, CallGuard, CloudError, CloudKind, CloudProvider, CloudResult, CreateEni, Eni, EniQuery,
@@ -66,7 +64,11 @@ impl AwsProvider {
     /// Builds the client and makes one call (no retry) to check that EC2
     /// answers and accepts the credentials, so a bad setup fails at once
     /// with one clear error instead of a storm of retries later.
-    pub async fn connect(config: AwsConfig, guard: Arc<CallGuard>, vpc: &VpcId) -> Result<Self, AwsConnectError> {
+    pub async fn connect(
+        config: AwsConfig,
+        guard: Arc<CallGuard>,
+        vpc: &VpcId,
+    ) -> Result<Self, AwsConnectError> {
         let client = sdk_client(&config).await?;
         let provider = Self { client, guard, config };
         let probe = provider
@@ -177,7 +179,12 @@ impl CloudProvider for AwsProvider {
         }
     }
 
-    async fn list_enis(&self, query: &EniQuery, page_size: u32, token: Option<String>) -> CloudResult<Page<Eni>> {
+    async fn list_enis(
+        &self,
+        query: &EniQuery,
+        page_size: u32,
+        token: Option<String>,
+    ) -> CloudResult<Page<Eni>> {
         let (object, filter) = match query {
             EniQuery::Vpc(vpc) => (vpc.to_string(), filter("vpc-id", [vpc.to_string()])),
             EniQuery::Instances(ids) => (
@@ -208,8 +215,10 @@ impl CloudProvider for AwsProvider {
         let mut all = Vec::new();
         let mut token = None;
         loop {
-            let (page, next) =
-                self.guard.call(Api::DescribeSubnets, || self.describe_subnets_page(vpc, token.clone())).await?;
+            let (page, next) = self
+                .guard
+                .call(Api::DescribeSubnets, || self.describe_subnets_page(vpc, token.clone()))
+                .await?;
             all.extend(page);
             match next {
                 Some(next) => token = Some(next),

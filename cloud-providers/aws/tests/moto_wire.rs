@@ -44,7 +44,9 @@ impl Bed {
         let mut config = AwsConfig::for_region("us-east-1");
         config.endpoint = Some(self.proxy.url.clone());
         config.static_credentials = Some(("testing".into(), "testing".into()));
-        AwsProvider::connect(config, guard(), &VpcId::from(self.vpc.as_str())).await.expect("connects to moto")
+        AwsProvider::connect(config, guard(), &VpcId::from(self.vpc.as_str()))
+            .await
+            .expect("connects to moto")
     }
 
     fn create(&self, subnet: usize, ips: u32, token: &str) -> CreateEni {
@@ -120,6 +122,11 @@ async fn eni_lifecycle_round_trip_with_tags_and_client_token() {
     assert_eq!(again.id, eni.id, "the same client token returns the same ENI");
     let ours = b.console.enis(&b.vpc).await.into_iter().filter(|e| e.tagged).count();
     assert_eq!(ours, 1, "no second ENI was created");
+    assert_eq!(
+        b.proxy.counts()["CreateNetworkInterface"].idempotent_replays,
+        1,
+        "the proxy, not moto, kept the promise"
+    );
 
     let inst = InstanceId::from(instance.as_str());
     p.attach_eni(&eni.id, &inst, 1).await.unwrap();
@@ -128,7 +135,19 @@ async fn eni_lifecycle_round_trip_with_tags_and_client_token() {
     assert_eq!((attached.device_index, attached.state), (Some(1), EniState::InUse));
     assert_eq!(b.proxy.counts()["ModifyNetworkInterfaceAttribute"].forwarded, 1, "DeleteOnTermination set");
 
-    let added = p.assign_ips(&eni.id, 2).await.unwrap();
+    let before: BTreeSet<_> =
+        listed.iter().find(|e| e.id == eni.id).unwrap().secondary_ips.iter().copied().collect();
+    p.assign_ips(&eni.id, 2).await.unwrap();
+    let listed = list_all_enis(&p, &EniQuery::Instances(vec![inst.clone()])).await.unwrap().0;
+    let added: Vec<_> = listed
+        .iter()
+        .find(|e| e.id == eni.id)
+        .unwrap()
+        .secondary_ips
+        .iter()
+        .filter(|ip| !before.contains(ip))
+        .copied()
+        .collect();
     assert_eq!(added.len(), 2);
     p.unassign_ips(&eni.id, &added[..1]).await.unwrap();
     let now = list_all_enis(&p, &EniQuery::Instances(vec![inst.clone()])).await.unwrap().0;
@@ -145,7 +164,8 @@ async fn eni_lifecycle_round_trip_with_tags_and_client_token() {
 #[tokio::test]
 async fn limits_moto_lacks_are_enforced_by_the_proxy_and_classified() {
     let b = bed(Faults::default()).await;
-    let instance = InstanceId::from(b.console.run_instances("m5.large", &b.subnets[0], 1).await.remove(0).as_str());
+    let instance =
+        InstanceId::from(b.console.run_instances("m5.large", &b.subnets[0], 1).await.remove(0).as_str());
     let p = b.provider().await;
     // m5.large: 3 ENIs x 10 IPv4.
     let mut enis: Vec<EniId> = Vec::new();
@@ -162,7 +182,10 @@ async fn limits_moto_lacks_are_enforced_by_the_proxy_and_classified() {
     }
     let err = p.assign_ips(&enis[0], 9).await.unwrap_err();
     assert_eq!((err.class, err.code.as_str()), (ErrorClass::Quota, "PrivateIpAddressLimitExceeded"));
-    assert_eq!(p.assign_ips(&enis[0], 8).await.unwrap().len(), 8, "1 primary + 1 + 8 = 10");
+    p.assign_ips(&enis[0], 8).await.expect("1 primary + 1 + 8 = 10 fits");
+    let (listed, _) = list_all_enis(&p, &EniQuery::Instances(vec![instance.clone()])).await.unwrap();
+    let full = listed.iter().find(|e| e.id == enis[0]).unwrap();
+    assert_eq!(full.secondary_ips.len(), 9);
     let refusals = b.proxy.limit_refusals();
     assert_eq!(refusals.get("AttachmentLimitExceeded"), Some(&1));
     assert_eq!(refusals.get("PrivateIpAddressLimitExceeded"), Some(&1));

@@ -12,7 +12,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use eni_ipam_api::{ENINode, ENINodeSpec, EniId, InstanceId, InstanceType, KnobError, PoolKnobs, VpcId, Zone};
+use eni_ipam_api::{
+    ENINode, ENINodeSpec, EniId, InstanceId, InstanceType, KnobError, PoolKnobs, VpcId, Zone,
+};
 use eni_ipam_cloud::fake::{FakeCloud, FakeProvider, Faults};
 use eni_ipam_cloud::{
     Api, CallGuard, CloudKind, CloudProfile, CloudProvider, Eni, EniQuery, RetryPolicy, Subnet, list_all_enis,
@@ -188,7 +190,11 @@ pub enum Backend {
 }
 
 /// Runs the simulation on the fake cloud; `progress` hears the count of ready nodes.
-pub async fn run(config: &SimConfig, virtual_time: bool, progress: &dyn Fn(u64)) -> anyhow::Result<SimReport> {
+pub async fn run(
+    config: &SimConfig,
+    virtual_time: bool,
+    progress: &dyn Fn(u64),
+) -> anyhow::Result<SimReport> {
     run_on(config, Backend::Fake, virtual_time, progress).await
 }
 
@@ -203,7 +209,8 @@ pub async fn run_on(
     let wall = std::time::Instant::now();
     let profile = CloudProfile::of(config.cloud);
     let instance_type = config.instance_type(&profile);
-    let target_ips = config.knobs.pre_allocate.max(config.knobs.min_allocate) + config.knobs.max_above_watermark;
+    let target_ips =
+        config.knobs.pre_allocate.max(config.knobs.min_allocate) + config.knobs.max_above_watermark;
     let (provider, guard, vpc, fake, instances) = match backend {
         Backend::Fake => {
             let vpc = VpcId::from("vpc-sim");
@@ -260,7 +267,10 @@ pub async fn run_on(
     let all_ready = drove.ready_at.len() == instances.len();
     let time_to_all_ready = all_ready.then(|| times.last().copied().unwrap_or_default().as_secs_f64());
     let first_index = config.first_index(&profile);
-    let cost = quota_bound::fresh_node_cost(&fresh_node(&profile, &instance_type, first_index, config, subnets), &profile);
+    let cost = quota_bound::fresh_node_cost(
+        &fresh_node(&profile, &instance_type, first_index, config, subnets),
+        &profile,
+    );
     let bound = quota_bound::quota_bound(&profile, u64::from(nodes), &cost);
     let mutating: u64 = api_calls.iter().filter(|(api, _)| !api.is_read()).map(|(_, n)| n).sum();
     let invariants = invariants::check("sim", &cloud_enis, &drove.store.all());
@@ -343,7 +353,12 @@ async fn drive(
     let fleet_config = FleetConfig {
         workers: config.workers,
         default_first_interface_index: profile.default_first_interface_index,
-        requeue: RetryPolicy::new(Duration::from_secs(1), Duration::from_secs(60), u32::MAX, config.seed ^ 0xf1ee7),
+        requeue: RetryPolicy::new(
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+            u32::MAX,
+            config.seed ^ 0xf1ee7,
+        ),
     };
     let (fleet, mut events) = Fleet::new(executor, store.clone(), fleet_config);
 
@@ -396,7 +411,13 @@ fn fresh_node(
         limits: profile.instance_types[instance_type].clone(),
         first_interface_index: first_index,
         knobs: config.knobs,
-        enis: vec![EniView { id: EniId::from("eni-primary"), device_index: 0, subnet, secondary_ips: 0, in_use: true }],
+        enis: vec![EniView {
+            id: EniId::from("eni-primary"),
+            device_index: 0,
+            subnet,
+            secondary_ips: 0,
+            in_use: true,
+        }],
         pool: vec![],
         subnets,
         selector: SubnetSelector::default(),

@@ -76,7 +76,10 @@ impl Console {
             .map(|item| EniRow {
                 id: value(item, "networkInterfaceId").unwrap_or_default(),
                 instance: value(item, "instanceId"),
-                ips: values(item, "privateIpAddress").into_iter().collect::<std::collections::BTreeSet<_>>().len(),
+                ips: values(item, "privateIpAddress")
+                    .into_iter()
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .len(),
                 tagged: item.contains("eni-ipam.io/cluster"),
                 status: value(item, "status").unwrap_or_default(),
             })

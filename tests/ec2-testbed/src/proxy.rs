@@ -2,7 +2,8 @@
 //! what moto lacks, on the wire, so the real SDK meets it: pagination of
 //! DescribeNetworkInterfaces (moto ignores MaxResults), the ENI-per-instance,
 //! IP-per-ENI and subnet-size limits (moto enforces none), EC2's request-rate
-//! buckets; and it injects throttling, 500s, latency and connection resets.
+//! buckets, ClientToken idempotency of CreateNetworkInterface; and it
+//! injects throttling, 500s, latency and connection resets.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -14,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::wire::{call, decode_form, encode_form, error_body, items, value, values};
+use crate::wire::{call, decode_form, error_body, items, value, values};
 
 /// What to inject.
 #[derive(Clone, Debug, Default)]
@@ -50,6 +51,8 @@ pub struct ActionCounts {
     pub resets: u64,
     /// Refused for a limit moto does not enforce (named in `limit_refusals`).
     pub limit_refusals: u64,
+    /// Creates answered from the ClientToken cache, not forwarded.
+    pub idempotent_replays: u64,
 }
 
 struct State {
@@ -62,6 +65,8 @@ struct State {
     /// Limit checks and the call they guard happen as one step.
     mutating: tokio::sync::Mutex<()>,
     limits: Mutex<HashMap<String, (u32, u32)>>,
+    /// CreateNetworkInterface answers by ClientToken (EC2 is idempotent on it; moto is not).
+    created: Mutex<HashMap<String, String>>,
     buckets: BTreeMap<BucketId, TokenBucket>,
     profile: CloudProfile,
 }
@@ -94,6 +99,7 @@ impl Ec2Proxy {
             refusals: Mutex::new(BTreeMap::new()),
             mutating: tokio::sync::Mutex::new(()),
             limits: Mutex::new(HashMap::new()),
+            created: Mutex::new(HashMap::new()),
             buckets,
             profile,
         });
@@ -148,6 +154,8 @@ async fn serve_connection(state: Arc<State>, mut stream: TcpStream) {
             }
             Reply::Reset => {
                 // Linger 0 makes the close an RST: the client sees a reset connection.
+                // (Closing a socket with nothing left to send does not block.)
+                #[allow(deprecated)]
                 let _ = stream.set_linger(Some(Duration::ZERO));
                 return;
             }
@@ -210,7 +218,8 @@ fn api_of(action: &str) -> Option<Api> {
 
 async fn handle(state: &State, head: &str, body: &str) -> Reply {
     let mut form = decode_form(body);
-    let get = |form: &[(String, String)], key: &str| form.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    let get =
+        |form: &[(String, String)], key: &str| form.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
     let action = get(&form, "Action").unwrap_or_default();
     count(state, &action, |c| c.received += 1);
     let faults = state.faults.lock().expect("faults lock").clone();
@@ -222,7 +231,10 @@ async fn handle(state: &State, head: &str, body: &str) -> Reply {
             .and_then(|c| c.split('/').next())
             .unwrap_or_default();
         if key != expected {
-            return Reply::Answer(401, error_body("AuthFailure", "AWS was not able to validate the provided access credentials"));
+            return Reply::Answer(
+                401,
+                error_body("AuthFailure", "AWS was not able to validate the provided access credentials"),
+            );
         }
     }
     let faulty = faults.actions.as_ref().is_none_or(|only| only.contains(&action));
@@ -247,22 +259,37 @@ async fn handle(state: &State, head: &str, body: &str) -> Reply {
     }
 
     let _serial = if mutating { Some(state.mutating.lock().await) } else { None };
+    let token = (action == "CreateNetworkInterface").then(|| get(&form, "ClientToken")).flatten();
+    if let Some(answer) =
+        token.as_ref().and_then(|t| state.created.lock().expect("created lock").get(t).cloned())
+    {
+        count(state, &action, |c| c.idempotent_replays += 1);
+        return Reply::Answer(200, answer);
+    }
     if let Some((code, message)) = limit_refusal(state, &action, &form).await {
         count(state, &action, |c| c.limit_refusals += 1);
         *state.refusals.lock().expect("refusals lock").entry(code.to_owned()).or_default() += 1;
         return Reply::Answer(400, error_body(code, &message));
     }
+    rewrite_counts(state, &action, &mut form).await;
     let page = if action == "DescribeNetworkInterfaces" {
         let size = get(&form, "MaxResults").and_then(|v| v.parse::<usize>().ok());
-        let from = get(&form, "NextToken").and_then(|t| t.strip_prefix('p')?.parse::<usize>().ok()).unwrap_or(0);
+        let from =
+            get(&form, "NextToken").and_then(|t| t.strip_prefix('p')?.parse::<usize>().ok()).unwrap_or(0);
         form.retain(|(k, _)| k != "MaxResults" && k != "NextToken");
         size.map(|size| (from, size))
     } else {
         None
     };
-    let params: Vec<(&str, String)> = form.iter().filter(|(k, _)| k != "Version").map(|(k, v)| (k.as_str(), v.clone())).collect();
+    let params: Vec<(&str, String)> =
+        form.iter().filter(|(k, _)| k != "Version").map(|(k, v)| (k.as_str(), v.clone())).collect();
     let (status, text) = call(&state.http, &state.upstream, &params).await;
     count(state, &action, |c| c.forwarded += 1);
+    if let Some(token) = token
+        && status == 200
+    {
+        state.created.lock().expect("created lock").insert(token, text.clone());
+    }
     match page {
         Some((from, size)) if status == 200 => Reply::Answer(status, paginate(&text, from, size)),
         _ => Reply::Answer(status, text),
@@ -284,12 +311,14 @@ async fn ec2(state: &State, params: &[(&str, String)]) -> String {
 }
 
 async fn type_limits(state: &State, instance: &str) -> Option<(u32, u32)> {
-    let described = ec2(state, &[("Action", "DescribeInstances".into()), ("InstanceId.1", instance.into())]).await;
+    let described =
+        ec2(state, &[("Action", "DescribeInstances".into()), ("InstanceId.1", instance.into())]).await;
     let ty = value(&described, "instanceType")?;
     if let Some(l) = state.limits.lock().expect("limits lock").get(&ty) {
         return Some(*l);
     }
-    let info = ec2(state, &[("Action", "DescribeInstanceTypes".into()), ("InstanceType.1", ty.clone())]).await;
+    let info =
+        ec2(state, &[("Action", "DescribeInstanceTypes".into()), ("InstanceType.1", ty.clone())]).await;
     let limits = (
         value(&info, "maximumNetworkInterfaces")?.parse().ok()?,
         value(&info, "ipv4AddressesPerInterface")?.parse().ok()?,
@@ -303,8 +332,74 @@ async fn subnet_free(state: &State, subnet: &str) -> Option<u32> {
     value(&s, "availableIpAddressCount")?.parse::<i64>().ok().map(|n| n.max(0) as u32)
 }
 
+/// moto picks addresses at random and hands the same one to two ENIs (a
+/// birthday collision within a few hundred addresses of a /19). EC2 never
+/// does; so requests by count are rewritten into explicit addresses that
+/// are free in the subnet, lowest first, skipping EC2's reserved ones.
+async fn rewrite_counts(state: &State, action: &str, form: &mut Vec<(String, String)>) {
+    let get =
+        |form: &[(String, String)], key: &str| form.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    let Some(count) = get(form, "SecondaryPrivateIpAddressCount").and_then(|n| n.parse::<usize>().ok())
+    else {
+        return;
+    };
+    let (subnet, with_primary) = match action {
+        "CreateNetworkInterface" if get(form, "PrivateIpAddress").is_none() => (get(form, "SubnetId"), true),
+        "AssignPrivateIpAddresses" => {
+            let eni = get(form, "NetworkInterfaceId").unwrap_or_default();
+            let d =
+                ec2(state, &[("Action", "DescribeNetworkInterfaces".into()), ("NetworkInterfaceId.1", eni)])
+                    .await;
+            (value(&d, "subnetId"), false)
+        }
+        _ => return,
+    };
+    let Some(subnet) = subnet else { return };
+    let Some(free) = free_addresses(state, &subnet, count + usize::from(with_primary)).await else { return };
+    form.retain(|(k, _)| k != "SecondaryPrivateIpAddressCount");
+    if with_primary {
+        for (n, ip) in free.iter().enumerate() {
+            form.push((format!("PrivateIpAddresses.{}.PrivateIpAddress", n + 1), ip.clone()));
+            form.push((format!("PrivateIpAddresses.{}.Primary", n + 1), (n == 0).to_string()));
+        }
+    } else {
+        for (n, ip) in free.iter().enumerate() {
+            form.push((format!("PrivateIpAddress.{}", n + 1), ip.clone()));
+        }
+    }
+}
+
+/// `count` addresses of the subnet no ENI holds, or `None` if it has fewer.
+async fn free_addresses(state: &State, subnet: &str, count: usize) -> Option<Vec<String>> {
+    let s = ec2(state, &[("Action", "DescribeSubnets".into()), ("SubnetId.1", subnet.into())]).await;
+    let cidr = value(&s, "cidrBlock")?;
+    let (base, prefix) = cidr.split_once('/')?;
+    let base = u32::from(base.parse::<std::net::Ipv4Addr>().ok()?);
+    let size = 1u32 << (32 - prefix.parse::<u32>().ok()?);
+    let held = ec2(
+        state,
+        &[
+            ("Action", "DescribeNetworkInterfaces".into()),
+            ("Filter.1.Name", "subnet-id".into()),
+            ("Filter.1.Value.1", subnet.into()),
+        ],
+    )
+    .await;
+    let used: std::collections::HashSet<String> = values(&held, "privateIpAddress").into_iter().collect();
+    let free: Vec<String> = (4..size - 1)
+        .map(|offset| std::net::Ipv4Addr::from(base + offset).to_string())
+        .filter(|ip| !used.contains(ip))
+        .take(count)
+        .collect();
+    (free.len() == count).then_some(free)
+}
+
 /// The error EC2 would answer for a limit moto does not enforce.
-async fn limit_refusal(state: &State, action: &str, form: &[(String, String)]) -> Option<(&'static str, String)> {
+async fn limit_refusal(
+    state: &State,
+    action: &str,
+    form: &[(String, String)],
+) -> Option<(&'static str, String)> {
     let get = |key: &str| form.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
     match action {
         "AttachNetworkInterface" => {
@@ -321,7 +416,10 @@ async fn limit_refusal(state: &State, action: &str, form: &[(String, String)]) -
             .await;
             let count = items(&attached, "networkInterfaceSet").map_or(0, |(_, i, _)| i.len()) as u32;
             (count >= max_enis).then(|| {
-                ("AttachmentLimitExceeded", format!("Interface count {} exceeds the limit for {instance}", count + 1))
+                (
+                    "AttachmentLimitExceeded",
+                    format!("Interface count {} exceeds the limit for {instance}", count + 1),
+                )
             })
         }
         "AssignPrivateIpAddresses" => {
@@ -337,7 +435,9 @@ async fn limit_refusal(state: &State, action: &str, form: &[(String, String)]) -
             .await;
             let (_, found, _) = items(&described, "networkInterfaceSet")?;
             let item = found.first()?;
-            let held = values(item, "privateIpAddress").into_iter().collect::<std::collections::BTreeSet<_>>().len() as u32;
+            let held =
+                values(item, "privateIpAddress").into_iter().collect::<std::collections::BTreeSet<_>>().len()
+                    as u32;
             if let Some(instance) = value(item, "instanceId")
                 && let Some((_, per_eni)) = type_limits(state, &instance).await
                 && held + adding > per_eni
@@ -348,14 +448,17 @@ async fn limit_refusal(state: &State, action: &str, form: &[(String, String)]) -
                 ));
             }
             let subnet = value(item, "subnetId")?;
-            (subnet_free(state, &subnet).await? < adding)
-                .then(|| ("InsufficientFreeAddressesInSubnet", format!("Subnet {subnet} has too few free addresses")))
+            (subnet_free(state, &subnet).await? < adding).then(|| {
+                ("InsufficientFreeAddressesInSubnet", format!("Subnet {subnet} has too few free addresses"))
+            })
         }
         "CreateNetworkInterface" => {
             let subnet = get("SubnetId")?;
-            let adding: u32 = get("SecondaryPrivateIpAddressCount").and_then(|n| n.parse().ok()).unwrap_or(0) + 1;
-            (subnet_free(state, &subnet).await? < adding)
-                .then(|| ("InsufficientFreeAddressesInSubnet", format!("Subnet {subnet} has too few free addresses")))
+            let adding: u32 =
+                get("SecondaryPrivateIpAddressCount").and_then(|n| n.parse().ok()).unwrap_or(0) + 1;
+            (subnet_free(state, &subnet).await? < adding).then(|| {
+                ("InsufficientFreeAddressesInSubnet", format!("Subnet {subnet} has too few free addresses"))
+            })
         }
         _ => None,
     }
@@ -369,9 +472,15 @@ mod tests {
     fn pages_cut_the_set_and_carry_a_token() {
         let text = "<R><networkInterfaceSet><item>a</item><item>b</item><item>c</item></networkInterfaceSet><requestId>x</requestId></R>";
         let first = paginate(text, 0, 2);
-        assert!(first.contains("<item>a</item><item>b</item></networkInterfaceSet><nextToken>p2</nextToken>"), "{first}");
+        assert!(
+            first.contains("<item>a</item><item>b</item></networkInterfaceSet><nextToken>p2</nextToken>"),
+            "{first}"
+        );
         let last = paginate(text, 2, 2);
-        assert!(last.contains("<networkInterfaceSet><item>c</item></networkInterfaceSet><requestId>"), "{last}");
+        assert!(
+            last.contains("<networkInterfaceSet><item>c</item></networkInterfaceSet><requestId>"),
+            "{last}"
+        );
         assert!(!last.contains("nextToken"));
     }
 }

@@ -95,36 +95,31 @@ pub fn value(body: &str, tag: &str) -> Option<String> {
 pub fn items<'a>(body: &'a str, set: &str) -> Option<(&'a str, Vec<&'a str>, &'a str)> {
     let open = format!("<{set}>");
     let start = body.find(&open)? + open.len();
-    let mut depth = 0usize;
+    // The set's closing tag is unique (sets do not nest in themselves): find it once.
+    let end = start + body[start..].find(&format!("</{set}>"))?;
+    let region = &body[start..end];
     let mut items = Vec::new();
-    let mut pos = start;
-    let mut item_start = start;
-    loop {
-        let rest = &body[pos..];
-        let next_open = rest.find("<item>");
-        let next_close = rest.find("</item>");
-        let next_end = rest.find(&format!("</{set}>"));
-        match (next_open, next_close) {
-            (Some(o), c) if c.is_none_or(|c| o < c) && (depth > 0 || next_end.is_none_or(|e| o < e)) => {
-                if depth == 0 {
-                    item_start = pos + o;
-                }
-                depth += 1;
-                pos += o + "<item>".len();
+    let (mut depth, mut item_start, mut pos) = (0usize, 0usize, 0usize);
+    while let Some(offset) = region[pos..].find('<') {
+        let at = pos + offset;
+        let rest = &region[at..];
+        if rest.starts_with("<item>") {
+            if depth == 0 {
+                item_start = at;
             }
-            (_, Some(c)) if depth > 0 => {
-                depth -= 1;
-                pos += c + "</item>".len();
-                if depth == 0 {
-                    items.push(&body[item_start..pos]);
-                }
+            depth += 1;
+            pos = at + "<item>".len();
+        } else if rest.starts_with("</item>") {
+            depth = depth.saturating_sub(1);
+            pos = at + "</item>".len();
+            if depth == 0 {
+                items.push(&region[item_start..pos]);
             }
-            _ => {
-                let end = pos + next_end?;
-                return Some((&body[..start], items, &body[end..]));
-            }
+        } else {
+            pos = at + 1;
         }
     }
+    Some((&body[..start], items, &body[end..]))
 }
 
 /// An EC2 error body.
@@ -143,7 +138,10 @@ mod tests {
         let body = "<r><set><item><id>a</id><tags><item>x</item></tags></item><item><id>b</id></item></set><next/></r>";
         let (before, items, after) = items(body, "set").unwrap();
         assert_eq!(before, "<r><set>");
-        assert_eq!(items, vec!["<item><id>a</id><tags><item>x</item></tags></item>", "<item><id>b</id></item>"]);
+        assert_eq!(
+            items,
+            vec!["<item><id>a</id><tags><item>x</item></tags></item>", "<item><id>b</id></item>"]
+        );
         assert_eq!(after, "</set><next/></r>");
         assert_eq!(values(body, "id"), vec!["a", "b"]);
     }
@@ -151,6 +149,9 @@ mod tests {
     #[test]
     fn forms_round_trip() {
         let form = [("Filter.1.Value.1", "vpc-1 &x".to_owned())];
-        assert_eq!(decode_form(&encode_form(&form)), vec![("Filter.1.Value.1".to_owned(), "vpc-1 &x".to_owned())]);
+        assert_eq!(
+            decode_form(&encode_form(&form)),
+            vec![("Filter.1.Value.1".to_owned(), "vpc-1 &x".to_owned())]
+        );
     }
 }
