@@ -28,7 +28,9 @@ fn main() -> ExitCode {
         Err(e) => return usage_error(first_line(&e.render().to_string())),
     };
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new("warn")))
+        .with_env_filter(
+            EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new("warn,aws_config=error")),
+        )
         .with_writer(std::io::stderr)
         .init();
     match cli.command {

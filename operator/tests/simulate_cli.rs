@@ -8,7 +8,15 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 fn operator(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_eni-ipam-operator")).args(args).output().expect("the binary runs")
+    Command::new(env!("CARGO_BIN_EXE_eni-ipam-operator"))
+        .args(args)
+        // Credentials from the environment, never the instance metadata service:
+        // tests send nothing beyond loopback.
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .expect("the binary runs")
 }
 
 fn stderr(out: &Output) -> String {

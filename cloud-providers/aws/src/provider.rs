@@ -32,23 +32,26 @@ pub enum AwsConnectError {
     #[error(transparent)]
     Setup(#[from] AwsSetupError),
     /// EC2 did not answer.
-    #[error("cannot reach EC2 at {endpoint}: {source}; check --aws-endpoint, --aws-region and the network")]
+    #[error(
+        "cannot reach EC2 at {endpoint} ({}: {}); check --aws-endpoint, --aws-region and the network",
+        .cause.code, .cause.message
+    )]
     Unreachable {
         /// The endpoint.
         endpoint: String,
         /// What happened.
-        source: CloudError,
+        cause: CloudError,
     },
-    /// EC2 refused the credentials.
+    /// No credentials, or EC2 refused them.
     #[error(
-        "EC2 at {endpoint} refused the credentials ({}): {}; check the access key, the role or the instance profile",
-        .source.code, .source.message
+        "EC2 at {endpoint}: credentials missing or refused ({}: {}); set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile or an instance role",
+        .cause.code, .cause.message
     )]
     Credentials {
         /// The endpoint.
         endpoint: String,
-        /// What EC2 said.
-        source: CloudError,
+        /// What happened.
+        cause: CloudError,
     },
 }
 
@@ -78,10 +81,10 @@ impl AwsProvider {
         match probe {
             Ok(_) => Ok(provider),
             Err(e) if e.class == ErrorClass::Auth => {
-                Err(AwsConnectError::Credentials { endpoint: endpoint_of(&provider.config), source: e })
+                Err(AwsConnectError::Credentials { endpoint: endpoint_of(&provider.config), cause: e })
             }
             Err(e) if e.class == ErrorClass::Transient || e.class == ErrorClass::Throttled => {
-                Err(AwsConnectError::Unreachable { endpoint: endpoint_of(&provider.config), source: e })
+                Err(AwsConnectError::Unreachable { endpoint: endpoint_of(&provider.config), cause: e })
             }
             Err(_) => Ok(provider), // EC2 answered; the VPC may just be empty or wrong, which resync will say.
         }
