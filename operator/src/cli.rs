@@ -89,9 +89,10 @@ pub struct SimulateArgs {
     /// Cloud profile of the fake cloud: aws or alibaba.
     #[arg(long, env = "ENI_IPAM_CLOUD", default_value = "aws", value_parser = parse_cloud)]
     pub cloud: CloudKind,
-    /// Talk to a real EC2 API endpoint (moto, a VPC endpoint) instead of the
-    /// built-in fake cloud. The fleet is then the instances already in --vpc
-    /// (all taken to be of --instance-type), and time is real.
+    /// Talk to a real API endpoint (EC2: moto or a VPC endpoint; Alibaba: the
+    /// ECS/VPC emulator or the cloud) instead of the built-in fake cloud. The
+    /// fleet is then the instances already in --vpc (all taken to be of
+    /// --instance-type), and time is real.
     #[arg(long, env = "ENI_IPAM_ENDPOINT", requires = "vpc")]
     pub endpoint: Option<String>,
     /// The VPC whose instances form the fleet (with --endpoint).
@@ -101,6 +102,13 @@ pub struct SimulateArgs {
     /// environment variables, shared profile or instance role).
     #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
     pub aws_region: String,
+    /// Alibaba region (with --endpoint; credentials from
+    /// ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET).
+    #[arg(long, env = "ALIBABA_CLOUD_REGION_ID", default_value = "cn-hangzhou")]
+    pub alibaba_region: String,
+    /// Security group for new ENIs (repeatable; Alibaba requires one).
+    #[arg(long = "security-group", value_name = "ID")]
+    pub security_groups: Vec<String>,
     /// Nodes joining at once.
     #[arg(long, env = "ENI_IPAM_NODES", default_value_t = 1000)]
     pub nodes: u32,
@@ -175,6 +183,7 @@ impl SimulateArgs {
             limiter_margin: self.limiter_margin,
             deadline: self.deadline,
             resync_interval: self.resync_interval,
+            security_groups: self.security_groups.clone(),
         }
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use clap::Parser;
 use clap::error::ErrorKind;
 use eni_ipam_api::VpcId;
+use eni_ipam_cloud::alibaba::{AlibabaConfig, AlibabaProvider, CredentialSource};
 use eni_ipam_cloud::{CallGuard, CloudKind, CloudProfile, RetryPolicy};
 use eni_ipam_cloud_aws::{AwsConfig, AwsProvider};
 use eni_ipam_operator::cli::{Cli, Command, SimulateArgs};
@@ -55,6 +56,16 @@ async fn aws_backend(
 }
 
 /// clap's message without its usage and tips, on one line.
+/// The Alibaba provider at `url`, credentials from the environment.
+fn alibaba_backend(args: &SimulateArgs, url: &str, config: &simulate::SimConfig) -> anyhow::Result<Backend> {
+    let vpc = VpcId::from(args.vpc.clone().unwrap_or_default());
+    let retry = RetryPolicy::cloud_default(config.seed);
+    let guard = Arc::new(CallGuard::for_profile(CloudProfile::alibaba(), config.limiter_margin, retry));
+    let alibaba = AlibabaConfig::new(args.alibaba_region.clone(), CredentialSource::Env).with_endpoint(url);
+    let provider = AlibabaProvider::new(alibaba, guard.clone())?;
+    Ok(Backend::Endpoint { provider: Arc::new(provider), guard, vpc })
+}
+
 fn first_line(text: &str) -> String {
     let message = text.split("\n\n").next().unwrap_or_default();
     let message = message.strip_prefix("error: ").unwrap_or(message);
@@ -68,10 +79,9 @@ fn usage_error(message: String) -> ExitCode {
 
 fn simulate_command(args: &SimulateArgs) -> ExitCode {
     let config = args.config();
-    if args.endpoint.is_some() && config.cloud != CloudKind::Aws {
+    if args.endpoint.is_some() && config.cloud == CloudKind::Alibaba && config.security_groups.is_empty() {
         return usage_error(
-            "--endpoint works with --cloud aws for now (the Alibaba client is being built); leave it out to use the built-in fake cloud"
-                .into(),
+            "--cloud alibaba --endpoint needs --security-group: ECS creates no ENI without one".into(),
         );
     }
     if let Err(e) = config.validate() {
@@ -106,7 +116,8 @@ fn simulate_command(args: &SimulateArgs) -> ExitCode {
     let result = runtime.block_on(async {
         let backend = match &args.endpoint {
             None => Backend::Fake,
-            Some(url) => aws_backend(args, url, &config).await?,
+            Some(url) if config.cloud == CloudKind::Aws => aws_backend(args, url, &config).await?,
+            Some(url) => alibaba_backend(args, url, &config)?,
         };
         simulate::run_on(&config, backend, virtual_time, &progress).await
     });

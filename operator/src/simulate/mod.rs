@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eni_ipam_api::{
-    ENINode, ENINodeSpec, EniId, InstanceId, InstanceType, KnobError, PoolKnobs, VpcId, Zone,
+    ENINode, ENINodeSpec, EniId, InstanceId, InstanceType, KnobError, PoolKnobs, SecurityGroupId, VpcId, Zone,
 };
 use eni_ipam_cloud::fake::{FakeCloud, FakeProvider, Faults};
 use eni_ipam_cloud::{
@@ -54,6 +54,8 @@ pub struct SimConfig {
     pub deadline: Duration,
     /// Period of the bulk resync (all ENIs of the VPC, and the subnets).
     pub resync_interval: Duration,
+    /// Security groups of new ENIs (Alibaba requires one).
+    pub security_groups: Vec<String>,
 }
 
 impl Default for SimConfig {
@@ -70,6 +72,7 @@ impl Default for SimConfig {
             limiter_margin: 0.95,
             deadline: Duration::from_secs(3600),
             resync_interval: Duration::from_secs(60),
+            security_groups: Vec::new(),
         }
     }
 }
@@ -346,6 +349,11 @@ async fn drive(
             vpc_id: vpc.clone(),
             ipam: config.knobs,
             first_interface_index: Some(config.first_index(profile)),
+            security_groups: config
+                .security_groups
+                .iter()
+                .map(|g| SecurityGroupId::from(g.as_str()))
+                .collect(),
             ..ENINodeSpec::default()
         };
         store.insert(ENINode::new(name, spec));
