@@ -17,13 +17,16 @@ pub struct RetryPolicy {
     pub cap: Duration,
     /// Attempts in all, the first included.
     pub max_attempts: u32,
+    /// Full jitter (ours); `false` waits exactly the ceiling, the way some
+    /// peers do (kept only so the simulator can compare the two).
+    pub jitter: bool,
     rng: Arc<Mutex<StdRng>>,
 }
 
 impl RetryPolicy {
     /// A policy whose jitter comes from a seeded generator (reproducible runs).
     pub fn new(base: Duration, cap: Duration, max_attempts: u32, seed: u64) -> Self {
-        Self { base, cap, max_attempts, rng: Arc::new(Mutex::new(StdRng::seed_from_u64(seed))) }
+        Self { base, cap, max_attempts, jitter: true, rng: Arc::new(Mutex::new(StdRng::seed_from_u64(seed))) }
     }
 
     /// The defaults for cloud calls: 250 ms base, 30 s cap, 8 attempts.
@@ -37,9 +40,19 @@ impl RetryPolicy {
         self.base.saturating_mul(factor).min(self.cap)
     }
 
+    /// The same backoff without jitter: every client that failed together
+    /// comes back together (the baseline the simulator measures ours against).
+    pub fn without_jitter(mut self) -> Self {
+        self.jitter = false;
+        self
+    }
+
     /// A full-jitter wait for retry number `attempt`.
     pub fn jittered(&self, attempt: u32) -> Duration {
         let ceiling = self.ceiling(attempt);
+        if !self.jitter {
+            return ceiling;
+        }
         let mut rng = self.rng.lock().expect("retry rng lock");
         ceiling.mul_f64(rng.random::<f64>())
     }
@@ -90,6 +103,13 @@ mod tests {
         // Full jitter: each quarter holds about a quarter of the waits.
         assert!((180..320).contains(&low), "low quarter {low}");
         assert!((180..320).contains(&high), "high quarter {high}");
+    }
+
+    #[test]
+    fn without_jitter_every_client_waits_the_same() {
+        let p = RetryPolicy::new(Duration::from_secs(10), Duration::from_secs(300), 8, 1).without_jitter();
+        let waits: Vec<_> = p.backoff().map(|d| d.as_secs()).collect();
+        assert_eq!(waits, vec![10, 20, 40, 80, 160, 300, 300]);
     }
 
     #[test]

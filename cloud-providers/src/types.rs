@@ -111,6 +111,9 @@ pub enum EniQuery {
     /// The ENIs attached to these instances (per-instance resync); at most
     /// [`crate::BatchLimits::instances_per_list`] of them.
     Instances(Vec<InstanceId>),
+    /// The ENIs of one subnet. eni-ipam never resyncs this way; the
+    /// simulator uses it for the per-subnet listing strategy it compares with.
+    Subnet(SubnetId),
 }
 
 /// One page of a paginated list.

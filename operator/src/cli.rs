@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use eni_ipam_api::PoolKnobs;
 use eni_ipam_cloud::CloudKind;
 
-use crate::simulate::SimConfig;
+use crate::simulate::{SimConfig, Strategy};
 
 /// eni-ipam operator: keeps a warm pool of ENI IPs on every node.
 #[derive(Debug, Parser)]
@@ -145,9 +145,26 @@ pub struct SimulateArgs {
     /// No progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// Run a strategy to compare with instead of ours: per-subnet-listing,
+    /// fixed-node-update-15s, no-jitter-backoff, node-side-daemons.
+    #[arg(long, default_value = "ours", value_parser = parse_strategy)]
+    pub strategy: Strategy,
+    /// Run the whole comparison instead of one simulation: every strategy at
+    /// 100, 1,000 and 5,000 nodes on both cloud profiles, full-resync cost at
+    /// 2,000 / 20,000 / 50,000 ENIs, memory at 1,000 / 5,000 / 20,000 nodes.
+    /// Prints the tables; writes bench.json and bench.svg into --bench-out.
+    #[arg(long, conflicts_with = "endpoint")]
+    pub bench: bool,
+    /// Where --bench writes bench.json and bench.svg.
+    #[arg(long, value_name = "DIR", default_value = "target/bench")]
+    pub bench_out: PathBuf,
 }
 
 fn parse_cloud(s: &str) -> Result<CloudKind, String> {
+    s.parse()
+}
+
+fn parse_strategy(s: &str) -> Result<Strategy, String> {
     s.parse()
 }
 
@@ -184,6 +201,7 @@ impl SimulateArgs {
             deadline: self.deadline,
             resync_interval: self.resync_interval,
             security_groups: self.security_groups.clone(),
+            strategy: self.strategy,
         }
     }
 }

@@ -139,6 +139,11 @@ pub struct ExecutorConfig {
     pub attach_timeout: Duration,
     /// Plan / act / resync rounds before giving up for now.
     pub max_passes: u32,
+    /// Act on at most this many planned actions per pass (`None`: all). Only
+    /// the simulator's node-side-daemon strategy limits it.
+    pub max_actions_per_pass: Option<usize>,
+    /// Pause between passes (zero for us; the node-side-daemon strategy's tick).
+    pub pass_pause: Duration,
 }
 
 impl Default for ExecutorConfig {
@@ -150,6 +155,8 @@ impl Default for ExecutorConfig {
             attach_poll: Duration::from_secs(1),
             attach_timeout: Duration::from_secs(120),
             max_passes: 6,
+            max_actions_per_pass: None,
+            pass_pause: Duration::ZERO,
         }
     }
 }
@@ -212,7 +219,8 @@ impl Executor {
                 return Ok(self.outcome(node, &limits, plan));
             }
             let mut failure = None;
-            for action in &plan.actions {
+            let allowed = self.config.max_actions_per_pass.unwrap_or(usize::MAX);
+            for action in plan.actions.iter().take(allowed) {
                 if let Err(e) = self.act(node, action).await {
                     failure = Some(e);
                     break;
@@ -220,6 +228,9 @@ impl Executor {
             }
             self.resync.instance(&node.instance).await.map_err(err)?;
             self.wait_attached(node).await?;
+            if !self.config.pass_pause.is_zero() {
+                tokio::time::sleep(self.config.pass_pause).await;
+            }
             if let Some(e) = failure {
                 tracing::info!(node = %node.name, op = e.api.aws_name(), class = e.class.as_str(), error = %e, "cloud call failed");
                 match e.class {

@@ -12,6 +12,7 @@ use eni_ipam_cloud::alibaba::{AlibabaConfig, AlibabaProvider, CredentialSource};
 use eni_ipam_cloud::{CallGuard, CloudKind, CloudProfile, RetryPolicy};
 use eni_ipam_cloud_aws::{AwsConfig, AwsProvider};
 use eni_ipam_operator::cli::{Cli, Command, SimulateArgs};
+use eni_ipam_operator::simulate::bench::{BenchConfig, run_bench};
 use eni_ipam_operator::simulate::{self, Backend};
 use indicatif::{ProgressBar, ProgressStyle};
 use tracing_subscriber::EnvFilter;
@@ -28,14 +29,45 @@ fn main() -> ExitCode {
         Err(e) if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
         Err(e) => return usage_error(first_line(&e.render().to_string())),
     };
+    // The simulator reports what went wrong in its counts; RUST_LOG=info shows each event.
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new("warn,aws_config=error")),
-        )
+        .with_env_filter(EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new("error")))
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
         Command::Simulate(args) => simulate_command(&args),
+    }
+}
+
+/// `simulate --bench`: every strategy, size and profile; tables, JSON, SVG.
+fn bench_command(args: &SimulateArgs, runtime: &tokio::runtime::Runtime, bar: &ProgressBar) -> ExitCode {
+    let config = BenchConfig { seed: args.seed, ..BenchConfig::default() };
+    bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("static template"));
+    let report = match runtime.block_on(run_bench(&config, &|step| bar.set_message(step.to_owned()))) {
+        Ok(r) => r,
+        Err(e) => {
+            bar.finish_and_clear();
+            eprintln!("error: benchmark failed: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    bar.finish_and_clear();
+    print!("{}", report.tables());
+    let written = std::fs::create_dir_all(&args.bench_out)
+        .and_then(|()| {
+            let json = serde_json::to_string_pretty(&report).expect("the report serializes");
+            std::fs::write(args.bench_out.join("bench.json"), json + "\n")
+        })
+        .and_then(|()| std::fs::write(args.bench_out.join("bench.svg"), report.chart()));
+    match written {
+        Ok(()) => {
+            println!("\nwrote {0}/bench.json and {0}/bench.svg", args.bench_out.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot write into {}: {e}", args.bench_out.display());
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -112,6 +144,9 @@ fn simulate_command(args: &SimulateArgs) -> ExitCode {
             .progress_chars("=> "),
     );
     bar.set_message(format!("simulating {} on {}", config.nodes, config.cloud));
+    if args.bench {
+        return bench_command(args, &runtime, &bar);
+    }
     let progress = |ready| bar.set_position(ready);
     let result = runtime.block_on(async {
         let backend = match &args.endpoint {

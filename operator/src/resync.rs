@@ -31,6 +31,19 @@ pub struct ResyncCounts {
     pub requests: u64,
 }
 
+/// How batches are served.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Listing {
+    /// Ours: per-instance lists or one VPC-wide list, whichever is fewer calls.
+    #[default]
+    Coalesced,
+    /// Every batch lists the ENIs of every subnet, one paginated list per
+    /// subnet (a strategy some IPAMs use; kept for the simulator to compare).
+    PerSubnet,
+    /// Every instance on its own, as daemons on each node do (simulator only).
+    PerInstance,
+}
+
 /// Handle to the resync task.
 #[derive(Clone)]
 pub struct Resyncer {
@@ -47,9 +60,20 @@ impl Resyncer {
         vpc: VpcId,
         window: Duration,
     ) -> Self {
+        Self::spawn_with(provider, cache, vpc, window, Listing::Coalesced)
+    }
+
+    /// Starts the task with a listing strategy.
+    pub fn spawn_with(
+        provider: Arc<dyn CloudProvider>,
+        cache: Arc<InstancesCache>,
+        vpc: VpcId,
+        window: Duration,
+        listing: Listing,
+    ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let counts = Arc::new(std::sync::Mutex::new(ResyncCounts::default()));
-        tokio::spawn(run(provider, cache, vpc, window, rx, counts.clone()));
+        tokio::spawn(run(provider, cache, vpc, window, rx, counts.clone(), listing));
         Self { tx, counts }
     }
 
@@ -80,6 +104,7 @@ async fn run(
     window: Duration,
     mut rx: mpsc::UnboundedReceiver<Request>,
     counts: Arc<std::sync::Mutex<ResyncCounts>>,
+    listing: Listing,
 ) {
     while let Some(first) = rx.recv().await {
         tokio::time::sleep(window).await;
@@ -100,7 +125,14 @@ async fn run(
         let limits = provider.batch_limits();
         let per_instance_calls = instances.len().div_ceil(limits.instances_per_list.max(1) as usize);
         let bulk_calls = (cache.eni_count() + instances.len()).div_ceil(limits.max_page_size as usize).max(1);
-        let result = if bulk || bulk_calls < per_instance_calls {
+        let result = if listing == Listing::PerSubnet {
+            counts.lock().expect("counts lock").bulk += 1;
+            per_subnet_resync(provider.as_ref(), &cache, &vpc).await
+        } else if listing == Listing::PerInstance && !bulk {
+            counts.lock().expect("counts lock").per_instance += 1;
+            let ids: Vec<InstanceId> = instances.into_iter().collect();
+            instance_resync(provider.as_ref(), &cache, &ids, 1).await
+        } else if bulk || bulk_calls < per_instance_calls {
             counts.lock().expect("counts lock").bulk += 1;
             // Subnets are refreshed on asked-for bulk resyncs only, not when a
             // VPC listing is merely the cheaper way to serve instance requests.
@@ -131,6 +163,21 @@ async fn bulk_resync(
     if with_subnets {
         cache.set_subnets(provider.list_subnets(vpc).await?);
     }
+    Ok(())
+}
+
+async fn per_subnet_resync(
+    provider: &dyn CloudProvider,
+    cache: &InstancesCache,
+    vpc: &VpcId,
+) -> CloudResult<()> {
+    let subnets = provider.list_subnets(vpc).await?;
+    let mut all = Vec::new();
+    for subnet in &subnets {
+        all.extend(list_all_enis(provider, &EniQuery::Subnet(subnet.id.clone())).await?.0);
+    }
+    cache.replace_all(all);
+    cache.set_subnets(subnets);
     Ok(())
 }
 

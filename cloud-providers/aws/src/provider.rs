@@ -190,6 +190,7 @@ impl CloudProvider for AwsProvider {
     ) -> CloudResult<Page<Eni>> {
         let (object, filter) = match query {
             EniQuery::Vpc(vpc) => (vpc.to_string(), filter("vpc-id", [vpc.to_string()])),
+            EniQuery::Subnet(subnet) => (subnet.to_string(), filter("subnet-id", [subnet.to_string()])),
             EniQuery::Instances(ids) => (
                 format!("{} instances", ids.len()),
                 filter("attachment.instance-id", ids.iter().map(|i| i.to_string())),

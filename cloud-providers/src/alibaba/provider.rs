@@ -248,6 +248,10 @@ impl CloudProvider for AlibabaProvider {
                 pairs.push(("VpcId", vpc.0.clone()));
                 vpc.0.clone()
             }
+            EniQuery::Subnet(subnet) => {
+                pairs.push(("VSwitchId", subnet.0.clone()));
+                subnet.0.clone()
+            }
             EniQuery::Instances(ids) => match ids.as_slice() {
                 [] => return Ok(Page { items: Vec::new(), next_token: None }),
                 [one] => {

@@ -317,6 +317,10 @@ impl CloudState {
                 let vpc = vpc.clone();
                 Box::new(move |e: &Eni| e.vpc == vpc)
             }
+            EniQuery::Subnet(subnet) => {
+                let subnet = subnet.clone();
+                Box::new(move |e: &Eni| e.subnet == subnet)
+            }
             EniQuery::Instances(ids) => {
                 if ids.len() > self.profile.batch.instances_per_list as usize {
                     return Err(self.refuse(

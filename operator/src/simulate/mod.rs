@@ -3,12 +3,15 @@
 //! pre-allocation. Time is virtual by default (tokio's paused clock), so a
 //! ten-minute cloud scenario runs in seconds.
 
+pub mod bench;
+mod chart;
 mod cloud_setup;
 pub mod invariants;
 pub mod quota_bound;
 pub mod report;
+pub mod strategy;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +20,7 @@ use eni_ipam_api::{
 };
 use eni_ipam_cloud::fake::{FakeCloud, FakeProvider, Faults};
 use eni_ipam_cloud::{
-    Api, CallGuard, CloudKind, CloudProfile, CloudProvider, Eni, EniQuery, RetryPolicy, Subnet, list_all_enis,
+    Api, CallGuard, CloudKind, CloudProfile, CloudProvider, Eni, EniQuery, Subnet, list_all_enis,
 };
 use tokio::time::Instant;
 
@@ -27,7 +30,10 @@ use crate::instances::InstancesCache;
 use crate::node_store::MemoryNodeStore;
 use crate::planner::{EniView, NodeSnapshot, SubnetSelector};
 use crate::resync::Resyncer;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use report::{SimReport, percentile};
+pub use strategy::Strategy;
 
 /// What to simulate.
 #[derive(Clone, Debug)]
@@ -56,6 +62,8 @@ pub struct SimConfig {
     pub resync_interval: Duration,
     /// Security groups of new ENIs (Alibaba requires one).
     pub security_groups: Vec<String>,
+    /// Ours, or a strategy to compare with.
+    pub strategy: Strategy,
 }
 
 impl Default for SimConfig {
@@ -73,6 +81,7 @@ impl Default for SimConfig {
             deadline: Duration::from_secs(3600),
             resync_interval: Duration::from_secs(60),
             security_groups: Vec::new(),
+            strategy: Strategy::Ours,
         }
     }
 }
@@ -220,8 +229,12 @@ pub async fn run_on(
             let cloud = Arc::new(FakeCloud::new(profile.clone(), vpc.clone(), config.seed));
             let launched = cloud_setup::launch(&cloud, config.nodes, &instance_type, target_ips)?;
             cloud.set_faults(Faults { transient_rate: config.fault_rate });
-            let retry = RetryPolicy::cloud_default(config.seed);
-            let guard = Arc::new(CallGuard::for_profile(profile.clone(), config.limiter_margin, retry));
+            let retry = config.strategy.retry(config.seed);
+            let guard = Arc::new(if config.strategy.shared_limiter() {
+                CallGuard::for_profile(profile.clone(), config.limiter_margin, retry)
+            } else {
+                CallGuard::new(profile.clone(), BTreeMap::new(), retry)
+            });
             let provider: Arc<dyn CloudProvider> = Arc::new(FakeProvider::new(cloud.clone(), guard.clone()));
             (provider, guard, vpc, Some(cloud), launched.instances)
         }
@@ -267,6 +280,7 @@ pub async fn run_on(
     let nodes = instances.len() as u32;
     let mut times: Vec<Duration> = drove.ready_at.values().copied().collect();
     times.sort();
+    let ready_curve = times.iter().map(Duration::as_secs_f64).collect();
     let all_ready = drove.ready_at.len() == instances.len();
     let time_to_all_ready = all_ready.then(|| times.last().copied().unwrap_or_default().as_secs_f64());
     let first_index = config.first_index(&profile);
@@ -307,6 +321,8 @@ pub async fn run_on(
         duplicate_ips: 0,
         pool_mismatches: 0,
         wall_clock_s: wall.elapsed().as_secs_f64(),
+        strategy: config.strategy,
+        ready_curve,
     };
     Ok(report.with_invariants(invariants))
 }
@@ -316,7 +332,7 @@ type Counted = (BTreeMap<Api, u64>, u64, u64, Vec<Eni>, Vec<Subnet>);
 
 /// What happened to the fleet.
 struct Drove {
-    ready_at: HashMap<String, Duration>,
+    ready_at: BTreeMap<String, Duration>,
     short: u64,
     failures: u64,
     resync: crate::resync::ResyncCounts,
@@ -336,8 +352,24 @@ async fn drive(
     progress: &dyn Fn(u64),
 ) -> Drove {
     let cache = Arc::new(InstancesCache::new());
-    let resync = Resyncer::spawn(provider.clone(), cache.clone(), vpc.clone(), Duration::from_millis(100));
-    let exec_config = ExecutorConfig { cluster: "sim".into(), vpc: vpc.clone(), ..ExecutorConfig::default() };
+    let strategy = config.strategy;
+    let listing = strategy.listing();
+    let resync = Resyncer::spawn_with(
+        provider.clone(),
+        cache.clone(),
+        vpc.clone(),
+        Duration::from_millis(100),
+        listing,
+    );
+    let (max_actions_per_pass, pass_pause) = strategy.pacing();
+    let exec_config = ExecutorConfig {
+        cluster: "sim".into(),
+        vpc: vpc.clone(),
+        max_actions_per_pass,
+        pass_pause,
+        max_passes: if max_actions_per_pass.is_some() { 64 } else { 6 },
+        ..ExecutorConfig::default()
+    };
     let executor = Arc::new(Executor::new(provider, cache, resync.clone(), exec_config, config.seed));
     let store = Arc::new(MemoryNodeStore::new());
     let names: Vec<String> = (0..instances.len()).map(|n| format!("node-{n:05}")).collect();
@@ -359,14 +391,10 @@ async fn drive(
         store.insert(ENINode::new(name, spec));
     }
     let fleet_config = FleetConfig {
-        workers: config.workers,
+        // Daemons on every node work their node at once, all of them.
+        workers: if strategy.shared_limiter() { config.workers } else { instances.len() },
         default_first_interface_index: profile.default_first_interface_index,
-        requeue: RetryPolicy::new(
-            Duration::from_secs(1),
-            Duration::from_secs(60),
-            u32::MAX,
-            config.seed ^ 0xf1ee7,
-        ),
+        requeue: strategy.requeue(config.seed ^ 0xf1ee7),
     };
     let (fleet, mut events) = Fleet::new(executor, store.clone(), fleet_config);
 
@@ -378,7 +406,7 @@ async fn drive(
         fleet.enqueue(name, config.knobs.pre_allocate.max(config.knobs.min_allocate));
     }
     let deadline = start + config.deadline;
-    let mut ready_at: HashMap<String, Duration> = HashMap::new();
+    let mut ready_at: BTreeMap<String, Duration> = BTreeMap::new();
     // Nodes that cannot get more without a change of config or cloud.
     let mut short: HashSet<String> = HashSet::new();
     let mut failures = 0u64;
@@ -400,6 +428,14 @@ async fn drive(
     fleet.close();
     for w in workers {
         w.abort();
+    }
+    // An agent on a timer sees its pool at its next tick, not when it is there.
+    if let Some(interval) = strategy.node_update_interval() {
+        let mut rng = StdRng::seed_from_u64(config.seed ^ 0x7157);
+        for at in ready_at.values_mut() {
+            let phase = interval.mul_f64(rng.random::<f64>());
+            *at = strategy::seen_at(*at, phase, interval);
+        }
     }
     Drove { ready_at, short: short.len() as u64, failures, resync: resync.counts(), store }
 }

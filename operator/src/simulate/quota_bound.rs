@@ -18,6 +18,9 @@ pub struct NodeCost {
     pub calls: BTreeMap<Api, u64>,
     /// Latencies one node's calls must take one after another, at the least.
     pub critical_path: Duration,
+    /// For each call of the chain, the least time from sending it to the node
+    /// being ready (its own latency, what must follow it, attach delays).
+    pub after: Vec<(Api, Duration)>,
 }
 
 /// Plays the planner on a fresh node as if every action succeeded at once,
@@ -25,28 +28,27 @@ pub struct NodeCost {
 pub fn fresh_node_cost(fresh: &NodeSnapshot, profile: &CloudProfile) -> NodeCost {
     let mut node = fresh.clone();
     let mut calls = BTreeMap::new();
-    let mut critical_path = profile.read_latency; // one listing to learn the node's ENIs
+    // Per pass: the chains of calls that pass makes (a chain runs in order;
+    // chains of one pass could run side by side).
+    let mut passes: Vec<Vec<Vec<(Api, Duration)>>> = Vec::new();
     let mut serial = 0u32;
     for _ in 0..16 {
         let plan = planner::plan(&node, Duration::ZERO);
         if plan.actions.is_empty() {
             break;
         }
-        let mut longest = Duration::ZERO;
+        let mut chains = Vec::new();
         for action in plan.actions {
             let (eni, count, chain) = match action {
                 Action::Assign { eni, count } => {
-                    *calls.entry(Api::AssignPrivateIpAddresses).or_default() += 1;
                     node.enis
                         .iter_mut()
                         .find(|e| e.id == eni)
                         .expect("planned on a known ENI")
                         .secondary_ips += count;
-                    (eni, count, profile.write_latency)
+                    (eni, count, vec![(Api::AssignPrivateIpAddresses, profile.write_latency)])
                 }
                 Action::CreateEni { subnet, device_index, ips } => {
-                    *calls.entry(Api::CreateNetworkInterface).or_default() += 1;
-                    *calls.entry(Api::AttachNetworkInterface).or_default() += 1;
                     let id = EniId(format!("eni-planned-{device_index}"));
                     node.enis.push(EniView {
                         id: id.clone(),
@@ -55,11 +57,18 @@ pub fn fresh_node_cost(fresh: &NodeSnapshot, profile: &CloudProfile) -> NodeCost
                         secondary_ips: ips,
                         in_use: true,
                     });
-                    (id, ips, profile.write_latency * 2 + profile.attach_delay)
+                    let chain = vec![
+                        (Api::CreateNetworkInterface, profile.write_latency),
+                        (Api::AttachNetworkInterface, profile.write_latency + profile.attach_delay),
+                    ];
+                    (id, ips, chain)
                 }
                 Action::Release { .. } => continue,
             };
-            longest = longest.max(chain);
+            for (api, _) in &chain {
+                *calls.entry(*api).or_default() += 1;
+            }
+            chains.push(chain);
             for _ in 0..count {
                 serial += 1;
                 node.pool.push(PoolIp {
@@ -69,9 +78,26 @@ pub fn fresh_node_cost(fresh: &NodeSnapshot, profile: &CloudProfile) -> NodeCost
                 });
             }
         }
-        critical_path += longest;
+        passes.push(chains);
     }
-    NodeCost { calls, critical_path }
+    // Walk the passes backwards to know, for each call, what must still follow it.
+    let mut after = Vec::new();
+    let mut later = Duration::ZERO;
+    for chains in passes.iter().rev() {
+        let mut longest = Duration::ZERO;
+        for chain in chains {
+            let total: Duration = chain.iter().map(|(_, d)| *d).sum();
+            longest = longest.max(total);
+            let mut rest = total;
+            for (api, d) in chain {
+                after.push((*api, rest + later));
+                rest -= *d;
+            }
+        }
+        later += longest;
+    }
+    // One listing to learn the node's ENIs comes first.
+    NodeCost { calls, critical_path: profile.read_latency + later, after }
 }
 
 /// The bound, with the calls it counted per quota bucket.
@@ -84,7 +110,10 @@ pub struct QuotaBound {
 }
 
 /// `nodes` fresh nodes, each costing `cost`, plus the reads any client needs
-/// (one instance-type lookup, one subnet listing, the ENI listing in full pages).
+/// (one instance-type lookup, one subnet listing, the ENI listing in full
+/// pages). Per quota bucket: the last of its calls cannot be sent before the
+/// bucket has let all of them through, and that call still has what follows
+/// it to wait for; the bound is the largest such time, or one node's chain.
 pub fn quota_bound(profile: &CloudProfile, nodes: u64, cost: &NodeCost) -> QuotaBound {
     let mut per_bucket: BTreeMap<BucketId, u64> = BTreeMap::new();
     for (api, n) in &cost.calls {
@@ -98,17 +127,24 @@ pub fn quota_bound(profile: &CloudProfile, nodes: u64, cost: &NodeCost) -> Quota
     ] {
         *per_bucket.entry(profile.bucket_of(api)).or_default() += n;
     }
-    let quota_time = per_bucket
+    let bound = per_bucket
         .iter()
         .map(|(bucket, calls)| {
-            profile.buckets.get(bucket).map_or(Duration::ZERO, |spec| spec.time_for(*calls))
+            let quota_time = profile.buckets.get(bucket).map_or(Duration::ZERO, |spec| spec.time_for(*calls));
+            // The least that must follow whichever of the bucket's calls goes last.
+            let tail = cost
+                .after
+                .iter()
+                .filter(|(api, _)| profile.bucket_of(*api) == *bucket)
+                .map(|(_, d)| *d)
+                .min()
+                .unwrap_or_default();
+            quota_time + tail
         })
         .max()
-        .unwrap_or_default();
-    QuotaBound {
-        bound: quota_time.max(cost.critical_path),
-        calls_per_bucket: per_bucket.into_iter().map(|(b, n)| (b.to_string(), n)).collect(),
-    }
+        .unwrap_or_default()
+        .max(cost.critical_path);
+    QuotaBound { bound, calls_per_bucket: per_bucket.into_iter().map(|(b, n)| (b.to_string(), n)).collect() }
 }
 
 #[cfg(test)]
@@ -155,8 +191,8 @@ mod tests {
         let p = CloudProfile::aws();
         let cost = fresh_node_cost(&fresh(&p, "m5.xlarge", 0, 8), &p);
         assert_eq!(cost.calls, BTreeMap::from([(Api::AssignPrivateIpAddresses, 1)]));
-        // 1000 assigns: 200 burst, then 800 at 5/s.
-        assert_eq!(quota_bound(&p, 1000, &cost).bound, Duration::from_secs(160));
+        // 1000 assigns: 200 burst, then 800 at 5/s; the last one still takes a write.
+        assert_eq!(quota_bound(&p, 1000, &cost).bound, Duration::from_secs(160) + p.write_latency);
     }
 
     #[test]
@@ -167,9 +203,10 @@ mod tests {
             cost.calls,
             BTreeMap::from([(Api::CreateNetworkInterface, 1), (Api::AttachNetworkInterface, 1)])
         );
-        // 1000 creates at 500/min with a 500 burst: 60 s.
+        // 1000 creates at 500/min with a 500 burst: 60 s; the last create is then
+        // answered, its ENI attached, and the attachment completes.
         let b = quota_bound(&p, 1000, &cost);
-        assert_eq!(b.bound, Duration::from_secs(60));
+        assert_eq!(b.bound, Duration::from_secs(60) + p.write_latency * 2 + p.attach_delay);
         assert_eq!(b.calls_per_bucket["CreateNetworkInterface"], 1000);
     }
 

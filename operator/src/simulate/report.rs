@@ -9,6 +9,7 @@ use eni_ipam_api::PoolKnobs;
 use serde::Serialize;
 
 use super::invariants::Invariants;
+use super::strategy::Strategy;
 use crate::resync::ResyncCounts;
 
 /// Everything a run measured.
@@ -70,6 +71,11 @@ pub struct SimReport {
     pub pool_mismatches: u64,
     /// Real time the run took.
     pub wall_clock_s: f64,
+    /// Ours, or the strategy compared with.
+    pub strategy: Strategy,
+    /// Each ready node's time, sorted (for charts; not in the JSON).
+    #[serde(skip)]
+    pub ready_curve: Vec<f64>,
 }
 
 /// Nearest-rank percentile of sorted durations, in seconds.

@@ -141,6 +141,7 @@ impl Emulator {
                     .filter(|e| match &query {
                         EniQuery::Vpc(vpc) => &e.vpc == vpc,
                         EniQuery::Instances(ids) => e.instance.as_ref().is_some_and(|i| ids.contains(i)),
+                        EniQuery::Subnet(subnet) => &e.subnet == subnet,
                     })
                     .count();
                 Ok((page.items, page.next_token, total))

@@ -1,0 +1,91 @@
+//! Compiles the eBPF programs in `../bpf/` with clang and generates the C layout of the
+//! shared header (sizes and field offsets) that `abi.rs`'s test compares with its Rust twin.
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+const BPF_SOURCES: &[&str] = &["eni_ipam.bpf.c"];
+const HEADER: &str = "eni_ipam.h";
+
+fn main() {
+    let bpf_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bpf");
+    let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let clang = env::var("CLANG").unwrap_or_else(|_| "clang".to_owned());
+    println!("cargo:rerun-if-env-changed=CLANG");
+    println!("cargo:rerun-if-changed={}", bpf_dir.join(HEADER).display());
+
+    let arch_include = format!("-I/usr/include/{}-linux-gnu", multiarch());
+    for source in BPF_SOURCES {
+        let src = bpf_dir.join(source);
+        println!("cargo:rerun-if-changed={}", src.display());
+        let object = out_dir.join(source.replace(".c", ".o"));
+        run(
+            Command::new(&clang)
+                .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror", &arch_include, "-c"])
+                .arg(&src)
+                .arg("-o")
+                .arg(&object),
+            &clang,
+        );
+    }
+
+    let probe_src = out_dir.join("c_layout.c");
+    let probe_bin = out_dir.join("c_layout");
+    std::fs::write(&probe_src, LAYOUT_PROGRAM).expect("write c_layout.c into OUT_DIR");
+    run(Command::new(&clang).arg("-I").arg(&bpf_dir).arg(&probe_src).arg("-o").arg(&probe_bin), &clang);
+    let output = Command::new(&probe_bin).output().expect("run the generated c_layout program");
+    assert!(output.status.success(), "c_layout failed: {}", String::from_utf8_lossy(&output.stderr));
+    std::fs::write(out_dir.join("c_layout.rs"), output.stdout).expect("write c_layout.rs into OUT_DIR");
+}
+
+fn multiarch() -> String {
+    match env::var("CARGO_CFG_TARGET_ARCH").as_deref() {
+        Ok("x86_64") | Err(_) => "x86_64".to_owned(),
+        Ok("aarch64") => "aarch64".to_owned(),
+        Ok(other) => other.to_owned(),
+    }
+}
+
+fn run(command: &mut Command, clang: &str) {
+    let status = command.status().unwrap_or_else(|error| {
+        panic!(
+            "cannot run `{clang}` ({error}): the eBPF datapath is compiled with clang at build time; \
+             install it with scripts/install-test-tools (clang llvm libbpf-dev) or set CLANG=/path/to/clang"
+        )
+    });
+    assert!(status.success(), "`{command:?}` failed with {status}; see the compiler output above");
+}
+
+/// Prints `pub const` items: sizes and offsets of the structs in eni_ipam.h, and the two
+/// `struct __sk_buff` fields the perf example needs for `bpftool prog run ctx_in`.
+const LAYOUT_PROGRAM: &str = r#"
+#include <stdio.h>
+#include <stddef.h>
+#include <linux/bpf.h>
+#include "eni_ipam.h"
+
+#define SIZE(t) printf("pub const SIZEOF_%s: usize = %zu;\n", #t, sizeof(struct t))
+#define OFF(t, f) printf("pub const OFFSETOF_%s_%s: usize = %zu;\n", #t, #f, offsetof(struct t, f))
+
+int main(void) {
+    SIZE(endpoint_key); OFF(endpoint_key, pod_ip);
+    SIZE(endpoint_info);
+    OFF(endpoint_info, pod_veth_ifindex); OFF(endpoint_info, eni_ifindex); OFF(endpoint_info, pod_mac);
+    OFF(endpoint_info, eni_mac); OFF(endpoint_info, gateway_mac); OFF(endpoint_info, counter_slot);
+    SIZE(veth_owner); OFF(veth_owner, pod_ip); OFF(veth_owner, counter_slot);
+    SIZE(host_route_key); OFF(host_route_key, prefixlen); OFF(host_route_key, addr);
+    SIZE(endpoint_counters);
+    OFF(endpoint_counters, tx_packets); OFF(endpoint_counters, tx_bytes); OFF(endpoint_counters, rx_packets);
+    OFF(endpoint_counters, rx_bytes); OFF(endpoint_counters, drops);
+    printf("pub const DROP_REASONS: usize = %d;\n", ENI_IPAM_DROP_REASONS);
+    printf("pub const DROP_SPOOFED_SOURCE: usize = %d;\n", ENI_IPAM_DROP_SPOOFED_SOURCE);
+    printf("pub const DROP_UNKNOWN_VETH: usize = %d;\n", ENI_IPAM_DROP_UNKNOWN_VETH);
+    printf("pub const MAX_ENDPOINTS: usize = %d;\n", ENI_IPAM_MAX_ENDPOINTS);
+    printf("pub const UNATTRIBUTED_SLOT: usize = %d;\n", ENI_IPAM_UNATTRIBUTED_SLOT);
+    SIZE(__sk_buff); OFF(__sk_buff, ifindex);
+    return 0;
+}
+"#;

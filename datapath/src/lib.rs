@@ -1,0 +1,21 @@
+//! eBPF datapath of eni-ipam: pod traffic leaves the node through the ENI that owns the
+//! pod's IP, and traffic for local pods goes straight into them, without iptables.
+//!
+//! The programs (C in `bpf/`, compiled by clang in `build.rs`) run at TC ingress of each
+//! pod's host-side veth (`from_pod`) and of each ENI (`from_eni`). The agent owns the maps:
+//! it calls [`Datapath::load_or_adopt`] on start, [`Datapath::reconcile`] with its IPAM state,
+//! [`Datapath::upsert_endpoint`] / [`Datapath::remove_endpoint`] on CNI ADD/DEL, and reads
+//! [`Datapath::counters`] for metrics. Programs, maps and links are pinned, so the agent
+//! exiting does not interrupt traffic.
+
+pub mod abi;
+mod datapath;
+mod endpoint;
+mod error;
+mod hook;
+mod probe;
+
+pub use datapath::{DEFAULT_PIN_DIR, Datapath, Origin, ReconcileReport};
+pub use endpoint::{DropReason, EndpointCounters, EndpointInfo, InvalidMacAddr, Ipv4Prefix, MacAddr};
+pub use error::DatapathError;
+pub use probe::{MIN_KERNEL, MissingFeature, probe};

@@ -1,0 +1,80 @@
+//! Pod to pod across two nodes, each pod's IP on a different ENI (needs root).
+
+mod testbed;
+
+use std::net::Ipv4Addr;
+
+use eni_ipam_datapath::DropReason;
+use testbed::{PodSpec, Testbed, traffic};
+
+const POD_A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 11);
+const POD_A2: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 10);
+const POD_B: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 20);
+
+/// Pod A on node 0 / ENI 1, pod A2 on node 0 / ENI 0 (idle), pod B on node 1 / ENI 0.
+fn two_nodes(tag: &str) -> Testbed {
+    let mut bed = Testbed::new(
+        tag,
+        2,
+        &[
+            PodSpec { node: 0, eni: 1, ip: POD_A },
+            PodSpec { node: 0, eni: 0, ip: POD_A2 },
+            PodSpec { node: 1, eni: 0, ip: POD_B },
+        ],
+    );
+    bed.start_datapath(0);
+    bed.start_datapath(1);
+    bed
+}
+
+#[test]
+fn ping_and_tcp_leave_through_the_eni_owning_the_source_ip() {
+    let mut bed = two_nodes("across");
+    let links = ["n0e0", "n0e1", "n1e0", "n1e1"];
+    let before: Vec<u64> = links.iter().map(|l| bed.router.rx_packets(l)).collect();
+
+    let ping = traffic::ping(&bed.pods[0].ns, POD_B, 20, "0.01", None);
+    assert_eq!((ping.transmitted, ping.received), (20, 20), "{}", ping.output);
+
+    let after: Vec<u64> = links.iter().map(|l| bed.router.rx_packets(l)).collect();
+    let delta: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    assert!(delta[1] >= 20, "pod A's requests must arrive on node 0's ENI 1 (n0e1): rx deltas {delta:?}");
+    assert_eq!(delta[0], 0, "nothing may arrive on node 0's ENI 0 (n0e0): rx deltas {delta:?}");
+    assert!(delta[2] >= 20, "pod B's replies must arrive on node 1's ENI 0 (n1e0): rx deltas {delta:?}");
+    assert_eq!(delta[3], 0, "nothing may arrive on node 1's ENI 1 (n1e1): rx deltas {delta:?}");
+
+    traffic::tcp_echo(&bed.pods[0].ns, &bed.pods[2].ns, POD_B, 4 << 20);
+
+    let a = bed.datapath(0).endpoint_counters(POD_A).unwrap();
+    assert!(a.tx_packets >= 20 && a.rx_packets >= 20, "pod A counters {a:?}");
+    assert!(a.tx_bytes >= 4 << 20 && a.rx_bytes >= 4 << 20, "pod A byte counters {a:?}");
+    assert_eq!(a.drops(DropReason::SpoofedSource), 0);
+    let b = bed.datapath(1).endpoint_counters(POD_B).unwrap();
+    assert!(b.rx_packets >= 20 && b.tx_packets >= 20, "pod B counters {b:?}");
+}
+
+#[test]
+fn spoofed_source_is_dropped_and_counted_exactly() {
+    let mut bed = two_nodes("spoof");
+    let spoofed = Ipv4Addr::new(10, 0, 1, 99);
+    bed.pods[0].ns.ip(&["addr", "add", &format!("{spoofed}/32"), "dev", "eth0"]);
+    let before = bed.datapath(0).endpoint_counters(POD_A).unwrap();
+    let router_before = bed.router.rx_packets("n0e1") + bed.router.rx_packets("n0e0");
+
+    let sent = 7;
+    let ping = traffic::ping(&bed.pods[0].ns, POD_B, sent, "0.01", Some(spoofed));
+    assert_eq!((ping.transmitted, ping.received), (u64::from(sent), 0), "{}", ping.output);
+
+    let after = bed.datapath(0).endpoint_counters(POD_A).unwrap();
+    assert_eq!(
+        after.drops(DropReason::SpoofedSource) - before.drops(DropReason::SpoofedSource),
+        u64::from(sent)
+    );
+    assert_eq!(after.tx_packets, before.tx_packets, "spoofed packets must not be forwarded");
+    let router_after = bed.router.rx_packets("n0e1") + bed.router.rx_packets("n0e0");
+    assert_eq!(router_after, router_before, "spoofed packets must not reach the VPC");
+
+    // The pod's own address still works.
+    let ping = traffic::ping(&bed.pods[0].ns, POD_B, 3, "0.01", Some(POD_A));
+    assert_eq!(ping.received, 3, "{}", ping.output);
+}

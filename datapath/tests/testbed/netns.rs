@@ -1,0 +1,168 @@
+//! Network namespaces and bpffs pin directories owned by one test, deleted on drop
+//! (also when the test panics).
+
+use std::{
+    fs::File,
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+/// Fails loudly (never skips) when the test bed cannot run here.
+pub fn require_root_and_bpffs() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "the datapath test bed needs root (namespaces, veths, eBPF): run the tests as root");
+    if let Err(missing) = eni_ipam_datapath::probe(Path::new("/sys/fs/bpf")) {
+        panic!("{missing}; scripts/test mounts bpffs and installs the tools");
+    }
+}
+
+/// Runs a command, panicking with its output if it fails.
+pub fn run(program: &str, args: &[&str]) -> Output {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program} ({e}): run scripts/install-test-tools"));
+    assert!(
+        output.status.success(),
+        "`{program} {}` failed: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// A named network namespace (`ip netns add`), deleted on drop with every link in it.
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    pub fn create(name: String) -> Self {
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        run("ip", &["netns", "add", &name]);
+        let ns = Self { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1");
+        ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1");
+        ns.sysctl("net.ipv4.conf.all.rp_filter", "0");
+        ns.sysctl("net.ipv4.conf.default.rp_filter", "0");
+        ns
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from("/var/run/netns").join(&self.name)
+    }
+
+    /// `ip -n <ns> ...`
+    pub fn ip(&self, args: &[&str]) -> Output {
+        let mut all = vec!["-n", &self.name];
+        all.extend_from_slice(args);
+        run("ip", &all)
+    }
+
+    /// Runs a command inside the namespace with `nsenter --net` (keeps the host's bpffs).
+    pub fn command(&self, program: &str) -> Command {
+        let mut command = Command::new("nsenter");
+        command.arg(format!("--net={}", self.path().display())).arg("--").arg(program);
+        command
+    }
+
+    pub fn sysctl(&self, key: &str, value: &str) {
+        let status = self.command("sysctl").args(["-qw", &format!("{key}={value}")]).status().unwrap();
+        assert!(status.success(), "sysctl {key}={value} in {} failed", self.name);
+    }
+
+    /// Runs `f` on a thread that has entered this namespace (the datapath attaches by
+    /// ifindex in the calling thread's namespace; sockets are created in it).
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = self.path();
+        std::thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    enter(&path);
+                    f()
+                })
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    /// Like [`Netns::run`] on a detached thread.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let path = self.path();
+        std::thread::spawn(move || {
+            enter(&path);
+            f()
+        })
+    }
+
+    /// (ifindex, MAC) of a link in this namespace.
+    pub fn link(&self, name: &str) -> (u32, eni_ipam_datapath::MacAddr) {
+        let output = self.ip(&["-o", "link", "show", "dev", name]);
+        let text = String::from_utf8_lossy(&output.stdout);
+        let ifindex = text.split(':').next().and_then(|i| i.trim().parse().ok());
+        let mac =
+            text.split_whitespace().skip_while(|w| *w != "link/ether").nth(1).and_then(|m| m.parse().ok());
+        match (ifindex, mac) {
+            (Some(ifindex), Some(mac)) => (ifindex, mac),
+            _ => panic!("cannot parse ifindex/MAC of {name} in {}: {text}", self.name),
+        }
+    }
+
+    /// Packets received by a link in this namespace (its rx_packets statistic).
+    pub fn rx_packets(&self, name: &str) -> u64 {
+        let output = self.ip(&["-s", "-o", "link", "show", "dev", name]);
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let mut segments = text.split('\\').map(str::trim);
+        segments.find(|s| s.starts_with("RX:"));
+        segments
+            .next()
+            .and_then(|numbers| numbers.split_whitespace().nth(1))
+            .and_then(|packets| packets.parse().ok())
+            .unwrap_or_else(|| panic!("cannot parse rx packets of {name} in {}: {text}", self.name))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}
+
+fn enter(path: &Path) {
+    let file = File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    // SAFETY: setns on a valid netns fd affects only the calling thread.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {}: {}", path.display(), std::io::Error::last_os_error());
+}
+
+/// A pin directory of one test under /sys/fs/bpf, removed on drop.
+pub struct PinDir(PathBuf);
+
+impl PinDir {
+    pub fn new(name: &str) -> Self {
+        let path = PathBuf::from(format!("/sys/fs/bpf/eni-ipam-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        Self(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
