@@ -41,7 +41,11 @@ fn main() -> ExitCode {
 
 /// `simulate --bench`: every strategy, size and profile; tables, JSON, SVG.
 fn bench_command(args: &SimulateArgs, runtime: &tokio::runtime::Runtime, bar: &ProgressBar) -> ExitCode {
-    let config = BenchConfig { seed: args.seed, ..BenchConfig::default() };
+    let config = BenchConfig {
+        seed: args.seed,
+        memory_binary: std::env::current_exe().ok(),
+        ..BenchConfig::default()
+    };
     bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("static template"));
     let report = match runtime.block_on(run_bench(&config, &|step| bar.set_message(step.to_owned()))) {
         Ok(r) => r,

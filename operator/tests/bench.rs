@@ -14,6 +14,7 @@ async fn a_small_bench_compares_every_strategy_and_checks_the_resync_claim() {
         resync_sizes: vec![2_500],
         memory_sizes: vec![200],
         seed: 3,
+        memory_binary: None,
     };
     let report = run_bench(&config, &|_| {}).await.expect("the bench runs");
     assert_eq!(report.bursts.len(), 2 * Strategy::ALL.len());

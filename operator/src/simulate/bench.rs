@@ -36,6 +36,10 @@ pub struct BenchConfig {
     pub memory_sizes: Vec<u32>,
     /// Seed.
     pub seed: u64,
+    /// The operator binary: each memory point then runs in a fresh process
+    /// of its own, so one size's peak does not hide the next. `None`: in this
+    /// process (peaks only grow).
+    pub memory_binary: Option<std::path::PathBuf>,
 }
 
 impl Default for BenchConfig {
@@ -47,6 +51,7 @@ impl Default for BenchConfig {
             resync_sizes: vec![2_000, 20_000, 50_000],
             memory_sizes: vec![1_000, 5_000, 20_000],
             seed: 1,
+            memory_binary: None,
         }
     }
 }
@@ -155,14 +160,52 @@ pub async fn run_bench(config: &BenchConfig, progress: &dyn Fn(&str)) -> anyhow:
             deadline: Duration::from_secs(6 * 3600),
             ..SimConfig::default()
         };
-        let report = run(&sim, true, &|_| {}).await?;
+        let report = match &config.memory_binary {
+            Some(binary) => run_apart(binary, nodes, config.seed)?,
+            None => run(&sim, true, &|_| {}).await?,
+        };
         memory.push(MemoryPoint {
             nodes,
             pool_ips: u64::from(report.ready_nodes) * 18,
-            peak_rss_mib: peak_rss_mib(),
+            peak_rss_mib: report.peak_rss_mib,
         });
     }
     Ok(BenchReport { bursts, resync, memory })
+}
+
+/// The memory run in a process of its own; its JSON report carries its peak.
+fn run_apart(binary: &std::path::Path, nodes: u32, seed: u64) -> anyhow::Result<SimReport> {
+    let dir = std::env::temp_dir().join(format!("eni-ipam-bench-{}-{nodes}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let json = dir.join("report.json");
+    let status = std::process::Command::new(binary)
+        .args(["simulate", "--no-progress", "--instance-type", "m5.4xlarge", "--pre-allocate", "17"])
+        .args(["--max-above-watermark", "1", "--deadline", "6h", "--nodes", &nodes.to_string()])
+        .args(["--seed", &seed.to_string(), "--json"])
+        .arg(&json)
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    anyhow::ensure!(status.success(), "the memory run for {nodes} nodes failed ({status})");
+    let value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
+    std::fs::remove_dir_all(&dir).ok();
+    let mut report = serde_json::from_value::<PartialReport>(value)?;
+    report.nodes = nodes;
+    Ok(report.into())
+}
+
+/// The fields of a report the memory table needs.
+#[derive(serde::Deserialize)]
+struct PartialReport {
+    #[serde(default)]
+    nodes: u32,
+    ready_nodes: u32,
+    peak_rss_mib: f64,
+}
+
+impl From<PartialReport> for SimReport {
+    fn from(p: PartialReport) -> Self {
+        SimReport::memory_only(p.nodes, p.ready_nodes, p.peak_rss_mib)
+    }
 }
 
 /// A VPC holding `enis` ENIs (instances with a primary ENI and one more),

@@ -5,7 +5,7 @@
 
 pub mod bench;
 mod chart;
-mod cloud_setup;
+pub mod cloud_setup;
 pub mod invariants;
 pub mod quota_bound;
 pub mod report;
@@ -322,6 +322,7 @@ pub async fn run_on(
         pool_mismatches: 0,
         wall_clock_s: wall.elapsed().as_secs_f64(),
         strategy: config.strategy,
+        peak_rss_mib: bench::peak_rss_mib(),
         ready_curve,
     };
     Ok(report.with_invariants(invariants))

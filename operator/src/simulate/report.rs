@@ -73,6 +73,9 @@ pub struct SimReport {
     pub wall_clock_s: f64,
     /// Ours, or the strategy compared with.
     pub strategy: Strategy,
+    /// The process's peak RSS at the end of the run, MiB (the fake cloud
+    /// included when it runs in the process).
+    pub peak_rss_mib: f64,
     /// Each ready node's time, sorted (for charts; not in the JSON).
     #[serde(skip)]
     pub ready_curve: Vec<f64>,
@@ -88,6 +91,43 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Option<f64> {
 }
 
 impl SimReport {
+    /// A report that only carries a memory measurement.
+    pub fn memory_only(nodes: u32, ready_nodes: u32, peak_rss_mib: f64) -> Self {
+        Self {
+            cloud: String::new(),
+            instance_type: String::new(),
+            knobs: PoolKnobs::default(),
+            first_interface_index: 0,
+            seed: 0,
+            virtual_time: true,
+            nodes,
+            ready_nodes,
+            time_to_all_ready_s: None,
+            quota_bound_s: 0.0,
+            ratio_to_quota_bound: None,
+            node_ready_p50_s: None,
+            node_ready_p99_s: None,
+            api_calls: BTreeMap::new(),
+            api_calls_total: 0,
+            throttled_calls: 0,
+            faulted_calls: 0,
+            client_retries: 0,
+            mutating_calls_per_node: 0.0,
+            quota_bound_calls: BTreeMap::new(),
+            resync: ResyncCounts::default(),
+            node_store_writes: 0,
+            node_failures: 0,
+            shortfall_nodes: 0,
+            leaked_enis: 0,
+            duplicate_ips: 0,
+            pool_mismatches: 0,
+            wall_clock_s: 0.0,
+            strategy: Strategy::Ours,
+            peak_rss_mib,
+            ready_curve: Vec::new(),
+        }
+    }
+
     /// Copies the invariant counts in.
     pub fn with_invariants(mut self, inv: Invariants) -> Self {
         self.leaked_enis = inv.leaked_enis;
