@@ -20,6 +20,7 @@ pub enum Strategy {
     /// (a) Every resync lists ENIs subnet by subnet.
     PerSubnetListing,
     /// (b) A node sees its pool (and reports its use) on a fixed 15 s timer.
+    #[serde(rename = "fixed-node-update-15s")]
     FixedNodeUpdate15s,
     /// (c) Exponential backoff from 10 s to 5 min, no jitter.
     NoJitterBackoff,
