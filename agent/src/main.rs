@@ -1,27 +1,191 @@
-//! eni-ipam-agent: the per-node DaemonSet of eni-ipam. Not implemented yet;
-//! this binary only explains what it will do and exits with an error.
+//! eni-ipam-agent: the per-node DaemonSet process. Wires the state file, the
+//! pool source, the unix-socket API, the admin port and (with a cluster) the
+//! ENINode registration and status reporter. Decisions live in the library.
 
-use std::process::ExitCode;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
+use anyhow::Context;
 use clap::Parser;
+use eni_ipam_agent::ipam::Ipam;
+use eni_ipam_agent::metrics::{Metrics, admin_router};
+use eni_ipam_agent::pool::{NodePool, SubnetMap, parse_subnet_flag};
+use eni_ipam_agent::server::{ApiState, bind_socket, resolve_group, router};
+use eni_ipam_agent::state::StateStore;
+use eni_ipam_agent::{kube_side, live_containers};
 
-/// The eni-ipam node agent (not implemented yet).
+/// The eni-ipam node agent.
 #[derive(Parser, Debug)]
 #[command(
     name = "eni-ipam-agent",
     version,
-    about = "eni-ipam node agent (not implemented yet)",
-    long_about = "eni-ipam node agent, run as a DaemonSet on every node. It will register the node's \
-ENINode from Node.spec.providerID and the instance type, hand pool IPs to pods through the eni-ipam-cni \
-plugin (persisting every allocation to disk before answering), report usage back to the ENINode, serve \
-GET /v1/healthz and the IPAM calls on /var/run/eni-ipam/agent.sock, and load the eBPF datapath on pod \
-veths and ENI links.\n\nIt is not implemented yet: running it only prints a notice and exits with \
-status 1."
+    about = "eni-ipam node agent: hands pool IPs to pods over a unix socket"
 )]
-struct Cli {}
+struct Cli {
+    /// This node's name (the ENINode has the same name).
+    #[arg(long, env = "NODE_NAME")]
+    node_name: String,
+    /// The API socket.
+    #[arg(long, env = "ENI_IPAM_SOCKET", default_value = eni_ipam_api::DEFAULT_AGENT_SOCKET)]
+    socket: PathBuf,
+    /// Group (name or gid) that may call the socket besides root; the socket is mode 0660.
+    #[arg(long, env = "ENI_IPAM_SOCKET_GROUP")]
+    socket_group: Option<String>,
+    /// Where allocations are persisted before every answer.
+    #[arg(long, env = "ENI_IPAM_STATE_FILE", default_value = "/var/lib/eni-ipam/state.json")]
+    state_file: PathBuf,
+    /// Serve the pool from this JSON file instead of the ENINode (standalone and tests); reloaded on SIGHUP.
+    #[arg(long, env = "ENI_IPAM_POOL_FILE")]
+    pool_file: Option<PathBuf>,
+    /// File listing the container ids the runtime runs (one a line); on start, IPs of others are freed.
+    #[arg(long, env = "ENI_IPAM_LIVE_CONTAINERS_FILE")]
+    live_containers_file: Option<PathBuf>,
+    /// Admin address for /metrics, /healthz, /readyz.
+    #[arg(long, env = "ENI_IPAM_METRICS_ADDR", default_value = "0.0.0.0:9966")]
+    metrics_addr: String,
+    /// Least time between two writes of ENINode status.used (bursts are coalesced), e.g. 1s, 500ms.
+    #[arg(long, env = "ENI_IPAM_NODE_UPDATE_RATE", default_value = "1s", value_parser = parse_duration)]
+    ipam_node_update_rate: Duration,
+    /// How often the ENINode is re-read for pool changes and release marks when nothing changes locally.
+    #[arg(long, env = "ENI_IPAM_ENINODE_RESYNC", default_value = "5s", value_parser = parse_duration)]
+    eninode_resync: Duration,
+    /// Subnet CIDR and gateway of a pool subnet: SUBNET_ID=CIDR[,GATEWAY] (repeat; gateway defaults to the first host).
+    #[arg(long = "subnet", env = "ENI_IPAM_SUBNETS", value_delimiter = ' ')]
+    subnets: Vec<String>,
+    /// Pod IPs this node could reach in total (instance-type and subnet limits); 0 = the pool size.
+    #[arg(long, env = "ENI_IPAM_CAPACITY", default_value_t = 0)]
+    capacity: u32,
+    /// The kube-apiserver URL (default: in-cluster or kubeconfig).
+    #[arg(long, env = "ENI_IPAM_KUBE_URL")]
+    kube_url: Option<String>,
+}
 
-fn main() -> ExitCode {
-    let _cli = Cli::parse();
-    eprintln!("eni-ipam-agent: not implemented yet (see docs/architecture.md)");
-    ExitCode::FAILURE
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration like 1s, 500ms or 2m");
+    let (number, unit) =
+        text.find(|c: char| !c.is_ascii_digit()).map(|i| text.split_at(i)).ok_or_else(bad)?;
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        _ => return Err(bad()),
+    };
+    if d.is_zero() { Err(format!("{text:?} must be more than zero")) } else { Ok(d) }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(run(cli)));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            // One line with the cause chain; no backtrace for a configuration mistake.
+            eprintln!("eni-ipam-agent: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let subnets: SubnetMap = cli.subnets.iter().map(|s| parse_subnet_flag(s)).collect::<Result<_, _>>()?;
+    let live = match &cli.live_containers_file {
+        Some(path) => Some(
+            live_containers::read_list(path)
+                .with_context(|| format!("cannot read the live-container list {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let pool_cache = cli.state_file.with_file_name("pool-cache.json");
+    let mut kube = None;
+    let pool = match &cli.pool_file {
+        Some(path) => {
+            let mut pool = NodePool::from_file(path)?;
+            if cli.capacity > 0 {
+                pool.capacity = cli.capacity;
+            }
+            pool
+        }
+        None => {
+            // Serve at once from the last pool seen (retried ADDs, DELs, healthz), even while the
+            // apiserver is unreachable; registration and the reporter catch up in the background.
+            let cached = NodePool::from_file(&pool_cache).unwrap_or_default();
+            kube = Some(kube_side::client(cli.kube_url.as_deref()).await?);
+            cached
+        }
+    };
+    let store = StateStore::new(&cli.state_file);
+    let (ipam, reconciliation) = Ipam::open(&cli.node_name, store, pool, live.as_ref())?;
+    for key in &reconciliation.gone {
+        tracing::info!(node = %cli.node_name, %key, "freed the IP of a container the runtime no longer runs");
+    }
+    for key in &reconciliation.outside_pool {
+        tracing::warn!(node = %cli.node_name, %key, "a pod holds an IP that is no longer in the pool");
+    }
+    let ipam = Arc::new(ipam);
+    let metrics = Arc::new(Metrics::default());
+
+    let gid = cli.socket_group.as_deref().map(resolve_group).transpose()?;
+    let listener = bind_socket(&cli.socket, gid)?;
+    let api = router(ApiState { ipam: ipam.clone(), metrics: metrics.clone() });
+    let admin = tokio::net::TcpListener::bind(&cli.metrics_addr)
+        .await
+        .with_context(|| format!("cannot listen on --metrics-addr {}", cli.metrics_addr))?;
+    tracing::info!(node = %cli.node_name, socket = %cli.socket.display(), metrics = %cli.metrics_addr, "agent serving");
+
+    if let Some(client) = kube {
+        let reporter =
+            kube_side::Reporter::new(client.clone(), cli.node_name.clone(), cli.ipam_node_update_rate)
+                .with_resync(cli.eninode_resync)
+                .with_pool_cache(pool_cache);
+        let (ipam, metrics, node_name, capacity) =
+            (ipam.clone(), metrics.clone(), cli.node_name.clone(), cli.capacity);
+        tokio::spawn(async move {
+            let node = kube_side::register(&client, &node_name).await;
+            ipam.set_pool(NodePool::from_eninode(&node, &subnets, capacity));
+            reporter.run(ipam, metrics, subnets, capacity).await;
+        });
+    }
+    if let Some(path) = cli.pool_file.clone() {
+        let ipam = ipam.clone();
+        let capacity = cli.capacity;
+        tokio::spawn(async move {
+            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                match NodePool::from_file(&path) {
+                    Ok(mut pool) => {
+                        if capacity > 0 {
+                            pool.capacity = capacity;
+                        }
+                        ipam.set_pool(pool);
+                        tracing::info!(pool_file = %path.display(), "pool reloaded");
+                    }
+                    Err(e) => tracing::error!("{e}"),
+                }
+            }
+        });
+    }
+    let admin_app = admin_router(ipam.clone(), metrics.clone());
+    tokio::spawn(async move { axum::serve(admin, admin_app).await });
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        served = axum::serve(listener, api) => served.context("agent socket server stopped")?,
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping"),
+    }
+    Ok(())
 }

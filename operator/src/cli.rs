@@ -29,6 +29,84 @@ pub enum Command {
     /// duplicates.
     #[command(long_about = SIMULATE_ABOUT)]
     Simulate(SimulateArgs),
+    /// Run the controller in a cluster: watch ENINodes and keep every node's pool at its target.
+    #[command(long_about = RUN_ABOUT)]
+    Run(RunArgs),
+}
+
+const RUN_ABOUT: &str = "\
+Run the controller a cluster runs. It watches ENINodes (each node's agent registers \
+its own), and keeps every node's spec.pool at the planner's target through the cloud \
+API: allocation in deficit order by a bounded worker pool, failures retried after a \
+full-jitter backoff, and a VPC-wide bulk resync on a timer. It writes with server-side \
+apply under the field manager eni-ipam-operator.
+
+The apiserver comes from --kubeconfig, else $KUBECONFIG or ~/.kube/config, else the \
+in-cluster service account.
+
+Examples:
+  eni-ipam-operator run --cloud aws --vpc vpc-0abc --cluster-name prod
+  eni-ipam-operator run --cloud aws --aws-endpoint http://127.0.0.1:5000 --vpc vpc-1";
+
+/// Which cloud `run` talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RunCloud {
+    /// An empty in-process fake cloud (demos; tests inject their own).
+    Fake,
+    /// AWS EC2.
+    Aws,
+    /// Alibaba Cloud ECS/VPC.
+    Alibaba,
+}
+
+/// Flags of `run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The cloud whose ENIs pods get.
+    #[arg(long, env = "ENI_IPAM_CLOUD", value_enum, default_value = "aws")]
+    pub cloud: RunCloud,
+    /// The cluster's VPC (required for aws and alibaba).
+    #[arg(long, env = "ENI_IPAM_VPC")]
+    pub vpc: Option<String>,
+    /// Name of this cluster, written in the tags of every ENI it creates; GC touches only ENIs with it.
+    #[arg(long, env = "ENI_IPAM_CLUSTER_NAME", default_value = "eni-ipam")]
+    pub cluster_name: String,
+    /// EC2 API endpoint override (e.g. a VPC endpoint or a test bed).
+    #[arg(long, env = "ENI_IPAM_AWS_ENDPOINT")]
+    pub aws_endpoint: Option<String>,
+    /// ECS/VPC API endpoint override (e.g. the emulator).
+    #[arg(long, env = "ENI_IPAM_ALIBABA_ENDPOINT")]
+    pub alibaba_endpoint: Option<String>,
+    /// AWS region.
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    pub aws_region: String,
+    /// Alibaba Cloud region.
+    #[arg(long, env = "ALIBABA_CLOUD_REGION_ID", default_value = "cn-hangzhou")]
+    pub alibaba_region: String,
+    /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Nodes allocated for at once.
+    #[arg(long, env = "ENI_IPAM_PARALLEL_ALLOC_WORKERS", default_value_t = 64)]
+    pub parallel_alloc_workers: usize,
+    /// Period of the VPC-wide resync of all ENIs (jittered by a tenth).
+    #[arg(long, env = "ENI_IPAM_RESYNC_INTERVAL", default_value = "1m", value_parser = parse_duration)]
+    pub resync_interval: Duration,
+    /// How long a pool IP stays free before it is released back to the cloud.
+    #[arg(long, env = "ENI_IPAM_EXCESS_IP_RELEASE_DELAY", default_value = "3m", value_parser = parse_duration)]
+    pub excess_ip_release_delay: Duration,
+    /// Fraction of the cloud's published API quota the client allows itself.
+    #[arg(long, env = "ENI_IPAM_LIMITER_MARGIN", default_value_t = 0.95)]
+    pub limiter_margin: f64,
+    /// Mean period of ENI garbage collection (jittered by half).
+    #[arg(long, env = "ENI_IPAM_ENI_GC_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub eni_gc_interval: Duration,
+    /// A detached ENI tagged with this cluster is deleted after this long.
+    #[arg(long, env = "ENI_IPAM_ENI_GC_GRACE", default_value = "10m", value_parser = parse_duration)]
+    pub eni_gc_grace: Duration,
+    /// Seed of jitter and idempotency tokens (vary it across replicas).
+    #[arg(long, env = "ENI_IPAM_SEED", default_value_t = 1)]
+    pub seed: u64,
 }
 
 const SIMULATE_ABOUT: &str = "\

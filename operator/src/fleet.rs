@@ -135,6 +135,13 @@ impl Fleet {
         }
     }
 
+    /// Queues a node (seen in a watch event) if its pool is off target by the cached cloud state.
+    pub fn consider(&self, node: &ENINode) {
+        if let Some(deficit) = self.executor.needs_work(&self.target(node)) {
+            self.enqueue(node.metadata.name.as_deref().unwrap_or_default(), deficit);
+        }
+    }
+
     /// Stops handing out work.
     pub fn close(&self) {
         self.queue.close();

@@ -4,9 +4,12 @@
 pub mod cli;
 pub mod executor;
 pub mod fleet;
+pub mod gc;
 pub mod instances;
+pub mod kube_store;
 pub mod node_store;
 pub mod planner;
 pub mod resync;
+pub mod run;
 pub mod simulate;
 pub mod work_queue;

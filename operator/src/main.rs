@@ -11,7 +11,7 @@ use eni_ipam_api::VpcId;
 use eni_ipam_cloud::alibaba::{AlibabaConfig, AlibabaProvider, CredentialSource};
 use eni_ipam_cloud::{CallGuard, CloudKind, CloudProfile, RetryPolicy};
 use eni_ipam_cloud_aws::{AwsConfig, AwsProvider};
-use eni_ipam_operator::cli::{Cli, Command, SimulateArgs};
+use eni_ipam_operator::cli::{Cli, Command, RunArgs, RunCloud, SimulateArgs};
 use eni_ipam_operator::simulate::bench::{BenchConfig, run_bench};
 use eni_ipam_operator::simulate::{self, Backend};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -30,13 +30,128 @@ fn main() -> ExitCode {
         Err(e) => return usage_error(first_line(&e.render().to_string())),
     };
     // The simulator reports what went wrong in its counts; RUST_LOG=info shows each event.
+    // The controller logs at info; kube's client builder would repeat our own connect error.
+    let default_level = if matches!(cli.command, Command::Run(_)) {
+        "info,kube_client::client::builder=off"
+    } else {
+        "error"
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new("error")))
+        .with_env_filter(
+            EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(default_level)),
+        )
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
         Command::Simulate(args) => simulate_command(&args),
+        Command::Run(args) => run_command(&args),
     }
+}
+
+/// `run`: connect to the apiserver and the cloud, then run the controller until SIGINT/SIGTERM.
+fn run_command(args: &RunArgs) -> ExitCode {
+    if args.cloud != RunCloud::Fake && args.vpc.is_none() {
+        return usage_error("--vpc (or ENI_IPAM_VPC) is required with --cloud aws or alibaba".into());
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run_async(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error chain on one line.
+fn one_line(e: &anyhow::Error) -> String {
+    e.chain()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+async fn kube_client(args: &RunArgs) -> anyhow::Result<kube::Client> {
+    use anyhow::Context;
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("kubeconfig {} is not usable", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no Kubernetes configuration found (set --kubeconfig or KUBECONFIG, or run in a pod)")?,
+    };
+    let url = config.cluster_url.clone();
+    let client = kube::Client::try_from(config).context("cannot build a Kubernetes client")?;
+    client
+        .apiserver_version()
+        .await
+        .with_context(|| format!("apiserver {url} is unreachable; check the kubeconfig and the network"))?;
+    Ok(client)
+}
+
+async fn run_async(args: &RunArgs) -> anyhow::Result<()> {
+    use eni_ipam_cloud::fake::{FakeCloud, FakeProvider};
+    let client = kube_client(args).await?;
+    let vpc = VpcId::from(args.vpc.clone().unwrap_or_else(|| "vpc-fake".into()));
+    let retry = RetryPolicy::cloud_default(args.seed);
+    let (provider, first_index): (Arc<dyn eni_ipam_cloud::CloudProvider>, u32) = match args.cloud {
+        RunCloud::Fake => {
+            let profile = CloudProfile::aws();
+            let first = profile.default_first_interface_index;
+            let cloud = Arc::new(FakeCloud::new(profile.clone(), vpc.clone(), args.seed));
+            let guard = Arc::new(CallGuard::for_profile(profile, args.limiter_margin, retry));
+            (Arc::new(FakeProvider::new(cloud, guard)), first)
+        }
+        RunCloud::Aws => {
+            let profile = CloudProfile::aws();
+            let first = profile.default_first_interface_index;
+            let guard = Arc::new(CallGuard::for_profile(profile, args.limiter_margin, retry));
+            let mut aws = AwsConfig::for_region(&args.aws_region);
+            aws.endpoint = args.aws_endpoint.clone();
+            (Arc::new(AwsProvider::connect(aws, guard, &vpc).await?), first)
+        }
+        RunCloud::Alibaba => {
+            let profile = CloudProfile::alibaba();
+            let first = profile.default_first_interface_index;
+            let guard = Arc::new(CallGuard::for_profile(profile, args.limiter_margin, retry));
+            let mut alibaba = AlibabaConfig::new(args.alibaba_region.clone(), CredentialSource::Env);
+            if let Some(url) = &args.alibaba_endpoint {
+                alibaba = alibaba.with_endpoint(url);
+            }
+            (Arc::new(AlibabaProvider::new(alibaba, guard)?), first)
+        }
+    };
+    let config = eni_ipam_operator::run::RunConfig {
+        cluster: args.cluster_name.clone(),
+        vpc,
+        workers: args.parallel_alloc_workers,
+        resync_interval: args.resync_interval,
+        default_first_interface_index: first_index,
+        release_delay: args.excess_ip_release_delay,
+        seed: args.seed,
+        gc_interval: args.eni_gc_interval,
+        gc_grace: args.eni_gc_grace,
+    };
+    tracing::info!(cloud = ?args.cloud, cluster = %args.cluster_name, "controller starting");
+    eni_ipam_operator::run::run_controller(client, provider, config, async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("interrupted; stopping");
+    })
+    .await
 }
 
 /// `simulate --bench`: every strategy, size and profile; tables, JSON, SVG.

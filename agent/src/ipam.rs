@@ -1,0 +1,275 @@
+//! The local IPAM service: the pool, the allocations, and the rule that no
+//! answer leaves before the state file holds it. Calls block on fsync; async
+//! callers run them on the blocking pool.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+use eni_ipam_api::{AllocateRequest, AllocateResponse, HealthzResponse};
+use tokio::sync::watch;
+
+use crate::allocator::{self, Allocation, AllocationKey, Decision, Exhausted, Reconciliation};
+use crate::pool::NodePool;
+use crate::state::{IpamState, StateError, StateStore};
+
+/// Why an IPAM call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IpamError {
+    /// No free IP.
+    #[error("node {node} has no free IP for {key}: {reason}")]
+    Exhausted { node: String, key: AllocationKey, reason: Exhausted },
+    /// The request is missing something.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The state could not be persisted; nothing was changed.
+    #[error("node {node}: {source}; nothing was allocated or released, retry once the disk is fixed")]
+    Persist { node: String, source: StateError },
+}
+
+struct Inner {
+    pool: NodePool,
+    state: IpamState,
+}
+
+/// The node's IPAM.
+pub struct Ipam {
+    node: String,
+    store: StateStore,
+    inner: Mutex<Inner>,
+    changes: watch::Sender<u64>,
+}
+
+impl Ipam {
+    /// Loads the state, reconciles it against the pool and the live containers (freeing
+    /// the IPs of containers that are gone, persisted before returning).
+    pub fn open(
+        node: impl Into<String>,
+        store: StateStore,
+        pool: NodePool,
+        live_containers: Option<&BTreeSet<String>>,
+    ) -> Result<(Self, Reconciliation), StateError> {
+        let mut state = store.load()?;
+        let reconciliation = allocator::reconcile(&pool, &state.allocations, live_containers);
+        if !reconciliation.gone.is_empty() {
+            for key in &reconciliation.gone {
+                free(&mut state, key);
+            }
+            store.save(&state)?;
+        }
+        let (changes, _) = watch::channel(0);
+        let ipam = Self { node: node.into(), store, inner: Mutex::new(Inner { pool, state }), changes };
+        Ok((ipam, reconciliation))
+    }
+
+    /// The node this IPAM serves.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Gives the container interface an IP (the same one again for a retried request).
+    pub fn allocate(&self, request: &AllocateRequest) -> Result<AllocateResponse, IpamError> {
+        let key = checked_key(&request.container_id, &request.if_name)?;
+        let mut inner = self.lock();
+        let ip =
+            match allocator::decide(&inner.pool, &inner.state.allocations, &inner.state.released_at, &key) {
+                Decision::Existing(ip) => ip,
+                Decision::Exhausted(reason) => {
+                    return Err(IpamError::Exhausted { node: self.node.clone(), key, reason });
+                }
+                Decision::Take(ip) => {
+                    let allocation = Allocation {
+                        key: key.clone(),
+                        ip: ip.clone(),
+                        pod_namespace: request.pod_namespace.clone(),
+                        pod_name: request.pod_name.clone(),
+                    };
+                    inner.state.allocations.insert(key.clone(), allocation);
+                    if let Err(source) = self.store.save(&inner.state) {
+                        inner.state.allocations.remove(&key);
+                        return Err(IpamError::Persist { node: self.node.clone(), source });
+                    }
+                    self.changes.send_modify(|n| *n += 1);
+                    ip
+                }
+            };
+        let entry = inner.pool.ips.get(&ip).cloned().unwrap_or_else(|| crate::pool::PoolIp {
+            eni: String::new(),
+            mac: String::new(),
+            subnet_cidr: format!("{ip}/32"),
+            gateway: String::new(),
+        });
+        Ok(AllocateResponse {
+            ip,
+            eni: entry.eni,
+            mac: entry.mac,
+            subnet_cidr: entry.subnet_cidr,
+            gateway: entry.gateway,
+        })
+    }
+
+    /// Frees what the container interface holds; `Ok(None)` when it holds nothing (idempotent).
+    pub fn release(&self, container_id: &str, if_name: &str) -> Result<Option<Allocation>, IpamError> {
+        let key = checked_key(container_id, if_name)?;
+        let mut inner = self.lock();
+        let before = inner.state.clone();
+        let Some(freed) = free(&mut inner.state, &key) else { return Ok(None) };
+        if let Err(source) = self.store.save(&inner.state) {
+            inner.state = before;
+            return Err(IpamError::Persist { node: self.node.clone(), source });
+        }
+        self.changes.send_modify(|n| *n += 1);
+        Ok(Some(freed))
+    }
+
+    /// Every allocation, ordered by container id.
+    pub fn list(&self) -> Vec<Allocation> {
+        self.lock().state.allocations.values().cloned().collect()
+    }
+
+    /// IP -> owner, as `status.used` carries it.
+    pub fn used(&self) -> BTreeMap<String, String> {
+        self.lock().state.allocations.values().map(|a| (a.ip.clone(), a.owner())).collect()
+    }
+
+    /// The healthz numbers: allocated, pool size, reachable capacity.
+    pub fn health(&self) -> HealthzResponse {
+        let inner = self.lock();
+        HealthzResponse::new(
+            inner.state.allocations.len() as u32,
+            inner.pool.ips.len() as u32,
+            inner.pool.reachable_capacity(),
+        )
+    }
+
+    /// Replaces the pool (a new ENINode spec or pool file).
+    pub fn set_pool(&self, pool: NodePool) {
+        let mut inner = self.lock();
+        if inner.pool != pool {
+            inner.pool = pool;
+            self.changes.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// A receiver that wakes on every allocation, release or pool change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves the state as last persisted or rolled back.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn checked_key(container_id: &str, if_name: &str) -> Result<AllocationKey, IpamError> {
+    if container_id.trim().is_empty() {
+        return Err(IpamError::Invalid("containerId is empty; pass the CNI_CONTAINERID of the pod".into()));
+    }
+    if if_name.trim().is_empty() {
+        return Err(IpamError::Invalid(
+            "ifName is empty; pass the CNI_IFNAME of the pod (usually eth0)".into(),
+        ));
+    }
+    Ok(AllocationKey::new(container_id, if_name))
+}
+
+fn free(state: &mut IpamState, key: &AllocationKey) -> Option<Allocation> {
+    let freed = state.allocations.remove(key)?;
+    state.release_counter += 1;
+    state.released_at.insert(freed.ip.clone(), state.release_counter);
+    Some(freed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::PoolIp;
+
+    fn pool(n: u8) -> NodePool {
+        NodePool {
+            ips: (1..=n)
+                .map(|i| {
+                    let entry = PoolIp {
+                        eni: "eni-1".into(),
+                        mac: "0a:00:00:00:00:01".into(),
+                        subnet_cidr: "10.0.0.0/24".into(),
+                        gateway: "10.0.0.1".into(),
+                    };
+                    (format!("10.0.0.{}", i + 10), entry)
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn request(container: &str) -> AllocateRequest {
+        AllocateRequest {
+            container_id: container.into(),
+            if_name: "eth0".into(),
+            pod_namespace: "default".into(),
+            pod_name: format!("pod-{container}"),
+        }
+    }
+
+    #[test]
+    fn every_answer_is_on_disk_before_it_is_returned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path().join("state.json"));
+        let (ipam, _) = Ipam::open("node-a", store.clone(), pool(3), None).unwrap();
+        let a = ipam.allocate(&request("a")).unwrap();
+        assert_eq!(store.load().unwrap().allocations[&AllocationKey::new("a", "eth0")].ip, a.ip);
+        assert_eq!(ipam.allocate(&request("a")).unwrap(), a, "retried ADD, same answer");
+        assert_eq!(a.gateway, "10.0.0.1");
+        ipam.release("a", "eth0").unwrap().unwrap();
+        assert!(store.load().unwrap().allocations.is_empty());
+        assert_eq!(ipam.release("a", "eth0").unwrap(), None, "release is idempotent");
+        assert_eq!(ipam.health(), HealthzResponse::new(0, 3, 3));
+    }
+
+    #[test]
+    fn exhausted_pool_names_the_node_and_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ipam, _) =
+            Ipam::open("node-a", StateStore::new(dir.path().join("s.json")), pool(1), None).unwrap();
+        ipam.allocate(&request("a")).unwrap();
+        let err = ipam.allocate(&request("b")).unwrap_err().to_string();
+        assert!(err.contains("node node-a has no free IP for container b"), "{err}");
+        assert!(err.contains("all 1 pool IPs are taken (1 held by pods"), "{err}");
+    }
+
+    #[test]
+    fn a_failed_write_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub").join("state.json");
+        std::fs::create_dir(path.parent().unwrap()).unwrap();
+        let (ipam, _) = Ipam::open("node-a", StateStore::new(&path), pool(2), None).unwrap();
+        std::fs::remove_dir(path.parent().unwrap()).unwrap();
+        let err = ipam.allocate(&request("a")).unwrap_err();
+        assert!(matches!(err, IpamError::Persist { .. }), "{err}");
+        assert!(ipam.list().is_empty());
+    }
+
+    #[test]
+    fn restart_reloads_and_frees_containers_that_are_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path().join("state.json"));
+        let (ipam, _) = Ipam::open("node-a", store.clone(), pool(3), None).unwrap();
+        let a = ipam.allocate(&request("a")).unwrap();
+        let b = ipam.allocate(&request("b")).unwrap();
+        drop(ipam);
+        let live: BTreeSet<String> = ["a".to_string()].into();
+        let (ipam, rec) = Ipam::open("node-a", store.clone(), pool(3), Some(&live)).unwrap();
+        assert_eq!(rec.gone, [AllocationKey::new("b", "eth0")]);
+        assert_eq!(ipam.allocate(&request("a")).unwrap(), a);
+        assert_eq!(store.load().unwrap().allocations.len(), 1, "the freed IP is persisted");
+        assert_ne!(ipam.allocate(&request("c")).unwrap().ip, b.ip, "just-freed IP is not reused first");
+    }
+
+    #[test]
+    fn empty_ids_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ipam, _) = Ipam::open("n", StateStore::new(dir.path().join("s.json")), pool(1), None).unwrap();
+        assert!(matches!(ipam.allocate(&request("")), Err(IpamError::Invalid(_))));
+        assert!(matches!(ipam.release("a", " "), Err(IpamError::Invalid(_))));
+    }
+}

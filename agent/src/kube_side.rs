@@ -1,0 +1,318 @@
+//! The agent's Kubernetes side: create or adopt its ENINode from the Node
+//! (with an ownerReference), and write `status.used` plus the release-handshake
+//! answers with server-side apply under field manager `eni-ipam-agent`, at most
+//! once per update interval, retrying with full jitter.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use eni_ipam_api::{ConditionStatus, ENINode, ENINodeCondition, ENINodeSpec, ReleaseState};
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use tokio::time::Instant;
+
+use crate::allocator::release_answers;
+use crate::backoff::{FullJitter, jitter_rng};
+use crate::ipam::Ipam;
+use crate::metrics::Metrics;
+use crate::node_identity::{IdentityError, identity};
+use crate::pool::{NodePool, SubnetMap};
+
+/// The agent's field manager for server-side apply.
+pub const FIELD_MANAGER: &str = "eni-ipam-agent";
+
+/// How often the ENINode is re-read by default when nothing changes locally (pool growth, release marks).
+pub const DEFAULT_RESYNC_INTERVAL: Duration = Duration::from_secs(5);
+
+const RETRY: FullJitter = FullJitter { base: Duration::from_millis(200), cap: Duration::from_secs(10) };
+
+/// A client from `--kube-url`, or in-cluster / kubeconfig.
+pub async fn client(url: Option<&str>) -> anyhow::Result<Client> {
+    let config = match url {
+        Some(url) => kube::Config::new(url.parse()?),
+        None => kube::Config::infer().await?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
+/// Why registration failed this time.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    /// The Node cannot be identified.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// The apiserver call failed.
+    #[error("{op} failed: {source}")]
+    Kube { op: String, source: kube::Error },
+}
+
+/// Registers the node, retrying with full jitter until it works (a bad providerID is
+/// logged with the Node's name and reported as a condition when the ENINode exists).
+pub async fn register(client: &Client, node_name: &str) -> ENINode {
+    let mut attempt = 0;
+    let mut rng = jitter_rng();
+    loop {
+        match register_once(client, node_name).await {
+            Ok(node) => return node,
+            Err(err) => {
+                tracing::error!(node = node_name, "cannot register the ENINode: {err}");
+                if let RegisterError::Identity(identity_err) = &err {
+                    let _ = report_condition(
+                        client,
+                        node_name,
+                        "Registered",
+                        "BadNodeIdentity",
+                        &identity_err.to_string(),
+                    )
+                    .await;
+                }
+                let wait = RETRY.wait(attempt, &mut rng);
+                attempt += 1;
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// One registration attempt: GET the Node, GET/POST the ENINode, adopt it when needed.
+pub async fn register_once(client: &Client, node_name: &str) -> Result<ENINode, RegisterError> {
+    let kube_err = |op: String| move |source| RegisterError::Kube { op, source };
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node = nodes.get(node_name).await.map_err(kube_err(format!("GET Node {node_name}")))?;
+    let spec = node.spec.clone().unwrap_or_default();
+    let id = identity(node_name, spec.provider_id.as_deref(), node.labels())?;
+    let owner = OwnerReference {
+        api_version: "v1".into(),
+        kind: "Node".into(),
+        name: node_name.to_owned(),
+        uid: node.uid().unwrap_or_default(),
+        ..Default::default()
+    };
+    let eninodes: Api<ENINode> = Api::all(client.clone());
+    match eninodes.get_opt(node_name).await.map_err(kube_err(format!("GET ENINode {node_name}")))? {
+        None => {
+            let mut eninode = ENINode::new(
+                node_name,
+                ENINodeSpec {
+                    instance_id: id.instance_id.as_str().into(),
+                    instance_type: id.instance_type.as_str().into(),
+                    zone: id.zone.as_str().into(),
+                    ..Default::default()
+                },
+            );
+            eninode.metadata.owner_references = Some(vec![owner]);
+            let created = eninodes
+                .create(&PostParams::default(), &eninode)
+                .await
+                .map_err(kube_err(format!("create ENINode {node_name}")))?;
+            tracing::info!(node = node_name, instance = %id.instance_id, "created the ENINode");
+            Ok(created)
+        }
+        Some(existing) => {
+            let owned = existing.owner_references().iter().any(|o| o.kind == "Node" && o.uid == owner.uid);
+            let same_identity = existing.spec.instance_id.as_str() == id.instance_id
+                && existing.spec.instance_type.as_str() == id.instance_type
+                && existing.spec.zone.as_str() == id.zone;
+            if owned && same_identity {
+                return Ok(existing);
+            }
+            let mut owners: Vec<OwnerReference> =
+                existing.owner_references().iter().filter(|o| o.kind != "Node").cloned().collect();
+            owners.push(owner);
+            let patch = json!({
+                "metadata": {"ownerReferences": owners},
+                "spec": {"instanceId": id.instance_id, "instanceType": id.instance_type, "zone": id.zone},
+            });
+            let adopted = eninodes
+                .patch(node_name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(kube_err(format!("adopt ENINode {node_name}")))?;
+            tracing::info!(node = node_name, instance = %id.instance_id, "adopted the existing ENINode");
+            Ok(adopted)
+        }
+    }
+}
+
+/// Sets one condition on the ENINode, if it exists, keeping the others (the list is atomic for
+/// server-side apply, so a merge patch of the whole list is used rather than an apply that would
+/// take the operator's conditions over).
+async fn report_condition(
+    client: &Client,
+    node_name: &str,
+    type_: &str,
+    reason: &str,
+    message: &str,
+) -> Result<(), kube::Error> {
+    let eninodes: Api<ENINode> = Api::all(client.clone());
+    let Some(existing) = eninodes.get_opt(node_name).await? else { return Ok(()) };
+    let mut conditions = existing.status.map(|s| s.conditions).unwrap_or_default();
+    conditions.retain(|c| c.type_ != type_);
+    conditions.push(ENINodeCondition {
+        type_: type_.to_owned(),
+        status: ConditionStatus::False,
+        reason: reason.to_owned(),
+        message: message.to_owned(),
+        last_transition_time: String::new(),
+    });
+    let patch = json!({"status": {"conditions": conditions}});
+    eninodes.patch_status(node_name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
+/// What one status write carries.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StatusReport {
+    /// IP -> owner.
+    pub used: BTreeMap<String, String>,
+    /// The agent's release answers (only IPs the operator has marked or the agent answered).
+    pub release: BTreeMap<String, ReleaseState>,
+}
+
+/// The agent's answers for the current `status.release`: re-answer marks, keep our earlier answers
+/// (an apply that omits them would delete them), leave `released` to the operator.
+pub fn release_report(
+    current: &BTreeMap<String, ReleaseState>,
+    used: &BTreeMap<String, String>,
+) -> BTreeMap<String, ReleaseState> {
+    let held = used.keys().cloned().collect();
+    let mut answers = release_answers(current, &held);
+    for (ip, state) in current {
+        if matches!(state, ReleaseState::Ready | ReleaseState::DoNotRelease) {
+            answers.insert(ip.clone(), *state);
+        }
+    }
+    answers
+}
+
+/// The apply body for a report.
+pub fn status_apply_body(report: &StatusReport) -> serde_json::Value {
+    json!({
+        "apiVersion": "eni-ipam.io/v1alpha1",
+        "kind": "ENINode",
+        "status": {"used": report.used, "inUse": report.used.len(), "release": report.release},
+    })
+}
+
+/// Writes `status.used` at most once per interval and keeps the pool in step with the ENINode.
+pub struct Reporter {
+    client: Client,
+    node: String,
+    interval: Duration,
+    resync: Duration,
+    pool_cache: Option<std::path::PathBuf>,
+}
+
+impl Reporter {
+    /// A reporter for `node`, writing at most once per `interval`.
+    pub fn new(client: Client, node: String, interval: Duration) -> Self {
+        Self { client, node, interval, resync: DEFAULT_RESYNC_INTERVAL, pool_cache: None }
+    }
+
+    /// Keeps the last pool seen in this file (the pool-file format), for the next start.
+    pub fn with_pool_cache(mut self, path: std::path::PathBuf) -> Self {
+        self.pool_cache = Some(path);
+        self
+    }
+
+    /// Re-reads the ENINode at least this often (pool changes, release marks).
+    pub fn with_resync(mut self, resync: Duration) -> Self {
+        self.resync = resync;
+        self
+    }
+
+    /// Runs forever: wait for a local change (or the resync interval), wait out the
+    /// interval since the last write, read the ENINode, write what changed.
+    pub async fn run(self, ipam: Arc<Ipam>, metrics: Arc<Metrics>, subnets: SubnetMap, capacity: u32) {
+        let eninodes: Api<ENINode> = Api::all(self.client.clone());
+        let mut changes = ipam.subscribe();
+        let mut last_written: Option<StatusReport> = None;
+        let mut last_cached: Option<NodePool> = None;
+        let mut last_write = Instant::now() - self.interval;
+        let mut attempt = 0u32;
+        let mut rng = jitter_rng();
+        loop {
+            tokio::time::sleep_until(last_write + self.interval).await;
+            let step = async {
+                let eninode = eninodes.get(&self.node).await?;
+                let pool = NodePool::from_eninode(&eninode, &subnets, capacity);
+                if let Some(path) = &self.pool_cache
+                    && last_cached.as_ref() != Some(&pool)
+                {
+                    match pool.save_cache(path) {
+                        Ok(()) => last_cached = Some(pool.clone()),
+                        Err(e) => {
+                            tracing::warn!(node = %self.node, cache = %path.display(), "cannot write the pool cache: {e}")
+                        }
+                    }
+                }
+                ipam.set_pool(pool);
+                // Everything that changed until now is in this one write.
+                changes.borrow_and_update();
+                let used = ipam.used();
+                let current = eninode.status.as_ref().map(|s| s.release.clone()).unwrap_or_default();
+                let report = StatusReport { release: release_report(&current, &used), used };
+                let on_server = eninode.status.as_ref().map(|s| StatusReport {
+                    used: s.used.clone(),
+                    release: release_report(&s.release, &s.used),
+                });
+                if last_written.as_ref() != Some(&report)
+                    || on_server.as_ref().map(|s| &s.used) != Some(&report.used)
+                {
+                    let params = PatchParams::apply(FIELD_MANAGER).force();
+                    eninodes
+                        .patch_status(&self.node, &params, &Patch::Apply(&status_apply_body(&report)))
+                        .await?;
+                    metrics.count_status_patch();
+                    last_write = Instant::now();
+                    last_written = Some(report);
+                }
+                Ok::<(), kube::Error>(())
+            };
+            match step.await {
+                Ok(()) => {
+                    attempt = 0;
+                    let _ = tokio::time::timeout(self.resync, changes.changed()).await;
+                }
+                Err(err) => {
+                    let wait = RETRY.wait(attempt, &mut rng);
+                    tracing::warn!(node = %self.node, attempt, ?wait, "cannot update ENINode status: {err}");
+                    attempt = attempt.saturating_add(1);
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_report_answers_marks_and_keeps_earlier_answers() {
+        let current: BTreeMap<String, ReleaseState> = [
+            ("10.0.0.1".to_owned(), ReleaseState::Marked),
+            ("10.0.0.2".to_owned(), ReleaseState::Marked),
+            ("10.0.0.3".to_owned(), ReleaseState::Ready),
+            ("10.0.0.4".to_owned(), ReleaseState::Released),
+        ]
+        .into();
+        let used: BTreeMap<String, String> = [("10.0.0.2".to_owned(), "default/web".to_owned())].into();
+        let got = release_report(&current, &used);
+        let want: BTreeMap<String, ReleaseState> = [
+            ("10.0.0.1".to_owned(), ReleaseState::Ready),
+            ("10.0.0.2".to_owned(), ReleaseState::DoNotRelease),
+            ("10.0.0.3".to_owned(), ReleaseState::Ready),
+        ]
+        .into();
+        assert_eq!(got, want);
+        let body = status_apply_body(&StatusReport { used, release: got });
+        assert_eq!(body["status"]["inUse"], 1);
+        assert_eq!(body["status"]["release"]["10.0.0.2"], "do-not-release");
+        assert_eq!(body["kind"], "ENINode");
+    }
+}

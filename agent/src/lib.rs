@@ -1,0 +1,15 @@
+//! eni-ipam node agent: local IPAM persisted before every answer, the unix-socket
+//! API, the Kubernetes side (ENINode registration, `status.used`, the release
+//! handshake) and the `eni-ipam-cni` plugin's library code.
+
+pub mod allocator;
+pub mod backoff;
+pub mod cni;
+pub mod ipam;
+pub mod kube_side;
+pub mod live_containers;
+pub mod metrics;
+pub mod node_identity;
+pub mod pool;
+pub mod server;
+pub mod state;

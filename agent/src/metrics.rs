@@ -1,0 +1,142 @@
+//! Prometheus metrics and the admin endpoints (`/metrics`, `/healthz`,
+//! `/readyz`) served on `--metrics-addr`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::ipam::Ipam;
+
+/// Labels of the IPAM call counter: a fixed small set.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    /// `allocate` or `release`.
+    pub op: &'static str,
+    /// `ok` or `error`.
+    pub result: &'static str,
+}
+
+/// The agent's metrics.
+pub struct Metrics {
+    registry: Registry,
+    calls: Family<CallLabels, Counter>,
+    allocated: Gauge,
+    available: Gauge,
+    status_patches: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("eni_ipam_agent");
+        let calls = Family::<CallLabels, Counter>::default();
+        registry.register("ipam_calls", "IPAM calls on the agent socket", calls.clone());
+        let allocated = Gauge::default();
+        registry.register("allocated_ips", "Pool IPs held by pods", allocated.clone());
+        let available = Gauge::default();
+        registry.register("pool_ips", "IPs in the node's pool", available.clone());
+        let status_patches = Counter::default();
+        registry.register("status_patches", "ENINode status.used writes", status_patches.clone());
+        Self { registry, calls, allocated, available, status_patches }
+    }
+}
+
+impl Metrics {
+    /// Counts one IPAM call.
+    pub fn count_call(&self, op: &'static str, ok: bool) {
+        self.calls.get_or_create(&CallLabels { op, result: if ok { "ok" } else { "error" } }).inc();
+    }
+
+    /// Counts one ENINode status write.
+    pub fn count_status_patch(&self) {
+        self.status_patches.inc();
+    }
+
+    /// The text exposition, with the pool gauges refreshed from `ipam`.
+    pub fn encode(&self, ipam: &Ipam) -> String {
+        let health = ipam.health();
+        self.allocated.set(health.ipam.allocated.into());
+        self.available.set(health.ipam.available.into());
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        out
+    }
+}
+
+#[derive(Clone)]
+struct AdminState {
+    ipam: Arc<Ipam>,
+    metrics: Arc<Metrics>,
+}
+
+/// `/metrics`, `/healthz` (process up) and `/readyz` (the IPAM serves).
+pub fn admin_router(ipam: Arc<Ipam>, metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .with_state(AdminState { ipam, metrics })
+}
+
+async fn metrics_text(State(state): State<AdminState>) -> Response {
+    let body = state.metrics.encode(&state.ipam);
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::pool::{NodePool, PoolIp};
+    use crate::state::StateStore;
+
+    #[tokio::test]
+    async fn metrics_show_calls_and_pool_gauges() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = PoolIp {
+            eni: "eni-1".into(),
+            mac: String::new(),
+            subnet_cidr: "10.0.0.0/24".into(),
+            gateway: String::new(),
+        };
+        let pool = NodePool { ips: [("10.0.0.5".to_owned(), entry)].into(), ..Default::default() };
+        let (ipam, _) = Ipam::open("n", StateStore::new(dir.path().join("s.json")), pool, None).unwrap();
+        let metrics = Arc::new(Metrics::default());
+        metrics.count_call("allocate", true);
+        metrics.count_call("allocate", false);
+        let app = admin_router(Arc::new(ipam), metrics);
+        let response = app
+            .clone()
+            .oneshot(Request::builder().uri("/metrics").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let text =
+            String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+        assert!(text.contains(r#"eni_ipam_agent_ipam_calls_total{op="allocate",result="ok"} 1"#), "{text}");
+        assert!(text.contains("eni_ipam_agent_pool_ips 1"), "{text}");
+        assert!(text.contains("eni_ipam_agent_allocated_ips 0"), "{text}");
+        for path in ["/healthz", "/readyz"] {
+            let response =
+                app.clone().oneshot(Request::builder().uri(path).body(Body::empty()).unwrap()).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! The node's IP pool as the agent hands it out: every pool IP with the ENI,
+//! MAC, subnet CIDR and gateway a pod on it needs, plus the release marks.
+//!
+//! In production the pool comes from the node's `ENINode` (`spec.pool`,
+//! `status.enis`, `status.release`) and the subnet CIDRs from `--subnet`;
+//! standalone and in tests it comes from a JSON pool file of the same shape.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use eni_ipam_api::{ENINode, ReleaseState};
+use serde::{Deserialize, Serialize};
+
+/// One IP the agent may give a pod.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolIp {
+    /// The ENI the IP is assigned to.
+    pub eni: String,
+    /// That ENI's MAC address (empty when not known yet).
+    #[serde(default)]
+    pub mac: String,
+    /// The ENI subnet's CIDR (`10.0.32.0/19`).
+    pub subnet_cidr: String,
+    /// The subnet's gateway address.
+    pub gateway: String,
+}
+
+/// A snapshot of the pool.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodePool {
+    /// IPv4 address -> where it lives.
+    pub ips: BTreeMap<String, PoolIp>,
+    /// IPs the operator asked to release (`marked`); the agent stops handing them out.
+    #[serde(default)]
+    pub marked_for_release: BTreeSet<String>,
+    /// Pod IPs the node could reach in total (instance-type and subnet limits); 0 = the pool size.
+    #[serde(default)]
+    pub capacity: u32,
+}
+
+/// Subnet id -> (CIDR, gateway), from `--subnet` flags.
+pub type SubnetMap = BTreeMap<String, (String, String)>;
+
+/// Why a pool file or a `--subnet` flag could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// The pool file could not be read.
+    #[error("cannot read pool file {path}: {source}; check --pool-file")]
+    Read { path: String, source: std::io::Error },
+    /// The pool file is not the expected JSON.
+    #[error(
+        "pool file {path} is not a valid pool ({source}); expected {{\"ips\": {{\"10.0.0.5\": {{\"eni\", \"subnetCidr\", \"gateway\"}}}}}}"
+    )]
+    Parse { path: String, source: serde_json::Error },
+    /// A `--subnet` value is malformed.
+    #[error(
+        "--subnet {0:?} is not SUBNET_ID=CIDR[,GATEWAY] (e.g. subnet-1=10.0.32.0/19 or vsw-1=10.0.0.0/24,10.0.0.253)"
+    )]
+    SubnetFlag(String),
+}
+
+impl NodePool {
+    /// Reads a pool file.
+    pub fn from_file(path: &Path) -> Result<Self, PoolError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| PoolError::Read { path: path.display().to_string(), source })?;
+        serde_json::from_str(&text)
+            .map_err(|source| PoolError::Parse { path: path.display().to_string(), source })
+    }
+
+    /// The pool of an `ENINode`: `spec.pool` joined with `status.enis` (MACs) and the subnet map.
+    /// `capacity` (the instance's reachable pod IPs, from `--capacity`) is capped by `spec.ipam.maxAllocate`.
+    /// IPs whose subnet CIDR is unknown are served as /32 with no gateway.
+    pub fn from_eninode(node: &ENINode, subnets: &SubnetMap, capacity: u32) -> Self {
+        let status = node.status.clone().unwrap_or_default();
+        let ips = node
+            .spec
+            .pool
+            .iter()
+            .map(|(ip, entry)| {
+                let mac = status.enis.get(entry.eni.as_str()).map(|e| e.mac.clone()).unwrap_or_default();
+                let (subnet_cidr, gateway) = subnets
+                    .get(entry.subnet.as_str())
+                    .cloned()
+                    .unwrap_or_else(|| (format!("{ip}/32"), String::new()));
+                (ip.clone(), PoolIp { eni: entry.eni.to_string(), mac, subnet_cidr, gateway })
+            })
+            .collect();
+        let marked_for_release = status
+            .release
+            .iter()
+            .filter(|(_, state)| {
+                matches!(state, ReleaseState::Marked | ReleaseState::Ready | ReleaseState::Released)
+            })
+            .map(|(ip, _)| ip.clone())
+            .collect();
+        // maxAllocate caps what the operator will ever put on this node.
+        let max_allocate = node.spec.ipam.max_allocate;
+        let capacity = if max_allocate > 0 && (capacity == 0 || max_allocate < capacity) {
+            max_allocate
+        } else {
+            capacity
+        };
+        Self { ips, marked_for_release, capacity }
+    }
+
+    /// Writes the pool atomically (temp file, fsync, rename): the cache a restarted agent serves
+    /// from until the apiserver answers.
+    pub fn save_cache(&self, path: &Path) -> std::io::Result<()> {
+        use std::io::Write;
+        let tmp = path.with_extension("tmp");
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&serde_json::to_vec(self).expect("a pool always serializes"))?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    }
+
+    /// What healthz reports as `capacity`: never below what the pool already holds.
+    pub fn reachable_capacity(&self) -> u32 {
+        self.capacity.max(self.ips.len() as u32)
+    }
+}
+
+/// Parses one `--subnet SUBNET_ID=CIDR[,GATEWAY]`; the gateway defaults to the first host (AWS).
+pub fn parse_subnet_flag(flag: &str) -> Result<(String, (String, String)), PoolError> {
+    let bad = || PoolError::SubnetFlag(flag.to_owned());
+    let (id, rest) = flag.split_once('=').ok_or_else(bad)?;
+    let (cidr, gateway) = match rest.split_once(',') {
+        Some((cidr, gw)) => (cidr, Some(gw)),
+        None => (rest, None),
+    };
+    let (net, prefix) = cidr.split_once('/').ok_or_else(bad)?;
+    let net: std::net::Ipv4Addr = net.parse().map_err(|_| bad())?;
+    let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+    if id.is_empty() || prefix > 32 {
+        return Err(bad());
+    }
+    let gateway = match gateway {
+        Some(gw) => gw.parse::<std::net::Ipv4Addr>().map_err(|_| bad())?.to_string(),
+        None => std::net::Ipv4Addr::from(u32::from(net).wrapping_add(1)).to_string(),
+    };
+    Ok((id.to_owned(), (cidr.to_owned(), gateway)))
+}
+
+#[cfg(test)]
+mod tests {
+    use eni_ipam_api::{ENINodeSpec, ENINodeStatus, EniStatus, PoolEntry};
+
+    use super::*;
+
+    #[test]
+    fn cache_round_trips_in_the_pool_file_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pool-cache.json");
+        let entry = PoolIp {
+            eni: "eni-1".into(),
+            mac: "0a:00:00:00:00:01".into(),
+            subnet_cidr: "10.0.0.0/24".into(),
+            gateway: "10.0.0.1".into(),
+        };
+        let pool = NodePool {
+            ips: [("10.0.0.5".to_owned(), entry)].into(),
+            marked_for_release: ["10.0.0.5".to_owned()].into(),
+            capacity: 9,
+        };
+        pool.save_cache(&path).unwrap();
+        assert_eq!(NodePool::from_file(&path).unwrap(), pool);
+    }
+
+    #[test]
+    fn subnet_flags() {
+        type Want = Option<(&'static str, &'static str, &'static str)>;
+        let cases: &[(&str, Want)] = &[
+            ("subnet-1=10.0.32.0/19", Some(("subnet-1", "10.0.32.0/19", "10.0.32.1"))),
+            ("vsw-1=10.0.0.0/24,10.0.0.253", Some(("vsw-1", "10.0.0.0/24", "10.0.0.253"))),
+            ("subnet-1", None),
+            ("=10.0.0.0/24", None),
+            ("s=10.0.0.0", None),
+            ("s=10.0.0.0/33", None),
+            ("s=10.0.0.0/24,gw", None),
+        ];
+        for (flag, want) in cases {
+            let got = parse_subnet_flag(flag).ok();
+            let want = want.map(|(id, cidr, gw)| (id.to_owned(), (cidr.to_owned(), gw.to_owned())));
+            assert_eq!(got, want, "{flag}");
+        }
+    }
+
+    #[test]
+    fn pool_from_eninode_joins_macs_subnets_and_marks() {
+        let mut spec = ENINodeSpec::default();
+        spec.pool.insert("10.0.0.5".into(), PoolEntry { eni: "eni-1".into(), subnet: "subnet-1".into() });
+        spec.pool.insert("10.0.0.6".into(), PoolEntry { eni: "eni-1".into(), subnet: "subnet-9".into() });
+        let mut node = ENINode::new("n1", spec);
+        let mut status = ENINodeStatus::default();
+        status.enis.insert(
+            "eni-1".into(),
+            EniStatus {
+                mac: "0a:00:00:00:00:01".into(),
+                device_index: 1,
+                subnet: "subnet-1".into(),
+                ips: vec![],
+            },
+        );
+        status.release.insert("10.0.0.6".into(), ReleaseState::Marked);
+        status.release.insert("10.0.0.5".into(), ReleaseState::DoNotRelease);
+        node.status = Some(status);
+        let subnets = SubnetMap::from([parse_subnet_flag("subnet-1=10.0.0.0/24").unwrap()]);
+        let pool = NodePool::from_eninode(&node, &subnets, 0);
+        assert_eq!(pool.ips["10.0.0.5"].mac, "0a:00:00:00:00:01");
+        assert_eq!(pool.ips["10.0.0.5"].gateway, "10.0.0.1");
+        assert_eq!(pool.ips["10.0.0.6"].subnet_cidr, "10.0.0.6/32");
+        assert_eq!(pool.marked_for_release, BTreeSet::from(["10.0.0.6".to_owned()]));
+        assert_eq!(pool.reachable_capacity(), 2, "no capacity configured: the pool size");
+        assert_eq!(NodePool::from_eninode(&node, &subnets, 29).reachable_capacity(), 29);
+        node.spec.ipam.max_allocate = 20;
+        assert_eq!(NodePool::from_eninode(&node, &subnets, 29).reachable_capacity(), 20, "maxAllocate caps");
+        assert_eq!(NodePool::from_eninode(&node, &subnets, 0).reachable_capacity(), 20);
+        node.spec.ipam.max_allocate = 1;
+        assert_eq!(
+            NodePool::from_eninode(&node, &subnets, 29).reachable_capacity(),
+            2,
+            "never below the pool"
+        );
+    }
+}

@@ -1,0 +1,295 @@
+//! The agent's unix-socket API: JSON over HTTP, every error in the one
+//! [`ApiError`] shape. The router is a plain function so tests drive it with
+//! `oneshot`; [`bind_socket`] creates the socket with mode 0660 and a group.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use eni_ipam_api::agent_api::{HEALTHZ_PATH, IPAM_PATH};
+use eni_ipam_api::{AllocateRequest, ApiError, ReleaseRequest};
+use serde::{Deserialize, Serialize};
+use tokio::net::UnixListener;
+
+use crate::allocator::Allocation;
+use crate::ipam::{Ipam, IpamError};
+use crate::metrics::Metrics;
+
+/// Answer to `GET /v1/ipam`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocationList {
+    /// Every allocation on the node.
+    pub allocations: Vec<Allocation>,
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The IPAM.
+    pub ipam: Arc<Ipam>,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The API router: `/v1/healthz`, `/v1/ipam`, `/v1/ipam/{containerId}`.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route(HEALTHZ_PATH, get(healthz))
+        .route(IPAM_PATH, get(list).post(allocate).delete(release_by_body))
+        .route(&format!("{IPAM_PATH}/{{container_id}}"), axum::routing::delete(release_by_path))
+        .fallback(|| async {
+            error(StatusCode::NOT_FOUND, "no such endpoint; the agent serves GET /v1/healthz, GET/POST /v1/ipam, DELETE /v1/ipam/{containerId}?ifName=eth0")
+        })
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(ApiError::new(message))).into_response()
+}
+
+fn ipam_error(err: IpamError) -> Response {
+    let status = match &err {
+        IpamError::Exhausted { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        IpamError::Invalid(_) => StatusCode::BAD_REQUEST,
+        IpamError::Persist { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, err.to_string())
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &Bytes, what: &str) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("the body is not a valid {what}: {e}"))
+}
+
+async fn healthz(State(state): State<ApiState>) -> Response {
+    axum::Json(state.ipam.health()).into_response()
+}
+
+async fn list(State(state): State<ApiState>) -> Response {
+    axum::Json(AllocationList { allocations: state.ipam.list() }).into_response()
+}
+
+async fn allocate(State(state): State<ApiState>, body: Bytes) -> Response {
+    let request: AllocateRequest =
+        match parse(&body, "AllocateRequest ({containerId, ifName, podNamespace, podName})") {
+            Ok(r) => r,
+            Err(message) => return error(StatusCode::BAD_REQUEST, message),
+        };
+    let ipam = state.ipam.clone();
+    let result = tokio::task::spawn_blocking(move || ipam.allocate(&request)).await;
+    state.metrics.count_call("allocate", result.as_ref().map(|r| r.is_ok()).unwrap_or(false));
+    match result {
+        Ok(Ok(answer)) => axum::Json(answer).into_response(),
+        Ok(Err(err)) => ipam_error(err),
+        Err(join) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("allocation task failed: {join}")),
+    }
+}
+
+async fn release(state: ApiState, container_id: String, if_name: String) -> Response {
+    let ipam = state.ipam.clone();
+    let result = tokio::task::spawn_blocking(move || ipam.release(&container_id, &if_name)).await;
+    state.metrics.count_call("release", result.as_ref().map(|r| r.is_ok()).unwrap_or(false));
+    match result {
+        Ok(Ok(_)) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(err)) => ipam_error(err),
+        Err(join) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("release task failed: {join}")),
+    }
+}
+
+async fn release_by_body(State(state): State<ApiState>, body: Bytes) -> Response {
+    match parse::<ReleaseRequest>(&body, "ReleaseRequest ({containerId, ifName})") {
+        Ok(r) => release(state, r.container_id, r.if_name).await,
+        Err(message) => error(StatusCode::BAD_REQUEST, message),
+    }
+}
+
+/// Query of `DELETE /v1/ipam/{containerId}`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReleaseQuery {
+    #[serde(default = "default_if_name")]
+    if_name: String,
+}
+
+fn default_if_name() -> String {
+    "eth0".into()
+}
+
+async fn release_by_path(
+    State(state): State<ApiState>,
+    UrlPath(container_id): UrlPath<String>,
+    query: Result<Query<ReleaseQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    match query {
+        Ok(Query(q)) => release(state, container_id, q.if_name).await,
+        Err(e) => error(StatusCode::BAD_REQUEST, format!("bad query: {e}; use ?ifName=eth0")),
+    }
+}
+
+/// Why the socket could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    /// Filesystem or bind failure.
+    #[error("agent socket {path}: {op} failed: {source}")]
+    Io { path: String, op: &'static str, source: std::io::Error },
+    /// The configured group does not exist.
+    #[error("--socket-group {0:?} is neither a group name in /etc/group nor a numeric gid")]
+    UnknownGroup(String),
+}
+
+/// Resolves a group name (from /etc/group) or a numeric gid.
+pub fn resolve_group(group: &str) -> Result<u32, SocketError> {
+    if let Ok(gid) = group.parse() {
+        return Ok(gid);
+    }
+    let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    groups
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?;
+            let gid = fields.nth(1)?.parse().ok()?;
+            (name == group).then_some(gid)
+        })
+        .next()
+        .ok_or_else(|| SocketError::UnknownGroup(group.to_owned()))
+}
+
+/// Binds the socket: creates the directory, replaces a stale socket, mode 0660, group `gid`.
+pub fn bind_socket(path: &Path, gid: Option<u32>) -> Result<UnixListener, SocketError> {
+    let io = |op, source| SocketError::Io { path: path.display().to_string(), op, source };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| io("create directory", e))?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io("remove stale socket", e)),
+    }
+    let listener = UnixListener::bind(path).map_err(|e| io("bind", e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .map_err(|e| io("chmod 0660", e))?;
+    if let Some(gid) = gid {
+        std::os::unix::fs::chown(path, None, Some(gid)).map_err(|e| io("chown to the socket group", e))?;
+    }
+    Ok(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use serde_json::{Value, json};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::pool::{NodePool, PoolIp};
+    use crate::state::StateStore;
+
+    fn app(dir: &Path, pool_size: u8) -> Router {
+        let pool = NodePool {
+            ips: (1..=pool_size)
+                .map(|i| {
+                    let entry = PoolIp {
+                        eni: "eni-1".into(),
+                        mac: "0a:00:00:00:00:01".into(),
+                        subnet_cidr: "10.0.0.0/24".into(),
+                        gateway: "10.0.0.1".into(),
+                    };
+                    (format!("10.0.0.{}", 10 + i), entry)
+                })
+                .collect(),
+            capacity: 30,
+            ..Default::default()
+        };
+        let (ipam, _) = Ipam::open("node-a", StateStore::new(dir.join("state.json")), pool, None).unwrap();
+        router(ApiState { ipam: Arc::new(ipam), metrics: Arc::new(Metrics::default()) })
+    }
+
+    async fn call(app: &Router, method: &str, uri: &str, body: &str) -> (StatusCode, Value) {
+        let request = Request::builder().method(method).uri(uri).body(Body::from(body.to_owned())).unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() })
+    }
+
+    #[tokio::test]
+    async fn endpoints_answer_the_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app(dir.path(), 2);
+        let pod = |c: &str| {
+            json!({"containerId": c, "ifName": "eth0", "podNamespace": "default", "podName": c}).to_string()
+        };
+        let (status, a) = call(&app, "POST", "/v1/ipam", &pod("a")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(a["ip"], "10.0.0.11");
+        assert_eq!(a["subnetCidr"], "10.0.0.0/24");
+        assert_eq!(call(&app, "POST", "/v1/ipam", &pod("a")).await.1, a, "same container, same IP");
+        call(&app, "POST", "/v1/ipam", &pod("b")).await;
+        let (status, full) = call(&app, "POST", "/v1/ipam", &pod("c")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(full["error"].as_str().unwrap().contains("node node-a has no free IP"), "{full}");
+        let (_, health) = call(&app, "GET", "/v1/healthz", "").await;
+        assert_eq!(
+            health,
+            json!({"ipam": {"allocated": 2, "available": 2, "capacity": 30, "status": "IPv4: 2/2 allocated"}})
+        );
+        let (_, list) = call(&app, "GET", "/v1/ipam", "").await;
+        assert_eq!(list["allocations"][0]["containerId"], "a");
+        assert_eq!(list["allocations"][1]["podName"], "b");
+        assert_eq!(call(&app, "DELETE", "/v1/ipam/a?ifName=eth0", "").await.0, StatusCode::NO_CONTENT);
+        assert_eq!(call(&app, "DELETE", "/v1/ipam/a", "").await.0, StatusCode::NO_CONTENT, "idempotent");
+        let body = json!({"containerId": "b", "ifName": "eth0"}).to_string();
+        assert_eq!(call(&app, "DELETE", "/v1/ipam", &body).await.0, StatusCode::NO_CONTENT);
+        assert_eq!(call(&app, "GET", "/v1/healthz", "").await.1["ipam"]["allocated"], 0);
+    }
+
+    #[tokio::test]
+    async fn bad_requests_get_json_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app(dir.path(), 1);
+        let cases: &[(&str, &str, &str, StatusCode, &str)] = &[
+            ("POST", "/v1/ipam", "not json", StatusCode::BAD_REQUEST, "not a valid AllocateRequest"),
+            ("POST", "/v1/ipam", "{\"containerId\":\"a\"}", StatusCode::BAD_REQUEST, "ifName"),
+            (
+                "POST",
+                "/v1/ipam",
+                "{\"containerId\":\"\",\"ifName\":\"eth0\",\"podNamespace\":\"\",\"podName\":\"\"}",
+                StatusCode::BAD_REQUEST,
+                "containerId is empty",
+            ),
+            ("DELETE", "/v1/ipam", "{}", StatusCode::BAD_REQUEST, "ReleaseRequest"),
+            ("GET", "/v2/nothing", "", StatusCode::NOT_FOUND, "no such endpoint"),
+        ];
+        for (method, uri, body, want_status, want_text) in cases {
+            let (status, json) = call(&app, method, uri, body).await;
+            assert_eq!(status, *want_status, "{method} {uri} {body}");
+            assert!(json["error"].as_str().unwrap().contains(want_text), "{method} {uri}: {json}");
+        }
+    }
+
+    #[tokio::test]
+    async fn socket_is_0660_with_the_group_and_replaces_a_stale_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run").join("agent.sock");
+        let gid = std::fs::metadata(dir.path()).unwrap().gid();
+        drop(bind_socket(&path, Some(gid)).unwrap());
+        let listener = bind_socket(&path, Some(gid)).expect("a stale socket file is replaced");
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o660);
+        assert_eq!(meta.gid(), gid);
+        drop(listener);
+        assert_eq!(resolve_group("0").unwrap(), 0);
+        assert_eq!(resolve_group("root").unwrap(), 0);
+        assert!(resolve_group("no-such-group-eni").unwrap_err().to_string().contains("no-such-group-eni"));
+    }
+}

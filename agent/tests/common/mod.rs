@@ -1,0 +1,232 @@
+//! Helpers for the agent's integration tests: run the real agent binary on a
+//! private socket and state file, run the real plugin as a runtime does, and
+//! network namespaces that are removed even when a test panics.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub const AGENT: &str = env!("CARGO_BIN_EXE_eni-ipam-agent");
+pub const PLUGIN: &str = env!("CARGO_BIN_EXE_eni-ipam-cni");
+
+/// Fails loudly (never skips) when the test cannot do what it must.
+pub fn require_root() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let uid =
+        status.lines().find(|l| l.starts_with("Uid:")).unwrap().split_whitespace().nth(1).unwrap().to_owned();
+    assert_eq!(uid, "0", "this test creates network namespaces and veth pairs: run it as root");
+}
+
+/// A pool file of `count` IPs from `first` upwards, one ENI, subnet `cidr`, gateway `gateway`.
+pub fn pool_json(first: [u8; 4], count: u32, cidr: &str, gateway: &str) -> Value {
+    let start = u32::from_be_bytes(first);
+    let ips: serde_json::Map<String, Value> = (0..count)
+        .map(|i| {
+            let ip = std::net::Ipv4Addr::from(start + i).to_string();
+            (ip, json!({"eni": "eni-test", "mac": "0a:00:00:00:00:01", "subnetCidr": cidr, "gateway": gateway}))
+        })
+        .collect();
+    json!({"ips": ips})
+}
+
+/// A running agent on a private socket, state file and pool file.
+pub struct Agent {
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub state: PathBuf,
+    /// Extra flags for the next (re)start.
+    pub extra_args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Agent {
+    pub fn start(dir: &Path, pool: &Value) -> Self {
+        std::fs::write(dir.join("pool.json"), pool.to_string()).unwrap();
+        let mut agent = Self {
+            dir: dir.to_owned(),
+            socket: dir.join("agent.sock"),
+            state: dir.join("state.json"),
+            extra_args: Vec::new(),
+            child: None,
+        };
+        agent.restart();
+        agent
+    }
+
+    /// Starts (again) on the same files and waits until healthz answers.
+    pub fn restart(&mut self) {
+        self.kill();
+        let child = Command::new(AGENT)
+            .args(["--node-name", "node-test", "--metrics-addr", "127.0.0.1:0"])
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--state-file")
+            .arg(&self.state)
+            .arg("--pool-file")
+            .arg(self.dir.join("pool.json"))
+            .args(&self.extra_args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.join("agent.log")).unwrap())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if self.healthz().is_some() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "agent exited with {status}: {}",
+                    std::fs::read_to_string(self.dir.join("agent.log")).unwrap()
+                );
+            }
+            assert!(Instant::now() < deadline, "agent did not answer healthz within 20 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn healthz(&self) -> Option<Value> {
+        let client =
+            eni_ipam_agent::cni::agent_client::AgentClient::new(&self.socket, Duration::from_secs(5));
+        let answer = client.call("GET", "/v1/healthz", None).ok()?;
+        serde_json::from_slice(&answer.body).ok()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One plugin run: exit success and the parsed stdout.
+#[derive(Debug)]
+pub struct PluginRun {
+    pub ok: bool,
+    pub stdout: Option<Value>,
+    pub raw: String,
+}
+
+/// Runs the plugin as a runtime does: `CNI_*` env, config on stdin, optionally inside `node_netns`.
+pub fn run_plugin(
+    command: &str,
+    container: &str,
+    netns: &str,
+    if_name: &str,
+    config: &Value,
+    node_netns: Option<&str>,
+    cni_path: &str,
+) -> PluginRun {
+    run_cni(PLUGIN, command, container, netns, if_name, config, node_netns, cni_path)
+}
+
+/// Runs any CNI plugin binary (a reference plugin, or ours) the same way.
+#[allow(clippy::too_many_arguments)]
+pub fn run_cni(
+    binary: &str,
+    command: &str,
+    container: &str,
+    netns: &str,
+    if_name: &str,
+    config: &Value,
+    node_netns: Option<&str>,
+    cni_path: &str,
+) -> PluginRun {
+    let mut cmd = match node_netns {
+        Some(node) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net=/var/run/netns/{node}")).arg(binary);
+            c
+        }
+        None => Command::new(binary),
+    };
+    let out = {
+        let mut child = cmd
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", container)
+            .env("CNI_NETNS", netns)
+            .env("CNI_IFNAME", if_name)
+            .env("CNI_PATH", cni_path)
+            .env(
+                "CNI_ARGS",
+                format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=pod-{container}"),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(config.to_string().as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let raw = String::from_utf8_lossy(&out.stdout).into_owned();
+    PluginRun { ok: out.status.success(), stdout: serde_json::from_str(raw.trim()).ok(), raw }
+}
+
+/// A network namespace removed on drop (also on panic).
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(name: String) -> Self {
+        if std::path::Path::new(&format!("/var/run/netns/{name}")).exists() {
+            let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        }
+        let status = Command::new("ip").args(["netns", "add", &name]).status().unwrap();
+        assert!(status.success(), "ip netns add {name}");
+        Self { name }
+    }
+
+    pub fn path(&self) -> String {
+        format!("/var/run/netns/{}", self.name)
+    }
+
+    /// Runs `ip ARGS` inside this namespace.
+    pub fn ip(&self, args: &[&str]) -> String {
+        let out = Command::new("ip").args(["-n", &self.name]).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "ip -n {} {args:?}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs a command inside this namespace; true when it succeeds.
+    pub fn exec_ok(&self, args: &[&str]) -> bool {
+        Command::new("ip").args(["netns", "exec", &self.name]).args(args).output().unwrap().status.success()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// The IP without the prefix.
+pub fn address_of(result: &Value) -> String {
+    result["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_owned()
+}

@@ -1,0 +1,208 @@
+//! The agent binary against the stand-in kube-apiserver (`tests/kube-standin`):
+//! ENINode registration from either cloud's providerID, the pool taken from
+//! the operator's `spec.pool`, the release handshake answered, and a burst of
+//! 200 allocations written to `status.used` in a few coalesced applies.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::AGENT;
+use eni_ipam_agent::cni::agent_client::AgentClient;
+use eni_ipam_kube_standin::{ENINODES, KubeStandin, NODES};
+use serde_json::{Value, json};
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn status_patches(standin: &KubeStandin) -> usize {
+    standin
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.path == "/apis/eni-ipam.io/v1alpha1/eninodes/n1/status")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_registers_from_either_cloud_and_reports_coalesced_usage() {
+    let cases = [
+        (
+            "aws:///us-east-1a/i-0abc123",
+            json!({"node.kubernetes.io/instance-type": "m5.large"}),
+            "us-east-1a",
+        ),
+        (
+            "cn-hangzhou.i-bp1xyz",
+            json!({"node.kubernetes.io/instance-type": "ecs.g7.large", "topology.kubernetes.io/zone": "cn-hangzhou-h"}),
+            "cn-hangzhou-h",
+        ),
+    ];
+    for (provider_id, labels, zone) in cases {
+        let (url, standin) = KubeStandin::start().await;
+        let node = standin
+            .create(
+                NODES,
+                json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "labels": labels},
+                       "spec": {"providerID": provider_id}}),
+            )
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("agent.sock");
+        let spawn_agent = || {
+            KillOnDrop(
+                Command::new(AGENT)
+                    .args(["--node-name", "n1", "--kube-url", &url, "--metrics-addr", "127.0.0.1:0"])
+                    .args(["--ipam-node-update-rate", "1s", "--eninode-resync", "200ms"])
+                    .args(["--subnet", "subnet-1=10.1.0.0/16"])
+                    .arg("--socket")
+                    .arg(&socket)
+                    .arg("--state-file")
+                    .arg(dir.path().join("state.json"))
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            )
+        };
+        let agent = spawn_agent();
+        let eninode = wait_for("the ENINode", || standin.get(ENINODES, "", "n1")).await;
+        assert_eq!(
+            eninode["spec"]["instanceId"],
+            provider_id.rsplit(['/', '.']).next().unwrap(),
+            "{provider_id}"
+        );
+        assert_eq!(eninode["spec"]["zone"], zone);
+        assert_eq!(eninode["metadata"]["ownerReferences"][0]["uid"], node["metadata"]["uid"]);
+        assert_eq!(eninode["metadata"]["ownerReferences"][0]["kind"], "Node");
+
+        // The operator's part: a pool and two release marks.
+        let pool: serde_json::Map<String, Value> = (0..250u32)
+            .map(|i| {
+                (format!("10.1.{}.{}", i / 200, i % 200 + 10), json!({"eni": "eni-1", "subnet": "subnet-1"}))
+            })
+            .collect();
+        standin.merge_patch(ENINODES, "", "n1", json!({"spec": {"pool": pool}}), false).unwrap();
+        standin
+            .merge_patch(
+                ENINODES,
+                "",
+                "n1",
+                json!({"status": {"release": {"10.1.0.10": "marked", "10.1.0.11": "marked"}}}),
+                true,
+            )
+            .unwrap();
+        let client = AgentClient::new(&socket, Duration::from_secs(5));
+        let keep = client.clone();
+        let probe = client.clone();
+        wait_for("the pool on the agent", move || {
+            let health: Value =
+                serde_json::from_slice(&probe.call("GET", "/v1/healthz", None).ok()?.body).ok()?;
+            (health["ipam"]["available"] == 250).then_some(())
+        })
+        .await;
+        wait_for("the release answers", || {
+            let e = standin.get(ENINODES, "", "n1")?;
+            (e["status"]["release"] == json!({"10.1.0.10": "ready", "10.1.0.11": "ready"})).then_some(())
+        })
+        .await;
+
+        let before = status_patches(&standin);
+        let started = Instant::now();
+        let burst = tokio::task::spawn_blocking(move || {
+            std::thread::scope(|scope| {
+                for t in 0..8 {
+                    let client = client.clone();
+                    scope.spawn(move || {
+                        for i in (t..200).step_by(8) {
+                            let body = json!({"containerId": format!("c{i}"), "ifName": "eth0",
+                                              "podNamespace": "default", "podName": format!("p{i}")});
+                            let answer =
+                                client.call("POST", "/v1/ipam", Some(body.to_string().as_bytes())).unwrap();
+                            let ip: Value = serde_json::from_slice(&answer.body).unwrap();
+                            assert_ne!(ip["ip"], "10.1.0.10", "an IP marked for release was handed out");
+                        }
+                    });
+                }
+            });
+        });
+        burst.await.unwrap();
+        let written = wait_for("200 IPs in status.used", || {
+            let e = standin.get(ENINODES, "", "n1")?;
+            (e["status"]["used"].as_object().map(|u| u.len()) == Some(200)).then_some(e)
+        })
+        .await;
+        let elapsed = started.elapsed();
+        let patches = status_patches(&standin) - before;
+        // At most one write per started second of the burst, plus the one that flushes it.
+        let bound = elapsed.as_secs() as usize + 2;
+        println!("{provider_id}: {patches} status applies for 200 allocations in {elapsed:?}");
+        assert!(
+            (1..=bound).contains(&patches),
+            "{patches} status writes for 200 allocations in {elapsed:?} (bound {bound})"
+        );
+        assert_eq!(written["status"]["inUse"], 200);
+        assert_eq!(
+            written["status"]["used"]["10.1.0.12"].as_str().map(|s| s.starts_with("default/p")),
+            Some(true)
+        );
+        assert!(
+            standin.managers(ENINODES, "", "n1").contains_key("eni-ipam-agent"),
+            "applied as eni-ipam-agent"
+        );
+
+        // A restart while the apiserver is down still serves from the cached pool and the state.
+        let c7 = written["status"]["used"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .find(|(_, owner)| *owner == "default/p7")
+            .unwrap()
+            .0
+            .clone();
+        drop(agent);
+        standin.shutdown();
+        let served_before_restart = standin.request_count();
+        let _agent = spawn_agent();
+        let probe = keep.clone();
+        let health = wait_for("the restarted agent", move || {
+            serde_json::from_slice::<Value>(&probe.call("GET", "/v1/healthz", None).ok()?.body).ok()
+        })
+        .await;
+        assert_eq!(health["ipam"]["available"], 250, "{health}");
+        assert_eq!(health["ipam"]["allocated"], 200);
+        let again = tokio::task::spawn_blocking(move || {
+            let body =
+                json!({"containerId": "c7", "ifName": "eth0", "podNamespace": "default", "podName": "p7"});
+            let answer = keep.call("POST", "/v1/ipam", Some(body.to_string().as_bytes())).unwrap();
+            keep.call("DELETE", "/v1/ipam/c8?ifName=eth0", None).unwrap();
+            serde_json::from_slice::<Value>(&answer.body).unwrap()
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            again["ip"].as_str(),
+            Some(c7.as_str()),
+            "retried ADD answers the same IP without the apiserver"
+        );
+        assert_eq!(again["gateway"], "10.1.0.1");
+        assert_eq!(standin.request_count(), served_before_restart, "the apiserver was really down");
+    }
+}

@@ -1,0 +1,101 @@
+//! The [`NodeStore`] of a cluster: reads ENINodes from the controller's
+//! reflector cache and writes the operator's fields with server-side apply
+//! under the field manager `eni-ipam-operator` (`spec.pool` on the main
+//! resource, `status.enis`/`conditions`/`available`/`eniCount` on `/status`).
+//! A publish that would change nothing is not sent: every write wakes every
+//! watcher of ENINodes.
+
+use async_trait::async_trait;
+use eni_ipam_api::{ENINode, ENINodeCondition};
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::reflector::{ObjectRef, Store};
+use serde_json::json;
+
+use crate::node_store::{NodeStore, PoolUpdate, StoreError};
+
+/// Field manager of every operator write.
+pub const FIELD_MANAGER: &str = "eni-ipam-operator";
+
+/// ENINodes in the apiserver, read through a reflector cache.
+pub struct KubeNodeStore {
+    api: Api<ENINode>,
+    cache: Store<ENINode>,
+}
+
+impl KubeNodeStore {
+    /// A store writing through `api` and reading `cache` (fed by a watcher on the same kind).
+    pub fn new(api: Api<ENINode>, cache: Store<ENINode>) -> Self {
+        Self { api, cache }
+    }
+}
+
+fn same_condition(a: &ENINodeCondition, b: &ENINodeCondition) -> bool {
+    a.type_ == b.type_ && a.status == b.status && a.reason == b.reason && a.message == b.message
+}
+
+fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default();
+    k8s_openapi::jiff::Timestamp::from_second(secs).map(|t| t.to_string()).unwrap_or_default()
+}
+
+#[async_trait]
+impl NodeStore for KubeNodeStore {
+    async fn get(&self, name: &str) -> Result<Option<ENINode>, StoreError> {
+        Ok(self.cache.get(&ObjectRef::new(name)).map(|n| (*n).clone()))
+    }
+
+    async fn names(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.cache.state().iter().filter_map(|n| n.metadata.name.clone()).collect())
+    }
+
+    async fn publish(&self, name: &str, update: PoolUpdate) -> Result<(), StoreError> {
+        let err = |what: &str, e: kube::Error| StoreError {
+            node: name.into(),
+            message: format!(
+                "{what} failed: {e}; check the operator's RBAC for eninodes and the apiserver's health"
+            ),
+        };
+        let current = self.cache.get(&ObjectRef::new(name));
+        let status = current.as_ref().and_then(|n| n.status.clone()).unwrap_or_default();
+        let pool_same = current.as_ref().is_some_and(|n| n.spec.pool == update.pool);
+        let old_condition = status.conditions.iter().find(|c| c.type_ == update.condition.type_);
+        let condition_same = old_condition.is_some_and(|c| same_condition(c, &update.condition));
+        let status_same = condition_same
+            && status.enis == update.enis
+            && status.available == update.pool.len() as u32
+            && status.eni_count == update.enis.len() as u32;
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        if !pool_same {
+            let body = json!({"apiVersion": "eni-ipam.io/v1alpha1", "kind": "ENINode", "spec": {"pool": update.pool}});
+            self.api
+                .patch(name, &params, &Patch::Apply(&body))
+                .await
+                .map_err(|e| err("writing spec.pool", e))?;
+            tracing::debug!(node = name, ips = update.pool.len(), "published spec.pool");
+        }
+        if !status_same {
+            let mut condition = update.condition.clone();
+            condition.last_transition_time = match old_condition {
+                Some(c) if c.status == condition.status && !c.last_transition_time.is_empty() => {
+                    c.last_transition_time.clone()
+                }
+                _ => now_rfc3339(),
+            };
+            let body = json!({"apiVersion": "eni-ipam.io/v1alpha1", "kind": "ENINode", "status": {
+                "enis": update.enis,
+                "conditions": [condition],
+                "available": update.pool.len(),
+                "eniCount": update.enis.len(),
+            }});
+            self.api
+                .patch_status(name, &params, &Patch::Apply(&body))
+                .await
+                .map_err(|e| err("writing status", e))?;
+        }
+        Ok(())
+    }
+}

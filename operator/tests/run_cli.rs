@@ -1,0 +1,71 @@
+//! `run` fails with one clear line and a non-zero exit when it cannot reach Kubernetes.
+
+use std::process::Command;
+
+fn run(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_eni-ipam-operator"))
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the binary runs");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn a_bad_kubeconfig_is_one_line_and_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kubeconfig");
+    std::fs::write(&path, "garbage").unwrap();
+    let (code, stderr) = run(&["run", "--cloud", "fake", "--kubeconfig", path.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: cannot read kubeconfig"), "{stderr}");
+}
+
+#[test]
+fn an_unreachable_apiserver_is_one_line_and_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kubeconfig");
+    // Port 1 on loopback: nothing listens there.
+    std::fs::write(
+        &path,
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: \"http://127.0.0.1:1\"}}]\n\
+         contexts: [{name: c, context: {cluster: c, user: u}}]\nusers: [{name: u, user: {}}]\ncurrent-context: c\n",
+    )
+    .unwrap();
+    let (code, stderr) = run(&["run", "--cloud", "fake", "--kubeconfig", path.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: apiserver http://127.0.0.1:1/ is unreachable"), "{stderr}");
+}
+
+#[test]
+fn run_without_a_vpc_on_aws_is_a_usage_error() {
+    let (code, stderr) = run(&["run", "--cloud", "aws"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--vpc"), "{stderr}");
+}
+
+#[test]
+fn run_help_explains_every_flag() {
+    let out = Command::new(env!("CARGO_BIN_EXE_eni-ipam-operator")).args(["run", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--cloud",
+        "--vpc",
+        "--cluster-name",
+        "--aws-endpoint",
+        "--alibaba-endpoint",
+        "--kubeconfig",
+        "--parallel-alloc-workers",
+        "--resync-interval",
+        "--excess-ip-release-delay",
+        "--limiter-margin",
+        "--seed",
+        "--eni-gc-interval",
+        "--eni-gc-grace",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from run --help");
+    }
+}

@@ -1,0 +1,120 @@
+//! `run` against the stand-in apiserver and the fake cloud: the whole controller
+//! (watch, reflector, fleet, executor, server-side apply) with nothing mocked in between.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use eni_ipam_api::VpcId;
+use eni_ipam_cloud::fake::{FakeCloud, FakeProvider};
+use eni_ipam_cloud::token_bucket::BucketSpec;
+use eni_ipam_cloud::{CallGuard, CloudProfile, CloudProvider, RetryPolicy};
+use eni_ipam_kube_standin::{ENINODES, KubeStandin};
+use eni_ipam_operator::run::{RunConfig, run_controller};
+use eni_ipam_operator::simulate::cloud_setup;
+use serde_json::json;
+
+/// An AWS-shaped fake cloud with quotas and delays small enough for real time.
+fn fast_cloud() -> (Arc<FakeCloud>, CloudProfile) {
+    let mut profile = CloudProfile::aws();
+    for spec in profile.buckets.values_mut() {
+        *spec = BucketSpec { burst: 100_000, per_second: 100_000.0 };
+    }
+    profile.attach_delay = Duration::from_millis(5);
+    profile.read_latency = Duration::ZERO;
+    profile.write_latency = Duration::ZERO;
+    (Arc::new(FakeCloud::new(profile.clone(), VpcId::from("vpc-run"), 7)), profile)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_eninodes_reach_their_pre_allocation_through_the_standin() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let (url, standin) = KubeStandin::start().await;
+    let (cloud, profile) = fast_cloud();
+    let fleet = cloud_setup::launch(&cloud, 200, "m5.large", 8).unwrap();
+    for (i, (instance, zone)) in fleet.instances.iter().enumerate() {
+        let name = format!("node-{i:03}");
+        standin.create_node(&name, &format!("aws:///{zone}/{instance}"));
+        standin
+            .create(
+                ENINODES,
+                json!({"metadata":{"name":name},"spec":{
+                "instanceId":instance.to_string(),"instanceType":"m5.large","zone":zone.to_string(),
+                "vpcId":"vpc-run","ipam":{"preAllocate":8},"firstInterfaceIndex":1}}),
+            )
+            .unwrap();
+    }
+    let guard = Arc::new(CallGuard::for_profile(profile, 0.95, RetryPolicy::cloud_default(3)));
+    let provider: Arc<dyn CloudProvider> = Arc::new(FakeProvider::new(cloud.clone(), guard));
+    let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+    let config = RunConfig {
+        cluster: "test".into(),
+        vpc: VpcId::from("vpc-run"),
+        workers: 16,
+        resync_interval: Duration::from_secs(60),
+        default_first_interface_index: 1,
+        release_delay: Duration::from_secs(180),
+        seed: 1,
+        gc_interval: Duration::from_millis(200),
+        gc_grace: Duration::from_secs(600),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(run_controller(client, provider, config, async move {
+        let _ = stop_rx.await;
+    }));
+    let ready = |standin: &KubeStandin| {
+        standin
+            .list(ENINODES)
+            .iter()
+            .filter(|n| {
+                n["status"]["conditions"][0]["type"] == "PoolReady"
+                    && n["status"]["conditions"][0]["status"] == "True"
+            })
+            .count()
+    };
+    // Generous bound against a hung controller; the test asserts the end state, not the time.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while ready(&standin) < 200 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ready(&standin), 200, "every ENINode reports PoolReady=True");
+    for n in standin.list(ENINODES) {
+        let pool = n["spec"]["pool"].as_object().unwrap();
+        assert!(pool.len() >= 8, "{}: pool of {} < pre-allocation 8", n["metadata"]["name"], pool.len());
+        assert_eq!(n["status"]["available"].as_u64().unwrap() as usize, pool.len());
+        let managers = standin.managers(ENINODES, "", n["metadata"]["name"].as_str().unwrap());
+        assert!(managers["eni-ipam-operator"].iter().any(|p| p.starts_with("spec.pool.")));
+        assert!(managers["eni-ipam-operator"].iter().any(|p| p == "status.conditions"));
+    }
+    // No IP in two pools.
+    let mut owners = BTreeMap::new();
+    for n in standin.list(ENINODES) {
+        for ip in n["spec"]["pool"].as_object().unwrap().keys() {
+            assert!(owners.insert(ip.clone(), n["metadata"]["name"].clone()).is_none(), "{ip} twice");
+        }
+    }
+    // At target, the controller stops writing: the resourceVersion settles.
+    let rv = standin.resource_version();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(standin.resource_version(), rv, "no writes once every node is at target");
+    // A Node deleted (and its ENINode): its ENIs go back to the cloud at the next GC pass.
+    let gone = fleet.instances[0].0.clone();
+    let ours_on = |cloud: &FakeCloud| {
+        cloud.console().all_enis().filter(|e| e.instance.as_ref() == Some(&gone) && e.is_ours("test")).count()
+    };
+    assert!(ours_on(&cloud) > 0, "node-000 has ENIs of ours before");
+    assert!(standin.delete_node("node-000"));
+    standin.delete(ENINODES, "", "node-000").unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while ours_on(&cloud) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ours_on(&cloud), 0, "node-000's ENIs are gone from the cloud");
+    let left: usize = cloud.console().all_enis().filter(|e| e.is_ours("test")).count();
+    assert!(left >= 199, "other nodes keep their ENIs ({left})");
+    stop_tx.send(()).unwrap();
+    controller.await.unwrap().unwrap();
+}
