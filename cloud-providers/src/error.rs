@@ -83,3 +83,12 @@ impl CloudError {
 
 /// Result of a cloud call.
 pub type CloudResult<T> = Result<T, CloudError>;
+
+/// For removals (unassign, detach, delete), an object already gone is the
+/// goal reached: repeating a removal is safe.
+pub fn gone_is_done(result: CloudResult<()>) -> CloudResult<()> {
+    match result {
+        Err(e) if e.class == ErrorClass::NotFound => Ok(()),
+        other => other,
+    }
+}

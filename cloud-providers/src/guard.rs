@@ -78,7 +78,13 @@ impl CallGuard {
         }
         self.count(api, |c| c.sent += 1);
         let result = op().await;
-        if let Err(err) = &result {
+        self.count_outcome(api, &result);
+        result
+    }
+
+    /// Counts an operation that failed in the end (and whether it was throttled).
+    fn count_outcome<T>(&self, api: Api, result: &CloudResult<T>) {
+        if let Err(err) = result {
             self.count(api, |c| {
                 c.failed += 1;
                 if err.class == ErrorClass::Throttled {
@@ -86,7 +92,6 @@ impl CallGuard {
                 }
             });
         }
-        result
     }
 
     /// Runs one cloud operation: waits for the limiter before every attempt,
@@ -124,14 +129,7 @@ impl CallGuard {
                 tracing::debug!(op = api.aws_name(), error = %err, wait_ms = wait.as_millis() as u64, "retrying cloud call");
             })
             .await;
-        if let Err(err) = &result {
-            self.count(api, |c| {
-                c.failed += 1;
-                if err.class == ErrorClass::Throttled {
-                    c.throttled += 1;
-                }
-            });
-        }
+        self.count_outcome(api, &result);
         result
     }
 }

@@ -15,7 +15,7 @@ pub mod token_bucket;
 pub mod types;
 
 pub use api_call::Api;
-pub use error::{CloudError, CloudResult, ErrorClass};
+pub use error::{CloudError, CloudResult, ErrorClass, gone_is_done};
 pub use guard::{CallCounts, CallGuard};
 pub use profile::{BatchLimits, BucketId, CloudKind, CloudProfile};
 pub use provider::{CloudProvider, list_all_enis};

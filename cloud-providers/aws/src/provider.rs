@@ -10,7 +10,7 @@ use aws_sdk_ec2::types::{Filter, NetworkInterfaceAttachmentChanges, ResourceType
 use eni_ipam_api::{EniId, InstanceId, InstanceType, VpcId};
 use eni_ipam_cloud::{
     Api, BatchLimits, CallGuard, CloudError, CloudKind, CloudProvider, CloudResult, CreateEni, Eni, EniQuery,
-    ErrorClass, InstanceLimits, Page, Subnet,
+    ErrorClass, InstanceLimits, Page, Subnet, gone_is_done,
 };
 
 use crate::config::{AwsConfig, AwsSetupError, endpoint_of, sdk_client};
@@ -388,13 +388,5 @@ impl CloudProvider for AwsProvider {
             })
             .await
             .map(|_| ())
-    }
-}
-
-/// For removals, an object already gone is the goal reached.
-fn gone_is_done(result: CloudResult<()>) -> CloudResult<()> {
-    match result {
-        Err(e) if e.class == ErrorClass::NotFound => Ok(()),
-        other => other,
     }
 }

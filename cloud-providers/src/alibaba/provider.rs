@@ -196,11 +196,11 @@ fn tag_params(
     out
 }
 
-/// For removals, an object already gone is the goal reached.
+/// ECS also says an address already unassigned in words of its own.
 fn gone_is_done(result: CloudResult<()>) -> CloudResult<()> {
     match result {
-        Err(e) if e.class == ErrorClass::NotFound || e.code == "InvalidIp.IpUnassigned" => Ok(()),
-        other => other,
+        Err(e) if e.code == "InvalidIp.IpUnassigned" => Ok(()),
+        other => crate::error::gone_is_done(other),
     }
 }
 

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::cloud::FakeCloud;
 use crate::Api;
-use crate::error::{CloudResult, ErrorClass};
+use crate::error::{CloudResult, gone_is_done};
 use crate::guard::CallGuard;
 use crate::profile::{BatchLimits, CloudKind};
 use crate::provider::CloudProvider;
@@ -120,13 +120,5 @@ impl CloudProvider for FakeProvider {
 
     async fn tag_eni(&self, eni: &EniId, tags: &BTreeMap<String, String>) -> CloudResult<()> {
         self.call(Api::CreateTags, eni.as_str(), |s| s.tag_eni(eni, tags)).await
-    }
-}
-
-/// For removals, an object already gone is the goal reached.
-fn gone_is_done(result: CloudResult<()>) -> CloudResult<()> {
-    match result {
-        Err(e) if e.class == ErrorClass::NotFound => Ok(()),
-        other => other,
     }
 }
