@@ -2,15 +2,9 @@
 //! `/metrics`, `/healthz` (the process answers), `/readyz` (registered with
 //! kubelet).
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
+use eni_ipam_admin::Admin;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -136,46 +130,32 @@ impl Metrics {
     }
 }
 
-/// The admin routes, served on `--metrics-addr`.
-pub fn admin_router(metrics: Arc<Metrics>) -> Router {
-    Router::new()
-        .route("/metrics", get(serve_metrics))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(serve_readyz))
-        .with_state(metrics)
-}
+impl Admin for Metrics {
+    fn metrics_text(&self) -> String {
+        self.encode()
+    }
 
-async fn serve_metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], metrics.encode())
-}
-
-async fn serve_readyz(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
-    if metrics.is_registered() {
-        (StatusCode::OK, "registered with kubelet")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not registered with kubelet yet; see the device plugin's logs")
+    fn readiness(&self) -> Result<&'static str, &'static str> {
+        if self.is_registered() {
+            Ok("registered with kubelet")
+        } else {
+            Err("not registered with kubelet yet; see the device plugin's logs")
+        }
     }
 }
 
-/// Binds `addr` and serves the admin routes until the task is dropped.
-pub async fn serve_admin(
-    addr: SocketAddr,
-    metrics: Arc<Metrics>,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(addr = %listener.local_addr()?, "admin server listening (/metrics, /healthz, /readyz)");
-    Ok(tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, admin_router(metrics)).await {
-            tracing::error!(%error, "admin server stopped");
-        }
-    }))
-}
+pub use eni_ipam_admin::{admin_router, serve_admin};
 
 #[cfg(test)]
 mod tests {
     use axum::body::Body;
     use http_body_util::BodyExt;
     use tower::ServiceExt;
+
+    use std::sync::Arc;
+
+    use axum::Router;
+    use axum::http::StatusCode;
 
     use super::*;
 

@@ -18,7 +18,7 @@ use http_body_util::BodyExt;
 use serde_json::json;
 
 use crate::admission::{ReviewOutcome, review};
-use crate::metrics::{RequestOutcome, WebhookMetrics, serve_readyz};
+use crate::metrics::{RequestOutcome, WebhookMetrics};
 use crate::policy::MutationPolicy;
 
 /// The largest body read. kube-apiserver caps request bodies at 3 MiB and
@@ -48,7 +48,7 @@ pub fn webhook_router(state: WebhookState) -> Router {
     let metrics = state.metrics.clone();
     let probes = Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(serve_readyz))
+        .route("/readyz", get(eni_ipam_admin::readyz::<WebhookMetrics>))
         .with_state(metrics);
     Router::new().route("/mutate", post(mutate)).with_state(state).merge(probes)
 }
