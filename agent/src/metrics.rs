@@ -4,10 +4,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use eni_ipam_admin::Admin;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -71,35 +68,32 @@ impl Metrics {
     }
 }
 
-#[derive(Clone)]
-struct AdminState {
+/// What the agent shows on its admin port: the metrics need the IPAM's gauges.
+struct AgentAdmin {
     ipam: Arc<Ipam>,
     metrics: Arc<Metrics>,
 }
 
-/// `/metrics`, `/healthz` (process up) and `/readyz` (the IPAM serves).
-pub fn admin_router(ipam: Arc<Ipam>, metrics: Arc<Metrics>) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics_text))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }))
-        .with_state(AdminState { ipam, metrics })
+impl Admin for AgentAdmin {
+    fn metrics_text(&self) -> String {
+        self.metrics.encode(&self.ipam)
+    }
+
+    fn readiness(&self) -> Result<&'static str, &'static str> {
+        // The IPAM serves from its state file as soon as the process runs.
+        Ok("serving pod IPs")
+    }
 }
 
-async fn metrics_text(State(state): State<AdminState>) -> Response {
-    let body = state.metrics.encode(&state.ipam);
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        body,
-    )
-        .into_response()
+/// `/metrics`, `/healthz` (process up) and `/readyz` (the IPAM serves).
+pub fn admin_router(ipam: Arc<Ipam>, metrics: Arc<Metrics>) -> Router {
+    eni_ipam_admin::admin_router(Arc::new(AgentAdmin { ipam, metrics }))
 }
 
 #[cfg(test)]
 mod tests {
     use axum::body::Body;
-    use axum::http::Request;
+    use axum::http::{Request, StatusCode};
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
