@@ -57,13 +57,22 @@ pub async fn serve_admin<A: Admin>(
     }))
 }
 
+/// One GET through a router without a socket: (status, body). For the
+/// components' tests of their admin routes.
+pub async fn fetch(router: Router, path: &str) -> (StatusCode, String) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let request =
+        axum::http::Request::get(path).body(axum::body::Body::empty()).expect("a GET is a valid request");
+    let response = router.oneshot(request).await.expect("routers are infallible");
+    let status = response.status();
+    let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
-
-    use axum::body::Body;
-    use http_body_util::BodyExt;
-    use tower::ServiceExt;
 
     use super::*;
 
@@ -78,22 +87,14 @@ mod tests {
         }
     }
 
-    async fn get_text(router: Router, path: &str) -> (StatusCode, String) {
-        let response =
-            router.oneshot(axum::http::Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
-        let status = response.status();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8(body.to_vec()).unwrap())
-    }
-
     #[tokio::test]
     async fn the_three_endpoints_answer_from_the_component() {
         let probe = Arc::new(Probe(AtomicBool::new(false)));
-        assert_eq!(get_text(admin_router(probe.clone()), "/metrics").await.1, "eni_ipam_test_up 1\n# EOF\n");
-        assert_eq!(get_text(admin_router(probe.clone()), "/healthz").await.0, StatusCode::OK);
-        let (status, text) = get_text(admin_router(probe.clone()), "/readyz").await;
+        assert_eq!(fetch(admin_router(probe.clone()), "/metrics").await.1, "eni_ipam_test_up 1\n# EOF\n");
+        assert_eq!(fetch(admin_router(probe.clone()), "/healthz").await.0, StatusCode::OK);
+        let (status, text) = fetch(admin_router(probe.clone()), "/readyz").await;
         assert_eq!((status, text.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "not yet; see the logs"));
         probe.0.store(true, Ordering::Relaxed);
-        assert_eq!(get_text(admin_router(probe), "/readyz").await.0, StatusCode::OK);
+        assert_eq!(fetch(admin_router(probe), "/readyz").await.0, StatusCode::OK);
     }
 }

@@ -158,24 +158,14 @@ pub use eni_ipam_admin::{admin_router, serve_admin};
 
 #[cfg(test)]
 mod tests {
-    use axum::body::Body;
-    use http_body_util::BodyExt;
-    use tower::ServiceExt;
 
     use std::sync::Arc;
 
-    use axum::Router;
     use axum::http::StatusCode;
 
-    use super::*;
+    use eni_ipam_admin::fetch;
 
-    async fn get_text(router: Router, path: &str) -> (StatusCode, String) {
-        let response =
-            router.oneshot(axum::http::Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
-        let status = response.status();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8(body.to_vec()).unwrap())
-    }
+    use super::*;
 
     #[tokio::test]
     async fn metrics_carry_the_prefix_and_readyz_follows_the_listener() {
@@ -183,19 +173,16 @@ mod tests {
         metrics.observe_request(RequestOutcome::Patched, Duration::from_micros(80));
         metrics.count_skip("host_network");
         metrics.count_tls_reload(true);
-        let (status, text) = get_text(admin_router(metrics.clone()), "/metrics").await;
+        let (status, text) = fetch(admin_router(metrics.clone()), "/metrics").await;
         assert_eq!(status, StatusCode::OK);
         assert!(text.contains("eni_ipam_webhook_requests_total{outcome=\"patched\"} 1"), "{text}");
         assert!(text.contains("eni_ipam_webhook_skipped_total{reason=\"host_network\"} 1"), "{text}");
         assert!(text.contains("eni_ipam_webhook_request_duration_seconds_count 1"), "{text}");
         assert!(text.contains("eni_ipam_webhook_tls_reloads_total{result=\"ok\"} 1"), "{text}");
 
-        assert_eq!(get_text(admin_router(metrics.clone()), "/healthz").await.0, StatusCode::OK);
-        assert_eq!(
-            get_text(admin_router(metrics.clone()), "/readyz").await.0,
-            StatusCode::SERVICE_UNAVAILABLE
-        );
+        assert_eq!(fetch(admin_router(metrics.clone()), "/healthz").await.0, StatusCode::OK);
+        assert_eq!(fetch(admin_router(metrics.clone()), "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
         metrics.set_ready(true);
-        assert_eq!(get_text(admin_router(metrics), "/readyz").await.0, StatusCode::OK);
+        assert_eq!(fetch(admin_router(metrics), "/readyz").await.0, StatusCode::OK);
     }
 }
