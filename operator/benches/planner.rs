@@ -54,6 +54,7 @@ fn fleet() -> Vec<NodeSnapshot> {
                         ip: Ipv4Addr::from(n * 256 + d * 32 + k),
                         eni: id.clone(),
                         free_since: (!used).then_some(Duration::ZERO),
+                        release: None,
                     });
                 }
             }

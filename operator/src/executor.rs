@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use eni_ipam_api::{
-    EniId, EniStatus, InstanceId, InstanceType, PoolEntry, PoolKnobs, SecurityGroupId, SubnetId, VpcId, Zone,
+    EniId, EniStatus, InstanceId, InstanceType, PoolEntry, PoolKnobs, ReleaseState, SecurityGroupId, SubnetId,
+    VpcId, Zone,
 };
 use eni_ipam_cloud::{
     CloudError, CloudProvider, CreateEni, Eni, EniState, ErrorClass, InstanceLimits, RetryPolicy, tag,
@@ -45,6 +46,8 @@ pub struct NodeTarget {
     pub used: BTreeSet<Ipv4Addr>,
     /// Since when each free pool IP is free, on the operator's clock.
     pub free_since: BTreeMap<Ipv4Addr, Duration>,
+    /// The release handshake (`status.release`): IP -> state.
+    pub release: BTreeMap<Ipv4Addr, ReleaseState>,
 }
 
 /// Where a node ended up after converging.
@@ -58,6 +61,9 @@ pub struct NodeOutcome {
     pub plan: Plan,
     /// Pod IPs the instance can hold at most.
     pub capacity: u32,
+    /// Changes to `status.release`: `Some(marked)` to mark an IP, `None` to
+    /// drop its entry (unmarked, or released and gone from the pool).
+    pub release: BTreeMap<Ipv4Addr, Option<ReleaseState>>,
 }
 
 impl NodeOutcome {
@@ -300,7 +306,7 @@ impl Executor {
             return Some(node.knobs.pre_allocate.max(1));
         };
         let plan = planner::plan(&snapshot, self.now());
-        (!plan.actions.is_empty()).then_some(plan.needed.max(1))
+        plan.has_work().then_some(plan.needed.max(1))
     }
 
     /// The planner's view of a node, from the cache.
@@ -321,7 +327,12 @@ impl Executor {
                 } else {
                     Some(node.free_since.get(ip).copied().unwrap_or(now))
                 };
-                pool.push(PoolIp { ip: *ip, eni: eni.id.clone(), free_since });
+                pool.push(PoolIp {
+                    ip: *ip,
+                    eni: eni.id.clone(),
+                    free_since,
+                    release: node.release.get(ip).copied(),
+                });
             }
         }
         Ok(NodeSnapshot {
@@ -367,7 +378,11 @@ impl Executor {
                 (e.id.to_string(), status)
             })
             .collect();
-        NodeOutcome { pool, enis, plan, capacity: limits.pod_capacity(node.first_interface_index) }
+        let mut release: BTreeMap<Ipv4Addr, Option<ReleaseState>> =
+            node.release.keys().filter(|ip| !pool.contains_key(ip)).map(|ip| (*ip, None)).collect();
+        release.extend(plan.unmark.iter().map(|ip| (*ip, None)));
+        release.extend(plan.mark.iter().map(|ip| (*ip, Some(ReleaseState::Marked))));
+        NodeOutcome { pool, enis, plan, capacity: limits.pod_capacity(node.first_interface_index), release }
     }
 
     async fn act(&self, node: &NodeTarget, action: &Action) -> Result<(), CloudError> {

@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use eni_ipam_api::ENINode;
+use eni_ipam_api::{ENINode, ReleaseState};
 use eni_ipam_cloud::RetryPolicy;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -149,6 +149,13 @@ impl Fleet {
 
     async fn work(self: &Arc<Self>, name: &str) {
         let node = match self.store.get(name).await {
+            // An agent answer in the cache may be older than our last unmark: decide a
+            // release on what the apiserver says now, never on the cache.
+            Ok(Some(node)) if has_ready_answer(&node) => match self.store.get_fresh(name).await {
+                Ok(Some(node)) => node,
+                Ok(None) => return,
+                Err(e) => return self.failed(name, e.to_string()),
+            },
             Ok(Some(node)) => node,
             Ok(None) => return, // deleted meanwhile: GC's business
             Err(e) => return self.failed(name, e.to_string()),
@@ -204,6 +211,11 @@ impl Fleet {
             .map(|s| s.used.keys().filter_map(|ip| ip.parse().ok()).collect())
             .unwrap_or_default();
         let free_since = self.free_since.lock().expect("free lock").get(&name).cloned().unwrap_or_default();
+        let release = node
+            .status
+            .as_ref()
+            .map(|s| s.release.iter().filter_map(|(ip, state)| Some((ip.parse().ok()?, *state))).collect())
+            .unwrap_or_default();
         NodeTarget {
             name,
             instance: spec.instance_id.clone(),
@@ -217,6 +229,7 @@ impl Fleet {
             security_groups: spec.security_groups.clone(),
             used,
             free_since,
+            release,
         }
     }
 
@@ -264,5 +277,11 @@ fn update_of(outcome: &NodeOutcome) -> PoolUpdate {
         pool: outcome.pool.iter().map(|(ip, entry)| (ip.to_string(), entry.clone())).collect(),
         enis: outcome.enis.clone(),
         condition: PoolUpdate::pool_ready(ready, reason, message),
+        release: outcome.release.iter().map(|(ip, state)| (ip.to_string(), *state)).collect(),
     }
+}
+
+/// The agent has answered `ready` for some IP: the next plan may release it.
+fn has_ready_answer(node: &ENINode) -> bool {
+    node.status.as_ref().is_some_and(|s| s.release.values().any(|state| *state == ReleaseState::Ready))
 }

@@ -12,7 +12,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::json;
 
-use crate::node_store::{NodeStore, PoolUpdate, StoreError};
+use crate::node_store::{NodeStore, PoolUpdate, StoreError, apply_release_changes};
 
 /// Field manager of every operator write.
 pub const FIELD_MANAGER: &str = "eni-ipam-operator";
@@ -46,6 +46,13 @@ fn now_rfc3339() -> String {
 impl NodeStore for KubeNodeStore {
     async fn get(&self, name: &str) -> Result<Option<ENINode>, StoreError> {
         Ok(self.cache.get(&ObjectRef::new(name)).map(|n| (*n).clone()))
+    }
+
+    async fn get_fresh(&self, name: &str) -> Result<Option<ENINode>, StoreError> {
+        self.api.get_opt(name).await.map_err(|e| StoreError {
+            node: name.into(),
+            message: format!("reading it failed: {e}; check the apiserver's health"),
+        })
     }
 
     async fn names(&self) -> Result<Vec<String>, StoreError> {
@@ -95,6 +102,22 @@ impl NodeStore for KubeNodeStore {
                 .patch_status(name, &params, &Patch::Apply(&body))
                 .await
                 .map_err(|e| err("writing status", e))?;
+        }
+        let mut release = status.release.clone();
+        if apply_release_changes(&mut release, &update.release) {
+            // A merge patch, not an apply: the agent owns its answers (it applied them), and
+            // only a merge patch may drop an entry another field manager owns.
+            let changes: serde_json::Map<String, serde_json::Value> = update
+                .release
+                .iter()
+                .map(|(ip, state)| (ip.clone(), state.map_or(serde_json::Value::Null, |s| json!(s))))
+                .collect();
+            let body = json!({"status": {"release": changes}});
+            self.api
+                .patch_status(name, &PatchParams::default(), &Patch::Merge(&body))
+                .await
+                .map_err(|e| err("writing status.release", e))?;
+            tracing::debug!(node = name, changes = update.release.len(), "published release marks");
         }
         Ok(())
     }

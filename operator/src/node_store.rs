@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use eni_ipam_api::{ConditionStatus, ENINode, ENINodeCondition, EniStatus, PoolEntry};
+use eni_ipam_api::{ConditionStatus, ENINode, ENINodeCondition, EniStatus, PoolEntry, ReleaseState};
 
 /// What the operator publishes for a node after working on it.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -18,6 +18,8 @@ pub struct PoolUpdate {
     pub enis: BTreeMap<String, EniStatus>,
     /// The `PoolReady` condition.
     pub condition: ENINodeCondition,
+    /// Changes to `status.release`: `Some(marked)` marks an IP, `None` drops its entry.
+    pub release: BTreeMap<String, Option<ReleaseState>>,
 }
 
 impl PoolUpdate {
@@ -46,8 +48,12 @@ pub struct StoreError {
 /// Read and write ENINodes.
 #[async_trait]
 pub trait NodeStore: Send + Sync {
-    /// The ENINode of a node, if it exists.
+    /// The ENINode of a node, if it exists (from a cache; may lag).
     async fn get(&self, name: &str) -> Result<Option<ENINode>, StoreError>;
+    /// The ENINode as the store has it now (no cache): what release decisions read.
+    async fn get_fresh(&self, name: &str) -> Result<Option<ENINode>, StoreError> {
+        self.get(name).await
+    }
     /// Publishes the operator's view of a node.
     async fn publish(&self, name: &str, update: PoolUpdate) -> Result<(), StoreError>;
     /// Names of every ENINode.
@@ -101,9 +107,12 @@ impl NodeStore for MemoryNodeStore {
             message: "not found; was the node deleted?".into(),
         })?;
         let status = node.status.get_or_insert_with(Default::default);
+        let mut release = status.release.clone();
+        apply_release_changes(&mut release, &update.release);
         let changed = node.spec.pool != update.pool
             || status.enis != update.enis
-            || status.conditions.first() != Some(&update.condition);
+            || status.conditions.first() != Some(&update.condition)
+            || status.release != release;
         if !changed {
             // No-op writes are not sent: they would wake every watcher.
             return Ok(());
@@ -112,8 +121,24 @@ impl NodeStore for MemoryNodeStore {
         status.eni_count = update.enis.len() as u32;
         status.enis = update.enis;
         status.conditions = vec![update.condition];
+        status.release = release;
         node.spec.pool = update.pool;
         self.writes.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// Applies handshake changes to a `status.release` map; returns whether anything changed.
+pub fn apply_release_changes(
+    release: &mut BTreeMap<String, ReleaseState>,
+    changes: &BTreeMap<String, Option<ReleaseState>>,
+) -> bool {
+    let before = release.clone();
+    for (ip, change) in changes {
+        match change {
+            Some(state) => release.insert(ip.clone(), *state),
+            None => release.remove(ip),
+        };
+    }
+    *release != before
 }

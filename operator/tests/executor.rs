@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use eni_ipam_api::{EniId, InstanceId, InstanceType, PoolKnobs, SubnetId, VpcId, Zone};
+use eni_ipam_api::{EniId, InstanceId, InstanceType, PoolKnobs, ReleaseState, SubnetId, VpcId, Zone};
 use eni_ipam_cloud::fake::{FakeCloud, FakeProvider, Faults};
 use eni_ipam_cloud::{
     Api, BatchLimits, BucketId, BucketSpec, CallGuard, CloudKind, CloudProfile, CloudProvider, CloudResult,
@@ -185,6 +185,7 @@ impl Bed {
             security_groups: vec![],
             used: BTreeSet::new(),
             free_since: BTreeMap::new(),
+            release: BTreeMap::new(),
         }
     }
 
@@ -470,6 +471,26 @@ fn free_since_start(outcome: &NodeOutcome) -> BTreeMap<Ipv4Addr, Duration> {
     outcome.pool.keys().map(|ip| (*ip, Duration::ZERO)).collect()
 }
 
+/// The IPs an outcome marks for release, answered `ready` as the node's agent would.
+fn answered_ready(outcome: &NodeOutcome) -> BTreeMap<Ipv4Addr, ReleaseState> {
+    outcome
+        .release
+        .iter()
+        .filter(|(_, change)| **change == Some(ReleaseState::Marked))
+        .map(|(ip, _)| (*ip, ReleaseState::Ready))
+        .collect()
+}
+
+/// One release through the handshake: converge (marks), the agent answers, converge (releases).
+async fn release_round(bed: &Bed, node: &mut NodeTarget) -> NodeOutcome {
+    let unassigns = bed.calls(Api::UnassignPrivateIpAddresses);
+    let marked = bed.executor.converge(node).await.expect("marks");
+    assert_eq!(bed.calls(Api::UnassignPrivateIpAddresses), unassigns, "nothing leaves before the agent answers");
+    assert!(!marked.plan.mark.is_empty(), "the excess is marked: {:?}", marked.plan);
+    node.release = answered_ready(&marked);
+    bed.executor.converge(node).await.expect("releases")
+}
+
 #[tokio::test(start_paused = true)]
 async fn free_ips_past_the_release_delay_go_back_to_the_cloud() {
     let bed = Bed::aws();
@@ -482,11 +503,13 @@ async fn free_ips_past_the_release_delay_go_back_to_the_cloud() {
     assert!(bed.executor.now() >= Duration::from_secs(10));
     node.knobs.pre_allocate = 2;
     node.free_since = free_since_start(&full);
-    let outcome = bed.executor.converge(&node).await.expect("releases");
+    let outcome = release_round(&bed, &mut node).await;
 
     assert!(outcome.ready());
     let primary = &bed.enis_of(&instance)[0];
     assert_eq!(primary.secondary_ips.len(), 2, "{primary:?}");
+    let dropped: Vec<_> = outcome.release.iter().filter(|(_, c)| c.is_none()).map(|(ip, _)| *ip).collect();
+    assert_eq!(dropped.len(), 6, "the released IPs' entries go away with them: {:?}", outcome.release);
     assert_eq!(outcome.pool.len(), 2);
     bed.assert_pool_matches_cloud(&node, &outcome);
     assert_eq!(bed.calls(Api::UnassignPrivateIpAddresses), 1);
@@ -507,7 +530,7 @@ async fn used_ips_are_never_released() {
     node.knobs.pre_allocate = 2;
     node.free_since = free_since_start(&full); // even listed as free since long ago
     node.used = BTreeSet::from([held]);
-    let outcome = bed.executor.converge(&node).await.expect("releases");
+    let outcome = release_round(&bed, &mut node).await;
 
     assert!(outcome.ready());
     let primary = &bed.enis_of(&instance)[0];
@@ -534,7 +557,7 @@ async fn free_ips_within_the_release_delay_are_kept() {
     assert_eq!(bed.calls(Api::UnassignPrivateIpAddresses), 0);
 
     tokio::time::sleep(Duration::from_secs(150)).await;
-    bed.executor.converge(&node).await.expect("releases");
+    release_round(&bed, &mut node).await;
     assert_eq!(bed.enis_of(&instance)[0].secondary_ips.len(), 2);
 }
 
@@ -551,7 +574,7 @@ async fn alibaba_release_is_split_in_calls_of_ten() {
     tokio::time::sleep(Duration::from_secs(10)).await;
     node.knobs.pre_allocate = 2;
     node.free_since = free_since_start(&full);
-    let outcome = bed.executor.converge(&node).await.expect("releases");
+    let outcome = release_round(&bed, &mut node).await;
 
     assert!(outcome.ready());
     assert_eq!(bed.calls(Api::UnassignPrivateIpAddresses), 3, "23 in 10 + 10 + 3");

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use eni_ipam_api::{ENINode, ENINodeSpec, EniId, PoolEntry, SubnetId};
+use eni_ipam_api::{ENINode, ENINodeSpec, ENINodeStatus, EniId, PoolEntry, ReleaseState, SubnetId};
 use eni_ipam_operator::kube_store::KubeNodeStore;
 use eni_ipam_operator::node_store::{NodeStore, PoolUpdate};
 use kube::Api;
@@ -42,6 +42,7 @@ async fn publish_applies_spec_pool_then_status_as_eni_ipam_operator_and_skips_no
         pool: pool.clone(),
         enis: BTreeMap::new(),
         condition: PoolUpdate::pool_ready(true, "AtTarget", String::new()),
+        release: BTreeMap::new(),
     };
     let server = tokio::spawn(async move {
         let spec = expect(
@@ -75,7 +76,7 @@ async fn publish_applies_spec_pool_then_status_as_eni_ipam_operator_and_skips_no
     // Once the cache holds what was published, the same publish sends nothing.
     let mut published = node;
     published.spec.pool = pool;
-    let mut status = eni_ipam_api::ENINodeStatus { available: 1, ..Default::default() };
+    let mut status = ENINodeStatus { available: 1, ..Default::default() };
     status.conditions = vec![update.condition.clone()];
     published.status = Some(status);
     let (reader, mut writer) = reflector::store::<ENINode>();
@@ -87,4 +88,42 @@ async fn publish_applies_spec_pool_then_status_as_eni_ipam_operator_and_skips_no
     let mut h2 = h2;
     assert!(h2.next_request().await.is_none(), "a no-op publish sends no request");
     handle.allow(0);
+}
+
+#[tokio::test]
+async fn release_marks_are_a_merge_patch_on_status_that_can_drop_the_agents_answers() {
+    let (mock, mut handle) = tower_test::mock::pair::<http::Request<Body>, http::Response<Body>>();
+    let (reader, mut writer) = reflector::store::<ENINode>();
+    let mut node = ENINode::new("n1", ENINodeSpec::default());
+    node.metadata.resource_version = Some("1".into());
+    let condition = PoolUpdate::pool_ready(true, "AtTarget", String::new());
+    // The agent answered do-not-release for .6; spec and status are otherwise as published.
+    node.status = Some(ENINodeStatus {
+        conditions: vec![condition.clone()],
+        release: BTreeMap::from([("10.0.0.6".to_string(), ReleaseState::DoNotRelease)]),
+        ..Default::default()
+    });
+    writer.apply_watcher_event(&watcher::Event::Apply(node));
+    let store = KubeNodeStore::new(Api::all(kube::Client::new(mock, "default")), reader);
+    let update = PoolUpdate {
+        pool: BTreeMap::new(),
+        enis: BTreeMap::new(),
+        condition,
+        release: BTreeMap::from([
+            ("10.0.0.5".to_string(), Some(ReleaseState::Marked)),
+            ("10.0.0.6".to_string(), None),
+        ]),
+    };
+    let server = tokio::spawn(async move {
+        let body = expect(
+            &mut handle,
+            "PATCH",
+            "/apis/eni-ipam.io/v1alpha1/eninodes/n1/status?",
+            "application/merge-patch+json",
+        )
+        .await;
+        assert_eq!(body, json!({"status": {"release": {"10.0.0.5": "marked", "10.0.0.6": null}}}));
+    });
+    store.publish("n1", update).await.unwrap();
+    server.await.unwrap();
 }

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use eni_ipam_api::{EniId, PoolKnobs, SubnetId, Zone};
+use eni_ipam_api::{EniId, PoolKnobs, ReleaseState, SubnetId, Zone};
 use eni_ipam_cloud::{BatchLimits, InstanceLimits, Subnet};
 
 pub use pool_math::{excess_ips, needed_ips};
@@ -43,6 +43,9 @@ pub struct PoolIp {
     /// `None` while a pod holds it; else since when it is free, on the
     /// operator's clock.
     pub free_since: Option<Duration>,
+    /// Where it is in the release handshake with the node's agent
+    /// (`status.release`), if anywhere.
+    pub release: Option<ReleaseState>,
 }
 
 /// Everything the planner looks at for one node.
@@ -142,6 +145,21 @@ pub struct Plan {
     pub shortfall: Option<Shortfall>,
     /// Excess IPs that are free but not yet past the release delay.
     pub release_waiting: u32,
+    /// IPs to mark for release (`status.release[ip] = marked`): the agent must
+    /// stop handing them out and answer before the cloud call.
+    pub mark: Vec<Ipv4Addr>,
+    /// IPs whose release entry goes away: the agent said a pod holds them, or
+    /// the pool needs them again.
+    pub unmark: Vec<Ipv4Addr>,
+    /// Marked IPs the agent has not answered yet.
+    pub awaiting_agent: u32,
+}
+
+impl Plan {
+    /// Anything to do: cloud actions or handshake writes.
+    pub fn has_work(&self) -> bool {
+        !self.actions.is_empty() || !self.mark.is_empty() || !self.unmark.is_empty()
+    }
 }
 
 impl NodeSnapshot {
@@ -172,13 +190,18 @@ pub fn plan(node: &NodeSnapshot, now: Duration) -> Plan {
     let (available, used) = (node.available(), node.used());
     let needed = needed_ips(available, used, &node.knobs);
     if needed > 0 {
-        return allocate(node, needed, available);
+        return Plan { unmark: in_handshake(node).collect(), ..allocate(node, needed, available) };
     }
     let excess = excess_ips(available, used, &node.knobs);
     if excess > 0 {
         return release(node, excess, now);
     }
-    Plan::default()
+    Plan { unmark: in_handshake(node).collect(), ..Plan::default() }
+}
+
+/// Pool IPs with a release entry (all of them go back to the agent when nothing is excess).
+fn in_handshake(node: &NodeSnapshot) -> impl Iterator<Item = Ipv4Addr> + '_ {
+    node.pool.iter().filter(|p| p.release.is_some()).map(|p| p.ip)
 }
 
 fn allocate(node: &NodeSnapshot, needed: u32, available: u32) -> Plan {
@@ -259,35 +282,63 @@ fn allocate(node: &NodeSnapshot, needed: u32, available: u32) -> Plan {
 }
 
 fn release(node: &NodeSnapshot, excess: u32, now: Duration) -> Plan {
-    let mut releasable: BTreeMap<&EniId, Vec<Ipv4Addr>> = BTreeMap::new();
+    let mut releasable: BTreeMap<&EniId, Vec<&PoolIp>> = BTreeMap::new();
     let mut waiting = 0;
     for ip in &node.pool {
         match ip.free_since {
+            // The agent said a pod holds it: not a candidate, whatever the operator's view of `used`.
+            _ if ip.release == Some(ReleaseState::DoNotRelease) => {}
             Some(since) if now.saturating_sub(since) >= node.release_delay => {
-                releasable.entry(&ip.eni).or_default().push(ip.ip)
+                releasable.entry(&ip.eni).or_default().push(ip)
             }
             Some(_) => waiting += 1,
             None => {}
         }
     }
-    // Empty the ENIs with the most free IPs first, highest device index on a tie:
+    // IPs already in the handshake first (the choice stays put while the agent answers);
+    // then empty the ENIs with the most free IPs, highest device index on a tie:
     // whole ENIs can then go, and the primary ENI is drained last.
     let index_of = |id: &EniId| node.enis.iter().find(|e| &e.id == id).map_or(0, |e| e.device_index);
-    let mut order: Vec<(&EniId, Vec<Ipv4Addr>)> = releasable.into_iter().collect();
-    order.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then_with(|| index_of(b.0).cmp(&index_of(a.0))));
+    let marked = |ips: &[&PoolIp]| ips.iter().filter(|p| p.release.is_some()).count();
+    let mut order: Vec<(&EniId, Vec<&PoolIp>)> = releasable.into_iter().collect();
+    order.sort_by(|a, b| {
+        (marked(&b.1), b.1.len(), index_of(b.0)).cmp(&(marked(&a.1), a.1.len(), index_of(a.0)))
+    });
     let mut left = excess as usize;
-    let mut actions = Vec::new();
+    let mut plan = Plan { excess, ..Plan::default() };
+    let mut chosen = BTreeSet::new();
     for (eni, mut ips) in order {
         if left == 0 {
             break;
         }
-        ips.sort();
+        // Answered IPs first (they can go now), then marked ones, then the lowest addresses.
+        ips.sort_by_key(|p| {
+            let rank = match p.release {
+                Some(ReleaseState::Ready) => 0,
+                Some(ReleaseState::Marked) => 1,
+                _ => 2,
+            };
+            (rank, p.ip)
+        });
         ips.truncate(left);
         left -= ips.len();
+        // Only IPs the agent answered `ready` for go to the cloud; the others are marked first.
+        let mut ready = Vec::new();
+        for p in ips {
+            chosen.insert(p.ip);
+            match p.release {
+                Some(ReleaseState::Ready) => ready.push(p.ip),
+                Some(ReleaseState::Marked) => plan.awaiting_agent += 1,
+                _ => plan.mark.push(p.ip),
+            }
+        }
         let per_call = node.batch.unassign_ips_per_call.unwrap_or(u32::MAX).max(1) as usize;
-        for chunk in ips.chunks(per_call) {
-            actions.push(Action::Release { eni: eni.clone(), ips: chunk.to_vec() });
+        for chunk in ready.chunks(per_call) {
+            plan.actions.push(Action::Release { eni: eni.clone(), ips: chunk.to_vec() });
         }
     }
-    Plan { excess, actions, release_waiting: waiting.min(left as u32), ..Plan::default() }
+    // Marks the plan no longer wants (pods took the other free IPs) and refusals go back to the agent.
+    plan.unmark = in_handshake(node).filter(|ip| !chosen.contains(ip)).collect();
+    plan.release_waiting = waiting.min(left as u32);
+    plan
 }

@@ -119,7 +119,15 @@ impl Node {
         let base = index * 100 + self.snap.pool.len() as u32;
         for n in 0..used + free {
             let free_since = (n >= used).then_some(Duration::ZERO);
-            self.snap.pool.push(PoolIp { ip: ip(base + n), eni: id.clone(), free_since });
+            self.snap.pool.push(PoolIp { ip: ip(base + n), eni: id.clone(), free_since, release: None });
+        }
+        self
+    }
+
+    /// Sets the release-handshake state of every free pool IP (as the agent would answer).
+    fn answered(mut self, state: ReleaseState) -> Self {
+        for p in self.snap.pool.iter_mut().filter(|p| p.free_since.is_some()) {
+            p.release = Some(state);
         }
         self
     }
@@ -262,7 +270,7 @@ fn ips_on_an_attaching_eni_count_as_on_their_way() {
 #[test]
 fn release_takes_free_ips_past_the_delay_emptying_the_freest_eni_first() {
     // 12 free, pre 5: 7 excess. eni-2 has 5 free (all go), then 2 of eni-1's.
-    let node = Node::new(0, knobs(5, 0, 0, 0)).eni(0, 2, 3).eni(1, 0, 4).eni(2, 0, 5);
+    let node = Node::new(0, knobs(5, 0, 0, 0)).eni(0, 2, 3).eni(1, 0, 4).eni(2, 0, 5).answered(ReleaseState::Ready);
     let p = node.plan();
     assert_eq!(p.excess, 7);
     let released: Vec<(String, usize)> = p
@@ -278,7 +286,7 @@ fn release_takes_free_ips_past_the_delay_emptying_the_freest_eni_first() {
 
 #[test]
 fn ips_in_use_or_freed_too_recently_are_never_released() {
-    let mut node = Node::new(0, knobs(0, 0, 0, 0)).eni(0, 3, 2);
+    let mut node = Node::new(0, knobs(0, 0, 0, 0)).eni(0, 3, 2).answered(ReleaseState::Ready);
     // Both free IPs were freed at t=500 s; at t=600 s the 180 s delay has not passed.
     for p in node.snap.pool.iter_mut().filter(|p| p.free_since.is_some()) {
         p.free_since = Some(Duration::from_secs(500));
@@ -297,7 +305,7 @@ fn alibaba_unassigns_at_most_ten_per_call() {
     let mut node = Node::new(0, knobs(0, 0, 0, 0));
     node.snap.limits.ipv4_per_eni = 30;
     node.snap.batch = CloudProfile::alibaba().batch;
-    let node = node.eni(0, 0, 25);
+    let node = node.eni(0, 0, 25).answered(ReleaseState::Ready);
     let sizes: Vec<usize> = node
         .plan()
         .actions
@@ -311,4 +319,54 @@ fn alibaba_unassigns_at_most_ten_per_call() {
 fn a_node_at_target_does_nothing() {
     let node = Node::new(0, knobs(3, 0, 0, 2)).eni(0, 2, 4);
     assert_eq!(node.plan(), Plan::default(), "4 free is within pre 3 + watermark 2");
+}
+
+#[test]
+fn release_handshake_table() {
+    use ReleaseState::*;
+    // One ENI with 2 used and 4 free IPs (ip 2..=5 free), pre-allocate 2: 2 excess.
+    // (knobs pre, state of each free IP, cloud-released, marked, unmarked, awaiting, what it means)
+    type Row = (u32, [Option<ReleaseState>; 4], &'static [u32], &'static [u32], &'static [u32], u32, &'static str);
+    let rows: [Row; 8] = [
+        (2, [None; 4], &[], &[2, 3], &[], 0, "excess IPs are marked first, never released unasked"),
+        (2, [Some(Marked), Some(Marked), None, None], &[], &[], &[], 2, "marked IPs wait for the agent"),
+        (2, [Some(Ready), Some(Ready), None, None], &[2, 3], &[], &[], 0, "IPs the agent answered ready go back to the cloud"),
+        (2, [None, None, Some(Ready), Some(Ready)], &[4, 5], &[], &[], 0, "IPs already in the handshake are chosen first"),
+        (2, [Some(DoNotRelease), Some(Ready), None, None], &[3], &[4], &[2], 0, "a refusal is unmarked and another IP is marked instead"),
+        (2, [Some(Ready), Some(Marked), Some(Ready), None], &[2, 4], &[], &[3], 0, "marks beyond the excess are taken back"),
+        (4, [Some(Ready), Some(Marked), None, None], &[], &[], &[2, 3], 0, "no excess: every mark goes back to the agent"),
+        (6, [Some(Ready), None, None, None], &[], &[], &[2], 0, "a node short of IPs takes its marks back before asking the cloud"),
+    ];
+    for (pre, states, released, marked, unmarked, awaiting, meaning) in rows {
+        let mut node = Node::new(0, knobs(pre, 0, 0, 0)).eni(0, 2, 4);
+        for (p, state) in node.snap.pool.iter_mut().skip(2).zip(states) {
+            p.release = state;
+        }
+        let p = node.plan();
+        let got_released: Vec<Ipv4Addr> = p
+            .actions
+            .iter()
+            .flat_map(|a| match a {
+                Action::Release { ips, .. } => ips.clone(),
+                _ => vec![],
+            })
+            .collect();
+        let ips = |ns: &[u32]| ns.iter().map(|n| ip(*n)).collect::<Vec<_>>();
+        assert_eq!(got_released, ips(released), "released: {meaning}");
+        assert_eq!(p.mark, ips(marked), "marked: {meaning}");
+        assert_eq!(p.unmark, ips(unmarked), "unmarked: {meaning}");
+        assert_eq!(p.awaiting_agent, awaiting, "awaiting: {meaning}");
+    }
+}
+
+#[test]
+fn an_ip_a_pod_holds_is_never_released_even_if_answered_ready() {
+    // The agent's answer is stale: the operator's `used` says a pod holds ip 0.
+    let mut node = Node::new(0, knobs(0, 0, 0, 0)).eni(0, 1, 1).answered(ReleaseState::Ready);
+    node.snap.pool[0].release = Some(ReleaseState::Ready);
+    let p = node.plan();
+    let released: Vec<Ipv4Addr> =
+        p.actions.iter().flat_map(|a| if let Action::Release { ips, .. } = a { ips.clone() } else { vec![] }).collect();
+    assert_eq!(released, vec![ip(1)]);
+    assert_eq!(p.unmark, vec![ip(0)], "the held IP's entry goes back to the agent");
 }

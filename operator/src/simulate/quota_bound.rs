@@ -75,6 +75,7 @@ pub fn fresh_node_cost(fresh: &NodeSnapshot, profile: &CloudProfile) -> NodeCost
                     ip: Ipv4Addr::from(serial),
                     eni: eni.clone(),
                     free_since: Some(Duration::ZERO),
+                    release: None,
                 });
             }
         }
