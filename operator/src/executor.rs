@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use eni_ipam_api::{
-    EniId, EniStatus, InstanceId, InstanceType, PoolEntry, PoolKnobs, ReleaseState, SecurityGroupId, SubnetId,
-    VpcId, Zone,
+    EniId, EniStatus, InstanceId, InstanceType, PoolEntry, PoolKnobs, ReleaseState, SecurityGroupId,
+    SubnetId, VpcId, Zone,
 };
 use eni_ipam_cloud::{
     CloudError, CloudProvider, CreateEni, Eni, EniState, ErrorClass, InstanceLimits, RetryPolicy, tag,

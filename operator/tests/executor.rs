@@ -485,7 +485,11 @@ fn answered_ready(outcome: &NodeOutcome) -> BTreeMap<Ipv4Addr, ReleaseState> {
 async fn release_round(bed: &Bed, node: &mut NodeTarget) -> NodeOutcome {
     let unassigns = bed.calls(Api::UnassignPrivateIpAddresses);
     let marked = bed.executor.converge(node).await.expect("marks");
-    assert_eq!(bed.calls(Api::UnassignPrivateIpAddresses), unassigns, "nothing leaves before the agent answers");
+    assert_eq!(
+        bed.calls(Api::UnassignPrivateIpAddresses),
+        unassigns,
+        "nothing leaves before the agent answers"
+    );
     assert!(!marked.plan.mark.is_empty(), "the excess is marked: {:?}", marked.plan);
     node.release = answered_ready(&marked);
     bed.executor.converge(node).await.expect("releases")

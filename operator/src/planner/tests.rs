@@ -270,7 +270,8 @@ fn ips_on_an_attaching_eni_count_as_on_their_way() {
 #[test]
 fn release_takes_free_ips_past_the_delay_emptying_the_freest_eni_first() {
     // 12 free, pre 5: 7 excess. eni-2 has 5 free (all go), then 2 of eni-1's.
-    let node = Node::new(0, knobs(5, 0, 0, 0)).eni(0, 2, 3).eni(1, 0, 4).eni(2, 0, 5).answered(ReleaseState::Ready);
+    let node =
+        Node::new(0, knobs(5, 0, 0, 0)).eni(0, 2, 3).eni(1, 0, 4).eni(2, 0, 5).answered(ReleaseState::Ready);
     let p = node.plan();
     assert_eq!(p.excess, 7);
     let released: Vec<(String, usize)> = p
@@ -326,16 +327,65 @@ fn release_handshake_table() {
     use ReleaseState::*;
     // One ENI with 2 used and 4 free IPs (ip 2..=5 free), pre-allocate 2: 2 excess.
     // (knobs pre, state of each free IP, cloud-released, marked, unmarked, awaiting, what it means)
-    type Row = (u32, [Option<ReleaseState>; 4], &'static [u32], &'static [u32], &'static [u32], u32, &'static str);
+    type Row =
+        (u32, [Option<ReleaseState>; 4], &'static [u32], &'static [u32], &'static [u32], u32, &'static str);
     let rows: [Row; 8] = [
         (2, [None; 4], &[], &[2, 3], &[], 0, "excess IPs are marked first, never released unasked"),
         (2, [Some(Marked), Some(Marked), None, None], &[], &[], &[], 2, "marked IPs wait for the agent"),
-        (2, [Some(Ready), Some(Ready), None, None], &[2, 3], &[], &[], 0, "IPs the agent answered ready go back to the cloud"),
-        (2, [None, None, Some(Ready), Some(Ready)], &[4, 5], &[], &[], 0, "IPs already in the handshake are chosen first"),
-        (2, [Some(DoNotRelease), Some(Ready), None, None], &[3], &[4], &[2], 0, "a refusal is unmarked and another IP is marked instead"),
-        (2, [Some(Ready), Some(Marked), Some(Ready), None], &[2, 4], &[], &[3], 0, "marks beyond the excess are taken back"),
-        (4, [Some(Ready), Some(Marked), None, None], &[], &[], &[2, 3], 0, "no excess: every mark goes back to the agent"),
-        (6, [Some(Ready), None, None, None], &[], &[], &[2], 0, "a node short of IPs takes its marks back before asking the cloud"),
+        (
+            2,
+            [Some(Ready), Some(Ready), None, None],
+            &[2, 3],
+            &[],
+            &[],
+            0,
+            "IPs the agent answered ready go back to the cloud",
+        ),
+        (
+            2,
+            [None, None, Some(Ready), Some(Ready)],
+            &[4, 5],
+            &[],
+            &[],
+            0,
+            "IPs already in the handshake are chosen first",
+        ),
+        (
+            2,
+            [Some(DoNotRelease), Some(Ready), None, None],
+            &[3],
+            &[4],
+            &[2],
+            0,
+            "a refusal is unmarked and another IP is marked instead",
+        ),
+        (
+            2,
+            [Some(Ready), Some(Marked), Some(Ready), None],
+            &[2, 4],
+            &[],
+            &[3],
+            0,
+            "marks beyond the excess are taken back",
+        ),
+        (
+            4,
+            [Some(Ready), Some(Marked), None, None],
+            &[],
+            &[],
+            &[2, 3],
+            0,
+            "no excess: every mark goes back to the agent",
+        ),
+        (
+            6,
+            [Some(Ready), None, None, None],
+            &[],
+            &[],
+            &[2],
+            0,
+            "a node short of IPs takes its marks back before asking the cloud",
+        ),
     ];
     for (pre, states, released, marked, unmarked, awaiting, meaning) in rows {
         let mut node = Node::new(0, knobs(pre, 0, 0, 0)).eni(0, 2, 4);
@@ -365,8 +415,11 @@ fn an_ip_a_pod_holds_is_never_released_even_if_answered_ready() {
     let mut node = Node::new(0, knobs(0, 0, 0, 0)).eni(0, 1, 1).answered(ReleaseState::Ready);
     node.snap.pool[0].release = Some(ReleaseState::Ready);
     let p = node.plan();
-    let released: Vec<Ipv4Addr> =
-        p.actions.iter().flat_map(|a| if let Action::Release { ips, .. } = a { ips.clone() } else { vec![] }).collect();
+    let released: Vec<Ipv4Addr> = p
+        .actions
+        .iter()
+        .flat_map(|a| if let Action::Release { ips, .. } = a { ips.clone() } else { vec![] })
+        .collect();
     assert_eq!(released, vec![ip(1)]);
     assert_eq!(p.unmark, vec![ip(0)], "the held IP's entry goes back to the agent");
 }

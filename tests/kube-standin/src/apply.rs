@@ -99,17 +99,20 @@ pub(crate) fn changed_paths(a: &Value, b: &Value) -> FieldSet {
     FieldSet(all.into_iter().filter(|p| at(&a, p) != at(&b, p) && !p.is_empty()).collect())
 }
 
+/// Removes a leaf, and every parent object the removal leaves empty (as the apiserver
+/// drops a map entry whose fields no manager owns any more).
 fn remove_path(v: &mut Value, path: &[String]) {
-    let Some((last, parents)) = path.split_last() else { return };
-    let mut cur = v;
-    for k in parents {
-        match cur.get_mut(k) {
-            Some(c) => cur = c,
-            None => return,
-        }
+    let Some((first, rest)) = path.split_first() else { return };
+    let Some(o) = v.as_object_mut() else { return };
+    if rest.is_empty() {
+        o.remove(first);
+        return;
     }
-    if let Some(o) = cur.as_object_mut() {
-        o.remove(last);
+    if let Some(child) = o.get_mut(first) {
+        remove_path(child, rest);
+        if child.as_object().is_some_and(|m| m.is_empty()) {
+            o.remove(first);
+        }
     }
 }
 
@@ -241,5 +244,18 @@ mod tests {
         let applied = json!({"status": {"release": {"10.0.0.2": "marked"}}});
         let (next, _) = apply(&cur, &applied, &managers, "op", false, true, true).unwrap();
         assert_eq!(next, json!({"status": {"release": {"10.0.0.2": "marked"}, "used": {"x": "p"}}}));
+    }
+
+    #[test]
+    fn a_map_entry_whose_fields_the_manager_omits_goes_away_whole() {
+        let cur = json!({"spec": {"pool": {
+            "10.0.0.1": {"eni": "eni-1", "subnet": "s"},
+            "10.0.0.2": {"eni": "eni-1", "subnet": "s"}}}});
+        let mut managers = BTreeMap::new();
+        managers.insert("op".to_string(), owned_paths(&cur, true, Some(false)));
+        let applied = json!({"spec": {"pool": {"10.0.0.2": {"eni": "eni-1", "subnet": "s"}}}});
+        let (next, m) = apply(&cur, &applied, &managers, "op", true, true, false).unwrap();
+        assert_eq!(next, applied, "no empty entry is left behind for 10.0.0.1");
+        assert_eq!(m["op"].paths(), vec!["spec.pool.10.0.0.2.eni", "spec.pool.10.0.0.2.subnet"]);
     }
 }

@@ -1,0 +1,239 @@
+//! The excess-IP release handshake under pod churn: the real controller and the
+//! real agent code (its IPAM and its ENINode reporter, in process) against the
+//! stand-in apiserver and the fake cloud. Every unassign call is checked, at the
+//! moment it is made, against every agent's allocations.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use eni_ipam_agent::ipam::Ipam;
+use eni_ipam_agent::kube_side::Reporter;
+use eni_ipam_agent::metrics::Metrics;
+use eni_ipam_agent::pool::{NodePool, SubnetMap};
+use eni_ipam_agent::state::StateStore;
+use eni_ipam_api::agent_api::AllocateRequest;
+use eni_ipam_api::{EniId, InstanceId, InstanceType, VpcId};
+use eni_ipam_cloud::fake::{FakeCloud, FakeProvider};
+use eni_ipam_cloud::token_bucket::BucketSpec;
+use eni_ipam_cloud::{
+    BatchLimits, CallGuard, CloudKind, CloudProfile, CloudProvider, CloudResult, CreateEni, Eni, EniQuery,
+    InstanceLimits, Page, RetryPolicy, Subnet,
+};
+use eni_ipam_kube_standin::{ENINODES, KubeStandin};
+use eni_ipam_operator::run::{RunConfig, run_controller};
+use eni_ipam_operator::simulate::cloud_setup;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+
+const NODES: usize = 4;
+
+/// The fake cloud, with every unassign checked against what the agents hand out.
+struct Checked {
+    inner: FakeProvider,
+    agents: Arc<Mutex<Vec<Arc<Ipam>>>>,
+    unassigned: AtomicU64,
+    violations: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl CloudProvider for Checked {
+    fn kind(&self) -> CloudKind {
+        self.inner.kind()
+    }
+    fn batch_limits(&self) -> BatchLimits {
+        self.inner.batch_limits()
+    }
+    async fn instance_limits(&self, types: &[InstanceType]) -> CloudResult<Vec<InstanceLimits>> {
+        self.inner.instance_limits(types).await
+    }
+    async fn list_enis(
+        &self,
+        query: &EniQuery,
+        page_size: u32,
+        token: Option<String>,
+    ) -> CloudResult<Page<Eni>> {
+        self.inner.list_enis(query, page_size, token).await
+    }
+    async fn list_subnets(&self, vpc: &VpcId) -> CloudResult<Vec<Subnet>> {
+        self.inner.list_subnets(vpc).await
+    }
+    async fn create_eni(&self, request: &CreateEni) -> CloudResult<Eni> {
+        self.inner.create_eni(request).await
+    }
+    async fn attach_eni(&self, eni: &EniId, instance: &InstanceId, device_index: u32) -> CloudResult<()> {
+        self.inner.attach_eni(eni, instance, device_index).await
+    }
+    async fn assign_ips(&self, eni: &EniId, count: u32) -> CloudResult<Vec<Ipv4Addr>> {
+        self.inner.assign_ips(eni, count).await
+    }
+    async fn unassign_ips(&self, eni: &EniId, ips: &[Ipv4Addr]) -> CloudResult<()> {
+        for agent in self.agents.lock().unwrap().iter() {
+            let used = agent.used();
+            for ip in ips {
+                if let Some(pod) = used.get(&ip.to_string()) {
+                    self.violations.lock().unwrap().push(format!("{ip} unassigned while {pod} holds it"));
+                }
+            }
+        }
+        self.unassigned.fetch_add(ips.len() as u64, Ordering::Relaxed);
+        self.inner.unassign_ips(eni, ips).await
+    }
+    async fn detach_eni(&self, eni: &EniId) -> CloudResult<()> {
+        self.inner.detach_eni(eni).await
+    }
+    async fn delete_eni(&self, eni: &EniId) -> CloudResult<()> {
+        self.inner.delete_eni(eni).await
+    }
+    async fn tag_eni(&self, eni: &EniId, tags: &BTreeMap<String, String>) -> CloudResult<()> {
+        self.inner.tag_eni(eni, tags).await
+    }
+}
+
+fn fast_profile() -> CloudProfile {
+    let mut profile = CloudProfile::aws();
+    for spec in profile.buckets.values_mut() {
+        *spec = BucketSpec { burst: 100_000, per_second: 100_000.0 };
+    }
+    profile.attach_delay = Duration::from_millis(5);
+    profile.read_latency = Duration::ZERO;
+    profile.write_latency = Duration::ZERO;
+    profile
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_ip_in_use_is_ever_unassigned_while_pods_churn() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let (url, standin) = KubeStandin::start().await;
+    let profile = fast_profile();
+    let cloud = Arc::new(FakeCloud::new(profile.clone(), VpcId::from("vpc-churn"), 11));
+    let fleet = cloud_setup::launch(&cloud, NODES as u32, "m5.large", 8).unwrap();
+    for (i, (instance, zone)) in fleet.instances.iter().enumerate() {
+        let name = format!("node-{i}");
+        standin.create_node(&name, &format!("aws:///{zone}/{instance}"));
+        standin
+            .create(
+                ENINODES,
+                json!({"metadata":{"name":name},"spec":{
+                "instanceId":instance.to_string(),"instanceType":"m5.large","zone":zone.to_string(),
+                "vpcId":"vpc-churn","ipam":{"preAllocate":3},"firstInterfaceIndex":1}}),
+            )
+            .unwrap();
+    }
+    let agents = Arc::new(Mutex::new(Vec::new()));
+    let guard = Arc::new(CallGuard::for_profile(profile, 0.95, RetryPolicy::cloud_default(3)));
+    let provider = Arc::new(Checked {
+        inner: FakeProvider::new(cloud.clone(), guard),
+        agents: agents.clone(),
+        unassigned: AtomicU64::new(0),
+        violations: Mutex::new(Vec::new()),
+    });
+    let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+    let config = RunConfig {
+        cluster: "churn".into(),
+        vpc: VpcId::from("vpc-churn"),
+        workers: 4,
+        resync_interval: Duration::from_secs(2),
+        default_first_interface_index: 1,
+        release_delay: Duration::ZERO,
+        seed: 3,
+        gc_interval: Duration::from_secs(600),
+        gc_grace: Duration::from_secs(600),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(run_controller(client.clone(), provider.clone(), config, async move {
+        let _ = stop_rx.await;
+    }));
+
+    // One agent per node: its IPAM, its reporter (status.used and release answers), and pods coming and going.
+    let dir = tempfile::tempdir().unwrap();
+    let mut churners = Vec::new();
+    for i in 0..NODES {
+        let name = format!("node-{i}");
+        let store = StateStore::new(dir.path().join(format!("{name}.json")));
+        let (ipam, _) = Ipam::open(&name, store, NodePool::default(), None).unwrap();
+        let ipam = Arc::new(ipam);
+        agents.lock().unwrap().push(ipam.clone());
+        let reporter = Reporter::new(client.clone(), name.clone(), Duration::from_millis(50))
+            .with_resync(Duration::from_millis(100));
+        tokio::spawn(reporter.run(ipam.clone(), Arc::new(Metrics::default()), SubnetMap::default(), 0));
+        let (cloud, seed) = (cloud.clone(), i as u64);
+        churners.push(tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let mut pods: Vec<String> = Vec::new();
+            let (mut serial, mut handed_out, mut refused) = (0u32, 0u32, 0u32);
+            for _round in 0..60 {
+                let want = rng.random_range(0..=12usize);
+                while pods.len() > want {
+                    let pod = pods.swap_remove(rng.random_range(0..pods.len()));
+                    ipam.release(&pod, "eth0").unwrap();
+                }
+                while pods.len() < want {
+                    serial += 1;
+                    let pod = format!("{name}-pod-{serial}");
+                    let request = AllocateRequest {
+                        container_id: pod.clone(),
+                        if_name: "eth0".into(),
+                        pod_namespace: "default".into(),
+                        pod_name: pod.clone(),
+                    };
+                    match ipam.allocate(&request) {
+                        Ok(answer) => {
+                            // What a pod gets is on its node's ENI in the cloud, right now.
+                            let ip: Ipv4Addr = answer.ip.parse().unwrap();
+                            let assigned = cloud.console().all_enis().any(|e| e.secondary_ips.contains(&ip));
+                            assert!(assigned, "{pod} got {ip}, which is no longer assigned in the cloud");
+                            handed_out += 1;
+                            pods.push(pod);
+                        }
+                        Err(_) => {
+                            refused += 1; // pool empty for now: the operator is growing it
+                            break;
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(rng.random_range(20..150))).await;
+            }
+            (handed_out, refused)
+        }));
+    }
+    let mut handed_out = 0;
+    for churner in churners {
+        handed_out += churner.await.unwrap().0;
+    }
+    // Let the last marks be answered and released.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let violations = provider.violations.lock().unwrap().clone();
+    assert!(violations.is_empty(), "IPs in use were unassigned: {violations:?}");
+    let unassigned = provider.unassigned.load(Ordering::Relaxed);
+    assert!(handed_out > 100, "the churn handed out {handed_out} IPs");
+    assert!(unassigned > 0, "the churn exercised releases (unassigned {unassigned})");
+    // No IP in two pools, and every pool IP is on its ENI in the cloud.
+    let mut owners = BTreeMap::new();
+    for n in standin.list(ENINODES) {
+        for ip in n["spec"]["pool"].as_object().unwrap().keys() {
+            if let Some(other) = owners.insert(ip.clone(), n["metadata"]["name"].clone()) {
+                let holder: Vec<_> = cloud
+                    .console()
+                    .all_enis()
+                    .filter(|e| e.secondary_ips.contains(&ip.parse().unwrap()))
+                    .map(|e| (e.id.clone(), e.instance.clone()))
+                    .collect();
+                panic!(
+                    "{ip} in the pools of {other} and {}; the cloud has it on {holder:?}; {:#}",
+                    n["metadata"]["name"],
+                    json!(standin.list(ENINODES))
+                );
+            }
+        }
+    }
+    eprintln!("churn: {handed_out} IPs handed out, {unassigned} unassigned through the handshake, 0 in use");
+    stop_tx.send(()).unwrap();
+    controller.await.unwrap().unwrap();
+}
