@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use backon::Retryable;
 use serde::Serialize;
@@ -28,13 +29,48 @@ pub struct CallCounts {
     pub failed: u64,
 }
 
+/// How one attempt of a cloud call ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttemptResult {
+    /// The cloud answered with success.
+    Ok,
+    /// The cloud said "slow down".
+    Throttled,
+    /// Any other error.
+    Error,
+}
+
+impl AttemptResult {
+    /// Label value for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptResult::Ok => "ok",
+            AttemptResult::Throttled => "throttled",
+            AttemptResult::Error => "error",
+        }
+    }
+}
+
+/// Told about every attempt (metrics): which API, how it ended, how long the
+/// cloud took, and how long the client-side limiter held it back first.
+pub trait CallObserver: Send + Sync {
+    /// One attempt finished.
+    fn attempt(&self, api: Api, result: AttemptResult, latency: Duration, limiter_wait: Duration);
+}
+
 /// Limiter + retry + counters.
-#[derive(Debug)]
 pub struct CallGuard {
     profile: CloudProfile,
     buckets: BTreeMap<BucketId, TokenBucket>,
     retry: RetryPolicy,
     counts: Mutex<BTreeMap<Api, CallCounts>>,
+    observer: OnceLock<Arc<dyn CallObserver>>,
+}
+
+impl std::fmt::Debug for CallGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallGuard").field("profile", &self.profile.kind).field("retry", &self.retry).finish()
+    }
 }
 
 impl CallGuard {
@@ -42,7 +78,32 @@ impl CallGuard {
     /// profile's quotas at a safety margin, or what the admin configured).
     pub fn new(profile: CloudProfile, limits: BTreeMap<BucketId, BucketSpec>, retry: RetryPolicy) -> Self {
         let buckets = limits.into_iter().map(|(id, spec)| (id, TokenBucket::new(spec))).collect();
-        Self { profile, buckets, retry, counts: Mutex::new(BTreeMap::new()) }
+        Self { profile, buckets, retry, counts: Mutex::new(BTreeMap::new()), observer: OnceLock::new() }
+    }
+
+    /// Reports every attempt to `observer` from now on (once; later calls are ignored).
+    pub fn observe(&self, observer: Arc<dyn CallObserver>) {
+        let _ = self.observer.set(observer);
+    }
+
+    /// Waits for the limiter, runs one attempt, reports it.
+    async fn attempt<T>(&self, api: Api, call: impl Future<Output = CloudResult<T>>) -> CloudResult<T> {
+        let queued = tokio::time::Instant::now();
+        if let Some(bucket) = self.buckets.get(&self.profile.bucket_of(api)) {
+            bucket.acquire().await;
+        }
+        let sent = tokio::time::Instant::now();
+        self.count(api, |c| c.sent += 1);
+        let result = call.await;
+        if let Some(observer) = self.observer.get() {
+            let outcome = match &result {
+                Ok(_) => AttemptResult::Ok,
+                Err(e) if e.class == ErrorClass::Throttled => AttemptResult::Throttled,
+                Err(_) => AttemptResult::Error,
+            };
+            observer.attempt(api, outcome, sent.elapsed(), sent - queued);
+        }
+        result
     }
 
     /// The profile's quotas at `margin` of their rate (e.g. 0.95): the client
@@ -73,11 +134,7 @@ impl CallGuard {
         F: FnOnce() -> Fut,
         Fut: Future<Output = CloudResult<T>>,
     {
-        if let Some(bucket) = self.buckets.get(&self.profile.bucket_of(api)) {
-            bucket.acquire().await;
-        }
-        self.count(api, |c| c.sent += 1);
-        let result = op().await;
+        let result = self.attempt(api, op()).await;
         self.count_outcome(api, &result);
         result
     }
@@ -102,19 +159,9 @@ impl CallGuard {
         F: FnMut() -> Fut,
         Fut: Future<Output = CloudResult<T>>,
     {
-        let bucket = self.buckets.get(&self.profile.bucket_of(api));
         let mut op = op;
-        let attempt = || {
-            // Futures are lazy: nothing of the call runs before the limiter's token.
-            let call = op();
-            async move {
-                if let Some(bucket) = bucket {
-                    bucket.acquire().await;
-                }
-                self.count(api, |c| c.sent += 1);
-                call.await
-            }
-        };
+        // Futures are lazy: nothing of the call runs before the limiter's token.
+        let attempt = || self.attempt(api, op());
         let result = attempt
             .retry(self.retry.backoff())
             .sleep(tokio::time::sleep)
@@ -224,5 +271,44 @@ mod tests {
         }
         // 2 from the burst, 10 more at 10/s.
         assert_eq!(start.elapsed(), Duration::from_secs(1));
+    }
+
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<(Api, AttemptResult, Duration, Duration)>>);
+
+    impl CallObserver for Seen {
+        fn attempt(&self, api: Api, result: AttemptResult, latency: Duration, limiter_wait: Duration) {
+            self.0.lock().unwrap().push((api, result, latency, limiter_wait));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_observer_sees_every_attempt_with_its_latency_and_limiter_wait() {
+        let mut limits = BTreeMap::new();
+        let profile = CloudProfile::aws();
+        let bucket = profile.bucket_of(Api::AssignPrivateIpAddresses);
+        limits.insert(bucket, BucketSpec { burst: 1, per_second: 1.0 });
+        let retry = RetryPolicy::new(Duration::from_millis(100), Duration::from_secs(1), 5, 5);
+        let g = CallGuard::new(profile, limits, retry);
+        let seen = Arc::new(Seen::default());
+        g.observe(seen.clone());
+        let tries = AtomicU32::new(0);
+        let out = g
+            .call(Api::AssignPrivateIpAddresses, || async {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                if tries.fetch_add(1, Ordering::SeqCst) == 0 {
+                    Err(fail(Api::AssignPrivateIpAddresses, ErrorClass::Throttled))
+                } else {
+                    Ok(())
+                }
+            })
+            .await;
+        assert_eq!(out, Ok(()));
+        let seen = seen.0.lock().unwrap().clone();
+        assert_eq!(seen.len(), 2);
+        assert_eq!((seen[0].1, seen[1].1), (AttemptResult::Throttled, AttemptResult::Ok));
+        assert_eq!(seen[0].2, Duration::from_millis(30), "latency of the call itself");
+        assert_eq!(seen[0].3, Duration::ZERO, "the first token was in the bucket");
+        assert!(seen[1].3 > Duration::ZERO, "the retry waited for a token of a 1/s bucket: {:?}", seen[1]);
     }
 }

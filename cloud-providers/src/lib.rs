@@ -16,7 +16,7 @@ pub mod types;
 
 pub use api_call::Api;
 pub use error::{CloudError, CloudResult, ErrorClass, gone_is_done};
-pub use guard::{CallCounts, CallGuard};
+pub use guard::{AttemptResult, CallCounts, CallGuard, CallObserver};
 pub use profile::{BatchLimits, BucketId, CloudKind, CloudProfile};
 pub use provider::{CloudProvider, list_all_enis};
 pub use retry::RetryPolicy;

@@ -41,6 +41,18 @@ API: allocation in deficit order by a bounded worker pool, failures retried afte
 full-jitter backoff, and a VPC-wide bulk resync on a timer. It writes with server-side \
 apply under the field manager eni-ipam-operator.
 
+Excess IPs (free longer than --excess-ip-release-delay) are first marked in the \
+ENINode's status.release; the node's agent answers ready (no pod holds it, and it \
+stops handing it out) or do-not-release; only IPs answered ready go back to the cloud.
+
+ENIs tagged with --cluster-name whose node is gone, or that stay detached past \
+--eni-gc-grace, are deleted every --eni-gc-interval. Nothing without the tag is touched.
+
+With --leader-elect (the default), replicas elect a leader on a Lease; standbys keep \
+their caches warm and serve /metrics, /healthz and /readyz on --metrics-addr, but call \
+no cloud API. A leader that cannot renew within --leader-elect-renew-deadline stops \
+at once.
+
 The apiserver comes from --kubeconfig, else $KUBECONFIG or ~/.kube/config, else the \
 in-cluster service account.
 
@@ -86,27 +98,104 @@ pub struct RunArgs {
     /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster).
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
-    /// Nodes allocated for at once.
-    #[arg(long, env = "ENI_IPAM_PARALLEL_ALLOC_WORKERS", default_value_t = 64)]
-    pub parallel_alloc_workers: usize,
-    /// Period of the VPC-wide resync of all ENIs (jittered by a tenth).
-    #[arg(long, env = "ENI_IPAM_RESYNC_INTERVAL", default_value = "1m", value_parser = parse_duration)]
-    pub resync_interval: Duration,
-    /// How long a pool IP stays free before it is released back to the cloud.
+    #[command(flatten)]
+    pub controller: ControllerArgs,
+    /// How long a pool IP stays free before the operator marks it for release
+    /// (the agent then confirms no pod holds it before the cloud call).
     #[arg(long, env = "ENI_IPAM_EXCESS_IP_RELEASE_DELAY", default_value = "3m", value_parser = parse_duration)]
     pub excess_ip_release_delay: Duration,
-    /// Fraction of the cloud's published API quota the client allows itself.
-    #[arg(long, env = "ENI_IPAM_LIMITER_MARGIN", default_value_t = 0.95)]
-    pub limiter_margin: f64,
     /// Mean period of ENI garbage collection (jittered by half).
     #[arg(long, env = "ENI_IPAM_ENI_GC_INTERVAL", default_value = "5m", value_parser = parse_duration)]
     pub eni_gc_interval: Duration,
     /// A detached ENI tagged with this cluster is deleted after this long.
     #[arg(long, env = "ENI_IPAM_ENI_GC_GRACE", default_value = "10m", value_parser = parse_duration)]
     pub eni_gc_grace: Duration,
-    /// Seed of jitter and idempotency tokens (vary it across replicas).
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "ENI_IPAM_METRICS_ADDR", default_value = "0.0.0.0:9464")]
+    pub metrics_addr: std::net::SocketAddr,
+    /// Publish Kubernetes Events on Nodes when their pool state changes.
+    #[arg(long, env = "ENI_IPAM_NODE_EVENTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub node_events: bool,
+    #[command(flatten)]
+    pub leader: LeaderArgs,
+}
+
+/// Leader election: with two or more replicas, only the holder of a Lease works.
+#[derive(Debug, Args, Clone)]
+pub struct LeaderArgs {
+    /// Elect a leader on a coordination.k8s.io/v1 Lease; standbys serve health and
+    /// metrics but call no cloud API. Turn off only with a single replica.
+    #[arg(long, env = "ENI_IPAM_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// A standby takes over after seeing no renewal for this long.
+    #[arg(long, env = "ENI_IPAM_LEADER_ELECT_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub leader_elect_lease_duration: Duration,
+    /// The leader steps down (stops every cloud call) if it cannot renew within this long.
+    #[arg(long, env = "ENI_IPAM_LEADER_ELECT_RENEW_DEADLINE", default_value = "10s", value_parser = parse_duration)]
+    pub leader_elect_renew_deadline: Duration,
+    /// Pause between attempts to acquire or renew the Lease.
+    #[arg(long, env = "ENI_IPAM_LEADER_ELECT_RETRY_PERIOD", default_value = "2s", value_parser = parse_duration)]
+    pub leader_elect_retry_period: Duration,
+    /// Namespace of the Lease (normally the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "kube-system")]
+    pub leader_elect_namespace: String,
+    /// Name of the Lease.
+    #[arg(long, env = "ENI_IPAM_LEADER_ELECT_LEASE_NAME", default_value = "eni-ipam-operator")]
+    pub leader_elect_lease_name: String,
+    /// This replica's identity in the Lease (default: the pod name, else the host name, plus a random suffix).
+    #[arg(long, env = "ENI_IPAM_LEADER_ELECT_IDENTITY")]
+    pub leader_elect_identity: Option<String>,
+}
+
+impl LeaderArgs {
+    /// The election settings, or `None` with `--leader-elect=false`.
+    pub fn config(&self) -> Option<crate::leader::LeaderConfig> {
+        self.leader_elect.then(|| crate::leader::LeaderConfig {
+            namespace: self.leader_elect_namespace.clone(),
+            lease_name: self.leader_elect_lease_name.clone(),
+            identity: self.leader_elect_identity.clone().unwrap_or_else(default_identity),
+            lease_duration: self.leader_elect_lease_duration,
+            renew_deadline: self.leader_elect_renew_deadline,
+            retry_period: self.leader_elect_retry_period,
+        })
+    }
+}
+
+/// The pod name (`POD_NAME`) or host name, plus a random suffix: unique across restarts.
+fn default_identity() -> String {
+    let base = std::env::var("POD_NAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_owned()))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "eni-ipam-operator".into());
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    format!("{base}-{:08x}", nanos ^ std::process::id())
+}
+
+/// The controller settings `run` and `simulate` share.
+#[derive(Debug, Args, Clone)]
+pub struct ControllerArgs {
+    /// Nodes the operator works on at once (bounded worker pool).
+    #[arg(long, env = "ENI_IPAM_PARALLEL_ALLOC_WORKERS", default_value_t = 64)]
+    pub parallel_alloc_workers: usize,
+    /// Period of the bulk resync: all ENIs of the VPC in as few paginated
+    /// calls as the cloud allows, and the subnets (jittered by a tenth; e.g. 1m, 30s).
+    #[arg(long, env = "ENI_IPAM_RESYNC_INTERVAL", default_value = "1m", value_parser = parse_duration)]
+    pub resync_interval: Duration,
+    /// Client-side rate limit as a share of the cloud's published API quota, in (0, 1].
+    #[arg(long, env = "ENI_IPAM_LIMITER_MARGIN", default_value_t = 0.95, value_parser = parse_margin)]
+    pub limiter_margin: f64,
+    /// Seed of jitter and idempotency tokens (vary it across replicas; the simulator: same seed, same run).
     #[arg(long, env = "ENI_IPAM_SEED", default_value_t = 1)]
     pub seed: u64,
+}
+
+fn parse_margin(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(m) if m > 0.0 && m <= 1.0 => Ok(m),
+        _ => Err(format!("'{text}' is not a share in (0, 1]: e.g. 0.95 keeps 5% of the quota spare")),
+    }
 }
 
 const SIMULATE_ABOUT: &str = "\
@@ -195,25 +284,14 @@ pub struct SimulateArgs {
     pub instance_type: Option<String>,
     #[command(flatten)]
     pub knobs: KnobArgs,
-    /// Nodes the operator works on at once.
-    #[arg(long, env = "ENI_IPAM_PARALLEL_ALLOC_WORKERS", default_value_t = 64)]
-    pub parallel_alloc_workers: usize,
-    /// Seed of every random choice (latency, jitter, faults): same seed, same run.
-    #[arg(long, env = "ENI_IPAM_SEED", default_value_t = 1)]
-    pub seed: u64,
+    #[command(flatten)]
+    pub controller: ControllerArgs,
     /// Share of cloud calls answered with a 5xx error, in [0, 1).
     #[arg(long, default_value_t = 0.0)]
     pub fault_rate: f64,
-    /// Client-side rate limit as a share of the cloud's quota, in (0, 1].
-    #[arg(long, env = "ENI_IPAM_LIMITER_MARGIN", default_value_t = 0.95)]
-    pub limiter_margin: f64,
     /// Stop after this much simulated time even if nodes are not ready (e.g. 1h, 90s).
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub deadline: Duration,
-    /// Period of the bulk resync: all ENIs of the VPC in as few paginated
-    /// calls as the cloud allows, and the subnets (e.g. 1m, 30s).
-    #[arg(long, env = "ENI_IPAM_RESYNC_INTERVAL", default_value = "1m", value_parser = parse_duration)]
-    pub resync_interval: Duration,
     /// Run on the wall clock instead of virtual time (to watch it).
     #[arg(long)]
     pub real_time: bool,
@@ -272,12 +350,12 @@ impl SimulateArgs {
             instance_type: self.instance_type.clone(),
             knobs: self.knobs.knobs(),
             first_interface_index: self.knobs.first_interface_index,
-            workers: self.parallel_alloc_workers,
-            seed: self.seed,
+            workers: self.controller.parallel_alloc_workers,
+            seed: self.controller.seed,
             fault_rate: self.fault_rate,
-            limiter_margin: self.limiter_margin,
+            limiter_margin: self.controller.limiter_margin,
             deadline: self.deadline,
-            resync_interval: self.resync_interval,
+            resync_interval: self.controller.resync_interval,
             security_groups: self.security_groups.clone(),
             strategy: self.strategy,
         }

@@ -8,12 +8,13 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use eni_ipam_api::{ENINode, ReleaseState};
+use eni_ipam_api::{ENINode, ENINodeCondition, ReleaseState};
+use eni_ipam_cloud::ErrorClass;
 use eni_ipam_cloud::RetryPolicy;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::executor::{Executor, NodeOutcome, NodeTarget};
+use crate::executor::{ExecError, Executor, NodeOutcome, NodeTarget};
 use crate::node_store::{NodeStore, PoolUpdate};
 use crate::planner::{Shortfall, SubnetSelector};
 use crate::work_queue::WorkQueue;
@@ -29,6 +30,10 @@ pub enum NodeEvent {
         ready: bool,
         /// Why not, if not.
         shortfall: Option<Shortfall>,
+        /// IPs still missing (0 when ready).
+        needed: u32,
+        /// How long the work took.
+        took: Duration,
     },
     /// Failed; retried after `retry_in`.
     Failed {
@@ -38,6 +43,8 @@ pub enum NodeEvent {
         error: String,
         /// Backoff before the retry.
         retry_in: Duration,
+        /// How long the work took until it failed.
+        took: Duration,
     },
 }
 
@@ -148,37 +155,53 @@ impl Fleet {
     }
 
     async fn work(self: &Arc<Self>, name: &str) {
+        let started = tokio::time::Instant::now();
         let node = match self.store.get(name).await {
             // An agent answer in the cache may be older than our last unmark: decide a
             // release on what the apiserver says now, never on the cache.
             Ok(Some(node)) if has_ready_answer(&node) => match self.store.get_fresh(name).await {
                 Ok(Some(node)) => node,
                 Ok(None) => return,
-                Err(e) => return self.failed(name, e.to_string()),
+                Err(e) => return self.failed(name, e.to_string(), started),
             },
             Ok(Some(node)) => node,
             Ok(None) => return, // deleted meanwhile: GC's business
-            Err(e) => return self.failed(name, e.to_string()),
+            Err(e) => return self.failed(name, e.to_string(), started),
         };
         let target = self.target(&node);
         match self.executor.converge(&target).await {
             Ok(outcome) => {
                 self.failures.lock().expect("failures lock").remove(name);
                 self.track_free(name, &target, &outcome);
-                let (ready, shortfall) = (outcome.ready(), outcome.plan.shortfall.clone());
+                let (ready, shortfall, needed) =
+                    (outcome.ready(), outcome.plan.shortfall.clone(), outcome.plan.needed);
                 if let Some(short) = &shortfall {
                     tracing::info!(node = name, reason = short.reason(), "node short of IPs");
                 }
                 if let Err(e) = self.store.publish(name, update_of(&outcome)).await {
-                    return self.failed(name, e.to_string());
+                    return self.failed(name, e.to_string(), started);
                 }
-                let _ = self.events.send(NodeEvent::Converged { node: name.into(), ready, shortfall });
+                let took = started.elapsed();
+                let _ = self.events.send(NodeEvent::Converged {
+                    node: name.into(),
+                    ready,
+                    shortfall,
+                    needed,
+                    took,
+                });
             }
-            Err(e) => self.failed(name, e.to_string()),
+            Err(e) => {
+                // Say in the ENINode why the node is short, in words an admin can act on.
+                let condition = failure_condition(&e);
+                if let Err(store_error) = self.store.set_condition(name, condition).await {
+                    tracing::debug!(node = name, error = %store_error, "could not write the failure condition");
+                }
+                self.failed(name, e.to_string(), started)
+            }
         }
     }
 
-    fn failed(self: &Arc<Self>, name: &str, error: String) {
+    fn failed(self: &Arc<Self>, name: &str, error: String, started: tokio::time::Instant) {
         let attempt = {
             let mut failures = self.failures.lock().expect("failures lock");
             let n = failures.entry(name.to_owned()).or_default();
@@ -193,7 +216,8 @@ impl Fleet {
         } else {
             tracing::warn!(node = name, error = %error, attempt, retry_in_ms = retry_ms, "node not converged; retrying");
         }
-        let _ = self.events.send(NodeEvent::Failed { node: name.into(), error, retry_in });
+        let took = started.elapsed();
+        let _ = self.events.send(NodeEvent::Failed { node: name.into(), error, retry_in, took });
         let fleet = self.clone();
         let name = name.to_owned();
         tokio::spawn(async move {
@@ -279,6 +303,41 @@ fn update_of(outcome: &NodeOutcome) -> PoolUpdate {
         condition: PoolUpdate::pool_ready(ready, reason, message),
         release: outcome.release.iter().map(|(ip, state)| (ip.to_string(), *state)).collect(),
     }
+}
+
+/// The `PoolReady=False` condition for a node whose work failed.
+pub fn failure_condition(error: &ExecError) -> ENINodeCondition {
+    let (reason, advice) = match error {
+        ExecError::Cloud { source, .. } => match source.class {
+            ErrorClass::Throttled => (
+                "CloudThrottled",
+                "the cloud API is throttling; the operator retries with backoff, lower --limiter-margin if this lasts",
+            ),
+            ErrorClass::Auth => (
+                "CloudAuthError",
+                "the cloud refused the credentials or permissions; check the operator's IAM/RAM policy",
+            ),
+            ErrorClass::Quota => (
+                "CloudQuotaExceeded",
+                "an account quota (ENIs or IPs per region) is reached; raise it with the cloud provider",
+            ),
+            ErrorClass::SubnetFull => {
+                ("SubnetsExhausted", "the node's subnets are full; add subnets in its zone")
+            }
+            _ => ("CloudError", "a cloud call failed; the operator retries with backoff"),
+        },
+        ExecError::UnknownInstanceType { .. } => {
+            ("UnknownInstanceType", "the cloud does not describe this instance type")
+        }
+        ExecError::InstanceNotFound { .. } => {
+            ("InstanceNotFound", "check the node's providerID and the VPC id")
+        }
+        ExecError::AttachTimeout { .. } => {
+            ("AttachTimeout", "an ENI stayed attaching; the cloud may be degraded")
+        }
+        ExecError::NotConverged { .. } => ("Allocating", "still converging; the operator retries"),
+    };
+    PoolUpdate::pool_ready(false, reason, format!("{error}: {advice}"))
 }
 
 /// The agent has answered `ready` for some IP: the next plan may release it.

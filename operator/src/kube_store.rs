@@ -55,6 +55,40 @@ impl NodeStore for KubeNodeStore {
         })
     }
 
+    async fn set_condition(&self, name: &str, condition: ENINodeCondition) -> Result<(), StoreError> {
+        let Some(current) = self.cache.get(&ObjectRef::new(name)) else { return Ok(()) };
+        let mut conditions = current.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+        let mut condition = condition;
+        match conditions.iter_mut().find(|c| c.type_ == condition.type_) {
+            Some(old) if same_condition(old, &condition) => return Ok(()),
+            Some(old) => {
+                condition.last_transition_time =
+                    if old.status == condition.status && !old.last_transition_time.is_empty() {
+                        old.last_transition_time.clone()
+                    } else {
+                        now_rfc3339()
+                    };
+                *old = condition;
+            }
+            None => {
+                condition.last_transition_time = now_rfc3339();
+                conditions.push(condition);
+            }
+        }
+        // A merge patch of the list: an apply of conditions alone would drop the
+        // operator's other status fields (enis, available, eniCount).
+        let body = json!({"status": {"conditions": conditions}});
+        self.api.patch_status(name, &PatchParams::default(), &Patch::Merge(&body)).await.map_err(|e| {
+            StoreError {
+                node: name.into(),
+                message: format!(
+                    "writing status.conditions failed: {e}; check the operator's RBAC for eninodes/status"
+                ),
+            }
+        })?;
+        Ok(())
+    }
+
     async fn names(&self) -> Result<Vec<String>, StoreError> {
         Ok(self.cache.state().iter().filter_map(|n| n.metadata.name.clone()).collect())
     }

@@ -2,11 +2,15 @@
 //! node's pool of ENI IPs at its target, and simulates a fleet doing so.
 
 pub mod cli;
+pub mod controller;
 pub mod executor;
 pub mod fleet;
 pub mod gc;
 pub mod instances;
 pub mod kube_store;
+pub mod leader;
+pub mod metrics;
+pub mod node_events;
 pub mod node_store;
 pub mod planner;
 pub mod resync;

@@ -104,52 +104,69 @@ async fn kube_client(args: &RunArgs) -> anyhow::Result<kube::Client> {
 }
 
 async fn run_async(args: &RunArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
     use eni_ipam_cloud::fake::{FakeCloud, FakeProvider};
+    use eni_ipam_operator::controller::ControllerConfig;
+    use eni_ipam_operator::metrics::OperatorMetrics;
+    use eni_ipam_operator::run::{RunConfig, run_controller};
+    let leader = args.leader.config();
+    if let Some(leader) = &leader {
+        leader.validate().map_err(anyhow::Error::msg)?;
+    }
+    // Without an apiserver there is nothing to serve: say so in one line and exit.
     let client = kube_client(args).await?;
+    let metrics = Arc::new(OperatorMetrics::default());
+    eni_ipam_admin::serve_admin(args.metrics_addr, metrics.clone())
+        .await
+        .with_context(|| format!("cannot listen on --metrics-addr {}", args.metrics_addr))?;
     let vpc = VpcId::from(args.vpc.clone().unwrap_or_else(|| "vpc-fake".into()));
-    let retry = RetryPolicy::cloud_default(args.seed);
-    let (provider, first_index): (Arc<dyn eni_ipam_cloud::CloudProvider>, u32) = match args.cloud {
+    let shared = &args.controller;
+    let retry = RetryPolicy::cloud_default(shared.seed);
+    let profile = match args.cloud {
+        RunCloud::Fake | RunCloud::Aws => CloudProfile::aws(),
+        RunCloud::Alibaba => CloudProfile::alibaba(),
+    };
+    let first_index = profile.default_first_interface_index;
+    let guard = Arc::new(CallGuard::for_profile(profile.clone(), shared.limiter_margin, retry));
+    guard.observe(metrics.clone());
+    let provider: Arc<dyn eni_ipam_cloud::CloudProvider> = match args.cloud {
         RunCloud::Fake => {
-            let profile = CloudProfile::aws();
-            let first = profile.default_first_interface_index;
-            let cloud = Arc::new(FakeCloud::new(profile.clone(), vpc.clone(), args.seed));
-            let guard = Arc::new(CallGuard::for_profile(profile, args.limiter_margin, retry));
-            (Arc::new(FakeProvider::new(cloud, guard)), first)
+            let cloud = Arc::new(FakeCloud::new(profile, vpc.clone(), shared.seed));
+            Arc::new(FakeProvider::new(cloud, guard))
         }
         RunCloud::Aws => {
-            let profile = CloudProfile::aws();
-            let first = profile.default_first_interface_index;
-            let guard = Arc::new(CallGuard::for_profile(profile, args.limiter_margin, retry));
             let mut aws = AwsConfig::for_region(&args.aws_region);
             aws.endpoint = args.aws_endpoint.clone();
-            (Arc::new(AwsProvider::connect(aws, guard, &vpc).await?), first)
+            Arc::new(AwsProvider::connect(aws, guard, &vpc).await?)
         }
         RunCloud::Alibaba => {
-            let profile = CloudProfile::alibaba();
-            let first = profile.default_first_interface_index;
-            let guard = Arc::new(CallGuard::for_profile(profile, args.limiter_margin, retry));
             let mut alibaba = AlibabaConfig::new(args.alibaba_region.clone(), CredentialSource::Env);
             if let Some(url) = &args.alibaba_endpoint {
                 alibaba = alibaba.with_endpoint(url);
             }
-            (Arc::new(AlibabaProvider::new(alibaba, guard)?), first)
+            Arc::new(AlibabaProvider::new(alibaba, guard)?)
         }
     };
-    let config = eni_ipam_operator::run::RunConfig {
-        cluster: args.cluster_name.clone(),
-        vpc,
-        workers: args.parallel_alloc_workers,
-        resync_interval: args.resync_interval,
-        default_first_interface_index: first_index,
-        release_delay: args.excess_ip_release_delay,
-        seed: args.seed,
+    let config = RunConfig {
+        controller: ControllerConfig {
+            release_delay: args.excess_ip_release_delay,
+            default_first_interface_index: first_index,
+            ..ControllerConfig::new(&args.cluster_name, vpc, shared.parallel_alloc_workers, shared.seed)
+        },
+        resync_interval: shared.resync_interval,
         gc_interval: args.eni_gc_interval,
         gc_grace: args.eni_gc_grace,
+        leader,
+        node_events: args.node_events,
     };
-    tracing::info!(cloud = ?args.cloud, cluster = %args.cluster_name, "controller starting");
-    eni_ipam_operator::run::run_controller(client, provider, config, async {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("interrupted; stopping");
+    tracing::info!(cloud = ?args.cloud, cluster = %args.cluster_name, leader_elect = args.leader.leader_elect, "controller starting");
+    run_controller(client, provider, config, metrics, async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("a SIGTERM handler can be installed");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
+            _ = term.recv() => tracing::info!("SIGTERM; releasing the lease and stopping"),
+        }
     })
     .await
 }
@@ -157,7 +174,7 @@ async fn run_async(args: &RunArgs) -> anyhow::Result<()> {
 /// `simulate --bench`: every strategy, size and profile; tables, JSON, SVG.
 fn bench_command(args: &SimulateArgs, runtime: &tokio::runtime::Runtime, bar: &ProgressBar) -> ExitCode {
     let config = BenchConfig {
-        seed: args.seed,
+        seed: args.controller.seed,
         memory_binary: std::env::current_exe().ok(),
         ..BenchConfig::default()
     };

@@ -58,6 +58,8 @@ pub trait NodeStore: Send + Sync {
     async fn publish(&self, name: &str, update: PoolUpdate) -> Result<(), StoreError>;
     /// Names of every ENINode.
     async fn names(&self) -> Result<Vec<String>, StoreError>;
+    /// Replaces the operator's condition only (work failed; the pool is unchanged).
+    async fn set_condition(&self, name: &str, condition: ENINodeCondition) -> Result<(), StoreError>;
 }
 
 /// ENINodes in memory, with a count of writes (what an apiserver would see).
@@ -98,6 +100,17 @@ impl NodeStore for MemoryNodeStore {
 
     async fn names(&self) -> Result<Vec<String>, StoreError> {
         Ok(self.nodes.lock().expect("store lock").keys().cloned().collect())
+    }
+
+    async fn set_condition(&self, name: &str, condition: ENINodeCondition) -> Result<(), StoreError> {
+        let mut nodes = self.nodes.lock().expect("store lock");
+        let Some(node) = nodes.get_mut(name) else { return Ok(()) };
+        let status = node.status.get_or_insert_with(Default::default);
+        if status.conditions.first() != Some(&condition) {
+            status.conditions = vec![condition];
+            self.writes.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     async fn publish(&self, name: &str, update: PoolUpdate) -> Result<(), StoreError> {

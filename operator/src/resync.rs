@@ -44,11 +44,15 @@ pub enum Listing {
     PerInstance,
 }
 
+/// Told about every resync: VPC-wide or not, and how long it took.
+pub type ResyncObserver = Arc<dyn Fn(bool, Duration) + Send + Sync>;
+
 /// Handle to the resync task.
 #[derive(Clone)]
 pub struct Resyncer {
     tx: mpsc::UnboundedSender<Request>,
     counts: Arc<std::sync::Mutex<ResyncCounts>>,
+    observer: Arc<std::sync::OnceLock<ResyncObserver>>,
 }
 
 impl Resyncer {
@@ -73,8 +77,23 @@ impl Resyncer {
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let counts = Arc::new(std::sync::Mutex::new(ResyncCounts::default()));
-        tokio::spawn(run(provider, cache, vpc, window, rx, counts.clone(), listing));
-        Self { tx, counts }
+        let observer = Arc::new(std::sync::OnceLock::new());
+        let task = Task {
+            provider,
+            cache,
+            vpc,
+            window,
+            counts: counts.clone(),
+            listing,
+            observer: observer.clone(),
+        };
+        tokio::spawn(task.run(rx));
+        Self { tx, counts, observer }
+    }
+
+    /// Reports every resync to `observer` from now on (once).
+    pub fn observe(&self, observer: ResyncObserver) {
+        let _ = self.observer.set(observer);
     }
 
     /// Refreshes one instance's ENIs (maybe along with others').
@@ -97,57 +116,70 @@ impl Resyncer {
     }
 }
 
-async fn run(
+/// The resync task's state.
+struct Task {
     provider: Arc<dyn CloudProvider>,
     cache: Arc<InstancesCache>,
     vpc: VpcId,
     window: Duration,
-    mut rx: mpsc::UnboundedReceiver<Request>,
     counts: Arc<std::sync::Mutex<ResyncCounts>>,
     listing: Listing,
-) {
-    while let Some(first) = rx.recv().await {
-        tokio::time::sleep(window).await;
-        let mut batch = vec![first];
-        while let Ok(more) = rx.try_recv() {
-            batch.push(more);
-        }
-        let mut instances = BTreeSet::new();
-        let mut bulk = false;
-        for r in &batch {
-            match r {
-                Request::Instance(id, _) => {
-                    instances.insert(id.clone());
-                }
-                Request::Bulk(_) => bulk = true,
+    observer: Arc<std::sync::OnceLock<ResyncObserver>>,
+}
+
+impl Task {
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<Request>) {
+        let Task { provider, cache, vpc, window, counts, listing, observer } = self;
+        while let Some(first) = rx.recv().await {
+            tokio::time::sleep(window).await;
+            let mut batch = vec![first];
+            while let Ok(more) = rx.try_recv() {
+                batch.push(more);
             }
-        }
-        let limits = provider.batch_limits();
-        let per_instance_calls = instances.len().div_ceil(limits.instances_per_list.max(1) as usize);
-        let bulk_calls = (cache.eni_count() + instances.len()).div_ceil(limits.max_page_size as usize).max(1);
-        let result = if listing == Listing::PerSubnet {
-            counts.lock().expect("counts lock").bulk += 1;
-            per_subnet_resync(provider.as_ref(), &cache, &vpc).await
-        } else if listing == Listing::PerInstance && !bulk {
-            counts.lock().expect("counts lock").per_instance += 1;
-            let ids: Vec<InstanceId> = instances.into_iter().collect();
-            instance_resync(provider.as_ref(), &cache, &ids, 1).await
-        } else if bulk || bulk_calls < per_instance_calls {
-            counts.lock().expect("counts lock").bulk += 1;
-            // Subnets are refreshed on asked-for bulk resyncs only, not when a
-            // VPC listing is merely the cheaper way to serve instance requests.
-            bulk_resync(provider.as_ref(), &cache, &vpc, bulk).await
-        } else {
-            counts.lock().expect("counts lock").per_instance += 1;
-            let ids: Vec<InstanceId> = instances.into_iter().collect();
-            instance_resync(provider.as_ref(), &cache, &ids, limits.instances_per_list).await
-        };
-        counts.lock().expect("counts lock").requests += batch.len() as u64;
-        for r in batch {
-            let done = match r {
-                Request::Instance(_, d) | Request::Bulk(d) => d,
+            let started = tokio::time::Instant::now();
+            let mut instances = BTreeSet::new();
+            let mut bulk = false;
+            for r in &batch {
+                match r {
+                    Request::Instance(id, _) => {
+                        instances.insert(id.clone());
+                    }
+                    Request::Bulk(_) => bulk = true,
+                }
+            }
+            let limits = provider.batch_limits();
+            let per_instance_calls = instances.len().div_ceil(limits.instances_per_list.max(1) as usize);
+            let bulk_calls =
+                (cache.eni_count() + instances.len()).div_ceil(limits.max_page_size as usize).max(1);
+            let vpc_wide = match listing {
+                Listing::PerSubnet => true,
+                Listing::PerInstance => bulk,
+                Listing::Coalesced => bulk || bulk_calls < per_instance_calls,
             };
-            let _ = done.send(result.clone());
+            let result = if listing == Listing::PerSubnet {
+                counts.lock().expect("counts lock").bulk += 1;
+                per_subnet_resync(provider.as_ref(), &cache, &vpc).await
+            } else if vpc_wide {
+                counts.lock().expect("counts lock").bulk += 1;
+                // Subnets are refreshed on asked-for bulk resyncs only, not when a
+                // VPC listing is merely the cheaper way to serve instance requests.
+                bulk_resync(provider.as_ref(), &cache, &vpc, bulk).await
+            } else {
+                counts.lock().expect("counts lock").per_instance += 1;
+                let ids: Vec<InstanceId> = instances.into_iter().collect();
+                let per_call = if listing == Listing::PerInstance { 1 } else { limits.instances_per_list };
+                instance_resync(provider.as_ref(), &cache, &ids, per_call).await
+            };
+            if let Some(observe) = observer.get() {
+                observe(vpc_wide, started.elapsed());
+            }
+            counts.lock().expect("counts lock").requests += batch.len() as u64;
+            for r in batch {
+                let done = match r {
+                    Request::Instance(_, d) | Request::Bulk(d) => d,
+                };
+                let _ = done.send(result.clone());
+            }
         }
     }
 }

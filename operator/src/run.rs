@@ -1,50 +1,65 @@
-//! `eni-ipam-operator run`: the controller a cluster runs. It watches ENINodes
-//! (the agent registers them), keeps each node's `spec.pool` at the planner's
-//! target through the same fleet loop and executor the simulator drives, and
-//! resyncs the whole VPC on a timer.
-
-use std::sync::Arc;
-use std::time::Duration;
+//! `eni-ipam-operator run`: the controller a cluster runs. Every replica
+//! watches ENINodes and Nodes (reflector caches) and serves health and
+//! metrics; only the leader of the Lease works: it keeps each node's
+//! `spec.pool` at the planner's target through the same fleet loop and
+//! executor the simulator drives, resyncs the VPC on a timer and collects
+//! leaked ENIs. A leader that loses its Lease drops all of that at once.
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use eni_ipam_api::{ENINode, InstanceId, VpcId};
+use eni_ipam_api::{ENINode, InstanceId};
 use eni_ipam_cloud::{CloudProvider, RetryPolicy};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
+use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt, reflector};
 use kube::{Api, Client};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 
-use crate::executor::{Executor, ExecutorConfig};
-use crate::fleet::{Fleet, FleetConfig};
+use crate::controller::{Controller, ControllerConfig};
+use crate::fleet::Fleet;
 use crate::gc::Gc;
-use crate::instances::InstancesCache;
 use crate::kube_store::KubeNodeStore;
-use crate::resync::Resyncer;
+use crate::leader::{LeaderConfig, LeaderElector};
+use crate::metrics::OperatorMetrics;
+use crate::node_events;
 
-/// Settings of `run`, shared by the CLI and the tests.
+/// Settings of `run`.
 #[derive(Clone, Debug)]
 pub struct RunConfig {
-    /// Cluster name written in every ENI tag (and the only ENIs GC may touch).
-    pub cluster: String,
-    /// The cluster's VPC.
-    pub vpc: VpcId,
-    /// Nodes worked at once.
-    pub workers: usize,
+    /// What `run` shares with `simulate`.
+    pub controller: ControllerConfig,
     /// Period of the VPC-wide bulk resync.
     pub resync_interval: Duration,
-    /// First device index for pods when the ENINode does not say.
-    pub default_first_interface_index: u32,
-    /// A free IP is marked for release only after this long.
-    pub release_delay: Duration,
-    /// Seed of jitter and client tokens.
-    pub seed: u64,
     /// Mean period of ENI garbage collection (jittered).
     pub gc_interval: Duration,
     /// A tagged ENI detached this long is deleted.
     pub gc_grace: Duration,
+    /// Leader election (`None`: this replica always leads).
+    pub leader: Option<LeaderConfig>,
+    /// Publish Kubernetes Events on Nodes.
+    pub node_events: bool,
+}
+
+/// The caches every replica keeps.
+#[derive(Clone)]
+struct Caches {
+    eninodes: Store<ENINode>,
+    nodes: Store<Node>,
+    /// `true` once both hold a full list.
+    loaded: watch::Receiver<bool>,
+}
+
+impl Caches {
+    /// Waits until both caches hold a full list (`false`: the controller is stopping).
+    async fn wait_loaded(&self) -> bool {
+        self.loaded.clone().wait_for(|l| *l).await.is_ok()
+    }
 }
 
 /// Runs the controller until `shutdown` resolves or the ENINode watch ends.
@@ -52,55 +67,102 @@ pub async fn run_controller(
     client: Client,
     provider: Arc<dyn CloudProvider>,
     config: RunConfig,
-    shutdown: impl std::future::Future<Output = ()>,
+    metrics: Arc<OperatorMetrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let api: Api<ENINode> = Api::all(client.clone());
-    let cache = Arc::new(InstancesCache::new());
-    let resync =
-        Resyncer::spawn(provider.clone(), cache.clone(), config.vpc.clone(), Duration::from_millis(100));
-    let exec_config = ExecutorConfig {
-        cluster: config.cluster.clone(),
-        vpc: config.vpc.clone(),
-        release_delay: config.release_delay,
-        ..ExecutorConfig::default()
-    };
-    let executor = Arc::new(Executor::new(provider.clone(), cache, resync, exec_config, config.seed));
-    let (reader, writer) = reflector::store::<ENINode>();
-    let store = Arc::new(KubeNodeStore::new(api.clone(), reader.clone()));
-    let fleet_config = FleetConfig {
-        workers: config.workers,
-        default_first_interface_index: config.default_first_interface_index,
-        requeue: RetryPolicy::new(Duration::from_millis(500), Duration::from_secs(60), u32::MAX, config.seed),
-    };
-    let (fleet, mut events) = Fleet::new(executor, store, fleet_config);
-    // Node events feed metrics later; drain them so the channel stays small.
-    let drain = tokio::spawn(async move { while events.recv().await.is_some() {} });
-    let mut tasks = fleet.spawn_workers();
-    tasks.push(fleet.spawn_bulk_resync(config.resync_interval));
-    tasks.push(drain);
-    let (nodes, node_writer) = reflector::store::<Node>();
-    let node_stream =
-        reflector(node_writer, watcher::watcher(Api::<Node>::all(client), watcher::Config::default()))
-            .default_backoff()
-            .for_each(|ev| async move {
-                if let Err(e) = ev {
-                    tracing::warn!(error = %e, "Node watch failed; retrying with backoff");
-                }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut stopping = stop_rx.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let (mut leading, election) = match &config.leader {
+        Some(leader) => {
+            let mut stop = stop_rx.clone();
+            let (rx, task) = LeaderElector::new(client.clone(), leader.clone()).spawn(async move {
+                let _ = stop.wait_for(|s| *s).await;
             });
-    tasks.push(tokio::spawn(node_stream));
-    tasks.push(tokio::spawn(gc_loop(provider, config.clone(), reader.clone(), nodes)));
+            (rx, Some(task))
+        }
+        None => {
+            // Always leading: a sender that lives as long as the controller.
+            let (tx, rx) = watch::channel(true);
+            (rx, Some(tokio::spawn(async move { tx.closed().await })))
+        }
+    };
+
+    let api: Api<ENINode> = Api::all(client.clone());
+    let (eninodes, writer) = reflector::store::<ENINode>();
+    let (nodes, node_writer) = reflector::store::<Node>();
+    metrics.set_eninodes(Some(eninodes.clone()));
+    let (loaded_tx, loaded) = watch::channel(false);
+    let caches = Caches { eninodes: eninodes.clone(), nodes: nodes.clone(), loaded };
+    let mut background = JoinSet::new();
+    background.spawn(
+        reflector(
+            node_writer,
+            watcher::watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
+        )
+        .default_backoff()
+        .for_each(|ev| async move {
+            if let Err(e) = ev {
+                tracing::warn!(error = %e, "Node watch failed; retrying with backoff");
+            }
+        }),
+    );
+    {
+        // One waiter only: kube-runtime's Store wakes just the last of several
+        // concurrent `wait_until_ready` callers. Everyone else watches `loaded`.
+        let (eninodes, nodes, metrics, loaded) =
+            (eninodes.clone(), nodes.clone(), metrics.clone(), loaded_tx);
+        background.spawn(async move {
+            if eninodes.wait_until_ready().await.is_ok() && nodes.wait_until_ready().await.is_ok() {
+                metrics.set_ready();
+                let _ = loaded.send(true);
+            }
+        });
+    }
+
+    // The fleet of the current term, if this replica leads: watch events go to it.
+    let current: Arc<Mutex<Option<Arc<Fleet>>>> = Arc::new(Mutex::new(None));
+    let mut term: Option<JoinSet<()>> = None;
     let stream = reflector(writer, watcher::watcher(api, watcher::Config::default())).default_backoff();
     let mut stream = std::pin::pin!(stream);
-    let mut shutdown = std::pin::pin!(shutdown);
     let result = loop {
+        let lead = *leading.borrow_and_update();
+        if lead && term.is_none() {
+            metrics.set_leader(true);
+            term = Some(start_term(&client, &provider, &config, &caches, &metrics, &current));
+        } else if !lead && let Some(mut stopped) = term.take() {
+            // Lost the Lease: no cloud call from here on. Dropping the tasks cancels
+            // in-flight work at its next await.
+            if let Some(fleet) = current.lock().expect("fleet lock").take() {
+                fleet.close();
+            }
+            stopped.abort_all();
+            metrics.set_leader(false);
+            tracing::warn!("not the leader any more: stopped allocating, resyncing and collecting");
+        }
         tokio::select! {
-            () = &mut shutdown => break Ok(()),
+            _ = stopping.wait_for(|s| *s) => break Ok(()),
+            changed = leading.changed() => {
+                if changed.is_err() {
+                    // The election task ended (it only does at shutdown): stop leading.
+                    leading = watch::channel(false).1;
+                }
+            }
             ev = stream.next() => match ev {
-                Some(Ok(Event::Apply(node))) => fleet.consider(&node),
+                Some(Ok(Event::Apply(node))) => {
+                    if let Some(fleet) = current.lock().expect("fleet lock").as_ref() {
+                        fleet.consider(&node);
+                    }
+                }
                 // The cache takes a (re-)list in at its end: consider every node then.
                 Some(Ok(Event::InitDone)) => {
-                    for node in reader.state() {
-                        fleet.consider(&node);
+                    if let Some(fleet) = current.lock().expect("fleet lock").as_ref() {
+                        for node in eninodes.state() {
+                            fleet.consider(&node);
+                        }
                     }
                 }
                 Some(Ok(_)) => {}
@@ -109,11 +171,69 @@ pub async fn run_controller(
             }
         }
     };
-    fleet.close();
-    for t in tasks {
-        t.abort();
+    if let Some(fleet) = current.lock().expect("fleet lock").take() {
+        fleet.close();
+    }
+    drop(term);
+    if let Some(election) = election {
+        // Lets the election release the Lease (it saw the shutdown too).
+        drop(leading);
+        let _ = tokio::time::timeout(Duration::from_secs(5), election).await;
     }
     result
+}
+
+/// Starts a term as leader: the fleet, the bulk resync, GC and the node reports.
+/// Everything runs in the returned set; dropping it ends the term.
+fn start_term(
+    client: &Client,
+    provider: &Arc<dyn CloudProvider>,
+    config: &RunConfig,
+    caches: &Caches,
+    metrics: &Arc<OperatorMetrics>,
+    current: &Arc<Mutex<Option<Arc<Fleet>>>>,
+) -> JoinSet<()> {
+    let mut tasks = JoinSet::new();
+    let (client, provider, config, caches, metrics, current) =
+        (client.clone(), provider.clone(), config.clone(), caches.clone(), metrics.clone(), current.clone());
+    tasks.spawn(async move {
+        // Never plan from a partial cache: wait for both full lists.
+        if !caches.wait_loaded().await {
+            return;
+        }
+        let store = Arc::new(KubeNodeStore::new(Api::all(client.clone()), caches.eninodes.clone()));
+        let Controller { fleet, events, resync, .. } =
+            Controller::build(provider.clone(), store, &config.controller);
+        let observer = metrics.clone();
+        resync.observe(Arc::new(move |bulk, took| observer.resync(bulk, took)));
+        let identity = config.leader.as_ref().map_or("eni-ipam-operator", |l| l.identity.as_str());
+        let recorder =
+            config.node_events.then(|| Recorder::new(client.clone(), node_events::reporter(identity)));
+        let mut handles = fleet.spawn_workers();
+        handles.push(fleet.spawn_bulk_resync(config.resync_interval));
+        handles.push(tokio::spawn(node_events::report(events, metrics.clone(), recorder)));
+        handles.push(tokio::spawn(gc_loop(provider, config.clone(), caches.clone(), metrics)));
+        let _term = AbortOnDrop(handles);
+        *current.lock().expect("fleet lock") = Some(fleet.clone());
+        tracing::info!(nodes = caches.eninodes.state().len(), "leading: working every ENINode");
+        for node in caches.eninodes.state() {
+            fleet.consider(&node);
+        }
+        // The term lasts until this task is aborted; `_term` then stops every task of it.
+        std::future::pending::<()>().await;
+    });
+    tasks
+}
+
+/// Aborts its tasks when dropped (a `JoinHandle` alone would let them run on).
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
 
 /// The instance id at the end of a Node's `spec.providerID` (`aws:///zone/i-…`, `cn-hangzhou.i-…`).
@@ -123,38 +243,41 @@ fn instance_of(node: &Node) -> Option<InstanceId> {
     (!last.is_empty()).then(|| InstanceId::from(last))
 }
 
-/// Every `gc_interval` (jittered), deletes this cluster's ENIs whose node is gone and
-/// leaked ones past the grace. Never before both caches hold a full list: an empty
-/// cache would make every node look gone.
+/// Every `gc_interval` (jittered), deletes this cluster's ENIs whose node is
+/// gone and leaked ones past the grace. Runs only once both caches hold a full
+/// list: an empty cache would make every node look gone.
 async fn gc_loop(
     provider: Arc<dyn CloudProvider>,
     config: RunConfig,
-    eninodes: Store<ENINode>,
-    nodes: Store<Node>,
+    caches: Caches,
+    metrics: Arc<OperatorMetrics>,
 ) {
-    if eninodes.wait_until_ready().await.is_err() || nodes.wait_until_ready().await.is_err() {
-        return;
-    }
-    let mut gc = Gc::new(&config.cluster, config.vpc.clone(), config.gc_grace);
-    let jitter = RetryPolicy::new(config.gc_interval, config.gc_interval, u32::MAX, config.seed ^ 0x6c);
+    let cluster = &config.controller.cluster;
+    let mut gc = Gc::new(cluster, config.controller.vpc.clone(), config.gc_grace);
+    let jitter =
+        RetryPolicy::new(config.gc_interval, config.gc_interval, u32::MAX, config.controller.seed ^ 0x6c);
     loop {
         // Between half and one and a half intervals: replicas and restarts do not line up.
         tokio::time::sleep(config.gc_interval / 2 + jitter.jittered(0)).await;
         let node_names: BTreeSet<String> =
-            nodes.state().iter().filter_map(|n| n.metadata.name.clone()).collect();
-        let mut live: BTreeSet<InstanceId> = nodes.state().iter().filter_map(|n| instance_of(n)).collect();
+            caches.nodes.state().iter().filter_map(|n| n.metadata.name.clone()).collect();
+        let mut live: BTreeSet<InstanceId> =
+            caches.nodes.state().iter().filter_map(|n| instance_of(n)).collect();
         live.extend(
-            eninodes
+            caches
+                .eninodes
                 .state()
                 .iter()
                 .filter(|e| e.metadata.name.as_ref().is_some_and(|n| node_names.contains(n)))
                 .map(|e| e.spec.instance_id.clone()),
         );
         match gc.pass(provider.as_ref(), &live).await {
-            Ok(r) if !r.deleted.is_empty() || !r.failed.is_empty() => {
-                tracing::info!(deleted = r.deleted.len(), failed = r.failed.len(), "ENI GC pass")
+            Ok(r) => {
+                metrics.gc_deleted(r.deleted.len());
+                if !r.deleted.is_empty() || !r.failed.is_empty() {
+                    tracing::info!(deleted = r.deleted.len(), failed = r.failed.len(), "ENI GC pass");
+                }
             }
-            Ok(_) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "ENI GC pass failed to list the VPC's ENIs; next pass retries")
             }

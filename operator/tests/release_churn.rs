@@ -18,13 +18,13 @@ use eni_ipam_agent::state::StateStore;
 use eni_ipam_api::agent_api::AllocateRequest;
 use eni_ipam_api::{EniId, InstanceId, InstanceType, VpcId};
 use eni_ipam_cloud::fake::{FakeCloud, FakeProvider};
-use eni_ipam_cloud::token_bucket::BucketSpec;
 use eni_ipam_cloud::{
-    BatchLimits, CallGuard, CloudKind, CloudProfile, CloudProvider, CloudResult, CreateEni, Eni, EniQuery,
-    InstanceLimits, Page, RetryPolicy, Subnet,
+    BatchLimits, CallGuard, CloudKind, CloudProvider, CloudResult, CreateEni, Eni, EniQuery, InstanceLimits,
+    Page, RetryPolicy, Subnet,
 };
 use eni_ipam_kube_standin::{ENINODES, KubeStandin};
-use eni_ipam_operator::run::{RunConfig, run_controller};
+use eni_ipam_operator::metrics::OperatorMetrics;
+use eni_ipam_operator::run::run_controller;
 use eni_ipam_operator::simulate::cloud_setup;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -93,16 +93,7 @@ impl CloudProvider for Checked {
     }
 }
 
-fn fast_profile() -> CloudProfile {
-    let mut profile = CloudProfile::aws();
-    for spec in profile.buckets.values_mut() {
-        *spec = BucketSpec { burst: 100_000, per_second: 100_000.0 };
-    }
-    profile.attach_delay = Duration::from_millis(5);
-    profile.read_latency = Duration::ZERO;
-    profile.write_latency = Duration::ZERO;
-    profile
-}
+mod common;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_ip_in_use_is_ever_unassigned_while_pods_churn() {
@@ -111,7 +102,7 @@ async fn no_ip_in_use_is_ever_unassigned_while_pods_churn() {
         .with_test_writer()
         .try_init();
     let (url, standin) = KubeStandin::start().await;
-    let profile = fast_profile();
+    let profile = common::fast_profile();
     let cloud = Arc::new(FakeCloud::new(profile.clone(), VpcId::from("vpc-churn"), 11));
     let fleet = cloud_setup::launch(&cloud, NODES as u32, "m5.large", 8).unwrap();
     for (i, (instance, zone)) in fleet.instances.iter().enumerate() {
@@ -134,22 +125,16 @@ async fn no_ip_in_use_is_ever_unassigned_while_pods_churn() {
         unassigned: AtomicU64::new(0),
         violations: Mutex::new(Vec::new()),
     });
-    let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
-    let config = RunConfig {
-        cluster: "churn".into(),
-        vpc: VpcId::from("vpc-churn"),
-        workers: 4,
-        resync_interval: Duration::from_secs(2),
-        default_first_interface_index: 1,
-        release_delay: Duration::ZERO,
-        seed: 3,
-        gc_interval: Duration::from_secs(600),
-        gc_grace: Duration::from_secs(600),
-    };
+    let client = common::client(&url);
+    let mut config = common::run_config("churn", "vpc-churn", 4, 3);
+    config.controller.release_delay = Duration::ZERO;
+    config.resync_interval = Duration::from_secs(2);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(run_controller(client.clone(), provider.clone(), config, async move {
-        let _ = stop_rx.await;
-    }));
+    let metrics = Arc::new(OperatorMetrics::default());
+    let controller =
+        tokio::spawn(run_controller(client.clone(), provider.clone(), config, metrics, async move {
+            let _ = stop_rx.await;
+        }));
 
     // One agent per node: its IPAM, its reporter (status.used and release answers), and pods coming and going.
     let dir = tempfile::tempdir().unwrap();

@@ -65,7 +65,40 @@ fn run_help_explains_every_flag() {
         "--seed",
         "--eni-gc-interval",
         "--eni-gc-grace",
+        "--metrics-addr",
+        "--node-events",
+        "--leader-elect",
+        "--leader-elect-lease-duration",
+        "--leader-elect-renew-deadline",
+        "--leader-elect-retry-period",
+        "--leader-elect-namespace",
+        "--leader-elect-lease-name",
+        "--leader-elect-identity",
     ] {
-        assert!(help.contains(flag), "{flag} missing from run --help");
+        assert!(help.contains(&format!("      {flag} ")), "{flag} missing from run --help");
     }
+    // Every option is followed by a line of explanation, not just its name.
+    let lines: Vec<&str> = help.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim_start().starts_with("--") {
+            let next = lines.get(i + 1).map_or("", |l| l.trim());
+            assert!(!next.is_empty() && !next.starts_with("--"), "{line} has no explanation");
+        }
+    }
+}
+
+#[test]
+fn leader_durations_that_cannot_work_are_refused_before_anything_starts() {
+    let (code, stderr) = run(&[
+        "run",
+        "--cloud",
+        "fake",
+        "--leader-elect-lease-duration",
+        "10s",
+        "--leader-elect-renew-deadline",
+        "15s",
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--leader-elect-renew-deadline (15s) must be shorter"), "{stderr}");
 }

@@ -5,27 +5,23 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use eni_ipam_admin::Admin;
 use eni_ipam_api::VpcId;
 use eni_ipam_cloud::fake::{FakeCloud, FakeProvider};
-use eni_ipam_cloud::token_bucket::BucketSpec;
 use eni_ipam_cloud::{CallGuard, CloudProfile, CloudProvider, RetryPolicy};
-use eni_ipam_kube_standin::{ENINODES, KubeStandin};
+use eni_ipam_kube_standin::{ENINODES, EVENTS, KubeStandin};
+use eni_ipam_operator::metrics::OperatorMetrics;
 use eni_ipam_operator::run::{RunConfig, run_controller};
 use eni_ipam_operator::simulate::cloud_setup;
 use serde_json::json;
 
+mod common;
+
 /// An AWS-shaped fake cloud with quotas and delays small enough for real time.
 fn fast_cloud() -> (Arc<FakeCloud>, CloudProfile) {
-    let mut profile = CloudProfile::aws();
-    for spec in profile.buckets.values_mut() {
-        *spec = BucketSpec { burst: 100_000, per_second: 100_000.0 };
-    }
-    profile.attach_delay = Duration::from_millis(5);
-    profile.read_latency = Duration::ZERO;
-    profile.write_latency = Duration::ZERO;
+    let profile = common::fast_profile();
     (Arc::new(FakeCloud::new(profile.clone(), VpcId::from("vpc-run"), 7)), profile)
 }
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_eninodes_reach_their_pre_allocation_through_the_standin() {
     let _ = tracing_subscriber::fmt()
@@ -48,21 +44,17 @@ async fn two_hundred_eninodes_reach_their_pre_allocation_through_the_standin() {
             .unwrap();
     }
     let guard = Arc::new(CallGuard::for_profile(profile, 0.95, RetryPolicy::cloud_default(3)));
-    let provider: Arc<dyn CloudProvider> = Arc::new(FakeProvider::new(cloud.clone(), guard));
-    let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+    let provider: Arc<dyn CloudProvider> = Arc::new(FakeProvider::new(cloud.clone(), guard.clone()));
+    let client = common::client(&url);
     let config = RunConfig {
-        cluster: "test".into(),
-        vpc: VpcId::from("vpc-run"),
-        workers: 16,
-        resync_interval: Duration::from_secs(60),
-        default_first_interface_index: 1,
-        release_delay: Duration::from_secs(180),
-        seed: 1,
         gc_interval: Duration::from_millis(200),
-        gc_grace: Duration::from_secs(600),
+        node_events: true,
+        ..common::run_config("test", "vpc-run", 16, 1)
     };
+    let metrics = Arc::new(OperatorMetrics::default());
+    guard.observe(metrics.clone());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(run_controller(client, provider, config, async move {
+    let controller = tokio::spawn(run_controller(client, provider, config, metrics.clone(), async move {
         let _ = stop_rx.await;
     }));
     let ready = |standin: &KubeStandin| {
@@ -89,6 +81,33 @@ async fn two_hundred_eninodes_reach_their_pre_allocation_through_the_standin() {
         assert!(managers["eni-ipam-operator"].iter().any(|p| p.starts_with("spec.pool.")));
         assert!(managers["eni-ipam-operator"].iter().any(|p| p == "status.conditions"));
     }
+    // What an admin sees: metrics on the admin port and Events on the Nodes.
+    assert!(metrics.readiness().is_ok(), "ready once the caches are loaded");
+    let (status, text) =
+        eni_ipam_admin::fetch(eni_ipam_admin::admin_router(metrics.clone()), "/metrics").await;
+    assert_eq!(status, 200);
+    let pooled: usize =
+        standin.list(ENINODES).iter().map(|n| n["spec"]["pool"].as_object().unwrap().len()).sum();
+    for line in [
+        "eni_ipam_nodes{category=\"ok\"} 200".to_string(),
+        format!("eni_ipam_ips{{state=\"available\"}} {pooled}"),
+        "eni_ipam_ips{state=\"used\"} 0".to_string(),
+        "eni_ipam_operator_leader 1".to_string(),
+    ] {
+        assert!(text.contains(&line), "missing {line} in\n{text}");
+    }
+    let created = text
+        .lines()
+        .find(|l| l.starts_with("eni_ipam_eni_creations_total{result=\"ok\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(created >= 200, "one ENI created per node at least, counted: {created}\n{text}");
+    let ready_events = standin
+        .list(EVENTS)
+        .iter()
+        .filter(|e| e["reason"] == "PoolReady" && e["regarding"]["kind"] == "Node")
+        .count();
+    assert_eq!(ready_events, 200, "one PoolReady Event per Node");
     // No IP in two pools.
     let mut owners = BTreeMap::new();
     for n in standin.list(ENINODES) {

@@ -24,12 +24,10 @@ use eni_ipam_cloud::{
 };
 use tokio::time::Instant;
 
-use crate::executor::{Executor, ExecutorConfig};
-use crate::fleet::{Fleet, FleetConfig, NodeEvent};
-use crate::instances::InstancesCache;
+use crate::controller::{Controller, ControllerConfig};
+use crate::fleet::NodeEvent;
 use crate::node_store::MemoryNodeStore;
 use crate::planner::{EniView, NodeSnapshot, SubnetSelector};
-use crate::resync::Resyncer;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use report::{SimReport, percentile};
@@ -352,26 +350,19 @@ async fn drive(
     instance_type: &str,
     progress: &dyn Fn(u64),
 ) -> Drove {
-    let cache = Arc::new(InstancesCache::new());
     let strategy = config.strategy;
-    let listing = strategy.listing();
-    let resync = Resyncer::spawn_with(
-        provider.clone(),
-        cache.clone(),
-        vpc.clone(),
-        Duration::from_millis(100),
-        listing,
-    );
     let (max_actions_per_pass, pass_pause) = strategy.pacing();
-    let exec_config = ExecutorConfig {
-        cluster: "sim".into(),
-        vpc: vpc.clone(),
+    let controller_config = ControllerConfig {
+        release_delay: Duration::from_secs(180),
+        default_first_interface_index: profile.default_first_interface_index,
+        requeue: strategy.requeue(config.seed ^ 0xf1ee7),
+        listing: strategy.listing(),
         max_actions_per_pass,
         pass_pause,
-        max_passes: if max_actions_per_pass.is_some() { 64 } else { 6 },
-        ..ExecutorConfig::default()
+        // Daemons on every node work their node at once, all of them.
+        workers: if strategy.shared_limiter() { config.workers } else { instances.len() },
+        ..ControllerConfig::new("sim", vpc.clone(), config.workers, config.seed)
     };
-    let executor = Arc::new(Executor::new(provider, cache, resync.clone(), exec_config, config.seed));
     let store = Arc::new(MemoryNodeStore::new());
     let names: Vec<String> = (0..instances.len()).map(|n| format!("node-{n:05}")).collect();
     for (name, (instance, zone)) in names.iter().zip(instances) {
@@ -391,13 +382,8 @@ async fn drive(
         };
         store.insert(ENINode::new(name, spec));
     }
-    let fleet_config = FleetConfig {
-        // Daemons on every node work their node at once, all of them.
-        workers: if strategy.shared_limiter() { config.workers } else { instances.len() },
-        default_first_interface_index: profile.default_first_interface_index,
-        requeue: strategy.requeue(config.seed ^ 0xf1ee7),
-    };
-    let (fleet, mut events) = Fleet::new(executor, store.clone(), fleet_config);
+    let Controller { fleet, mut events, resync, .. } =
+        Controller::build(provider, store.clone(), &controller_config);
 
     // The nodes' ENINodes appear all at once: every node has the same deficit.
     let start = Instant::now();
