@@ -1,0 +1,1 @@
+//! Placeholder while the chart helpers are written.
