@@ -99,10 +99,7 @@ pub fn validate_kubernetes(manifests: &str, version: &str) -> Result<(), String>
     let args: Vec<String> =
         ["--strict", "--kubernetes-version", version, "-"].iter().map(|s| (*s).to_owned()).collect();
     let output = run("kubernetes-validate", &args, Some(manifests));
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let report =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     if output.status.success() { Ok(()) } else { Err(report) }
 }

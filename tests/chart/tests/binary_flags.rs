@@ -55,7 +55,10 @@ const BINARIES: &[Binary] = &[
         parse: |argv| eni_ipam_operator::cli::Cli::try_parse_from(argv).map(drop),
         not_for_admins: &[
             ("kubeconfig", "the pod uses its service account"),
-            ("seed", "one value for every replica would repeat idempotency tokens; the operator should derive it per process"),
+            (
+                "seed",
+                "one value for every replica would repeat idempotency tokens; the operator should derive it per process",
+            ),
         ],
     },
     Binary {
@@ -121,7 +124,8 @@ fn operator_argv(argv: Vec<String>, known: &[String], dropped: &mut BTreeSet<Str
             let Some(flag) = arg.strip_prefix("--").map(|f| f.split('=').next().unwrap_or(f)) else {
                 return true;
             };
-            let tolerated = !known.iter().any(|k| k == flag) && OPERATOR_FLAGS_NOT_YET_ACCEPTED.contains(&flag);
+            let tolerated =
+                !known.iter().any(|k| k == flag) && OPERATOR_FLAGS_NOT_YET_ACCEPTED.contains(&flag);
             if tolerated {
                 dropped.insert(format!("--{flag}"));
             }
@@ -195,7 +199,11 @@ fn every_flag_an_admin_tunes_is_reachable_from_values() {
         let known = known_flags(&(bin.parser)());
         let set = &set_flags[bin.program];
         for (flag, _why) in bin.not_for_admins {
-            assert!(known.contains(&(*flag).to_owned()), "{}: --{flag} is listed as not for admins but does not exist", bin.program);
+            assert!(
+                known.contains(&(*flag).to_owned()),
+                "{}: --{flag} is listed as not for admins but does not exist",
+                bin.program
+            );
         }
         for flag in &known {
             let excluded = bin.not_for_admins.iter().any(|(f, _)| f == flag);
@@ -228,12 +236,16 @@ fn the_agents_node_name_comes_from_the_pods_node() {
 
 #[test]
 fn device_plugin_and_webhook_agree_on_the_resource_and_the_socket() {
-    let objects = parse_documents(&Helm::default().render(&["examples/aws-values.yaml"], &["resourceName=example.com/pod-ip"]));
+    let objects = parse_documents(
+        &Helm::default().render(&["examples/aws-values.yaml"], &["resourceName=example.com/pod-ip"]),
+    );
     let all = containers(&objects);
     let plugin = command_line(container(&all, "device-plugin"), &eni_ipam_device_plugin::cli::Cli::command());
-    let plugin = eni_ipam_device_plugin::cli::Cli::try_parse_from(&plugin.argv).expect("device plugin args parse");
+    let plugin =
+        eni_ipam_device_plugin::cli::Cli::try_parse_from(&plugin.argv).expect("device plugin args parse");
     let webhook = command_line(container(&all, "webhook"), &eni_ipam_webhook::cli::WebhookArgs::command());
-    let webhook = eni_ipam_webhook::cli::WebhookArgs::try_parse_from(&webhook.argv).expect("webhook args parse");
+    let webhook =
+        eni_ipam_webhook::cli::WebhookArgs::try_parse_from(&webhook.argv).expect("webhook args parse");
     let agent = command_line(container(&all, "agent"), &eni_ipam_agent::cli::Cli::command());
     let agent = eni_ipam_agent::cli::Cli::try_parse_from(&agent.argv).expect("agent args parse");
     assert_eq!(plugin.resource_name, "example.com/pod-ip");

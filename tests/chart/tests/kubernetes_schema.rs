@@ -11,7 +11,9 @@ fn assert_valid(values: &[&str], sets: &[&str]) {
     let manifests = Helm::default().render(values, sets);
     assert!(parse_documents(&manifests).len() > 10, "too few objects rendered:\n{manifests}");
     if let Err(report) = validate_kubernetes(&manifests, KUBERNETES) {
-        panic!("kubernetes-validate --strict ({KUBERNETES}) refused the chart with {values:?} {sets:?}:\n{report}");
+        panic!(
+            "kubernetes-validate --strict ({KUBERNETES}) refused the chart with {values:?} {sets:?}:\n{report}"
+        );
     }
 }
 

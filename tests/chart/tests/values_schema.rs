@@ -7,9 +7,7 @@ use eni_ipam_chart_tests::Helm;
 
 /// Renders with `sets`, expects a refusal, prints and returns helm's message.
 fn refusal(sets: &[&str]) -> String {
-    let message = Helm::default()
-        .template(&[], sets)
-        .expect_err(&format!("helm must refuse {sets:?}"));
+    let message = Helm::default().template(&[], sets).expect_err(&format!("helm must refuse {sets:?}"));
     println!("{sets:?} ->\n{message}");
     message
 }
@@ -17,7 +15,10 @@ fn refusal(sets: &[&str]) -> String {
 #[test]
 fn a_string_where_a_number_is_expected_is_refused() {
     let message = refusal(&["pool.preAllocate=eight"]);
-    assert!(message.contains("pool.preAllocate: Invalid type. Expected: integer, given: string"), "{message}");
+    assert!(
+        message.contains("pool.preAllocate: Invalid type. Expected: integer, given: string"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -78,12 +79,18 @@ fn alibaba_without_an_access_key_secret_is_refused() {
 #[test]
 fn an_unknown_failure_policy_is_refused() {
     let message = refusal(&["webhook.failurePolicy=Retry"]);
-    assert!(message.contains("webhook.failurePolicy: webhook.failurePolicy must be one of the following"), "{message}");
+    assert!(
+        message.contains("webhook.failurePolicy: webhook.failurePolicy must be one of the following"),
+        "{message}"
+    );
 }
 
 #[test]
 fn two_operators_without_leader_election_are_refused() {
     let message = refusal(&["operator.leaderElection.enabled=false"]);
-    assert!(message.contains("operator.replicas is 2 but operator.leaderElection.enabled is false"), "{message}");
+    assert!(
+        message.contains("operator.replicas is 2 but operator.leaderElection.enabled is false"),
+        "{message}"
+    );
     Helm::default().render(&[], &["operator.leaderElection.enabled=false", "operator.replicas=1"]);
 }
