@@ -53,6 +53,7 @@ pub struct Cli {
     pub kube_url: Option<String>,
 }
 
+/// `500ms`, `1s`, `2m`: a whole, positive number and a unit.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad = || format!("{text:?} is not a duration like 1s, 500ms or 2m");
     let (number, unit) =
