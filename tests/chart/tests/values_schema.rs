@@ -94,3 +94,26 @@ fn two_operators_without_leader_election_are_refused() {
     );
     Helm::default().render(&[], &["operator.leaderElection.enabled=false", "operator.replicas=1"]);
 }
+
+#[test]
+fn leader_election_timings_that_cannot_work_are_refused() {
+    let message = refusal(&["operator.leaderElection.renewDeadline=20s"]);
+    assert!(
+        message
+            .contains("operator.leaderElection.renewDeadline (20s) must be shorter than leaseDuration (15s)"),
+        "{message}"
+    );
+    let message = refusal(&["operator.leaderElection.retryPeriod=1m"]);
+    assert!(
+        message.contains("operator.leaderElection.retryPeriod (1m) must be shorter than renewDeadline (10s)"),
+        "{message}"
+    );
+    Helm::default().render(
+        &[],
+        &[
+            "operator.leaderElection.leaseDuration=1m",
+            "operator.leaderElection.renewDeadline=40s",
+            "operator.leaderElection.retryPeriod=500ms",
+        ],
+    );
+}
