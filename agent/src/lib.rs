@@ -4,6 +4,7 @@
 
 pub mod allocator;
 pub mod backoff;
+pub mod cli;
 pub mod cni;
 pub mod ipam;
 pub mod kube_side;

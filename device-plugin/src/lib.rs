@@ -9,6 +9,7 @@
 //! - [`registration`], [`plugin`]: serving our socket and staying registered.
 
 pub mod agent_client;
+pub mod cli;
 pub mod counting;
 pub mod devices;
 pub mod duration;
