@@ -114,7 +114,7 @@ pub struct RunArgs {
     #[arg(long, env = "ENI_IPAM_METRICS_ADDR", default_value = "0.0.0.0:9464")]
     pub metrics_addr: std::net::SocketAddr,
     /// Publish Kubernetes Events on Nodes when their pool state changes.
-    #[arg(long, env = "ENI_IPAM_NODE_EVENTS", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = "ENI_IPAM_NODE_EVENTS", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub node_events: bool,
     #[command(flatten)]
     pub leader: LeaderArgs,
@@ -125,7 +125,7 @@ pub struct RunArgs {
 pub struct LeaderArgs {
     /// Elect a leader on a coordination.k8s.io/v1 Lease; standbys serve health and
     /// metrics but call no cloud API. Turn off only with a single replica.
-    #[arg(long, env = "ENI_IPAM_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = "ENI_IPAM_LEADER_ELECT", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub leader_elect: bool,
     /// A standby takes over after seeing no renewal for this long.
     #[arg(long, env = "ENI_IPAM_LEADER_ELECT_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
@@ -142,8 +142,9 @@ pub struct LeaderArgs {
     /// Name of the Lease.
     #[arg(long, env = "ENI_IPAM_LEADER_ELECT_LEASE_NAME", default_value = "eni-ipam-operator")]
     pub leader_elect_lease_name: String,
-    /// This replica's identity in the Lease (default: the pod name, else the host name, plus a random suffix).
-    #[arg(long, env = "ENI_IPAM_LEADER_ELECT_IDENTITY")]
+    /// This replica's identity in the Lease: the pod name (the chart sets POD_NAME);
+    /// without it, the host name plus a random suffix.
+    #[arg(long, env = "POD_NAME")]
     pub leader_elect_identity: Option<String>,
 }
 
@@ -161,11 +162,11 @@ impl LeaderArgs {
     }
 }
 
-/// The pod name (`POD_NAME`) or host name, plus a random suffix: unique across restarts.
+/// The host name plus a random suffix: unique across restarts.
 fn default_identity() -> String {
-    let base = std::env::var("POD_NAME")
+    let base = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_owned()))
+        .map(|h| h.trim().to_owned())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "eni-ipam-operator".into());
     let nanos =
@@ -186,9 +187,26 @@ pub struct ControllerArgs {
     /// Client-side rate limit as a share of the cloud's published API quota, in (0, 1].
     #[arg(long, env = "ENI_IPAM_LIMITER_MARGIN", default_value_t = 0.95, value_parser = parse_margin)]
     pub limiter_margin: f64,
-    /// Seed of jitter and idempotency tokens (vary it across replicas; the simulator: same seed, same run).
-    #[arg(long, env = "ENI_IPAM_SEED", default_value_t = 1)]
-    pub seed: u64,
+    /// Seed of jitter and idempotency tokens. `run` picks a new one per process
+    /// unless set (replicas and restarts must not repeat each other's tokens);
+    /// `simulate` uses 1 (same seed, same run).
+    #[arg(long, env = "ENI_IPAM_SEED")]
+    pub seed: Option<u64>,
+}
+
+impl ControllerArgs {
+    /// The seed for `simulate`: reproducible.
+    pub fn simulation_seed(&self) -> u64 {
+        self.seed.unwrap_or(1)
+    }
+
+    /// The seed for `run`: unique per process unless given.
+    pub fn process_seed(&self) -> u64 {
+        self.seed.unwrap_or_else(|| {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            (now.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32)
+        })
+    }
 }
 
 fn parse_margin(text: &str) -> Result<f64, String> {
@@ -351,7 +369,7 @@ impl SimulateArgs {
             knobs: self.knobs.knobs(),
             first_interface_index: self.knobs.first_interface_index,
             workers: self.controller.parallel_alloc_workers,
-            seed: self.controller.seed,
+            seed: self.controller.simulation_seed(),
             fault_rate: self.fault_rate,
             limiter_margin: self.controller.limiter_margin,
             deadline: self.deadline,

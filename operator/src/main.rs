@@ -121,7 +121,8 @@ async fn run_async(args: &RunArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on --metrics-addr {}", args.metrics_addr))?;
     let vpc = VpcId::from(args.vpc.clone().unwrap_or_else(|| "vpc-fake".into()));
     let shared = &args.controller;
-    let retry = RetryPolicy::cloud_default(shared.seed);
+    let seed = shared.process_seed();
+    let retry = RetryPolicy::cloud_default(seed);
     let profile = match args.cloud {
         RunCloud::Fake | RunCloud::Aws => CloudProfile::aws(),
         RunCloud::Alibaba => CloudProfile::alibaba(),
@@ -131,7 +132,7 @@ async fn run_async(args: &RunArgs) -> anyhow::Result<()> {
     guard.observe(metrics.clone());
     let provider: Arc<dyn eni_ipam_cloud::CloudProvider> = match args.cloud {
         RunCloud::Fake => {
-            let cloud = Arc::new(FakeCloud::new(profile, vpc.clone(), shared.seed));
+            let cloud = Arc::new(FakeCloud::new(profile, vpc.clone(), seed));
             Arc::new(FakeProvider::new(cloud, guard))
         }
         RunCloud::Aws => {
@@ -151,7 +152,7 @@ async fn run_async(args: &RunArgs) -> anyhow::Result<()> {
         controller: ControllerConfig {
             release_delay: args.excess_ip_release_delay,
             default_first_interface_index: first_index,
-            ..ControllerConfig::new(&args.cluster_name, vpc, shared.parallel_alloc_workers, shared.seed)
+            ..ControllerConfig::new(&args.cluster_name, vpc, shared.parallel_alloc_workers, seed)
         },
         resync_interval: shared.resync_interval,
         gc_interval: args.eni_gc_interval,
@@ -174,7 +175,7 @@ async fn run_async(args: &RunArgs) -> anyhow::Result<()> {
 /// `simulate --bench`: every strategy, size and profile; tables, JSON, SVG.
 fn bench_command(args: &SimulateArgs, runtime: &tokio::runtime::Runtime, bar: &ProgressBar) -> ExitCode {
     let config = BenchConfig {
-        seed: args.controller.seed,
+        seed: args.controller.simulation_seed(),
         memory_binary: std::env::current_exe().ok(),
         ..BenchConfig::default()
     };

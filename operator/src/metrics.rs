@@ -4,8 +4,8 @@
 //! and node gauges are computed from the ENINode cache at scrape time.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eni_ipam_admin::Admin;
@@ -20,6 +20,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::fleet::NodeEvent;
+use crate::instances::InstancesCache;
 use crate::planner::Shortfall;
 
 /// `op` and `result` of a cloud attempt.
@@ -68,6 +69,13 @@ pub struct SubnetLabels {
     pub state: &'static str,
 }
 
+/// One label `subnet`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SubnetLabel {
+    /// The subnet id.
+    pub subnet: String,
+}
+
 /// Node category.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CategoryLabel {
@@ -96,10 +104,12 @@ pub struct OperatorMetrics {
     gc_deleted: Counter,
     ips: Family<StateLabel, Gauge>,
     subnet_ips: Family<SubnetLabels, Gauge>,
+    subnet_free: Family<SubnetLabel, Gauge>,
     nodes: Family<CategoryLabel, Gauge>,
     leader: Gauge,
     node_states: Mutex<HashMap<String, NodeState>>,
     eninodes: Mutex<Option<Store<ENINode>>>,
+    cloud: Mutex<Option<Arc<InstancesCache>>>,
     ready: AtomicBool,
 }
 
@@ -144,6 +154,12 @@ impl Default for OperatorMetrics {
         registry.register("ips", "Pool IPs in the cluster: available, used, needed", ips.clone());
         let subnet_ips = Family::<SubnetLabels, Gauge>::default();
         registry.register("subnet_ips", "Pool IPs per subnet: available, used", subnet_ips.clone());
+        let subnet_free = Family::<SubnetLabel, Gauge>::default();
+        registry.register(
+            "subnet_free_ips",
+            "Free addresses per subnet as the cloud last said (leader only)",
+            subnet_free.clone(),
+        );
         let nodes = Family::<CategoryLabel, Gauge>::default();
         registry.register("nodes", "Nodes by category: ok, deficit, at-capacity", nodes.clone());
         let leader = Gauge::default();
@@ -161,10 +177,12 @@ impl Default for OperatorMetrics {
             gc_deleted,
             ips,
             subnet_ips,
+            subnet_free,
             nodes,
             leader,
             node_states: Mutex::new(HashMap::new()),
             eninodes: Mutex::new(None),
+            cloud: Mutex::new(None),
             ready: AtomicBool::new(false),
         }
     }
@@ -223,12 +241,18 @@ impl OperatorMetrics {
         self.leader.set(i64::from(leading));
         if !leading {
             self.node_states.lock().expect("metrics lock").clear();
+            *self.cloud.lock().expect("metrics lock") = None;
         }
     }
 
     /// The ENINode cache the IP gauges are computed from, once it holds a full list.
     pub fn set_eninodes(&self, store: Option<Store<ENINode>>) {
         *self.eninodes.lock().expect("metrics lock") = store;
+    }
+
+    /// The leader's instances cache (subnet free counts come from it).
+    pub fn set_cloud_cache(&self, cache: Arc<InstancesCache>) {
+        *self.cloud.lock().expect("metrics lock") = Some(cache);
     }
 
     /// The controller is up: watching, and leading or standing by.
@@ -264,6 +288,14 @@ impl OperatorMetrics {
                 .get_or_create(&SubnetLabels { subnet: subnet.clone(), state: "available" })
                 .set(avail);
             self.subnet_ips.get_or_create(&SubnetLabels { subnet, state: "used" }).set(in_use);
+        }
+        self.subnet_free.clear();
+        if let Some(cache) = self.cloud.lock().expect("metrics lock").as_ref() {
+            for subnet in cache.subnets() {
+                self.subnet_free
+                    .get_or_create(&SubnetLabel { subnet: subnet.id.to_string() })
+                    .set(subnet.free_ips.into());
+            }
         }
         for category in ["ok", "deficit", "at-capacity"] {
             let n = states.values().filter(|s| s.category == category).count();

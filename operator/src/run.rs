@@ -202,8 +202,9 @@ fn start_term(
             return;
         }
         let store = Arc::new(KubeNodeStore::new(Api::all(client.clone()), caches.eninodes.clone()));
-        let Controller { fleet, events, resync, .. } =
+        let Controller { fleet, events, resync, cache } =
             Controller::build(provider.clone(), store, &config.controller);
+        metrics.set_cloud_cache(cache);
         let observer = metrics.clone();
         resync.observe(Arc::new(move |bulk, took| observer.resync(bulk, took)));
         let identity = config.leader.as_ref().map_or("eni-ipam-operator", |l| l.identity.as_str());

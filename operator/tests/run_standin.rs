@@ -93,6 +93,7 @@ async fn two_hundred_eninodes_reach_their_pre_allocation_through_the_standin() {
         format!("eni_ipam_ips{{state=\"available\"}} {pooled}"),
         "eni_ipam_ips{state=\"used\"} 0".to_string(),
         "eni_ipam_operator_leader 1".to_string(),
+        "eni_ipam_subnet_free_ips{subnet=".to_string(),
     ] {
         assert!(text.contains(&line), "missing {line} in\n{text}");
     }
