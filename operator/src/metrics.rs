@@ -163,7 +163,11 @@ impl Default for OperatorMetrics {
         let nodes = Family::<CategoryLabel, Gauge>::default();
         registry.register("nodes", "Nodes by category: ok, deficit, at-capacity", nodes.clone());
         let leader = Gauge::default();
-        registry.register("operator_leader", "1 while this replica leads (calls the cloud)", leader.clone());
+        registry.register(
+            "operator_leader",
+            "Whether this replica leads and so calls the cloud (1) or stands by (0)",
+            leader.clone(),
+        );
         Self {
             registry,
             api_calls,

@@ -82,14 +82,17 @@ pub async fn run_controller(
             let (rx, task) = LeaderElector::new(client.clone(), leader.clone()).spawn(async move {
                 let _ = stop.wait_for(|s| *s).await;
             });
-            (rx, Some(task))
+            (rx, task)
         }
         None => {
             // Always leading: a sender that lives as long as the controller.
             let (tx, rx) = watch::channel(true);
-            (rx, Some(tokio::spawn(async move { tx.closed().await })))
+            (rx, tokio::spawn(async move { tx.closed().await }))
         }
     };
+    // If this future is dropped (the process dies), the election dies with it:
+    // no more renewals, so a standby takes over after one lease duration.
+    let mut election = AbortOnDrop(vec![election]);
 
     let api: Api<ENINode> = Api::all(client.clone());
     let (eninodes, writer) = reflector::store::<ENINode>();
@@ -175,10 +178,10 @@ pub async fn run_controller(
         fleet.close();
     }
     drop(term);
-    if let Some(election) = election {
-        // Lets the election release the Lease (it saw the shutdown too).
-        drop(leading);
-        let _ = tokio::time::timeout(Duration::from_secs(5), election).await;
+    // Lets the election release the Lease (it saw the shutdown too).
+    drop(leading);
+    if let Some(task) = election.0.pop() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
     result
 }
