@@ -3,8 +3,9 @@
 //! their node). The router routes each pod IP to the ENI that owns it, as the VPC knows
 //! secondary IPs. Only private addresses inside namespaces this test bed creates are used;
 //! the host's own namespace is never touched.
-
-#![allow(dead_code)]
+//!
+//! Shared by the datapath's tests (which drive the `Datapath` library directly) and the
+//! agent's (which run the agent and CNI binaries in a node namespace). Needs root and bpffs.
 
 pub mod netns;
 pub mod traffic;
@@ -124,20 +125,8 @@ impl Testbed {
             "nud",
             "permanent",
         ]);
-        let eni = &node.enis[spec.eni];
-        // The VPC fabric: the pod's IP lives behind the ENI that owns it.
-        self.router.ip(&["route", "add", &format!("{ip}/32"), "dev", &eni.router_link]);
-        self.router.ip(&[
-            "neigh",
-            "replace",
-            &ip,
-            "lladdr",
-            &eni.mac.to_string(),
-            "dev",
-            &eni.router_link,
-            "nud",
-            "permanent",
-        ]);
+        self.assign_in_vpc(spec.ip, spec.node, spec.eni);
+        let eni = &self.nodes[spec.node].enis[spec.eni];
         let endpoint = EndpointInfo {
             pod_veth_ifindex: veth_ifindex,
             pod_mac,
@@ -146,6 +135,24 @@ impl Testbed {
             gateway_mac: eni.gateway_mac,
         };
         self.pods.push(Pod { ns, ip: spec.ip, node: spec.node, eni: spec.eni, veth, endpoint });
+    }
+
+    /// The VPC fabric's side of a secondary IP: `ip` lives behind ENI `eni` of `node` (a route
+    /// and a static neighbour entry in the router, as the VPC knows its ENIs' addresses).
+    pub fn assign_in_vpc(&self, ip: Ipv4Addr, node: usize, eni: usize) {
+        let eni = &self.nodes[node].enis[eni];
+        self.router.ip(&["route", "replace", &format!("{ip}/32"), "dev", &eni.router_link]);
+        self.router.ip(&[
+            "neigh",
+            "replace",
+            &ip.to_string(),
+            "lladdr",
+            &eni.mac.to_string(),
+            "dev",
+            &eni.router_link,
+            "nud",
+            "permanent",
+        ]);
     }
 
     /// The endpoints the agent of `node` owns.
