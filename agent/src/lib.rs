@@ -5,11 +5,14 @@
 pub mod allocator;
 pub mod backoff;
 pub mod cni;
+pub mod datapath_metrics;
+pub mod endpoints;
 pub mod ipam;
 pub mod kube_side;
 pub mod live_containers;
 pub mod metrics;
 pub mod node_identity;
+pub mod node_links;
 pub mod pool;
 pub mod server;
 pub mod state;

@@ -8,12 +8,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use eni_ipam_agent::endpoints::{self, Endpoints};
 use eni_ipam_agent::ipam::Ipam;
 use eni_ipam_agent::metrics::{Metrics, admin_router};
 use eni_ipam_agent::pool::{NodePool, SubnetMap, parse_subnet_flag};
 use eni_ipam_agent::server::{ApiState, bind_socket, resolve_group, router};
 use eni_ipam_agent::state::StateStore;
 use eni_ipam_agent::{kube_side, live_containers};
+use eni_ipam_datapath::{DEFAULT_PIN_DIR, Datapath, Ipv4Prefix};
 
 /// The eni-ipam node agent.
 #[derive(Parser, Debug)]
@@ -59,6 +61,49 @@ struct Cli {
     /// The kube-apiserver URL (default: in-cluster or kubeconfig).
     #[arg(long, env = "ENI_IPAM_KUBE_URL")]
     kube_url: Option<String>,
+    /// Pod datapath: `ebpf` loads (or adopts after a restart) the eBPF programs and keeps their
+    /// maps equal to the IPAM; `none` leaves pods to kernel routing (hosts without eBPF, tests).
+    #[arg(long, env = "ENI_IPAM_DATAPATH", value_enum, default_value_t = DatapathMode::Ebpf)]
+    datapath: DatapathMode,
+    /// bpffs directory where the datapath's programs, maps and links are pinned.
+    #[arg(long, env = "ENI_IPAM_BPF_PIN_DIR", default_value = DEFAULT_PIN_DIR)]
+    bpf_pin_dir: PathBuf,
+    /// Destination pods reach through the node's own stack instead of their ENI (node
+    /// addresses, the service CIDR): CIDR, repeat or separate by spaces. Only with `--datapath=ebpf`.
+    #[arg(long = "host-route", env = "ENI_IPAM_HOST_ROUTES", value_delimiter = ' ', value_parser = parse_prefix)]
+    host_routes: Vec<Ipv4Prefix>,
+}
+
+/// Which datapath forwards pod traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum DatapathMode {
+    /// eBPF programs on pod veths and ENIs (production).
+    Ebpf,
+    /// No datapath: the kernel routes pod traffic.
+    None,
+}
+
+fn parse_prefix(text: &str) -> Result<Ipv4Prefix, String> {
+    let bad = || format!("{text:?} is not an IPv4 CIDR like 10.96.0.0/12");
+    let (addr, len) = text.split_once('/').ok_or_else(bad)?;
+    Ipv4Prefix::new(addr.parse().map_err(|_| bad())?, len.parse().map_err(|_| bad())?).ok_or_else(bad)
+}
+
+/// Loads or adopts the datapath and sets its host routes; errors say how to run without it.
+fn start_datapath(cli: &Cli) -> anyhow::Result<Option<Datapath>> {
+    if cli.datapath == DatapathMode::None {
+        tracing::info!("--datapath=none: pod traffic is left to kernel routing");
+        return Ok(None);
+    }
+    let pin_dir = &cli.bpf_pin_dir;
+    let mut datapath = Datapath::load_or_adopt(pin_dir).with_context(|| {
+        format!(
+            "cannot start the eBPF datapath (pins under {}); fix the node or run with --datapath=none",
+            pin_dir.display()
+        )
+    })?;
+    datapath.set_host_routes(&cli.host_routes).context("cannot set the datapath's host routes")?;
+    Ok(Some(datapath))
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -135,11 +180,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         tracing::warn!(node = %cli.node_name, %key, "a pod holds an IP that is no longer in the pool");
     }
     let ipam = Arc::new(ipam);
-    let metrics = Arc::new(Metrics::default());
+    let datapath = start_datapath(&cli)?;
+    let with_datapath = datapath.is_some();
+    let endpoints = Arc::new(Endpoints::new(ipam.clone(), datapath));
+    endpoints::log_start(
+        &endpoints.reconcile().context("cannot reconcile the datapath with the IPAM state")?,
+    );
+    let metrics = Arc::new(Metrics::new(with_datapath.then(|| endpoints.clone())));
 
     let gid = cli.socket_group.as_deref().map(resolve_group).transpose()?;
     let listener = bind_socket(&cli.socket, gid)?;
-    let api = router(ApiState { ipam: ipam.clone(), metrics: metrics.clone() });
+    let api = router(ApiState { ipam: ipam.clone(), endpoints, metrics: metrics.clone() });
     let admin = tokio::net::TcpListener::bind(&cli.metrics_addr)
         .await
         .with_context(|| format!("cannot listen on --metrics-addr {}", cli.metrics_addr))?;

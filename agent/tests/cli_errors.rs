@@ -16,6 +16,7 @@ fn agent(dir: &std::path::Path, extra: &[&str]) -> (bool, String) {
         .arg(dir.join("agent.sock"))
         .arg("--state-file")
         .arg(dir.join("state.json"))
+        .args(if extra.contains(&"--datapath") { &[][..] } else { &["--datapath", "none"][..] })
         .args(extra)
         .stdout(Stdio::null())
         .output()

@@ -7,8 +7,8 @@ pub mod ids;
 pub mod knobs;
 
 pub use agent_api::{
-    AllocateRequest, AllocateResponse, ApiError, DEFAULT_AGENT_SOCKET, HealthzResponse, IpamHealth,
-    ReleaseRequest,
+    AllocateRequest, AllocateResponse, ApiError, DEFAULT_AGENT_SOCKET, EndpointRequest, HealthzResponse,
+    IpamHealth, ReleaseRequest,
 };
 pub use eninode::{
     ConditionStatus, ENINode, ENINodeCondition, ENINodeSpec, ENINodeStatus, EniStatus, PoolEntry,
