@@ -155,6 +155,25 @@ impl Testbed {
         ]);
     }
 
+    /// The node has resolved the VPC gateway `gateway` of ENI `eni` (as ARP would on a cloud
+    /// node): a neighbour entry on the ENI link with the router end's MAC. The agent reads the
+    /// gateway MAC of its endpoints from there.
+    pub fn resolve_vpc_gateway(&self, node: usize, eni: usize, gateway: Ipv4Addr) {
+        let n = &self.nodes[node];
+        let eni = &n.enis[eni];
+        n.ns.ip(&[
+            "neigh",
+            "replace",
+            &gateway.to_string(),
+            "lladdr",
+            &eni.gateway_mac.to_string(),
+            "dev",
+            &eni.name,
+            "nud",
+            "permanent",
+        ]);
+    }
+
     /// The endpoints the agent of `node` owns.
     pub fn desired(&self, node: usize) -> BTreeMap<Ipv4Addr, EndpointInfo> {
         self.pods.iter().filter(|p| p.node == node).map(|p| (p.ip, p.endpoint)).collect()
