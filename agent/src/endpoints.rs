@@ -114,11 +114,14 @@ impl Endpoints {
                 Err(reason) => report.skipped.push(format!("{}: {reason}", allocation.key)),
             }
         }
-        for (ip, info) in &desired {
-            datapath
-                .attach_pod(info.pod_veth_ifindex)
-                .map_err(|source| EndpointError::Datapath { ip: ip.to_string(), source })?;
-        }
+        // A veth that vanished since it was resolved (its pod is going away) is not fatal.
+        desired.retain(|ip, info| match datapath.attach_pod(info.pod_veth_ifindex) {
+            Ok(()) => true,
+            Err(error) => {
+                report.skipped.push(format!("{ip}: {error}"));
+                false
+            }
+        });
         let changed = datapath
             .reconcile(&desired)
             .map_err(|source| EndpointError::Datapath { ip: "(reconcile)".into(), source })?;

@@ -93,6 +93,28 @@ async fn list(State(state): State<ApiState>) -> Response {
     axum::Json(AllocationList { allocations: state.ipam.list() }).into_response()
 }
 
+/// Runs one IPAM call on the blocking pool (it waits for fsync), counts it under `op`, and
+/// answers with `ok` or the error's response.
+async fn blocking<T, E>(
+    state: &ApiState,
+    op: &'static str,
+    call: impl FnOnce() -> Result<T, E> + Send + 'static,
+    ok: impl FnOnce(T) -> Response,
+    failed: impl FnOnce(E) -> Response,
+) -> Response
+where
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    let result = tokio::task::spawn_blocking(call).await;
+    state.metrics.count_call(op, matches!(result, Ok(Ok(_))));
+    match result {
+        Ok(Ok(value)) => ok(value),
+        Ok(Err(err)) => failed(err),
+        Err(join) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{op} task failed: {join}")),
+    }
+}
+
 async fn allocate(State(state): State<ApiState>, body: Bytes) -> Response {
     let request: AllocateRequest =
         match parse(&body, "AllocateRequest ({containerId, ifName, podNamespace, podName})") {
@@ -100,26 +122,17 @@ async fn allocate(State(state): State<ApiState>, body: Bytes) -> Response {
             Err(message) => return error(StatusCode::BAD_REQUEST, message),
         };
     let ipam = state.ipam.clone();
-    let result = tokio::task::spawn_blocking(move || ipam.allocate(&request)).await;
-    state.metrics.count_call("allocate", result.as_ref().map(|r| r.is_ok()).unwrap_or(false));
-    match result {
-        Ok(Ok(answer)) => axum::Json(answer).into_response(),
-        Ok(Err(err)) => ipam_error(err),
-        Err(join) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("allocation task failed: {join}")),
-    }
+    let call = move || ipam.allocate(&request);
+    blocking(&state, "allocate", call, |answer| axum::Json(answer).into_response(), ipam_error).await
 }
 
 async fn release(state: ApiState, container_id: String, if_name: String) -> Response {
     let endpoints = state.endpoints.clone();
-    let result = tokio::task::spawn_blocking(move || endpoints.release(&container_id, &if_name)).await;
-    state.metrics.count_call("release", result.as_ref().map(|r| r.is_ok()).unwrap_or(false));
-    match result {
-        Ok(Ok(_)) => StatusCode::NO_CONTENT.into_response(),
-        Ok(Err(err)) => endpoint_error(err),
-        Err(join) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("release task failed: {join}")),
-    }
+    let call = move || endpoints.release(&container_id, &if_name);
+    blocking(&state, "release", call, |_| StatusCode::NO_CONTENT.into_response(), endpoint_error).await
 }
 
+/// `POST /v1/endpoint`: the pod's veth, from the CNI plugin after ADD made it.
 async fn register_endpoint(State(state): State<ApiState>, body: Bytes) -> Response {
     let request: EndpointRequest =
         match parse(&body, "EndpointRequest ({containerId, ifName, hostVeth, hostVethIfindex, podMac})") {
@@ -127,13 +140,8 @@ async fn register_endpoint(State(state): State<ApiState>, body: Bytes) -> Respon
             Err(message) => return error(StatusCode::BAD_REQUEST, message),
         };
     let endpoints = state.endpoints.clone();
-    let result = tokio::task::spawn_blocking(move || endpoints.register(&request)).await;
-    state.metrics.count_call("endpoint", result.as_ref().map(|r| r.is_ok()).unwrap_or(false));
-    match result {
-        Ok(Ok(_)) => StatusCode::NO_CONTENT.into_response(),
-        Ok(Err(err)) => endpoint_error(err),
-        Err(join) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("endpoint task failed: {join}")),
-    }
+    let call = move || endpoints.register(&request);
+    blocking(&state, "endpoint", call, |_| StatusCode::NO_CONTENT.into_response(), endpoint_error).await
 }
 
 async fn release_by_body(State(state): State<ApiState>, body: Bytes) -> Response {

@@ -71,34 +71,22 @@ impl AgentNode {
     /// CNI ADD of a new pod through the real plugin, run in the node namespace; its IP.
     fn add_pod(&mut self, container: &str) -> Ipv4Addr {
         let pod = Netns::create(format!("eni-{}-{}-{container}", std::process::id(), self.tag));
-        let node = self.bed.nodes[0].ns.name().to_owned();
-        let run = run_plugin(
-            "ADD",
-            container,
-            pod.path().to_str().unwrap(),
-            "eth0",
-            &self.config(),
-            Some(&node),
-            "",
-        );
-        assert!(run.ok, "ADD {container}: {}\nagent log:\n{}", run.raw, self.agent_log());
         self.pods.insert(container.to_owned(), pod);
-        address_of(&run.stdout.unwrap()).parse().unwrap()
+        address_of(&self.cni("ADD", container).unwrap()).parse().unwrap()
     }
 
     fn del_pod(&mut self, container: &str) {
-        let pod = &self.pods[container];
+        self.cni("DEL", container);
+    }
+
+    /// Runs the plugin as the runtime would, in the node namespace; its output.
+    fn cni(&self, command: &str, container: &str) -> Option<Value> {
+        let pod = self.pods[container].path();
         let node = self.bed.nodes[0].ns.name();
-        let run = run_plugin(
-            "DEL",
-            container,
-            pod.path().to_str().unwrap(),
-            "eth0",
-            &self.config(),
-            Some(node),
-            "",
-        );
-        assert!(run.ok, "DEL {container}: {}\nagent log:\n{}", run.raw, self.agent_log());
+        let run =
+            run_plugin(command, container, pod.to_str().unwrap(), "eth0", &self.config(), Some(node), "");
+        assert!(run.ok, "{command} {container}: {}\nagent log:\n{}", run.raw, self.agent_log());
+        run.stdout
     }
 
     /// The ENI index owning `ip` in the pool.
