@@ -146,15 +146,19 @@ impl Endpoints {
             pod_mac: pod_mac.to_string(),
         };
         let mut guard = self.lock();
-        let (allocation, entry) =
-            self.ipam.set_endpoint(&request.container_id, &request.if_name, endpoint.clone())?;
+        let recorded = self.ipam.set_endpoint(&request.container_id, &request.if_name, endpoint.clone())?;
+        let allocation = recorded.allocation;
         let Some(datapath) = guard.as_mut() else { return Ok(allocation) };
-        let (ip, info) = resolve(&allocation, &endpoint, entry.as_ref())
+        let (ip, info) = resolve(&allocation, &endpoint, recorded.pool_entry.as_ref())
             .map_err(|reason| EndpointError::Unresolved { ip: allocation.ip.clone(), reason })?;
         let failed = |source| EndpointError::Datapath { ip: allocation.ip.clone(), source };
         datapath.attach_eni(info.eni_ifindex).map_err(failed)?;
         datapath.upsert_endpoint(ip, info).map_err(failed)?;
         datapath.attach_pod(info.pod_veth_ifindex).map_err(failed)?;
+        if let Some(previous) = recorded.previous.filter(|p| p.host_veth_ifindex != info.pod_veth_ifindex) {
+            // A retried ADD replaced the veth: the old one's link pin goes too.
+            detach_unused_veth(datapath, previous.host_veth_ifindex).map_err(failed)?;
+        }
         info!(%ip, veth = %endpoint.host_veth, eni_ifindex = info.eni_ifindex, "endpoint installed");
         Ok(allocation)
     }
@@ -169,16 +173,7 @@ impl Endpoints {
         let failed = |source| EndpointError::Datapath { ip: allocation.ip.clone(), source };
         datapath.remove_endpoint(ip).map_err(failed)?;
         if let Some(endpoint) = &allocation.endpoint {
-            // The veth is usually gone already (the plugin deletes it first); its index may
-            // serve a new pod by now, whose link must stay.
-            let in_use = datapath
-                .endpoints()
-                .map_err(failed)?
-                .values()
-                .any(|e| e.pod_veth_ifindex == endpoint.host_veth_ifindex);
-            if !in_use {
-                datapath.detach_pod(endpoint.host_veth_ifindex).map_err(failed)?;
-            }
+            detach_unused_veth(datapath, endpoint.host_veth_ifindex).map_err(failed)?;
         }
         info!(%ip, "endpoint removed");
         Ok(freed)
@@ -203,6 +198,16 @@ impl Endpoints {
     fn lock(&self) -> MutexGuard<'_, Option<Datapath>> {
         self.datapath.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// Unpins the pod link of a veth that no endpoint uses any more. The veth is usually gone
+/// already (the plugin deletes it first); its index may serve a new pod by now, whose link
+/// must stay.
+fn detach_unused_veth(datapath: &mut Datapath, ifindex: u32) -> Result<(), DatapathError> {
+    if datapath.endpoints()?.values().any(|e| e.pod_veth_ifindex == ifindex) {
+        return Ok(());
+    }
+    datapath.detach_pod(ifindex)
 }
 
 /// The datapath endpoint of an allocation: the pod side from the plugin, the ENI side from

@@ -31,6 +31,17 @@ pub enum IpamError {
     Persist { node: String, source: StateError },
 }
 
+/// What [`Ipam::set_endpoint`] recorded.
+#[derive(Clone, Debug)]
+pub struct EndpointRecorded {
+    /// The allocation, with the new endpoint.
+    pub allocation: Allocation,
+    /// The endpoint it replaced (a retried ADD made a new veth), if any.
+    pub previous: Option<PodEndpoint>,
+    /// The pool entry of the IP (`None` when the IP left the pool).
+    pub pool_entry: Option<PoolIp>,
+}
+
 struct Inner {
     pool: NodePool,
     state: IpamState,
@@ -127,29 +138,28 @@ impl Ipam {
         Ok(Some(freed))
     }
 
-    /// Records the pod's host veth on its allocation, persisted before it returns; answers the
-    /// allocation and the pool entry of its IP (`None` when the IP left the pool).
+    /// Records the pod's host veth on its allocation, persisted before it returns.
     pub fn set_endpoint(
         &self,
         container_id: &str,
         if_name: &str,
         endpoint: PodEndpoint,
-    ) -> Result<(Allocation, Option<PoolIp>), IpamError> {
+    ) -> Result<EndpointRecorded, IpamError> {
         let key = checked_key(container_id, if_name)?;
         let mut inner = self.lock();
         let Some(allocation) = inner.state.allocations.get_mut(&key) else {
             return Err(IpamError::NotAllocated { node: self.node.clone(), key });
         };
-        if allocation.endpoint.as_ref() != Some(&endpoint) {
-            let before = allocation.endpoint.replace(endpoint);
-            if let Err(source) = self.store.save(&inner.state) {
-                inner.state.allocations.get_mut(&key).expect("held above").endpoint = before;
-                return Err(IpamError::Persist { node: self.node.clone(), source });
-            }
+        let previous = allocation.endpoint.replace(endpoint.clone());
+        if previous.as_ref() != Some(&endpoint)
+            && let Err(source) = self.store.save(&inner.state)
+        {
+            inner.state.allocations.get_mut(&key).expect("held above").endpoint = previous;
+            return Err(IpamError::Persist { node: self.node.clone(), source });
         }
         let allocation = inner.state.allocations[&key].clone();
-        let entry = inner.pool.ips.get(&allocation.ip).cloned();
-        Ok((allocation, entry))
+        let pool_entry = inner.pool.ips.get(&allocation.ip).cloned();
+        Ok(EndpointRecorded { allocation, previous, pool_entry })
     }
 
     /// The pool entry of `ip`, if the IP is in the pool.
@@ -319,8 +329,13 @@ mod tests {
         let err = ipam.set_endpoint("a", "eth0", endpoint.clone()).unwrap_err();
         assert!(matches!(err, IpamError::NotAllocated { .. }), "{err}");
         let a = ipam.allocate(&request("a")).unwrap();
-        let (allocation, entry) = ipam.set_endpoint("a", "eth0", endpoint.clone()).unwrap();
+        let recorded = ipam.set_endpoint("a", "eth0", endpoint.clone()).unwrap();
+        let (allocation, entry) = (recorded.allocation, recorded.pool_entry);
         assert_eq!((allocation.ip.as_str(), entry.unwrap().eni.as_str()), (a.ip.as_str(), "eni-1"));
+        assert_eq!(recorded.previous, None);
+        let again = PodEndpoint { host_veth_ifindex: 8, ..endpoint.clone() };
+        assert_eq!(ipam.set_endpoint("a", "eth0", again.clone()).unwrap().previous, Some(endpoint.clone()));
+        ipam.set_endpoint("a", "eth0", endpoint.clone()).unwrap();
         let saved = store.load().unwrap();
         assert_eq!(saved.allocations[&AllocationKey::new("a", "eth0")].endpoint, Some(endpoint));
         ipam.release("a", "eth0").unwrap();

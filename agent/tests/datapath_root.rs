@@ -186,6 +186,16 @@ fn cni_add_installs_the_endpoint_counts_exactly_and_del_removes_it_root() {
     assert!(node.metrics().contains("eni_ipam_datapath_endpoints 2"), "{}", node.metrics());
     assert_eq!(node.pod_link_pins().len(), 2);
 
+    // A retried ADD makes a new veth: same IP, the endpoint follows it, the old link pin goes.
+    let pins_before = node.pod_link_pins();
+    let again: Ipv4Addr = address_of(&node.cni("ADD", "ctrb").unwrap()).parse().unwrap();
+    assert_eq!(again, b, "a retried ADD keeps the IP");
+    let pins_after = node.pod_link_pins();
+    assert_eq!(pins_after.len(), 2, "{pins_before:?} -> {pins_after:?}");
+    assert_ne!(pins_after, pins_before, "the new veth has its own link");
+    let ping = traffic::ping(&node.pods["ctrb"], VPC_HOST, 3, "0.01", None);
+    assert_eq!(ping.received, 3, "traffic flows over the new veth: {}", ping.output);
+
     node.del_pod("ctra");
     let metrics = node.metrics();
     assert!(!metrics.contains(&format!("pod_ip=\"{a}\"")), "DEL removes {a} from /metrics:\n{metrics}");
