@@ -47,6 +47,23 @@ pub struct Allocation {
     /// The pod's name, when the runtime passed it.
     #[serde(default)]
     pub pod_name: String,
+    /// The pod's host veth, once the CNI plugin registered it (main mode only). State files
+    /// written before the datapath have none; the agent then leaves the pod to kernel routing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<PodEndpoint>,
+}
+
+/// The pod's side of its datapath endpoint, as the CNI plugin reported it: enough to find
+/// the veth again after a restart and to fill the datapath's endpoint map.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodEndpoint {
+    /// Host end of the pod's veth (its name is stable, its index is checked against it).
+    pub host_veth: String,
+    /// The host end's interface index when the plugin made it.
+    pub host_veth_ifindex: u32,
+    /// MAC of the pod's interface.
+    pub pod_mac: String,
 }
 
 impl Allocation {
@@ -208,6 +225,7 @@ mod tests {
                     ip: ip.to_string(),
                     pod_namespace: String::new(),
                     pod_name: String::new(),
+                    endpoint: None,
                 };
                 (key, allocation)
             })

@@ -6,6 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use eni_ipam_api::knob_args::KnobArgs;
+
+use crate::kube_side::SpecDefaults;
+use eni_ipam_datapath::{DEFAULT_PIN_DIR, Ipv4Prefix};
 
 /// The eni-ipam node agent.
 #[derive(Parser, Debug)]
@@ -51,6 +55,66 @@ pub struct Cli {
     /// The kube-apiserver URL (default: in-cluster or kubeconfig).
     #[arg(long, env = "ENI_IPAM_KUBE_URL")]
     pub kube_url: Option<String>,
+    /// Pool knobs written into the ENINode when the agent creates it (an existing
+    /// ENINode keeps its own, so a per-node edit survives restarts).
+    #[command(flatten)]
+    pub knobs: KnobArgs,
+    /// Subnet new ENIs of this node may use, written into a new ENINode (repeat;
+    /// none: any subnet of the node's zone).
+    #[arg(long = "eni-subnet", env = "ENI_IPAM_ENI_SUBNETS", value_delimiter = ' ')]
+    pub eni_subnets: Vec<String>,
+    /// Tag a subnet must carry to be used for new ENIs: KEY=VALUE (repeat).
+    #[arg(long = "eni-subnet-tag", env = "ENI_IPAM_ENI_SUBNET_TAGS", value_delimiter = ' ', value_parser = parse_tag)]
+    pub eni_subnet_tags: Vec<(String, String)>,
+    /// Security group of new ENIs, written into a new ENINode (repeat; Alibaba needs one).
+    #[arg(long = "eni-security-group", env = "ENI_IPAM_ENI_SECURITY_GROUPS", value_delimiter = ' ')]
+    pub eni_security_groups: Vec<String>,
+    /// Pod datapath: `ebpf` loads (or adopts after a restart) the eBPF programs and keeps their
+    /// maps equal to the IPAM; `none` leaves pods to kernel routing (hosts without eBPF, tests).
+    #[arg(long, env = "ENI_IPAM_DATAPATH", value_enum, default_value_t = DatapathMode::Ebpf)]
+    pub datapath: DatapathMode,
+    /// bpffs directory where the datapath's programs, maps and links are pinned.
+    #[arg(long, env = "ENI_IPAM_BPF_PIN_DIR", default_value = DEFAULT_PIN_DIR)]
+    pub bpf_pin_dir: PathBuf,
+    /// Destination pods reach through the node's own stack instead of their ENI (node
+    /// addresses, the service CIDR): CIDR, repeat or separate by spaces. Only with `--datapath=ebpf`.
+    #[arg(long = "host-route", env = "ENI_IPAM_HOST_ROUTES", value_delimiter = ' ', value_parser = parse_prefix)]
+    pub host_routes: Vec<Ipv4Prefix>,
+}
+
+impl Cli {
+    /// What a new ENINode's spec gets from these flags.
+    pub fn spec_defaults(&self) -> SpecDefaults {
+        SpecDefaults {
+            knobs: self.knobs.knobs(),
+            first_interface_index: self.knobs.first_interface_index,
+            subnet_ids: self.eni_subnets.iter().map(|s| s.as_str().into()).collect(),
+            subnet_tags: self.eni_subnet_tags.iter().cloned().collect(),
+            security_groups: self.eni_security_groups.iter().map(|s| s.as_str().into()).collect(),
+        }
+    }
+}
+
+fn parse_tag(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{text:?} is not a tag like kubernetes.io/role/pods=1 (KEY=VALUE)")),
+    }
+}
+
+/// Which datapath forwards pod traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DatapathMode {
+    /// eBPF programs on pod veths and ENIs (production).
+    Ebpf,
+    /// No datapath: the kernel routes pod traffic.
+    None,
+}
+
+fn parse_prefix(text: &str) -> Result<Ipv4Prefix, String> {
+    let bad = || format!("{text:?} is not an IPv4 CIDR like 10.96.0.0/12");
+    let (addr, len) = text.split_once('/').ok_or_else(bad)?;
+    Ipv4Prefix::new(addr.parse().map_err(|_| bad())?, len.parse().map_err(|_| bad())?).ok_or_else(bad)
 }
 
 /// `500ms`, `1s`, `2m`: a whole, positive number and a unit.

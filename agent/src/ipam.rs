@@ -8,8 +8,8 @@ use std::sync::Mutex;
 use eni_ipam_api::{AllocateRequest, AllocateResponse, HealthzResponse};
 use tokio::sync::watch;
 
-use crate::allocator::{self, Allocation, AllocationKey, Decision, Exhausted, Reconciliation};
-use crate::pool::NodePool;
+use crate::allocator::{self, Allocation, AllocationKey, Decision, Exhausted, PodEndpoint, Reconciliation};
+use crate::pool::{NodePool, PoolIp};
 use crate::state::{IpamState, StateError, StateStore};
 
 /// Why an IPAM call failed.
@@ -21,9 +21,25 @@ pub enum IpamError {
     /// The request is missing something.
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// The container interface holds no IP (an endpoint registered before its ADD, or after its DEL).
+    #[error(
+        "node {node}: {key} holds no IP; the CNI plugin registers the pod's veth only after the IP was allocated"
+    )]
+    NotAllocated { node: String, key: AllocationKey },
     /// The state could not be persisted; nothing was changed.
     #[error("node {node}: {source}; nothing was allocated or released, retry once the disk is fixed")]
     Persist { node: String, source: StateError },
+}
+
+/// What [`Ipam::set_endpoint`] recorded.
+#[derive(Clone, Debug)]
+pub struct EndpointRecorded {
+    /// The allocation, with the new endpoint.
+    pub allocation: Allocation,
+    /// The endpoint it replaced (a retried ADD made a new veth), if any.
+    pub previous: Option<PodEndpoint>,
+    /// The pool entry of the IP (`None` when the IP left the pool).
+    pub pool_entry: Option<PoolIp>,
 }
 
 struct Inner {
@@ -82,6 +98,7 @@ impl Ipam {
                         ip: ip.clone(),
                         pod_namespace: request.pod_namespace.clone(),
                         pod_name: request.pod_name.clone(),
+                        endpoint: None,
                     };
                     inner.state.allocations.insert(key.clone(), allocation);
                     if let Err(source) = self.store.save(&inner.state) {
@@ -92,7 +109,7 @@ impl Ipam {
                     ip
                 }
             };
-        let entry = inner.pool.ips.get(&ip).cloned().unwrap_or_else(|| crate::pool::PoolIp {
+        let entry = inner.pool.ips.get(&ip).cloned().unwrap_or_else(|| PoolIp {
             eni: String::new(),
             mac: String::new(),
             subnet_cidr: format!("{ip}/32"),
@@ -119,6 +136,40 @@ impl Ipam {
         }
         self.changes.send_modify(|n| *n += 1);
         Ok(Some(freed))
+    }
+
+    /// Records the pod's host veth on its allocation, persisted before it returns.
+    pub fn set_endpoint(
+        &self,
+        container_id: &str,
+        if_name: &str,
+        endpoint: PodEndpoint,
+    ) -> Result<EndpointRecorded, IpamError> {
+        let key = checked_key(container_id, if_name)?;
+        let mut inner = self.lock();
+        let Some(allocation) = inner.state.allocations.get_mut(&key) else {
+            return Err(IpamError::NotAllocated { node: self.node.clone(), key });
+        };
+        let previous = allocation.endpoint.replace(endpoint.clone());
+        if previous.as_ref() != Some(&endpoint)
+            && let Err(source) = self.store.save(&inner.state)
+        {
+            inner.state.allocations.get_mut(&key).expect("held above").endpoint = previous;
+            return Err(IpamError::Persist { node: self.node.clone(), source });
+        }
+        let allocation = inner.state.allocations[&key].clone();
+        let pool_entry = inner.pool.ips.get(&allocation.ip).cloned();
+        Ok(EndpointRecorded { allocation, previous, pool_entry })
+    }
+
+    /// The pool entry of `ip`, if the IP is in the pool.
+    pub fn pool_entry(&self, ip: &str) -> Option<PoolIp> {
+        self.lock().pool.ips.get(ip).cloned()
+    }
+
+    /// MACs of the ENIs the pool's IPs live on (where known).
+    pub fn pool_macs(&self) -> BTreeSet<String> {
+        self.lock().pool.ips.values().map(|e| e.mac.clone()).filter(|m| !m.is_empty()).collect()
     }
 
     /// Every allocation, ordered by container id.
@@ -263,6 +314,35 @@ mod tests {
         assert_eq!(ipam.allocate(&request("a")).unwrap(), a);
         assert_eq!(store.load().unwrap().allocations.len(), 1, "the freed IP is persisted");
         assert_ne!(ipam.allocate(&request("c")).unwrap().ip, b.ip, "just-freed IP is not reused first");
+    }
+
+    #[test]
+    fn the_pod_veth_is_persisted_on_its_allocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path().join("state.json"));
+        let (ipam, _) = Ipam::open("node-a", store.clone(), pool(2), None).unwrap();
+        let endpoint = PodEndpoint {
+            host_veth: "eniabc".into(),
+            host_veth_ifindex: 7,
+            pod_mac: "0a:00:00:00:00:09".into(),
+        };
+        let err = ipam.set_endpoint("a", "eth0", endpoint.clone()).unwrap_err();
+        assert!(matches!(err, IpamError::NotAllocated { .. }), "{err}");
+        let a = ipam.allocate(&request("a")).unwrap();
+        let recorded = ipam.set_endpoint("a", "eth0", endpoint.clone()).unwrap();
+        let (allocation, entry) = (recorded.allocation, recorded.pool_entry);
+        assert_eq!((allocation.ip.as_str(), entry.unwrap().eni.as_str()), (a.ip.as_str(), "eni-1"));
+        assert_eq!(recorded.previous, None);
+        let again = PodEndpoint { host_veth_ifindex: 8, ..endpoint.clone() };
+        assert_eq!(ipam.set_endpoint("a", "eth0", again.clone()).unwrap().previous, Some(endpoint.clone()));
+        ipam.set_endpoint("a", "eth0", endpoint.clone()).unwrap();
+        let saved = store.load().unwrap();
+        assert_eq!(saved.allocations[&AllocationKey::new("a", "eth0")].endpoint, Some(endpoint));
+        ipam.release("a", "eth0").unwrap();
+        assert!(matches!(
+            ipam.set_endpoint("a", "eth0", allocation.endpoint.unwrap()),
+            Err(IpamError::NotAllocated { .. })
+        ));
     }
 
     #[test]

@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use eni_ipam_api::{ConditionStatus, ENINode, ENINodeCondition, ENINodeSpec, ReleaseState};
+use eni_ipam_api::{
+    ConditionStatus, ENINode, ENINodeCondition, ENINodeSpec, PoolKnobs, ReleaseState, SecurityGroupId,
+    SubnetId,
+};
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -50,13 +53,29 @@ pub enum RegisterError {
     Kube { op: String, source: kube::Error },
 }
 
+/// What a new ENINode's spec gets from the agent's flags. An existing ENINode keeps
+/// its own: an admin's edit of one node's knobs survives agent restarts.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SpecDefaults {
+    /// Pool knobs.
+    pub knobs: PoolKnobs,
+    /// First ENI device index for pods (`None`: the operator's cloud default).
+    pub first_interface_index: Option<u32>,
+    /// Subnets new ENIs may use (empty: any of the node's zone).
+    pub subnet_ids: Vec<SubnetId>,
+    /// Tags a subnet must carry to be used.
+    pub subnet_tags: BTreeMap<String, String>,
+    /// Security groups of new ENIs.
+    pub security_groups: Vec<SecurityGroupId>,
+}
+
 /// Registers the node, retrying with full jitter until it works (a bad providerID is
 /// logged with the Node's name and reported as a condition when the ENINode exists).
-pub async fn register(client: &Client, node_name: &str) -> ENINode {
+pub async fn register(client: &Client, node_name: &str, defaults: &SpecDefaults) -> ENINode {
     let mut attempt = 0;
     let mut rng = jitter_rng();
     loop {
-        match register_once(client, node_name).await {
+        match register_once(client, node_name, defaults).await {
             Ok(node) => return node,
             Err(err) => {
                 tracing::error!(node = node_name, "cannot register the ENINode: {err}");
@@ -79,7 +98,11 @@ pub async fn register(client: &Client, node_name: &str) -> ENINode {
 }
 
 /// One registration attempt: GET the Node, GET/POST the ENINode, adopt it when needed.
-pub async fn register_once(client: &Client, node_name: &str) -> Result<ENINode, RegisterError> {
+pub async fn register_once(
+    client: &Client,
+    node_name: &str,
+    defaults: &SpecDefaults,
+) -> Result<ENINode, RegisterError> {
     let kube_err = |op: String| move |source| RegisterError::Kube { op, source };
     let nodes: Api<Node> = Api::all(client.clone());
     let node = nodes.get(node_name).await.map_err(kube_err(format!("GET Node {node_name}")))?;
@@ -101,6 +124,11 @@ pub async fn register_once(client: &Client, node_name: &str) -> Result<ENINode, 
                     instance_id: id.instance_id.as_str().into(),
                     instance_type: id.instance_type.as_str().into(),
                     zone: id.zone.as_str().into(),
+                    ipam: defaults.knobs,
+                    first_interface_index: defaults.first_interface_index,
+                    subnet_ids: defaults.subnet_ids.clone(),
+                    subnet_tags: defaults.subnet_tags.clone(),
+                    security_groups: defaults.security_groups.clone(),
                     ..Default::default()
                 },
             );

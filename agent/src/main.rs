@@ -6,13 +6,32 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use eni_ipam_agent::cli::Cli;
+use eni_ipam_agent::cli::{Cli, DatapathMode};
+use eni_ipam_agent::endpoints::{self, Endpoints};
 use eni_ipam_agent::ipam::Ipam;
 use eni_ipam_agent::metrics::{Metrics, admin_router};
 use eni_ipam_agent::pool::{NodePool, SubnetMap, parse_subnet_flag};
 use eni_ipam_agent::server::{ApiState, bind_socket, resolve_group, router};
 use eni_ipam_agent::state::StateStore;
 use eni_ipam_agent::{kube_side, live_containers};
+use eni_ipam_datapath::Datapath;
+
+/// Loads or adopts the datapath and sets its host routes; errors say how to run without it.
+fn start_datapath(cli: &Cli) -> anyhow::Result<Option<Datapath>> {
+    if cli.datapath == DatapathMode::None {
+        tracing::info!("--datapath=none: pod traffic is left to kernel routing");
+        return Ok(None);
+    }
+    let pin_dir = &cli.bpf_pin_dir;
+    let mut datapath = Datapath::load_or_adopt(pin_dir).with_context(|| {
+        format!(
+            "cannot start the eBPF datapath (pins under {}); fix the node or run with --datapath=none",
+            pin_dir.display()
+        )
+    })?;
+    datapath.set_host_routes(&cli.host_routes).context("cannot set the datapath's host routes")?;
+    Ok(Some(datapath))
+}
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -74,11 +93,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         tracing::warn!(node = %cli.node_name, %key, "a pod holds an IP that is no longer in the pool");
     }
     let ipam = Arc::new(ipam);
-    let metrics = Arc::new(Metrics::default());
+    let datapath = start_datapath(&cli)?;
+    let with_datapath = datapath.is_some();
+    let endpoints = Arc::new(Endpoints::new(ipam.clone(), datapath));
+    endpoints::log_start(
+        &endpoints.reconcile().context("cannot reconcile the datapath with the IPAM state")?,
+    );
+    let metrics = Arc::new(Metrics::new(with_datapath.then(|| endpoints.clone())));
 
     let gid = cli.socket_group.as_deref().map(resolve_group).transpose()?;
     let listener = bind_socket(&cli.socket, gid)?;
-    let api = router(ApiState { ipam: ipam.clone(), metrics: metrics.clone() });
+    let api = router(ApiState { ipam: ipam.clone(), endpoints, metrics: metrics.clone() });
     let admin = tokio::net::TcpListener::bind(&cli.metrics_addr)
         .await
         .with_context(|| format!("cannot listen on --metrics-addr {}", cli.metrics_addr))?;
@@ -91,8 +116,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_pool_cache(pool_cache);
         let (ipam, metrics, node_name, capacity) =
             (ipam.clone(), metrics.clone(), cli.node_name.clone(), cli.capacity);
+        let defaults = cli.spec_defaults();
         tokio::spawn(async move {
-            let node = kube_side::register(&client, &node_name).await;
+            let node = kube_side::register(&client, &node_name, &defaults).await;
             ipam.set_pool(NodePool::from_eninode(&node, &subnets, capacity));
             reporter.run(ipam, metrics, subnets, capacity).await;
         });

@@ -11,12 +11,14 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::datapath_metrics::DatapathCollector;
+use crate::endpoints::Endpoints;
 use crate::ipam::Ipam;
 
 /// Labels of the IPAM call counter: a fixed small set.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallLabels {
-    /// `allocate` or `release`.
+    /// `allocate`, `release` or `endpoint`.
     pub op: &'static str,
     /// `ok` or `error`.
     pub result: &'static str,
@@ -33,7 +35,20 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("eni_ipam_agent");
+        Self::new(None)
+    }
+}
+
+impl Metrics {
+    /// The agent's metrics (`eni_ipam_agent_*`) and, with a datapath, its per-endpoint
+    /// counters (`eni_ipam_datapath_*`, see [`DatapathCollector`]).
+    pub fn new(datapath: Option<Arc<Endpoints>>) -> Self {
+        let mut root = Registry::default();
+        if let Some(endpoints) = datapath {
+            root.sub_registry_with_prefix("eni_ipam_datapath")
+                .register_collector(Box::new(DatapathCollector(endpoints)));
+        }
+        let registry = root.sub_registry_with_prefix("eni_ipam_agent");
         let calls = Family::<CallLabels, Counter>::default();
         registry.register("ipam_calls", "IPAM calls on the agent socket", calls.clone());
         let allocated = Gauge::default();
@@ -42,11 +57,9 @@ impl Default for Metrics {
         registry.register("pool_ips", "IPs in the node's pool", available.clone());
         let status_patches = Counter::default();
         registry.register("status_patches", "ENINode status.used writes", status_patches.clone());
-        Self { registry, calls, allocated, available, status_patches }
+        Self { registry: root, calls, allocated, available, status_patches }
     }
-}
 
-impl Metrics {
     /// Counts one IPAM call.
     pub fn count_call(&self, op: &'static str, ok: bool) {
         self.calls.get_or_create(&CallLabels { op, result: if ok { "ok" } else { "error" } }).inc();

@@ -12,12 +12,13 @@ use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use eni_ipam_api::agent_api::{HEALTHZ_PATH, IPAM_PATH};
-use eni_ipam_api::{AllocateRequest, ApiError, ReleaseRequest};
+use eni_ipam_api::agent_api::{ENDPOINT_PATH, HEALTHZ_PATH, IPAM_PATH};
+use eni_ipam_api::{AllocateRequest, ApiError, EndpointRequest, ReleaseRequest};
 use serde::{Deserialize, Serialize};
 use tokio::net::UnixListener;
 
 use crate::allocator::Allocation;
+use crate::endpoints::{EndpointError, Endpoints};
 use crate::ipam::{Ipam, IpamError};
 use crate::metrics::Metrics;
 
@@ -33,18 +34,21 @@ pub struct AllocationList {
 pub struct ApiState {
     /// The IPAM.
     pub ipam: Arc<Ipam>,
+    /// The IPAM with the datapath: releases and endpoint registrations go through it.
+    pub endpoints: Arc<Endpoints>,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
 }
 
-/// The API router: `/v1/healthz`, `/v1/ipam`, `/v1/ipam/{containerId}`.
+/// The API router: `/v1/healthz`, `/v1/ipam`, `/v1/ipam/{containerId}`, `/v1/endpoint`.
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route(HEALTHZ_PATH, get(healthz))
         .route(IPAM_PATH, get(list).post(allocate).delete(release_by_body))
         .route(&format!("{IPAM_PATH}/{{container_id}}"), axum::routing::delete(release_by_path))
+        .route(ENDPOINT_PATH, axum::routing::post(register_endpoint))
         .fallback(|| async {
-            error(StatusCode::NOT_FOUND, "no such endpoint; the agent serves GET /v1/healthz, GET/POST /v1/ipam, DELETE /v1/ipam/{containerId}?ifName=eth0")
+            error(StatusCode::NOT_FOUND, "no such endpoint; the agent serves GET /v1/healthz, GET/POST /v1/ipam, DELETE /v1/ipam/{containerId}?ifName=eth0, POST /v1/endpoint")
         })
         .with_state(state)
 }
@@ -53,11 +57,26 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(ApiError::new(message))).into_response()
 }
 
-fn ipam_error(err: IpamError) -> Response {
-    let status = match &err {
+fn ipam_status(err: &IpamError) -> StatusCode {
+    match err {
         IpamError::Exhausted { .. } => StatusCode::SERVICE_UNAVAILABLE,
         IpamError::Invalid(_) => StatusCode::BAD_REQUEST,
+        IpamError::NotAllocated { .. } => StatusCode::CONFLICT,
         IpamError::Persist { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn ipam_error(err: IpamError) -> Response {
+    error(ipam_status(&err), err.to_string())
+}
+
+fn endpoint_error(err: EndpointError) -> Response {
+    let status = match &err {
+        EndpointError::Ipam(ipam) => ipam_status(ipam),
+        EndpointError::Invalid(_) => StatusCode::BAD_REQUEST,
+        EndpointError::Unresolved { .. } | EndpointError::Datapath { .. } => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
     };
     error(status, err.to_string())
 }
@@ -74,6 +93,28 @@ async fn list(State(state): State<ApiState>) -> Response {
     axum::Json(AllocationList { allocations: state.ipam.list() }).into_response()
 }
 
+/// Runs one IPAM call on the blocking pool (it waits for fsync), counts it under `op`, and
+/// answers with `ok` or the error's response.
+async fn blocking<T, E>(
+    state: &ApiState,
+    op: &'static str,
+    call: impl FnOnce() -> Result<T, E> + Send + 'static,
+    ok: impl FnOnce(T) -> Response,
+    failed: impl FnOnce(E) -> Response,
+) -> Response
+where
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    let result = tokio::task::spawn_blocking(call).await;
+    state.metrics.count_call(op, matches!(result, Ok(Ok(_))));
+    match result {
+        Ok(Ok(value)) => ok(value),
+        Ok(Err(err)) => failed(err),
+        Err(join) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{op} task failed: {join}")),
+    }
+}
+
 async fn allocate(State(state): State<ApiState>, body: Bytes) -> Response {
     let request: AllocateRequest =
         match parse(&body, "AllocateRequest ({containerId, ifName, podNamespace, podName})") {
@@ -81,24 +122,26 @@ async fn allocate(State(state): State<ApiState>, body: Bytes) -> Response {
             Err(message) => return error(StatusCode::BAD_REQUEST, message),
         };
     let ipam = state.ipam.clone();
-    let result = tokio::task::spawn_blocking(move || ipam.allocate(&request)).await;
-    state.metrics.count_call("allocate", result.as_ref().map(|r| r.is_ok()).unwrap_or(false));
-    match result {
-        Ok(Ok(answer)) => axum::Json(answer).into_response(),
-        Ok(Err(err)) => ipam_error(err),
-        Err(join) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("allocation task failed: {join}")),
-    }
+    let call = move || ipam.allocate(&request);
+    blocking(&state, "allocate", call, |answer| axum::Json(answer).into_response(), ipam_error).await
 }
 
 async fn release(state: ApiState, container_id: String, if_name: String) -> Response {
-    let ipam = state.ipam.clone();
-    let result = tokio::task::spawn_blocking(move || ipam.release(&container_id, &if_name)).await;
-    state.metrics.count_call("release", result.as_ref().map(|r| r.is_ok()).unwrap_or(false));
-    match result {
-        Ok(Ok(_)) => StatusCode::NO_CONTENT.into_response(),
-        Ok(Err(err)) => ipam_error(err),
-        Err(join) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("release task failed: {join}")),
-    }
+    let endpoints = state.endpoints.clone();
+    let call = move || endpoints.release(&container_id, &if_name);
+    blocking(&state, "release", call, |_| StatusCode::NO_CONTENT.into_response(), endpoint_error).await
+}
+
+/// `POST /v1/endpoint`: the pod's veth, from the CNI plugin after ADD made it.
+async fn register_endpoint(State(state): State<ApiState>, body: Bytes) -> Response {
+    let request: EndpointRequest =
+        match parse(&body, "EndpointRequest ({containerId, ifName, hostVeth, hostVethIfindex, podMac})") {
+            Ok(r) => r,
+            Err(message) => return error(StatusCode::BAD_REQUEST, message),
+        };
+    let endpoints = state.endpoints.clone();
+    let call = move || endpoints.register(&request);
+    blocking(&state, "endpoint", call, |_| StatusCode::NO_CONTENT.into_response(), endpoint_error).await
 }
 
 async fn release_by_body(State(state): State<ApiState>, body: Bytes) -> Response {
@@ -211,7 +254,9 @@ mod tests {
             ..Default::default()
         };
         let (ipam, _) = Ipam::open("node-a", StateStore::new(dir.join("state.json")), pool, None).unwrap();
-        router(ApiState { ipam: Arc::new(ipam), metrics: Arc::new(Metrics::default()) })
+        let ipam = Arc::new(ipam);
+        let endpoints = Arc::new(Endpoints::new(ipam.clone(), None));
+        router(ApiState { ipam, endpoints, metrics: Arc::new(Metrics::default()) })
     }
 
     async fn call(app: &Router, method: &str, uri: &str, body: &str) -> (StatusCode, Value) {
@@ -246,6 +291,15 @@ mod tests {
         let (_, list) = call(&app, "GET", "/v1/ipam", "").await;
         assert_eq!(list["allocations"][0]["containerId"], "a");
         assert_eq!(list["allocations"][1]["podName"], "b");
+        let veth = |c: &str| {
+            json!({"containerId": c, "ifName": "eth0", "hostVeth": "eni0", "hostVethIfindex": 9, "podMac": "0a:00:00:00:00:02"})
+                .to_string()
+        };
+        assert_eq!(call(&app, "POST", "/v1/endpoint", &veth("a")).await.0, StatusCode::NO_CONTENT);
+        let (status, unknown) = call(&app, "POST", "/v1/endpoint", &veth("zz")).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{unknown}");
+        let (_, list) = call(&app, "GET", "/v1/ipam", "").await;
+        assert_eq!(list["allocations"][0]["endpoint"]["hostVethIfindex"], 9, "recorded on the allocation");
         assert_eq!(call(&app, "DELETE", "/v1/ipam/a?ifName=eth0", "").await.0, StatusCode::NO_CONTENT);
         assert_eq!(call(&app, "DELETE", "/v1/ipam/a", "").await.0, StatusCode::NO_CONTENT, "idempotent");
         let body = json!({"containerId": "b", "ifName": "eth0"}).to_string();
@@ -268,6 +322,14 @@ mod tests {
                 "containerId is empty",
             ),
             ("DELETE", "/v1/ipam", "{}", StatusCode::BAD_REQUEST, "ReleaseRequest"),
+            ("POST", "/v1/endpoint", "{}", StatusCode::BAD_REQUEST, "EndpointRequest"),
+            (
+                "POST",
+                "/v1/endpoint",
+                r#"{"containerId":"a","ifName":"eth0","hostVeth":"v","hostVethIfindex":3,"podMac":"nope"}"#,
+                StatusCode::BAD_REQUEST,
+                "podMac",
+            ),
             ("GET", "/v2/nothing", "", StatusCode::NOT_FOUND, "no such endpoint"),
         ];
         for (method, uri, body, want_status, want_text) in cases {

@@ -196,6 +196,7 @@ mod tests {
             ip: ip.into(),
             pod_namespace: "default".into(),
             pod_name: format!("pod-{container}"),
+            endpoint: None,
         }
     }
 
@@ -206,7 +207,14 @@ mod tests {
         assert_eq!(store.load().unwrap(), IpamState::default(), "a missing file is an empty state");
         let mut state = IpamState::default();
         for (c, ip) in [("a", "10.0.0.1"), ("b", "10.0.0.2")] {
-            let a = allocation(c, ip);
+            let mut a = allocation(c, ip);
+            if c == "b" {
+                a.endpoint = Some(crate::allocator::PodEndpoint {
+                    host_veth: "eni0123456789ab".into(),
+                    host_veth_ifindex: 12,
+                    pod_mac: "0a:00:00:00:00:02".into(),
+                });
+            }
             state.allocations.insert(a.key.clone(), a);
         }
         state.released_at.insert("10.0.0.3".into(), 4);
@@ -215,6 +223,18 @@ mod tests {
         assert_eq!(store.load().unwrap(), state);
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["state.json"]);
+    }
+
+    #[test]
+    fn files_written_before_the_datapath_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let old = r#"{"version":1,"allocations":[{"containerId":"a","ifName":"eth0","ip":"10.0.0.1",
+                      "podNamespace":"default","podName":"web"}],"releasedAt":{},"releaseCounter":0}"#;
+        fs::write(&path, old).unwrap();
+        let state = StateStore::new(&path).load().unwrap();
+        let a = &state.allocations[&AllocationKey::new("a", "eth0")];
+        assert_eq!((a.ip.as_str(), a.endpoint.as_ref()), ("10.0.0.1", None));
     }
 
     #[test]

@@ -16,6 +16,7 @@ fn agent(dir: &std::path::Path, extra: &[&str]) -> (bool, String) {
         .arg(dir.join("agent.sock"))
         .arg("--state-file")
         .arg(dir.join("state.json"))
+        .args(if extra.contains(&"--datapath") { &[][..] } else { &["--datapath", "none"][..] })
         .args(extra)
         .stdout(Stdio::null())
         .output()
@@ -61,6 +62,10 @@ fn bad_flags_and_files_are_named() {
     assert!(!ok && stderr.contains("SUBNET_ID=CIDR"), "{stderr}");
     let (ok, stderr) = agent(dir.path(), &["--ipam-node-update-rate", "soon"]);
     assert!(!ok && stderr.contains("not a duration"), "{stderr}");
+    let (ok, stderr) = agent(dir.path(), &["--host-route", "10.96.0.0"]);
+    assert!(!ok && stderr.contains("is not an IPv4 CIDR like 10.96.0.0/12"), "{stderr}");
+    let (ok, stderr) = agent(dir.path(), &["--datapath", "xdp"]);
+    assert!(!ok && stderr.contains("[possible values: ebpf, none]"), "{stderr}");
 }
 
 fn plugin(env: &[(&str, &str)], stdin: &[u8]) -> (i32, Value) {

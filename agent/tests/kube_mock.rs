@@ -6,11 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eni_ipam_agent::ipam::Ipam;
-use eni_ipam_agent::kube_side::{Reporter, register_once};
+use eni_ipam_agent::kube_side::{Reporter, SpecDefaults, register_once};
 use eni_ipam_agent::metrics::Metrics;
 use eni_ipam_agent::pool::SubnetMap;
 use eni_ipam_agent::state::StateStore;
-use eni_ipam_api::AllocateRequest;
+use eni_ipam_api::{AllocateRequest, PoolKnobs};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use kube::client::Body;
@@ -126,9 +126,17 @@ async fn registration_creates_the_eninode_from_either_clouds_provider_id() {
             json!({"instanceId": "i-bp1xyz", "instanceType": "ecs.g7.large", "zone": "cn-hangzhou-h"}),
         ),
     ];
+    // The agent's flags go into the spec of an ENINode it creates.
+    let defaults = SpecDefaults {
+        knobs: PoolKnobs { pre_allocate: 12, min_allocate: 4, max_allocate: 40, max_above_watermark: 2 },
+        first_interface_index: Some(1),
+        subnet_ids: vec!["subnet-pods".into()],
+        subnet_tags: [("tier".to_owned(), "pods".to_owned())].into(),
+        security_groups: vec!["sg-pods".into()],
+    };
     for (provider_id, labels, want_spec) in cases {
         let (client, mock) = start(node(provider_id, labels), None);
-        let eninode = register_once(&client, "n1").await.unwrap();
+        let eninode = register_once(&client, "n1", &defaults).await.unwrap();
         assert_eq!(eninode.spec.instance_id.as_str(), want_spec["instanceId"]);
         let seen = mock.lock().unwrap().seen.clone();
         let calls: Vec<(String, String)> = seen.iter().map(|s| (s.method.clone(), s.uri.clone())).collect();
@@ -147,6 +155,14 @@ async fn registration_creates_the_eninode_from_either_clouds_provider_id() {
             assert_eq!(created["spec"][field], want_spec[field], "{provider_id} {field}");
         }
         assert_eq!(
+            created["spec"]["ipam"],
+            json!({"preAllocate": 12, "minAllocate": 4, "maxAllocate": 40, "maxAboveWatermark": 2})
+        );
+        assert_eq!(created["spec"]["firstInterfaceIndex"], 1);
+        assert_eq!(created["spec"]["subnetIds"], json!(["subnet-pods"]));
+        assert_eq!(created["spec"]["subnetTags"], json!({"tier": "pods"}));
+        assert_eq!(created["spec"]["securityGroups"], json!(["sg-pods"]));
+        assert_eq!(
             created["metadata"]["ownerReferences"],
             json!([{"apiVersion": "v1", "kind": "Node", "name": "n1", "uid": "node-uid-1"}])
         );
@@ -161,7 +177,7 @@ async fn registration_adopts_an_existing_eninode_and_refuses_a_bad_provider_id()
                  "pool": {"10.0.0.5": {"eni": "eni-1", "subnet": "subnet-1"}}}});
     let labels = json!({"node.kubernetes.io/instance-type": "m5.large"});
     let (client, mock) = start(node("aws:///us-east-1a/i-new", labels.clone()), Some(existing));
-    let adopted = register_once(&client, "n1").await.unwrap();
+    let adopted = register_once(&client, "n1", &SpecDefaults::default()).await.unwrap();
     assert_eq!(adopted.spec.instance_id.as_str(), "i-new");
     assert_eq!(adopted.spec.pool.len(), 1, "the operator's pool is kept");
     let seen = mock.lock().unwrap().seen.clone();
@@ -174,7 +190,7 @@ async fn registration_adopts_an_existing_eninode_and_refuses_a_bad_provider_id()
     assert_eq!(patch.body["metadata"]["ownerReferences"][0]["uid"], "node-uid-1");
 
     let (client, mock) = start(node("gce://p/z/n1", labels), None);
-    let err = register_once(&client, "n1").await.unwrap_err().to_string();
+    let err = register_once(&client, "n1", &SpecDefaults::default()).await.unwrap_err().to_string();
     assert!(err.contains("Node n1") && err.contains("gce://p/z/n1"), "{err}");
     assert_eq!(mock.lock().unwrap().seen.len(), 1, "nothing is written for a node that cannot be identified");
 }
@@ -187,9 +203,11 @@ async fn a_bad_provider_id_is_retried_and_shown_as_a_condition_next_to_the_opera
         "status": {"conditions": [{"type": "PoolReady", "status": "True"}]}});
     let labels = json!({"node.kubernetes.io/instance-type": "m5.large"});
     let (client, mock) = start(node("openstack:///x", labels), Some(existing));
-    let gave_up =
-        tokio::time::timeout(Duration::from_secs(60), eni_ipam_agent::kube_side::register(&client, "n1"))
-            .await;
+    let gave_up = tokio::time::timeout(
+        Duration::from_secs(60),
+        eni_ipam_agent::kube_side::register(&client, "n1", &SpecDefaults::default()),
+    )
+    .await;
     assert!(gave_up.is_err(), "registration keeps retrying while the providerID is bad");
     let seen = mock.lock().unwrap().seen.clone();
     let node_reads = seen.iter().filter(|s| s.uri == "/api/v1/nodes/n1").count();

@@ -71,7 +71,7 @@ async fn agent_registers_from_either_cloud_and_reports_coalesced_usage() {
                 Command::new(AGENT)
                     .args(["--node-name", "n1", "--kube-url", &url, "--metrics-addr", "127.0.0.1:0"])
                     .args(["--ipam-node-update-rate", "1s", "--eninode-resync", "200ms"])
-                    .args(["--subnet", "subnet-1=10.1.0.0/16"])
+                    .args(["--subnet", "subnet-1=10.1.0.0/16", "--datapath", "none"])
                     .arg("--socket")
                     .arg(&socket)
                     .arg("--state-file")

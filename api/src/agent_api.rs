@@ -4,6 +4,8 @@
 //! - `GET /v1/healthz` -> [`HealthzResponse`]
 //! - `POST /v1/ipam` with [`AllocateRequest`] -> [`AllocateResponse`]
 //! - `DELETE /v1/ipam` with [`ReleaseRequest`] -> empty body
+//! - `POST /v1/endpoint` with [`EndpointRequest`] -> empty body (the pod's host veth, for
+//!   the eBPF datapath; sent by the CNI plugin in main mode after it made the veth)
 //!
 //! Every failure answers with one shape, [`ApiError`].
 
@@ -17,6 +19,9 @@ pub const HEALTHZ_PATH: &str = "/v1/healthz";
 
 /// Path of the allocate (POST) and release (DELETE) endpoint.
 pub const IPAM_PATH: &str = "/v1/ipam";
+
+/// Path where the CNI plugin registers a pod's host veth (POST) after ADD made it.
+pub const ENDPOINT_PATH: &str = "/v1/endpoint";
 
 /// Answer to `GET /v1/healthz`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +97,25 @@ pub struct ReleaseRequest {
     pub if_name: String,
 }
 
+/// Body of `POST /v1/endpoint`: the pod's network link, which only the CNI plugin knows.
+/// The agent joins it with what it knows (the ENI owning the IP, that ENI's link and MAC,
+/// the VPC gateway's MAC) into the datapath endpoint, persists it and attaches the
+/// datapath to the host veth before it answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointRequest {
+    /// The CNI container id the IP was allocated to.
+    pub container_id: String,
+    /// The interface name inside the pod.
+    pub if_name: String,
+    /// Name of the host end of the pod's veth, in the node's network namespace.
+    pub host_veth: String,
+    /// Its interface index.
+    pub host_veth_ifindex: u32,
+    /// MAC of the pod's own interface (`if_name` inside the pod).
+    pub pod_mac: String,
+}
+
 /// The one error shape every endpoint answers with.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {
@@ -158,6 +182,20 @@ mod tests {
             serde_json::json!({"containerId": "abc123", "ifName": "eth0"})
         );
         round_trip(&release);
+
+        let endpoint = EndpointRequest {
+            container_id: "abc123".into(),
+            if_name: "eth0".into(),
+            host_veth: "eni0123456789ab".into(),
+            host_veth_ifindex: 42,
+            pod_mac: "0a:00:00:00:00:02".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&endpoint).unwrap(),
+            serde_json::json!({"containerId": "abc123", "ifName": "eth0", "hostVeth": "eni0123456789ab",
+                               "hostVethIfindex": 42, "podMac": "0a:00:00:00:00:02"})
+        );
+        round_trip(&endpoint);
     }
 
     #[test]

@@ -4,11 +4,13 @@
 pub mod agent_api;
 pub mod eninode;
 pub mod ids;
+#[cfg(feature = "cli")]
+pub mod knob_args;
 pub mod knobs;
 
 pub use agent_api::{
-    AllocateRequest, AllocateResponse, ApiError, DEFAULT_AGENT_SOCKET, HealthzResponse, IpamHealth,
-    ReleaseRequest,
+    AllocateRequest, AllocateResponse, ApiError, DEFAULT_AGENT_SOCKET, EndpointRequest, HealthzResponse,
+    IpamHealth, ReleaseRequest,
 };
 pub use eninode::{
     ConditionStatus, ENINode, ENINodeCondition, ENINodeSpec, ENINodeStatus, EniStatus, PoolEntry,

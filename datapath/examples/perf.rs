@@ -5,13 +5,10 @@
 //!
 //! `cargo run --release -p eni-ipam-datapath --example perf [-- --seconds 3 --runs 3 --repeat 1000000]`
 
-#[path = "../tests/testbed/mod.rs"]
-mod testbed;
-
 use std::{net::Ipv4Addr, path::Path};
 
 use eni_ipam_datapath::MacAddr;
-use testbed::{Netns, PodSpec, Testbed, traffic};
+use eni_ipam_netns_testbed::{Netns, PodSpec, Testbed, traffic};
 
 mod c_layout {
     #![allow(non_upper_case_globals, dead_code)]

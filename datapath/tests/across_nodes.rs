@@ -1,6 +1,6 @@
 //! Pod to pod across two nodes, each pod's IP on a different ENI (needs root).
 
-mod testbed;
+use eni_ipam_netns_testbed as testbed;
 
 use std::net::Ipv4Addr;
 

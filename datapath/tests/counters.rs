@@ -1,7 +1,7 @@
 //! Counters: exact per-endpoint counts, drops on veths without an endpoint, and a re-added
 //! endpoint starting from zero (needs root).
 
-mod testbed;
+use eni_ipam_netns_testbed as testbed;
 
 use std::net::Ipv4Addr;
 

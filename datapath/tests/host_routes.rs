@@ -1,7 +1,7 @@
 //! Destinations in the host routes go to the node's own stack, the rest out of the ENI
 //! (needs root).
 
-mod testbed;
+use eni_ipam_netns_testbed as testbed;
 
 use std::net::Ipv4Addr;
 

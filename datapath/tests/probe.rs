@@ -1,6 +1,6 @@
 //! Loading where the kernel or environment lacks a feature names the missing feature.
 
-mod testbed;
+use eni_ipam_netns_testbed as testbed;
 
 use eni_ipam_datapath::{Datapath, DatapathError, MissingFeature, probe};
 

@@ -1,6 +1,6 @@
 //! The agent owns the maps: reconcile removes what it no longer owns (needs root).
 
-mod testbed;
+use eni_ipam_netns_testbed as testbed;
 
 use std::{collections::BTreeMap, net::Ipv4Addr};
 

@@ -1,7 +1,7 @@
 //! Agent restart: the handle is dropped and the pins adopted by a new one during a
 //! continuous ping (10 ms interval) without losing a packet (needs root).
 
-mod testbed;
+use eni_ipam_netns_testbed as testbed;
 
 use std::{net::Ipv4Addr, time::Duration};
 

@@ -1,6 +1,6 @@
 //! Pod to pod on one node: redirected veth to veth, never through the VPC (needs root).
 
-mod testbed;
+use eni_ipam_netns_testbed as testbed;
 
 use std::net::Ipv4Addr;
 

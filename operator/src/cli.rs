@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use eni_ipam_api::PoolKnobs;
+pub use eni_ipam_api::knob_args::KnobArgs;
 use eni_ipam_cloud::CloudKind;
 
 use crate::simulate::{SimConfig, Strategy};
@@ -234,39 +234,6 @@ Examples:
   eni-ipam-operator simulate
   eni-ipam-operator simulate --cloud alibaba --nodes 1000 --json report.json
   eni-ipam-operator simulate --pre-allocate 16 --max-above-watermark 4 --fault-rate 0.02";
-
-/// Pool knobs, shared by every command that plans pools.
-#[derive(Debug, Args, Clone)]
-pub struct KnobArgs {
-    /// Free IPs to keep ready on every node for new pods.
-    #[arg(long, env = "ENI_IPAM_PRE_ALLOCATE", default_value_t = PoolKnobs::DEFAULT_PRE_ALLOCATE)]
-    pub pre_allocate: u32,
-    /// Every node's pool grows to at least this many IPs at once.
-    #[arg(long, env = "ENI_IPAM_MIN_ALLOCATE", default_value_t = 0)]
-    pub min_allocate: u32,
-    /// No node's pool grows beyond this many IPs (0: only the instance limits).
-    #[arg(long, env = "ENI_IPAM_MAX_ALLOCATE", default_value_t = 0)]
-    pub max_allocate: u32,
-    /// Extra IPs taken when allocating anyway, if the ENI being filled has room.
-    #[arg(long, env = "ENI_IPAM_MAX_ABOVE_WATERMARK", default_value_t = 0)]
-    pub max_above_watermark: u32,
-    /// First ENI device index whose IPs pods may use (default: aws 0, i.e. the
-    /// primary ENI's secondary IPs too; alibaba 1).
-    #[arg(long, env = "ENI_IPAM_FIRST_INTERFACE_INDEX")]
-    pub first_interface_index: Option<u32>,
-}
-
-impl KnobArgs {
-    /// The knobs.
-    pub fn knobs(&self) -> PoolKnobs {
-        PoolKnobs {
-            pre_allocate: self.pre_allocate,
-            min_allocate: self.min_allocate,
-            max_allocate: self.max_allocate,
-            max_above_watermark: self.max_above_watermark,
-        }
-    }
-}
 
 /// Flags of `simulate`.
 #[derive(Debug, Args)]

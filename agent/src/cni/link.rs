@@ -2,8 +2,8 @@
 //! pod address as a /32, a default route through a link-local gateway whose
 //! neighbour entry is the host end's MAC, and a host route to the pod. Done
 //! with iproute2 (`ip`, and `nsenter` to enter the pod netns), like the
-//! reference plugins' shell equivalents; the host end is where the datapath
-//! attaches later.
+//! reference plugins' shell equivalents; the host end is where the agent
+//! attaches the eBPF datapath once the plugin registers it.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -82,6 +82,11 @@ fn link_mac(show: &str) -> Option<String> {
     links.get(0)?.get("address")?.as_str().map(str::to_owned)
 }
 
+fn link_index(show: &str) -> Option<u32> {
+    let links: serde_json::Value = serde_json::from_str(show).ok()?;
+    links.get(0)?.get("ifindex")?.as_u64()?.try_into().ok()
+}
+
 /// What [`setup`] made.
 #[derive(Debug, Clone)]
 pub struct PodLink {
@@ -89,6 +94,8 @@ pub struct PodLink {
     pub host_if: String,
     /// Host end MAC.
     pub host_mac: String,
+    /// Host end interface index (in the node's network namespace).
+    pub host_ifindex: u32,
     /// Pod end MAC.
     pub pod_mac: String,
 }
@@ -125,8 +132,11 @@ pub fn setup(
 }
 
 fn configure(netns: &str, if_name: &str, host_if: &str, pod_ip: &str) -> Result<PodLink, LinkError> {
-    let host_mac = link_mac(&run("read host veth", ip(&["-j", "link", "show", host_if]), None)?)
+    let host_show = run("read host veth", ip(&["-j", "link", "show", host_if]), None)?;
+    let host_mac = link_mac(&host_show)
         .ok_or_else(|| LinkError { step: format!("read MAC of {host_if}"), detail: "no address".into() })?;
+    let host_ifindex = link_index(&host_show)
+        .ok_or_else(|| LinkError { step: format!("read index of {host_if}"), detail: "no ifindex".into() })?;
     let pod_commands = format!(
         "link set lo up\n\
          link set {if_name} up\n\
@@ -145,7 +155,7 @@ fn configure(netns: &str, if_name: &str, host_if: &str, pod_ip: &str) -> Result<
         ip(&["route", "replace", &format!("{pod_ip}/32"), "dev", host_if, "scope", "link"]),
         None,
     )?;
-    Ok(PodLink { host_if: host_if.to_owned(), host_mac, pod_mac })
+    Ok(PodLink { host_if: host_if.to_owned(), host_mac, host_ifindex, pod_mac })
 }
 
 /// Removes the pair (idempotent: a missing link is success).

@@ -2,8 +2,8 @@
 //! answer. [`run`] never panics on input; it returns the JSON to print and
 //! whether it is an error.
 
-use eni_ipam_api::agent_api::{HEALTHZ_PATH, IPAM_PATH};
-use eni_ipam_api::{AllocateRequest, AllocateResponse, HealthzResponse};
+use eni_ipam_api::agent_api::{ENDPOINT_PATH, HEALTHZ_PATH, IPAM_PATH};
+use eni_ipam_api::{AllocateRequest, AllocateResponse, EndpointRequest, HealthzResponse};
 use serde_json::{Value, json};
 
 use super::agent_client::{AgentCallError, AgentClient};
@@ -127,6 +127,11 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
             return Err(CniError::new(code, "cannot set up the pod interface", err.to_string()));
         }
     };
+    if let Err(err) = register_endpoint(env, conf, &made) {
+        let _ = link::teardown(&made.host_if);
+        let _ = release(env, conf);
+        return Err(err);
+    }
     let interfaces = [
         ResultInterface { name: made.host_if, mac: made.host_mac, sandbox: None },
         ResultInterface { name: env.if_name.clone(), mac: made.pod_mac, sandbox: Some(env.netns.clone()) },
@@ -139,6 +144,24 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
         Some(1),
         &[("0.0.0.0/0", link::POD_GATEWAY)],
     ))
+}
+
+/// Tells the agent the pod's veth, so it installs the datapath endpoint before ADD answers.
+/// An agent that predates the endpoint API answers 404: the pod is then left to kernel
+/// routing (the host route [`link::setup`] made), as before.
+fn register_endpoint(env: &CniEnv, conf: &NetConf, made: &link::PodLink) -> Result<(), CniError> {
+    let request = EndpointRequest {
+        container_id: env.container_id.clone(),
+        if_name: env.if_name.clone(),
+        host_veth: made.host_if.clone(),
+        host_veth_ifindex: made.host_ifindex,
+        pod_mac: made.pod_mac.clone(),
+    };
+    let body = serde_json::to_vec(&request).expect("a request always serializes");
+    match client(conf).call("POST", ENDPOINT_PATH, Some(&body)) {
+        Ok(_) | Err(AgentCallError::Refused { status: 404, .. }) => Ok(()),
+        Err(err) => Err(agent_error(err, "datapath endpoint")),
+    }
 }
 
 fn release(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {

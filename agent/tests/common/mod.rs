@@ -41,34 +41,58 @@ pub struct Agent {
     pub state: PathBuf,
     /// Extra flags for the next (re)start.
     pub extra_args: Vec<String>,
+    /// Datapath flags (default `--datapath none`: the host's bpffs is left alone).
+    pub datapath_args: Vec<String>,
+    /// Network namespace the agent runs in (through `nsenter --net`, which keeps bpffs);
+    /// `None` for the test's own.
+    pub netns: Option<PathBuf>,
+    /// `--metrics-addr` (default a free loopback port).
+    pub metrics_addr: String,
     child: Option<Child>,
 }
 
 impl Agent {
     pub fn start(dir: &Path, pool: &Value) -> Self {
+        let mut agent = Self::configure(dir, pool);
+        agent.restart();
+        agent
+    }
+
+    /// An agent on private files in `dir`, not started yet (set the fields, then `restart`).
+    pub fn configure(dir: &Path, pool: &Value) -> Self {
         std::fs::write(dir.join("pool.json"), pool.to_string()).unwrap();
-        let mut agent = Self {
+        Self {
             dir: dir.to_owned(),
             socket: dir.join("agent.sock"),
             state: dir.join("state.json"),
             extra_args: Vec::new(),
+            datapath_args: vec!["--datapath".into(), "none".into()],
+            netns: None,
+            metrics_addr: "127.0.0.1:0".into(),
             child: None,
-        };
-        agent.restart();
-        agent
+        }
     }
 
     /// Starts (again) on the same files and waits until healthz answers.
     pub fn restart(&mut self) {
         self.kill();
-        let child = Command::new(AGENT)
-            .args(["--node-name", "node-test", "--metrics-addr", "127.0.0.1:0"])
+        let mut command = match &self.netns {
+            Some(netns) => {
+                let mut nsenter = Command::new("nsenter");
+                nsenter.arg(format!("--net={}", netns.display())).arg("--").arg(AGENT);
+                nsenter
+            }
+            None => Command::new(AGENT),
+        };
+        let child = command
+            .args(["--node-name", "node-test", "--metrics-addr", &self.metrics_addr])
             .arg("--socket")
             .arg(&self.socket)
             .arg("--state-file")
             .arg(&self.state)
             .arg("--pool-file")
             .arg(self.dir.join("pool.json"))
+            .args(&self.datapath_args)
             .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.dir.join("agent.log")).unwrap())

@@ -8,14 +8,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use clap::{CommandFactory, Parser};
 use eni_ipam_chart_tests::{Helm, RenderedContainer, command_line, containers, known_flags, parse_documents};
 
-// TODO(pool knobs): the chart passes the pool knobs to the operator, which does
-// not take them: knobs live in each ENINode's spec.ipam, written when the agent
-// registers its node. Move these flags to the agent (and its parser) and delete
-// this list and its use in `operator_argv`: --pre-allocate, --min-allocate,
-// --max-allocate, --max-above-watermark, --first-interface-index.
-const OPERATOR_FLAGS_NOT_YET_ACCEPTED: &[&str] =
-    &["pre-allocate", "min-allocate", "max-allocate", "max-above-watermark", "first-interface-index"];
-
 /// One binary the chart runs, with its parser.
 struct Binary {
     program: &'static str,
@@ -87,12 +79,20 @@ const SCENARIOS: &[(&str, &[&str], &[&str])] = &[
             "apiEndpoint=https://ec2.eu-west-1.amazonaws.com",
             "credentials.existingSecret=eni-ipam-aws",
             "resourceName=example.com/pod-ip",
+            "eni.subnetIds={subnet-0abc1234}",
+            "eni.subnetTags.tier=pods",
+            "eni.securityGroups={sg-0abc1234}",
+            "agent.datapath.hostRoutes={10.96.0.0/12}",
         ],
     ),
     (
         "alibaba example, every option",
         &["examples/alibaba-values.yaml"],
-        &["apiEndpoint=https://ecs.cn-hangzhou.aliyuncs.com", "agent.socketGroup=1000"],
+        &[
+            "apiEndpoint=https://ecs.cn-hangzhou.aliyuncs.com",
+            "agent.socketGroup=1000",
+            "agent.datapath.enabled=false",
+        ],
     ),
 ];
 
@@ -100,29 +100,10 @@ fn binary(program: &str) -> Option<&'static Binary> {
     BINARIES.iter().find(|b| b.program == program)
 }
 
-/// The operator's argv without the flags its parser does not know yet (see the TODO above).
-/// Dropped flags go into `dropped`.
-fn operator_argv(argv: Vec<String>, known: &[String], dropped: &mut BTreeSet<String>) -> Vec<String> {
-    argv.into_iter()
-        .filter(|arg| {
-            let Some(flag) = arg.strip_prefix("--").map(|f| f.split('=').next().unwrap_or(f)) else {
-                return true;
-            };
-            let tolerated =
-                !known.iter().any(|k| k == flag) && OPERATOR_FLAGS_NOT_YET_ACCEPTED.contains(&flag);
-            if tolerated {
-                dropped.insert(format!("--{flag}"));
-            }
-            !tolerated
-        })
-        .collect()
-}
-
 /// Every rendered container of every scenario, parsed; returns the flags set per program.
 fn parse_every_scenario() -> BTreeMap<&'static str, BTreeSet<String>> {
     let mut set_flags: BTreeMap<&'static str, BTreeSet<String>> = BTreeMap::new();
     let mut failures = Vec::new();
-    let mut dropped = BTreeSet::new();
     for (scenario, values, sets) in SCENARIOS {
         let objects = parse_documents(&Helm::default().render(values, sets));
         let rendered = containers(&objects);
@@ -142,10 +123,7 @@ fn parse_every_scenario() -> BTreeMap<&'static str, BTreeSet<String>> {
             let parser = (bin.parser)();
             let line = command_line(container, &parser);
             failures.extend(line.problems.iter().map(|p| format!("{scenario}: {p}")));
-            let mut argv = line.argv.clone();
-            if bin.program == "eni-ipam-operator" {
-                argv = operator_argv(argv, &known_flags(&parser), &mut dropped);
-            }
+            let argv = line.argv.clone();
             if let Err(error) = (bin.parse)(&argv) {
                 failures.push(format!(
                     "{scenario}: {} does not parse: {}\n  argv: {argv:?}",
@@ -155,13 +133,6 @@ fn parse_every_scenario() -> BTreeMap<&'static str, BTreeSet<String>> {
             }
             set_flags.entry(bin.program).or_default().extend(line.flags);
         }
-    }
-    if !dropped.is_empty() {
-        let dropped: Vec<_> = dropped.into_iter().collect();
-        eprintln!(
-            "NOTE: not checked, eni-ipam-operator run does not accept them yet (see the TODO): {}",
-            dropped.join(" ")
-        );
     }
     assert!(failures.is_empty(), "rendered command lines refused:\n{}", failures.join("\n"));
     set_flags

@@ -74,6 +74,11 @@ impl Netns {
         command
     }
 
+    /// A static (permanent) neighbour entry: `ip` is at `mac` on link `dev`.
+    pub fn permanent_neighbour(&self, ip: &str, mac: eni_ipam_datapath::MacAddr, dev: &str) {
+        self.ip(&["neigh", "replace", ip, "lladdr", &mac.to_string(), "dev", dev, "nud", "permanent"]);
+    }
+
     pub fn sysctl(&self, key: &str, value: &str) {
         let status = self.command("sysctl").args(["-qw", &format!("{key}={value}")]).status().unwrap();
         assert!(status.success(), "sysctl {key}={value} in {} failed", self.name);

@@ -3,8 +3,9 @@
 //! their node). The router routes each pod IP to the ENI that owns it, as the VPC knows
 //! secondary IPs. Only private addresses inside namespaces this test bed creates are used;
 //! the host's own namespace is never touched.
-
-#![allow(dead_code)]
+//!
+//! Shared by the datapath's tests (which drive the `Datapath` library directly) and the
+//! agent's (which run the agent and CNI binaries in a node namespace). Needs root and bpffs.
 
 pub mod netns;
 pub mod traffic;
@@ -113,31 +114,9 @@ impl Testbed {
         ns.ip(&["link", "set", "eth0", "up"]);
         ns.ip(&["route", "add", POD_GATEWAY, "dev", "eth0", "scope", "link"]);
         ns.ip(&["route", "add", "default", "via", POD_GATEWAY, "dev", "eth0"]);
-        ns.ip(&[
-            "neigh",
-            "add",
-            POD_GATEWAY,
-            "lladdr",
-            &veth_mac.to_string(),
-            "dev",
-            "eth0",
-            "nud",
-            "permanent",
-        ]);
-        let eni = &node.enis[spec.eni];
-        // The VPC fabric: the pod's IP lives behind the ENI that owns it.
-        self.router.ip(&["route", "add", &format!("{ip}/32"), "dev", &eni.router_link]);
-        self.router.ip(&[
-            "neigh",
-            "replace",
-            &ip,
-            "lladdr",
-            &eni.mac.to_string(),
-            "dev",
-            &eni.router_link,
-            "nud",
-            "permanent",
-        ]);
+        ns.permanent_neighbour(POD_GATEWAY, veth_mac, "eth0");
+        self.assign_in_vpc(spec.ip, spec.node, spec.eni);
+        let eni = &self.nodes[spec.node].enis[spec.eni];
         let endpoint = EndpointInfo {
             pod_veth_ifindex: veth_ifindex,
             pod_mac,
@@ -146,6 +125,23 @@ impl Testbed {
             gateway_mac: eni.gateway_mac,
         };
         self.pods.push(Pod { ns, ip: spec.ip, node: spec.node, eni: spec.eni, veth, endpoint });
+    }
+
+    /// The VPC fabric's side of a secondary IP: `ip` lives behind ENI `eni` of `node` (a route
+    /// and a static neighbour entry in the router, as the VPC knows its ENIs' addresses).
+    pub fn assign_in_vpc(&self, ip: Ipv4Addr, node: usize, eni: usize) {
+        let eni = &self.nodes[node].enis[eni];
+        self.router.ip(&["route", "replace", &format!("{ip}/32"), "dev", &eni.router_link]);
+        self.router.permanent_neighbour(&ip.to_string(), eni.mac, &eni.router_link);
+    }
+
+    /// The node has resolved the VPC gateway `gateway` of ENI `eni` (as ARP would on a cloud
+    /// node): a neighbour entry on the ENI link with the router end's MAC. The agent reads the
+    /// gateway MAC of its endpoints from there.
+    pub fn resolve_vpc_gateway(&self, node: usize, eni: usize, gateway: Ipv4Addr) {
+        let n = &self.nodes[node];
+        let eni = &n.enis[eni];
+        n.ns.permanent_neighbour(&gateway.to_string(), eni.gateway_mac, &eni.name);
     }
 
     /// The endpoints the agent of `node` owns.
@@ -205,15 +201,7 @@ impl Testbed {
         n.ns.sysctl("net.ipv4.ip_forward", "1");
         for (e, eni) in n.enis.iter().enumerate() {
             let table = (100 + e).to_string();
-            n.ns.ip(&[
-                "neigh",
-                "replace",
-                VPC_GATEWAY,
-                "lladdr",
-                &eni.gateway_mac.to_string(),
-                "dev",
-                &eni.name,
-            ]);
+            n.ns.permanent_neighbour(VPC_GATEWAY, eni.gateway_mac, &eni.name);
             n.ns.ip(&[
                 "route",
                 "add",
@@ -230,8 +218,7 @@ impl Testbed {
         for pod in self.pods.iter().filter(|p| p.node == node) {
             let ip = pod.ip.to_string();
             n.ns.ip(&["route", "add", &format!("{ip}/32"), "dev", &pod.veth]);
-            let mac = pod.endpoint.pod_mac.to_string();
-            n.ns.ip(&["neigh", "replace", &ip, "lladdr", &mac, "dev", &pod.veth, "nud", "permanent"]);
+            n.ns.permanent_neighbour(&ip, pod.endpoint.pod_mac, &pod.veth);
             let table = (100 + pod.eni).to_string();
             n.ns.ip(&["rule", "add", "from", &ip, "lookup", &table, "priority", "100"]);
         }

@@ -1,0 +1,277 @@
+//! Keeps the eBPF datapath equal to the IPAM: on start it attaches to the pool's ENIs and
+//! reconciles the endpoint map with the persisted allocations; on CNI ADD it records the
+//! pod's veth (persisted first) and installs the endpoint; on DEL it frees the IP and removes
+//! the endpoint. One lock orders the IPAM change and the map change of every call, so a DEL
+//! can never be overtaken by the ADD it follows.
+//!
+//! Who knows what: the CNI plugin knows the pod's veth and MAC; the agent knows which ENI
+//! owns the IP and its MAC (the pool), finds that ENI's link by MAC, and reads the VPC
+//! gateway's MAC from the node's neighbour table on that link.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use eni_ipam_api::EndpointRequest;
+use eni_ipam_datapath::{Datapath, DatapathError, EndpointCounters, EndpointInfo, MacAddr};
+use tracing::{info, warn};
+
+use crate::allocator::{Allocation, PodEndpoint};
+use crate::ipam::{Ipam, IpamError};
+use crate::node_links::{NodeLink, ifindex_of, link_with_mac, neighbour_mac};
+use crate::pool::PoolIp;
+
+/// Why an endpoint could not be installed or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    /// The IPAM refused or failed.
+    #[error(transparent)]
+    Ipam(#[from] IpamError),
+    /// The request does not describe a usable endpoint.
+    #[error("invalid endpoint: {0}")]
+    Invalid(String),
+    /// What the datapath needs about the IP's ENI is not known on this node.
+    #[error("pod IP {ip}: {reason}")]
+    Unresolved { ip: String, reason: String },
+    /// The datapath refused.
+    #[error("pod IP {ip}: {source}")]
+    Datapath { ip: String, source: DatapathError },
+}
+
+/// What [`Endpoints::reconcile`] did on start.
+#[derive(Debug, Default)]
+pub struct StartReport {
+    /// ENI links the datapath is attached to.
+    pub enis: Vec<NodeLink>,
+    /// Endpoints installed from the state.
+    pub endpoints: usize,
+    /// Endpoints removed from the maps because the agent no longer owns them.
+    pub removed: Vec<Ipv4Addr>,
+    /// Allocations left to kernel routing, and why (veth gone, ENI not found, ...).
+    pub skipped: Vec<String>,
+}
+
+/// One endpoint's counters, with the owner for metric labels.
+#[derive(Clone, Debug)]
+pub struct EndpointStats {
+    /// The pod IP (`0.0.0.0` for drops no endpoint can be charged with).
+    pub pod_ip: Ipv4Addr,
+    /// `namespace/pod`, or the container id; empty for `0.0.0.0`.
+    pub pod: String,
+    /// The counters, summed over CPUs.
+    pub counters: EndpointCounters,
+}
+
+/// The IPAM with the datapath it drives (`None` with `--datapath=none`).
+pub struct Endpoints {
+    ipam: Arc<Ipam>,
+    datapath: Mutex<Option<Datapath>>,
+}
+
+impl std::fmt::Debug for Endpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoints").field("node", &self.ipam.node()).finish()
+    }
+}
+
+impl Endpoints {
+    /// Wraps the IPAM and, unless `None`, the loaded or adopted datapath.
+    pub fn new(ipam: Arc<Ipam>, datapath: Option<Datapath>) -> Self {
+        Self { ipam, datapath: Mutex::new(datapath) }
+    }
+
+    /// Whether an eBPF datapath is in use.
+    pub fn has_datapath(&self) -> bool {
+        self.lock().is_some()
+    }
+
+    /// Start: attaches to every pool ENI found on the node, installs the endpoint of every
+    /// allocation whose veth still exists, and removes every other endpoint and pod link.
+    pub fn reconcile(&self) -> Result<StartReport, EndpointError> {
+        let mut guard = self.lock();
+        let Some(datapath) = guard.as_mut() else { return Ok(StartReport::default()) };
+        let mut report = StartReport::default();
+        let macs: BTreeSet<String> = self.ipam.pool_macs();
+        for mac in macs {
+            match eni_link(&mac) {
+                Ok(link) => {
+                    datapath
+                        .attach_eni(link.ifindex)
+                        .map_err(|source| EndpointError::Datapath { ip: format!("ENI {mac}"), source })?;
+                    report.enis.push(link);
+                }
+                Err(reason) => report.skipped.push(format!("ENI {mac}: {reason}")),
+            }
+        }
+        let mut desired = BTreeMap::new();
+        for allocation in self.ipam.list() {
+            let Some(endpoint) = allocation.endpoint.clone() else { continue };
+            let entry = self.ipam.pool_entry(&allocation.ip);
+            match resolve(&allocation, &endpoint, entry.as_ref()) {
+                Ok((ip, info)) => {
+                    desired.insert(ip, info);
+                }
+                Err(reason) => report.skipped.push(format!("{}: {reason}", allocation.key)),
+            }
+        }
+        // A veth that vanished since it was resolved (its pod is going away) is not fatal.
+        desired.retain(|ip, info| match datapath.attach_pod(info.pod_veth_ifindex) {
+            Ok(()) => true,
+            Err(error) => {
+                report.skipped.push(format!("{ip}: {error}"));
+                false
+            }
+        });
+        let changed = datapath
+            .reconcile(&desired)
+            .map_err(|source| EndpointError::Datapath { ip: "(reconcile)".into(), source })?;
+        report.endpoints = desired.len();
+        report.removed = changed.removed;
+        Ok(report)
+    }
+
+    /// CNI ADD's second step: records the pod's veth (persisted before the answer) and, with
+    /// a datapath, installs the endpoint and attaches to the veth and the ENI.
+    pub fn register(&self, request: &EndpointRequest) -> Result<Allocation, EndpointError> {
+        let pod_mac: MacAddr =
+            request.pod_mac.parse().map_err(|e| EndpointError::Invalid(format!("podMac: {e}")))?;
+        if request.host_veth.is_empty() || request.host_veth_ifindex == 0 {
+            return Err(EndpointError::Invalid(
+                "hostVeth and hostVethIfindex name the host end of the pod's veth; both are required".into(),
+            ));
+        }
+        let endpoint = PodEndpoint {
+            host_veth: request.host_veth.clone(),
+            host_veth_ifindex: request.host_veth_ifindex,
+            pod_mac: pod_mac.to_string(),
+        };
+        let mut guard = self.lock();
+        let recorded = self.ipam.set_endpoint(&request.container_id, &request.if_name, endpoint.clone())?;
+        let allocation = recorded.allocation;
+        let Some(datapath) = guard.as_mut() else { return Ok(allocation) };
+        let (ip, info) = resolve(&allocation, &endpoint, recorded.pool_entry.as_ref())
+            .map_err(|reason| EndpointError::Unresolved { ip: allocation.ip.clone(), reason })?;
+        let failed = |source| EndpointError::Datapath { ip: allocation.ip.clone(), source };
+        datapath.attach_eni(info.eni_ifindex).map_err(failed)?;
+        datapath.upsert_endpoint(ip, info).map_err(failed)?;
+        datapath.attach_pod(info.pod_veth_ifindex).map_err(failed)?;
+        if let Some(previous) = recorded.previous.filter(|p| p.host_veth_ifindex != info.pod_veth_ifindex) {
+            // A retried ADD replaced the veth: the old one's link pin goes too.
+            detach_unused_veth(datapath, previous.host_veth_ifindex).map_err(failed)?;
+        }
+        info!(%ip, veth = %endpoint.host_veth, eni_ifindex = info.eni_ifindex, "endpoint installed");
+        Ok(allocation)
+    }
+
+    /// CNI DEL: frees the IP (persisted first) and removes its endpoint and pod link.
+    /// Idempotent like [`Ipam::release`].
+    pub fn release(&self, container_id: &str, if_name: &str) -> Result<Option<Allocation>, EndpointError> {
+        let mut guard = self.lock();
+        let freed = self.ipam.release(container_id, if_name)?;
+        let (Some(datapath), Some(allocation)) = (guard.as_mut(), freed.as_ref()) else { return Ok(freed) };
+        let Ok(ip) = allocation.ip.parse::<Ipv4Addr>() else { return Ok(freed) };
+        let failed = |source| EndpointError::Datapath { ip: allocation.ip.clone(), source };
+        datapath.remove_endpoint(ip).map_err(failed)?;
+        if let Some(endpoint) = &allocation.endpoint {
+            detach_unused_veth(datapath, endpoint.host_veth_ifindex).map_err(failed)?;
+        }
+        info!(%ip, "endpoint removed");
+        Ok(freed)
+    }
+
+    /// Counters of every endpoint in the datapath (empty without one).
+    pub fn stats(&self) -> Result<Vec<EndpointStats>, DatapathError> {
+        let guard = self.lock();
+        let Some(datapath) = guard.as_ref() else { return Ok(Vec::new()) };
+        let owners: BTreeMap<String, String> = self.ipam.used();
+        Ok(datapath
+            .counters()?
+            .into_iter()
+            .map(|(pod_ip, counters)| EndpointStats {
+                pod_ip,
+                pod: owners.get(&pod_ip.to_string()).cloned().unwrap_or_default(),
+                counters,
+            })
+            .collect())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Datapath>> {
+        self.datapath.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Unpins the pod link of a veth that no endpoint uses any more. The veth is usually gone
+/// already (the plugin deletes it first); its index may serve a new pod by now, whose link
+/// must stay.
+fn detach_unused_veth(datapath: &mut Datapath, ifindex: u32) -> Result<(), DatapathError> {
+    if datapath.endpoints()?.values().any(|e| e.pod_veth_ifindex == ifindex) {
+        return Ok(());
+    }
+    datapath.detach_pod(ifindex)
+}
+
+/// The datapath endpoint of an allocation: the pod side from the plugin, the ENI side from
+/// the pool and the node's links.
+fn resolve(
+    allocation: &Allocation,
+    endpoint: &PodEndpoint,
+    entry: Option<&PoolIp>,
+) -> Result<(Ipv4Addr, EndpointInfo), String> {
+    let ip: Ipv4Addr =
+        allocation.ip.parse().map_err(|_| format!("{:?} is not an IPv4 address", allocation.ip))?;
+    match ifindex_of(&endpoint.host_veth) {
+        Some(index) if index == endpoint.host_veth_ifindex => {}
+        Some(index) => {
+            return Err(format!(
+                "veth {} has index {index}, not {} as registered: the pod was set up again without \
+                 registering its veth",
+                endpoint.host_veth, endpoint.host_veth_ifindex
+            ));
+        }
+        None => return Err(format!("veth {} no longer exists", endpoint.host_veth)),
+    }
+    let pod_mac = endpoint.pod_mac.parse().map_err(|e| format!("pod MAC: {e}"))?;
+    let entry = entry.ok_or("the IP is no longer in the node's pool")?;
+    let eni = eni_link(&entry.mac).map_err(|reason| format!("ENI {}: {reason}", entry.eni))?;
+    let eni_mac: MacAddr = entry.mac.parse().map_err(|e| format!("ENI {} MAC: {e}", entry.eni))?;
+    let gateway: Ipv4Addr = entry.gateway.parse().map_err(|_| {
+        format!(
+            "the gateway of the IP's subnet ({}) is not known: give the subnet with --subnet SUBNET_ID=CIDR[,GATEWAY]",
+            entry.subnet_cidr
+        )
+    })?;
+    let gateway_mac = neighbour_mac(&eni.name, gateway)?.ok_or_else(|| {
+        format!(
+            "the node has no neighbour entry for the VPC gateway {gateway} on ENI link {} ({}); the datapath \
+             sends the pod's packets to that MAC: check `ip neigh show dev {}` and the ENI's addressing",
+            eni.name, entry.eni, eni.name
+        )
+    })?;
+    let info = EndpointInfo {
+        pod_veth_ifindex: endpoint.host_veth_ifindex,
+        pod_mac,
+        eni_ifindex: eni.ifindex,
+        eni_mac,
+        gateway_mac,
+    };
+    Ok((ip, info))
+}
+
+/// The ENI link carrying `mac`.
+fn eni_link(mac: &str) -> Result<NodeLink, String> {
+    let parsed: MacAddr = mac.parse().map_err(|e| format!("{e} (the pool gives no usable ENI MAC)"))?;
+    match link_with_mac(parsed) {
+        Ok(Some(link)) => Ok(link),
+        Ok(None) => Err(format!("no link with MAC {mac} on this node (ENI not attached yet?)")),
+        Err(e) => Err(format!("cannot list the node's links: {e}")),
+    }
+}
+
+/// Logs what the start reconcile did (warnings for what was left to kernel routing).
+pub fn log_start(report: &StartReport) {
+    let enis: Vec<&str> = report.enis.iter().map(|l| l.name.as_str()).collect();
+    info!(?enis, endpoints = report.endpoints, removed = ?report.removed, "datapath reconciled with the IPAM state");
+    for skipped in &report.skipped {
+        warn!("datapath: {skipped}");
+    }
+}

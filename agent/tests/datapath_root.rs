@@ -1,0 +1,278 @@
+//! The real agent with the eBPF datapath in a node namespace of the test bed, pods added and
+//! deleted through the real eni-ipam-cni: traffic leaves through the ENI owning the pod IP,
+//! /metrics counts exactly what was sent, DEL removes the endpoint, and a SIGKILL + restart
+//! of the agent during a 10 ms ping loses nothing and reconciles the maps. Needs root and
+//! bpffs; namespaces and pins carry the pid and are removed on drop, also on panic.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{Agent, address_of, run_plugin};
+use eni_ipam_datapath::{Datapath, EndpointInfo, MacAddr};
+use eni_ipam_netns_testbed::{Netns, Testbed, traffic};
+use serde_json::{Value, json};
+
+/// An address of the VPC fabric itself (the router answers it), outside every pod subnet.
+const VPC_HOST: Ipv4Addr = Ipv4Addr::new(10, 0, 200, 1);
+/// Pool IP per ENI of the node: ENI index -> (IP, subnet, gateway).
+const POOL: [(Ipv4Addr, &str, Ipv4Addr); 2] = [
+    (Ipv4Addr::new(10, 0, 0, 10), "10.0.0.0/24", Ipv4Addr::new(10, 0, 0, 1)),
+    (Ipv4Addr::new(10, 0, 1, 10), "10.0.1.0/24", Ipv4Addr::new(10, 0, 1, 1)),
+];
+const METRICS_ADDR: &str = "127.0.0.1:9966";
+
+/// One node of the test bed with the agent running in it on the eBPF datapath.
+struct AgentNode {
+    // Fields drop in this order: the agent first, then pods, namespaces and pins.
+    agent: Agent,
+    pods: BTreeMap<String, Netns>,
+    bed: Testbed,
+    _dir: tempfile::TempDir,
+    tag: String,
+}
+
+impl AgentNode {
+    fn start(tag: &str) -> Self {
+        let bed = Testbed::new(tag, 1, &[]);
+        bed.router.ip(&["addr", "add", &format!("{VPC_HOST}/32"), "dev", "lo"]);
+        let mut ips = serde_json::Map::new();
+        for (eni, (ip, cidr, gateway)) in POOL.iter().enumerate() {
+            bed.assign_in_vpc(*ip, 0, eni);
+            bed.resolve_vpc_gateway(0, eni, *gateway);
+            let mac = bed.nodes[0].enis[eni].mac.to_string();
+            ips.insert(
+                ip.to_string(),
+                json!({"eni": format!("eni-{eni}"), "mac": mac, "subnetCidr": cidr, "gateway": gateway.to_string()}),
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut agent = Agent::configure(dir.path(), &json!({ "ips": ips }));
+        agent.netns = Some(bed.nodes[0].ns.path());
+        agent.metrics_addr = METRICS_ADDR.into();
+        agent.datapath_args = vec![
+            "--datapath".into(),
+            "ebpf".into(),
+            "--bpf-pin-dir".into(),
+            bed.nodes[0].pins.path().display().to_string(),
+        ];
+        agent.restart();
+        Self { agent, pods: BTreeMap::new(), bed, _dir: dir, tag: tag.to_owned() }
+    }
+
+    fn config(&self) -> Value {
+        json!({"cniVersion": "1.0.0", "name": "eni", "type": "eni-ipam-cni", "socket": self.agent.socket, "timeoutSeconds": 5})
+    }
+
+    /// CNI ADD of a new pod through the real plugin, run in the node namespace; its IP.
+    fn add_pod(&mut self, container: &str) -> Ipv4Addr {
+        let pod = Netns::create(format!("eni-{}-{}-{container}", std::process::id(), self.tag));
+        self.pods.insert(container.to_owned(), pod);
+        address_of(&self.cni("ADD", container).unwrap()).parse().unwrap()
+    }
+
+    fn del_pod(&mut self, container: &str) {
+        self.cni("DEL", container);
+    }
+
+    /// Runs the plugin as the runtime would, in the node namespace; its output.
+    fn cni(&self, command: &str, container: &str) -> Option<Value> {
+        let pod = self.pods[container].path();
+        let node = self.bed.nodes[0].ns.name();
+        let run =
+            run_plugin(command, container, pod.to_str().unwrap(), "eth0", &self.config(), Some(node), "");
+        assert!(run.ok, "{command} {container}: {}\nagent log:\n{}", run.raw, self.agent_log());
+        run.stdout
+    }
+
+    /// The ENI index owning `ip` in the pool.
+    fn owning_eni(ip: Ipv4Addr) -> usize {
+        POOL.iter().position(|(pool_ip, _, _)| *pool_ip == ip).expect("a pool IP")
+    }
+
+    /// Packets the router received from each of the node's ENIs.
+    fn router_rx(&self) -> Vec<u64> {
+        self.bed.nodes[0].enis.iter().map(|e| self.bed.router.rx_packets(&e.router_link)).collect()
+    }
+
+    /// GET /metrics on the agent's admin port, inside the node namespace.
+    fn metrics(&self) -> String {
+        self.bed.nodes[0].ns.run(|| {
+            let mut stream = TcpStream::connect(METRICS_ADDR).expect("connect to the agent's admin port");
+            stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n").unwrap();
+            let mut text = String::new();
+            stream.read_to_string(&mut text).unwrap();
+            text
+        })
+    }
+
+    /// The datapath as the agent pinned it, adopted by the test to look inside.
+    fn pinned(&self) -> Datapath {
+        Datapath::load_or_adopt(self.bed.nodes[0].pins.path()).expect("adopt the agent's pins")
+    }
+
+    fn pod_link_pins(&self) -> Vec<String> {
+        let dir = self.bed.nodes[0].pins.path().join("links");
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .map(|entries| entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        names.retain(|n| n.starts_with("pod-"));
+        names.sort();
+        names
+    }
+
+    fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.agent.dir.join("agent.log")).unwrap_or_default()
+    }
+}
+
+/// The value of the sample of `metric` whose labels include every `labels` pair.
+fn sample(metrics: &str, metric: &str, labels: &[(&str, &str)]) -> Option<u64> {
+    metrics.lines().find_map(|line| {
+        let rest = line.strip_prefix(metric)?.strip_prefix('{')?;
+        let (label_text, value) = rest.rsplit_once("} ")?;
+        labels
+            .iter()
+            .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")))
+            .then(|| value.parse().ok())?
+    })
+}
+
+#[test]
+fn cni_add_installs_the_endpoint_counts_exactly_and_del_removes_it_root() {
+    common::require_root();
+    let mut node = AgentNode::start("agentdp");
+    let a = node.add_pod("ctra");
+    let b = node.add_pod("ctrb");
+    assert_ne!(AgentNode::owning_eni(a), AgentNode::owning_eni(b), "one pod on each ENI");
+
+    let state: Value = serde_json::from_str(&std::fs::read_to_string(&node.agent.state).unwrap()).unwrap();
+    let recorded =
+        state["allocations"].as_array().unwrap().iter().filter(|a| a["endpoint"].is_object()).count();
+    assert_eq!(recorded, 2, "both veths are persisted on their allocations: {state}");
+
+    const SENT: u64 = 20;
+    for (container, ip) in [("ctra", a), ("ctrb", b)] {
+        let before = node.router_rx();
+        let ping = traffic::ping(&node.pods[container], VPC_HOST, SENT as u32, "0.01", None);
+        assert_eq!((ping.transmitted, ping.received), (SENT, SENT), "{}", ping.output);
+        let delta: Vec<u64> = node.router_rx().iter().zip(&before).map(|(after, b)| after - b).collect();
+        let owner = AgentNode::owning_eni(ip);
+        assert_eq!(
+            delta[owner], SENT,
+            "{ip}'s pings arrive on the ENI owning it (eni{owner}): rx deltas {delta:?}"
+        );
+        assert_eq!(delta[1 - owner], 0, "nothing arrives on the other ENI: rx deltas {delta:?}");
+
+        let metrics = node.metrics();
+        let ip_text = ip.to_string();
+        let pod = format!("default/pod-{container}");
+        let counter = |metric: &str, labels: &[(&str, &str)]| {
+            let mut all = vec![("pod_ip", ip_text.as_str()), ("pod", pod.as_str())];
+            all.extend_from_slice(labels);
+            sample(&metrics, metric, &all).unwrap_or_else(|| panic!("no {metric} {all:?} in\n{metrics}"))
+        };
+        assert_eq!(counter("eni_ipam_datapath_packets_total", &[("direction", "tx")]), SENT);
+        assert_eq!(counter("eni_ipam_datapath_packets_total", &[("direction", "rx")]), SENT);
+        // 14 Ethernet + 20 IPv4 + 8 ICMP + 56 data.
+        assert_eq!(counter("eni_ipam_datapath_bytes_total", &[("direction", "tx")]), SENT * 98);
+        assert_eq!(counter("eni_ipam_datapath_drops_total", &[("reason", "spoofed_source")]), 0);
+    }
+    assert!(node.metrics().contains("eni_ipam_datapath_endpoints 2"), "{}", node.metrics());
+    assert_eq!(node.pod_link_pins().len(), 2);
+
+    // A retried ADD makes a new veth: same IP, the endpoint follows it, the old link pin goes.
+    let pins_before = node.pod_link_pins();
+    let again: Ipv4Addr = address_of(&node.cni("ADD", "ctrb").unwrap()).parse().unwrap();
+    assert_eq!(again, b, "a retried ADD keeps the IP");
+    let pins_after = node.pod_link_pins();
+    assert_eq!(pins_after.len(), 2, "{pins_before:?} -> {pins_after:?}");
+    assert_ne!(pins_after, pins_before, "the new veth has its own link");
+    let ping = traffic::ping(&node.pods["ctrb"], VPC_HOST, 3, "0.01", None);
+    assert_eq!(ping.received, 3, "traffic flows over the new veth: {}", ping.output);
+
+    node.del_pod("ctra");
+    let metrics = node.metrics();
+    assert!(!metrics.contains(&format!("pod_ip=\"{a}\"")), "DEL removes {a} from /metrics:\n{metrics}");
+    let endpoints = node.pinned().endpoints().unwrap();
+    assert_eq!(endpoints.keys().copied().collect::<Vec<_>>(), [b], "DEL removes the endpoint from the map");
+    assert_eq!(node.pod_link_pins().len(), 1, "and its link pin");
+    let ping = traffic::ping(&node.pods["ctrb"], VPC_HOST, 3, "0.01", None);
+    assert_eq!(ping.received, 3, "the other pod is untouched: {}", ping.output);
+}
+
+#[test]
+fn agent_sigkill_and_restart_during_a_10ms_ping_loses_nothing_and_reconciles_root() {
+    common::require_root();
+    let mut node = AgentNode::start("agentrs");
+    let a = node.add_pod("ctra");
+    let gone = node.add_pod("ctrgone");
+    // Something the agent does not own, left in the maps (a previous agent's leftover).
+    let stray = Ipv4Addr::new(10, 0, 0, 99);
+    let mut pinned = node.pinned();
+    let stray_endpoint = EndpointInfo {
+        pod_veth_ifindex: 999_999,
+        pod_mac: MacAddr([2, 0, 0, 0, 0, 99]),
+        eni_ifindex: node.bed.nodes[0].enis[0].ifindex,
+        eni_mac: node.bed.nodes[0].enis[0].mac,
+        gateway_mac: node.bed.nodes[0].enis[0].gateway_mac,
+    };
+    pinned.upsert_endpoint(stray, stray_endpoint).unwrap();
+    // On restart only ctra still runs: the agent frees ctrgone's IP and must drop its endpoint.
+    let live = node.agent.dir.join("live-containers");
+    std::fs::write(&live, "ctra\n").unwrap();
+    node.agent.extra_args = vec!["--live-containers-file".into(), live.display().to_string()];
+
+    const PINGS: u64 = 300;
+    let ping = traffic::spawn_ping(&node.pods["ctra"], VPC_HOST, PINGS as u32, "0.01", None);
+    let started = Instant::now();
+    while pinned.endpoint_counters(a).unwrap().tx_packets < PINGS / 6 {
+        assert!(started.elapsed() < Duration::from_secs(10), "the ping never got going through the datapath");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    node.agent.restart(); // SIGKILL, then start again and wait for healthz
+    let at_restart = pinned.endpoint_counters(a).unwrap().tx_packets;
+    assert!(at_restart < PINGS, "the restart must happen during the ping ({at_restart} sent already)");
+
+    let summary = traffic::summary(ping.wait_with_output().unwrap());
+    assert_eq!((summary.transmitted, summary.received), (PINGS, PINGS), "{}", summary.output);
+
+    let endpoints = pinned.endpoints().unwrap();
+    assert_eq!(endpoints.keys().copied().collect::<Vec<_>>(), [a], "reconciled: {stray} and {gone} removed");
+    let log = node.agent_log();
+    assert!(log.contains("Adopted"), "the restarted agent adopts the pins:\n{log}");
+    assert_eq!(node.pod_link_pins().len(), 1, "{gone}'s veth link is detached");
+    let metrics = node.metrics();
+    let tx = sample(
+        &metrics,
+        "eni_ipam_datapath_packets_total",
+        &[("pod_ip", &a.to_string()), ("direction", "tx")],
+    );
+    assert_eq!(tx, Some(PINGS), "counters survive the restart and count every ping:\n{metrics}");
+}
+
+#[test]
+fn the_datapath_flag_fails_in_one_line_naming_what_is_missing_root() {
+    common::require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::configure(dir.path(), &json!({"ips": {}}));
+    let not_bpffs = dir.path().join("pins");
+    agent.datapath_args =
+        vec!["--datapath".into(), "ebpf".into(), "--bpf-pin-dir".into(), not_bpffs.display().to_string()];
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| agent.restart()));
+    assert!(outcome.is_err(), "the agent must not start without bpffs under its pin directory");
+    let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap();
+    let last = log.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("eni-ipam-agent: cannot start the eBPF datapath")
+            && last.contains("bpffs is not mounted at")
+            && last.contains("--datapath=none"),
+        "{log}"
+    );
+    assert!(!Path::new(&not_bpffs).join("maps").exists(), "nothing pinned outside bpffs");
+}
