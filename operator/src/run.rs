@@ -104,7 +104,7 @@ pub async fn run_controller(
     background.spawn(
         reflector(
             node_writer,
-            watcher::watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
+            watcher::watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).modify(trim_node),
         )
         .default_backoff()
         .for_each(|ev| async move {
@@ -129,7 +129,8 @@ pub async fn run_controller(
     // The fleet of the current term, if this replica leads: watch events go to it.
     let current: Arc<Mutex<Option<Arc<Fleet>>>> = Arc::new(Mutex::new(None));
     let mut term: Option<JoinSet<()>> = None;
-    let stream = reflector(writer, watcher::watcher(api, watcher::Config::default())).default_backoff();
+    let stream = reflector(writer, watcher::watcher(api, watcher::Config::default()).modify(trim_eninode))
+        .default_backoff();
     let mut stream = std::pin::pin!(stream);
     let result = loop {
         let lead = *leading.borrow_and_update();
@@ -227,6 +228,25 @@ fn start_term(
         std::future::pending::<()>().await;
     });
     tasks
+}
+
+/// What the Node cache keeps: the name and the providerID (GC's "is this
+/// instance a live node"). A full Node (status, images, labels, managed
+/// fields) is tens of kilobytes; 20,000 of them would be most of our memory.
+fn trim_node(node: &mut Node) {
+    node.status = None;
+    node.metadata.labels = None;
+    node.metadata.annotations = None;
+    node.metadata.managed_fields = None;
+    let provider_id = node.spec.as_ref().and_then(|s| s.provider_id.clone());
+    node.spec = Some(k8s_openapi::api::core::v1::NodeSpec { provider_id, ..Default::default() });
+}
+
+/// What the ENINode cache keeps: everything but the managed fields (server-side
+/// apply lists every pool IP there once more).
+fn trim_eninode(node: &mut ENINode) {
+    node.metadata.managed_fields = None;
+    node.metadata.annotations = None;
 }
 
 /// Aborts its tasks when dropped (a `JoinHandle` alone would let them run on).

@@ -16,6 +16,7 @@ use eni_ipam_cloud::{
 use serde::Serialize;
 
 use super::chart::{Panel, Series, svg};
+use super::footprint::cpu_time;
 use super::report::SimReport;
 use super::strategy::Strategy;
 use super::{SimConfig, cloud_setup, run};
@@ -99,16 +100,6 @@ pub struct BenchReport {
     pub resync: Vec<ResyncCost>,
     /// Peak memory as the fleet grows.
     pub memory: Vec<MemoryPoint>,
-}
-
-/// CPU time of this process so far (user + system), from /proc.
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start after ')'.
-    let fields: Vec<&str> =
-        stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("").split_whitespace().collect();
-    let ticks: u64 = [11, 12].iter().filter_map(|i| fields.get(*i)?.parse::<u64>().ok()).sum();
-    Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
 }
 
 /// The process's peak RSS, MiB, from /proc.

@@ -6,6 +6,7 @@
 pub mod bench;
 mod chart;
 pub mod cloud_setup;
+pub mod footprint;
 pub mod invariants;
 pub mod quota_bound;
 pub mod report;
