@@ -17,6 +17,8 @@ struct Cache {
     subnets: BTreeMap<SubnetId, Subnet>,
     limits: HashMap<String, InstanceLimits>,
     eni_count: usize,
+    /// A VPC-wide listing has filled it at least once.
+    filled: bool,
 }
 
 /// Shared, synchronously locked (never held across an await).
@@ -45,6 +47,7 @@ impl InstancesCache {
         cache.by_instance.clear();
         cache.unattached.clear();
         cache.eni_count = enis.len();
+        cache.filled = true;
         for eni in enis {
             match eni.instance.clone() {
                 Some(instance) => cache.by_instance.entry(instance).or_default().push(eni),
@@ -72,6 +75,11 @@ impl InstancesCache {
                 cache.by_instance.entry(instance).or_default().push(eni);
             }
         }
+    }
+
+    /// Whether a VPC-wide listing ever filled the cache (a restarted operator's is empty).
+    pub fn is_filled(&self) -> bool {
+        self.read().filled
     }
 
     /// Whether the instance was ever listed.

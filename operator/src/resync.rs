@@ -154,7 +154,9 @@ impl Task {
             let vpc_wide = match listing {
                 Listing::PerSubnet => true,
                 Listing::PerInstance => bulk,
-                Listing::Coalesced => bulk || bulk_calls < per_instance_calls,
+                // An empty cache (a start or restart) is filled by one VPC-wide listing,
+                // not by the instances that happen to ask first.
+                Listing::Coalesced => bulk || !cache.is_filled() || bulk_calls < per_instance_calls,
             };
             let result = if listing == Listing::PerSubnet {
                 counts.lock().expect("counts lock").bulk += 1;

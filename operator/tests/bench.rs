@@ -4,6 +4,7 @@
 use eni_ipam_cloud::CloudKind;
 use eni_ipam_operator::simulate::Strategy;
 use eni_ipam_operator::simulate::bench::{BenchConfig, run_bench};
+use eni_ipam_operator::simulate::restart::Restarter;
 
 #[tokio::test(start_paused = true)]
 async fn a_small_bench_compares_every_strategy_and_checks_the_resync_claim() {
@@ -13,6 +14,7 @@ async fn a_small_bench_compares_every_strategy_and_checks_the_resync_claim() {
         fault_rate: 0.01,
         resync_sizes: vec![2_500],
         memory_sizes: vec![200],
+        restart_sizes: vec![200],
         seed: 3,
         memory_binary: None,
     };
@@ -42,7 +44,12 @@ async fn a_small_bench_compares_every_strategy_and_checks_the_resync_claim() {
         assert!(r.bytes > 0);
     }
     assert!(report.memory[0].peak_rss_mib > 0.0);
+    assert_eq!(report.restart.len(), 2 * 3, "three restarters on each cloud");
+    for r in report.restart.iter().filter(|r| r.restarter == Restarter::Ours) {
+        assert!(r.ratio_to_steady <= 2.0, "{r:?}");
+    }
     let tables = report.tables();
+    assert!(tables.contains("restart storm"), "{tables}");
     for strategy in Strategy::ALL {
         assert!(tables.contains(strategy.label()), "{strategy:?} missing from the tables");
     }

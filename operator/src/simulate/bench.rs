@@ -18,6 +18,7 @@ use serde::Serialize;
 use super::chart::{Panel, Series, svg};
 use super::footprint::cpu_time;
 use super::report::SimReport;
+use super::restart::{RestartStorm, Restarter, restart_storm};
 use super::strategy::Strategy;
 use super::{SimConfig, cloud_setup, run};
 
@@ -35,6 +36,8 @@ pub struct BenchConfig {
     pub resync_sizes: Vec<u32>,
     /// Fleet sizes of the memory table (ascending).
     pub memory_sizes: Vec<u32>,
+    /// Fleet sizes of the restart-storm table.
+    pub restart_sizes: Vec<u32>,
     /// Seed.
     pub seed: u64,
     /// The operator binary: each memory point then runs in a fresh process
@@ -51,6 +54,7 @@ impl Default for BenchConfig {
             fault_rate: 0.01,
             resync_sizes: vec![2_000, 20_000, 50_000],
             memory_sizes: vec![1_000, 5_000, 20_000],
+            restart_sizes: vec![1_000],
             seed: 1,
             memory_binary: None,
         }
@@ -98,6 +102,8 @@ pub struct BenchReport {
     pub bursts: Vec<SimReport>,
     /// Full and per-instance resync cost.
     pub resync: Vec<ResyncCost>,
+    /// Everything restarting at once: the first minute against a steady one.
+    pub restart: Vec<RestartStorm>,
     /// Peak memory as the fleet grows.
     pub memory: Vec<MemoryPoint>,
 }
@@ -161,7 +167,16 @@ pub async fn run_bench(config: &BenchConfig, progress: &dyn Fn(&str)) -> anyhow:
             peak_rss_mib: report.peak_rss_mib,
         });
     }
-    Ok(BenchReport { bursts, resync, memory })
+    let mut restart = Vec::new();
+    for cloud in &config.clouds {
+        for &nodes in &config.restart_sizes {
+            for restarter in Restarter::ALL {
+                progress(&format!("restart storm: {cloud}, {nodes} nodes, {}", restarter.label()));
+                restart.push(restart_storm(*cloud, nodes, restarter, config.seed).await?);
+            }
+        }
+    }
+    Ok(BenchReport { bursts, resync, memory, restart })
 }
 
 /// The memory run in a process of its own; its JSON report carries its peak.
@@ -325,6 +340,38 @@ impl BenchReport {
                 r.cpu_ms,
                 r.per_instance_calls,
                 r.per_instance_cpu_ms
+            );
+        }
+        let _ = writeln!(
+            t,
+            "\nrestart storm: everything restarts at once; cloud calls of the first minute vs a steady minute"
+        );
+        let _ = writeln!(
+            t,
+            "  {:<8} {:>6}  {:<26} {:>12} {:>10} {:>9} {:>10} {:>9} {:>14}",
+            "cloud",
+            "nodes",
+            "who restarts",
+            "steady /min",
+            "first min",
+            "x steady",
+            "throttled",
+            "writes",
+            "all resynced s"
+        );
+        for r in &self.restart {
+            let _ = writeln!(
+                t,
+                "  {:<8} {:>6}  {:<26} {:>12.1} {:>10} {:>9.1} {:>10} {:>9} {:>14}",
+                r.cloud,
+                r.nodes,
+                r.restarter.label(),
+                r.steady_calls_per_min,
+                r.restart_calls_first_min,
+                r.ratio_to_steady,
+                r.restart_throttled_first_min,
+                r.restart_writes_first_min,
+                r.all_resynced_s.map_or("-".into(), |t| format!("{t:.1}"))
             );
         }
         let _ = writeln!(t, "\npeak memory as the fleet grows (operator and fake cloud in one process)");

@@ -10,6 +10,7 @@ pub mod footprint;
 pub mod invariants;
 pub mod quota_bound;
 pub mod report;
+pub mod restart;
 pub mod strategy;
 
 use std::collections::{BTreeMap, HashSet};
