@@ -65,12 +65,19 @@ impl HeapProbe for Probe {
     }
 }
 
-fn main() {
-    let benching = std::env::args().any(|a| a == "--bench");
-    let sizes: &[u32] = if benching { &[1_000, 5_000, 20_000] } else { &[2_000] };
+/// One size in this process: prints its row and returns it.
+fn measure(nodes: u32) -> footprint::Footprint {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    let f = runtime.block_on(footprint::measure(nodes, 17.5, &Probe)).expect("the footprint run");
+    assert_eq!(f.resync_calls, f.expected_calls, "full resync calls == ceil(ENIs / page size)");
+    assert_eq!(f.enis, u64::from(nodes), "one ENI a node was listed");
+    assert!(f.operator_heap_mib > 0.0 && f.operator_peak_heap_mib >= f.operator_heap_mib);
+    f
+}
+
+fn header() {
     println!(
-        "{:>7} {:>9} {:>7} {:>6} {:>8} {:>13} {:>9} {:>10} {:>10} {:>10} {:>9} {:>10}",
+        "{:>7} {:>9} {:>7} {:>6} {:>8} {:>13} {:>9} {:>10} {:>10} {:>10} {:>9} {:>10} {:>11}",
         "nodes",
         "pool IPs",
         "ENIs",
@@ -82,36 +89,60 @@ fn main() {
         "instances",
         "ENINodes",
         "Nodes",
-        "cloud MiB"
+        "cloud MiB",
+        "op RSS MiB"
     );
+}
+
+fn row(f: &footprint::Footprint) {
+    println!(
+        "{:>7} {:>9} {:>7} {:>6} {:>8} {:>13.1} {:>9.1} {:>10.1} {:>10.1} {:>10.1} {:>9.1} {:>10.1} {:>11.1}",
+        f.nodes,
+        f.pool_ips,
+        f.enis,
+        f.resync_calls,
+        f.expected_calls,
+        f.resync_cpu_ms,
+        f.operator_heap_mib,
+        f.operator_peak_heap_mib,
+        f.instances_cache_mib,
+        f.eninode_cache_mib,
+        f.node_cache_mib,
+        f.cloud_heap_mib,
+        f.operator_rss_mib
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    // A child run: one size, its numbers as JSON on stdout.
+    if let Some(pos) = args.iter().position(|a| a == "--size") {
+        let nodes: u32 = args[pos + 1].parse().expect("--size takes a node count");
+        println!("{}", serde_json::to_string(&measure(nodes)).expect("serializes"));
+        return;
+    }
+    header();
+    if !args.iter().any(|a| a == "--bench") {
+        row(&measure(2_000));
+        return;
+    }
+    // Each size in a fresh process, so one size's freed memory does not hide the next one's RSS.
     let mut rows = Vec::new();
-    for &nodes in sizes {
-        let f = runtime.block_on(footprint::measure(nodes, 17.5, &Probe)).expect("the footprint run");
-        println!(
-            "{:>7} {:>9} {:>7} {:>6} {:>8} {:>13.1} {:>9.1} {:>10.1} {:>10.1} {:>10.1} {:>9.1} {:>10.1}",
-            f.nodes,
-            f.pool_ips,
-            f.enis,
-            f.resync_calls,
-            f.expected_calls,
-            f.resync_cpu_ms,
-            f.operator_heap_mib,
-            f.operator_peak_heap_mib,
-            f.instances_cache_mib,
-            f.eninode_cache_mib,
-            f.node_cache_mib,
-            f.cloud_heap_mib
-        );
-        assert_eq!(f.resync_calls, f.expected_calls, "full resync calls == ceil(ENIs / page size)");
-        assert_eq!(f.enis, u64::from(nodes), "one ENI a node was listed");
-        assert!(f.operator_heap_mib > 0.0 && f.operator_peak_heap_mib >= f.operator_heap_mib);
+    for nodes in [1_000u32, 5_000, 20_000] {
+        let out = std::process::Command::new(std::env::current_exe().expect("this binary"))
+            .args(["--size", &nodes.to_string()])
+            .output()
+            .expect("the child run");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let f: serde_json::Value = serde_json::from_slice(&out.stdout).expect("the child's JSON");
         rows.push(f);
     }
-    if benching {
-        let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
-        std::fs::create_dir_all(&out).expect("target/bench");
-        let json = serde_json::to_string_pretty(&rows).expect("rows serialize");
-        std::fs::write(out.join("footprint.json"), json + "\n").expect("footprint.json");
-        println!("wrote target/bench/footprint.json");
+    for f in &rows {
+        row(&serde_json::from_value(f.clone()).expect("a footprint"));
     }
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&out).expect("target/bench");
+    let json = serde_json::to_string_pretty(&rows).expect("rows serialize");
+    std::fs::write(out.join("footprint.json"), json + "\n").expect("footprint.json");
+    println!("wrote target/bench/footprint.json");
 }

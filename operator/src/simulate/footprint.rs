@@ -32,7 +32,7 @@ pub trait HeapProbe {
 }
 
 /// What the footprint run measured.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Footprint {
     /// Nodes (instances) in the VPC.
     pub nodes: u32,
@@ -58,6 +58,22 @@ pub struct Footprint {
     pub eninode_cache_mib: f64,
     /// Of the operator's heap: the Node cache, MiB.
     pub node_cache_mib: f64,
+    /// Resident memory the operator's side added to the process, MiB (heap
+    /// plus the allocator's own overhead and fragmentation).
+    pub operator_rss_mib: f64,
+    /// Resident memory of the process before the operator's side (code,
+    /// runtime, the fake cloud), MiB.
+    pub base_rss_mib: f64,
+}
+
+/// The process's resident memory now, MiB, from /proc.
+pub fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 fn mib(bytes: usize) -> f64 {
@@ -107,6 +123,7 @@ pub async fn measure(nodes: u32, ips_per_node: f64, heap: &dyn HeapProbe) -> any
     let cloud_heap = heap.current().saturating_sub(start);
 
     // The operator's side.
+    let base_rss = rss_mib();
     let base = heap.current();
     heap.reset_peak();
     let cache = InstancesCache::new();
@@ -187,6 +204,8 @@ pub async fn measure(nodes: u32, ips_per_node: f64, heap: &dyn HeapProbe) -> any
         instances_cache_mib: mib(after_cache.saturating_sub(base)),
         eninode_cache_mib: mib(after_eninodes.saturating_sub(after_cache)),
         node_cache_mib: mib(heap.current().saturating_sub(after_eninodes)),
+        operator_rss_mib: rss_mib() - base_rss,
+        base_rss_mib: base_rss,
     };
     drop((eninodes, node_cache, free_since, cache));
     Ok(footprint)
