@@ -127,3 +127,41 @@ async fn release_marks_are_a_merge_patch_on_status_that_can_drop_the_agents_answ
     store.publish("n1", update).await.unwrap();
     server.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_failure_condition_replaces_only_pool_ready_in_a_merge_patch_and_keeps_the_agents() {
+    let (mock, mut handle) = tower_test::mock::pair::<http::Request<Body>, http::Response<Body>>();
+    let (reader, mut writer) = reflector::store::<ENINode>();
+    let mut node = ENINode::new("n1", ENINodeSpec::default());
+    node.metadata.resource_version = Some("1".into());
+    let mut agents = PoolUpdate::pool_ready(true, "AtTarget", String::new());
+    agents.type_ = "Registered".into();
+    node.status = Some(ENINodeStatus {
+        conditions: vec![PoolUpdate::pool_ready(true, "AtTarget", String::new()), agents],
+        ..Default::default()
+    });
+    writer.apply_watcher_event(&watcher::Event::Apply(node));
+    let store = KubeNodeStore::new(Api::all(kube::Client::new(mock, "default")), reader);
+    let failed = PoolUpdate::pool_ready(false, "CloudThrottled", "throttled; retrying".into());
+    let server = tokio::spawn(async move {
+        let body = expect(
+            &mut handle,
+            "PATCH",
+            "/apis/eni-ipam.io/v1alpha1/eninodes/n1/status?",
+            "application/merge-patch+json",
+        )
+        .await;
+        let conditions = body["status"]["conditions"].as_array().unwrap();
+        assert_eq!(conditions.len(), 2, "{body}");
+        assert_eq!(conditions[0]["type"], "PoolReady");
+        assert_eq!(conditions[0]["status"], "False");
+        assert_eq!(conditions[0]["reason"], "CloudThrottled");
+        assert!(
+            !conditions[0]["lastTransitionTime"].as_str().unwrap().is_empty(),
+            "status changed: new time"
+        );
+        assert_eq!(conditions[1]["type"], "Registered", "the agent's condition is kept");
+    });
+    store.set_condition("n1", failed).await.unwrap();
+    server.await.unwrap();
+}

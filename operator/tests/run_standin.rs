@@ -8,7 +8,7 @@ use std::time::Duration;
 use eni_ipam_admin::Admin;
 use eni_ipam_api::VpcId;
 use eni_ipam_cloud::fake::{FakeCloud, FakeProvider};
-use eni_ipam_cloud::{CallGuard, CloudProfile, CloudProvider, RetryPolicy};
+use eni_ipam_cloud::{CallGuard, CloudProfile, CloudProvider, CreateEni, RetryPolicy, tag};
 use eni_ipam_kube_standin::{ENINODES, EVENTS, KubeStandin};
 use eni_ipam_operator::metrics::OperatorMetrics;
 use eni_ipam_operator::run::{RunConfig, run_controller};
@@ -31,6 +31,26 @@ async fn two_hundred_eninodes_reach_their_pre_allocation_through_the_standin() {
     let (url, standin) = KubeStandin::start().await;
     let (cloud, profile) = fast_cloud();
     let fleet = cloud_setup::launch(&cloud, 200, "m5.large", 8).unwrap();
+    // A leak of ours (tagged, never attached) and someone else's detached ENI.
+    let (leaked, foreign) = {
+        let mut console = cloud.console();
+        let subnet = console.list_subnets(&VpcId::from("vpc-run"))[0].id.clone();
+        let eni = |tags: BTreeMap<String, String>, token: &str| CreateEni {
+            subnet: subnet.clone(),
+            security_groups: vec![],
+            secondary_ips: 2,
+            tags,
+            client_token: token.into(),
+        };
+        let ours = BTreeMap::from([
+            (tag::CLUSTER.to_owned(), "test".to_owned()),
+            (tag::NODE.to_owned(), "node-gone".to_owned()),
+            (tag::CREATED_BY.to_owned(), tag::CREATOR.to_owned()),
+        ]);
+        let leaked = console.create_eni(&eni(ours, "leak")).unwrap().id;
+        let foreign = console.create_eni(&eni(BTreeMap::new(), "theirs")).unwrap().id;
+        (leaked, foreign)
+    };
     for (i, (instance, zone)) in fleet.instances.iter().enumerate() {
         let name = format!("node-{i:03}");
         standin.create_node(&name, &format!("aws:///{zone}/{instance}"));
@@ -48,6 +68,7 @@ async fn two_hundred_eninodes_reach_their_pre_allocation_through_the_standin() {
     let client = common::client(&url);
     let config = RunConfig {
         gc_interval: Duration::from_millis(200),
+        gc_grace: Duration::from_secs(1),
         node_events: true,
         ..common::run_config("test", "vpc-run", 16, 1)
     };
@@ -135,6 +156,14 @@ async fn two_hundred_eninodes_reach_their_pre_allocation_through_the_standin() {
     assert_eq!(ours_on(&cloud), 0, "node-000's ENIs are gone from the cloud");
     let left: usize = cloud.console().all_enis().filter(|e| e.is_ours("test")).count();
     assert!(left >= 199, "other nodes keep their ENIs ({left})");
+    // The leak is collected after the grace; the untagged ENI is never touched.
+    let exists = |id: &eni_ipam_api::EniId| cloud.console().all_enis().any(|e| &e.id == id);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while exists(&leaked) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!exists(&leaked), "the tagged, detached ENI {leaked} is collected");
+    assert!(exists(&foreign), "an ENI without our tags ({foreign}) is never touched");
     stop_tx.send(()).unwrap();
     controller.await.unwrap().unwrap();
 }
