@@ -11,7 +11,10 @@ const BPF_SOURCES: &[&str] = &["eni_ipam.bpf.c"];
 const HEADER: &str = "eni_ipam.h";
 
 fn main() {
-    let bpf_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bpf");
+    // The manifest dir at run time, not compile time: one compiled build script may serve
+    // several checkouts of the project that share a target dir.
+    let manifest_dir = env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let bpf_dir = Path::new(&manifest_dir).join("../bpf");
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let clang = env::var("CLANG").unwrap_or_else(|_| "clang".to_owned());
     println!("cargo:rerun-if-env-changed=CLANG");
