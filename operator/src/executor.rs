@@ -290,9 +290,16 @@ impl Executor {
         Ok(())
     }
 
-    /// Refreshes every ENI of the VPC and the subnets (the periodic bulk resync).
+    /// Refreshes every ENI of the VPC and the subnets (the periodic bulk
+    /// resync), and the limits of the instance types in use: limits are
+    /// refreshed here only, never per node.
     pub async fn bulk_resync(&self) -> Result<(), CloudError> {
-        self.resync.bulk().await
+        self.resync.bulk().await?;
+        let types = self.cache.limit_types();
+        if !types.is_empty() {
+            self.cache.set_limits(self.provider.instance_limits(&types).await?);
+        }
+        Ok(())
     }
 
     /// How urgently a node needs work according to the cache: `None` when the

@@ -130,6 +130,14 @@ impl InstancesCache {
         }
     }
 
+    /// The instance types whose limits are cached.
+    pub fn limit_types(&self) -> Vec<eni_ipam_api::InstanceType> {
+        let mut types: Vec<_> =
+            self.read().limits.keys().map(|t| eni_ipam_api::InstanceType::from(t.as_str())).collect();
+        types.sort();
+        types
+    }
+
     /// Limits of an instance type, if known.
     pub fn limits(&self, instance_type: &str) -> Option<InstanceLimits> {
         self.read().limits.get(instance_type).cloned()

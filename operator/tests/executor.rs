@@ -732,3 +732,16 @@ async fn transient_faults_end_in_consistent_pools_after_retries() {
         }
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn instance_type_limits_are_fetched_once_and_refreshed_by_the_bulk_resync_only() {
+    let bed = Bed::aws();
+    for n in 0..3 {
+        let instance = bed.launch("m5.large");
+        let node = bed.node(&format!("node-{n}"), &instance, "m5.large", 0, 4);
+        bed.executor.converge(&node).await.expect("converges");
+    }
+    assert_eq!(bed.calls(Api::DescribeInstanceTypes), 1, "one fetch for three nodes of one type");
+    bed.executor.bulk_resync().await.expect("bulk resync");
+    assert_eq!(bed.calls(Api::DescribeInstanceTypes), 2, "the bulk resync refreshes the cached types");
+}
