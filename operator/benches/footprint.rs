@@ -115,6 +115,11 @@ fn row(f: &footprint::Footprint) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    // Test runners list a bench's tests first (nextest with --all-targets): it has none to list;
+    // `scripts/test` runs it once in test mode itself.
+    if args.iter().any(|a| a == "--list") {
+        return;
+    }
     // A child run: one size, its numbers as JSON on stdout.
     if let Some(pos) = args.iter().position(|a| a == "--size") {
         let nodes: u32 = args[pos + 1].parse().expect("--size takes a node count");
