@@ -7,12 +7,11 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use eni_ipam_api::{EniId, InstanceId, InstanceType, PoolKnobs, ReleaseState, SubnetId, VpcId, Zone};
 use eni_ipam_cloud::fake::{FakeCloud, FakeProvider, Faults};
 use eni_ipam_cloud::{
-    Api, BatchLimits, BucketId, BucketSpec, CallGuard, CloudKind, CloudProfile, CloudProvider, CloudResult,
-    CreateEni, Eni, EniQuery, EniState, InstanceLimits, Page, RetryPolicy, Subnet, tag,
+    Api, BucketId, BucketSpec, CallGuard, CloudProfile, CloudProvider, CreateEni, Eni, EniState, RetryPolicy,
+    tag,
 };
 use eni_ipam_operator::executor::{ExecError, Executor, ExecutorConfig, NodeOutcome, NodeTarget};
 use eni_ipam_operator::instances::InstancesCache;
@@ -22,63 +21,11 @@ use futures::future::join_all;
 use tokio::time::Instant;
 
 const CLUSTER: &str = "test-cluster";
+mod common;
+
+use common::observed::Observed;
+
 const VPC: &str = "vpc-test";
-
-// ---------------------------------------------------------------------------
-// A provider that records what the executor asked to create.
-// ---------------------------------------------------------------------------
-
-/// Delegates to a [`FakeProvider`], noting the secondary IPs of every create.
-struct Recorder {
-    inner: FakeProvider,
-    creates: Mutex<Vec<u32>>,
-}
-
-#[async_trait]
-impl CloudProvider for Recorder {
-    fn kind(&self) -> CloudKind {
-        self.inner.kind()
-    }
-    fn batch_limits(&self) -> BatchLimits {
-        self.inner.batch_limits()
-    }
-    async fn instance_limits(&self, types: &[InstanceType]) -> CloudResult<Vec<InstanceLimits>> {
-        self.inner.instance_limits(types).await
-    }
-    async fn list_enis(
-        &self,
-        query: &EniQuery,
-        page_size: u32,
-        token: Option<String>,
-    ) -> CloudResult<Page<Eni>> {
-        self.inner.list_enis(query, page_size, token).await
-    }
-    async fn list_subnets(&self, vpc: &VpcId) -> CloudResult<Vec<Subnet>> {
-        self.inner.list_subnets(vpc).await
-    }
-    async fn create_eni(&self, request: &CreateEni) -> CloudResult<Eni> {
-        self.creates.lock().unwrap().push(request.secondary_ips);
-        self.inner.create_eni(request).await
-    }
-    async fn attach_eni(&self, eni: &EniId, instance: &InstanceId, device_index: u32) -> CloudResult<()> {
-        self.inner.attach_eni(eni, instance, device_index).await
-    }
-    async fn assign_ips(&self, eni: &EniId, count: u32) -> CloudResult<Vec<Ipv4Addr>> {
-        self.inner.assign_ips(eni, count).await
-    }
-    async fn unassign_ips(&self, eni: &EniId, ips: &[Ipv4Addr]) -> CloudResult<()> {
-        self.inner.unassign_ips(eni, ips).await
-    }
-    async fn detach_eni(&self, eni: &EniId) -> CloudResult<()> {
-        self.inner.detach_eni(eni).await
-    }
-    async fn delete_eni(&self, eni: &EniId) -> CloudResult<()> {
-        self.inner.delete_eni(eni).await
-    }
-    async fn tag_eni(&self, eni: &EniId, tags: &BTreeMap<String, String>) -> CloudResult<()> {
-        self.inner.tag_eni(eni, tags).await
-    }
-}
 
 // ---------------------------------------------------------------------------
 // The test bed.
@@ -125,11 +72,15 @@ impl Setup {
             Some(limits) => CallGuard::new(self.profile.clone(), limits, retry),
             None => CallGuard::for_profile(self.profile.clone(), 0.95, retry),
         };
-        let recorder = Arc::new(Recorder {
+        let creates = Arc::new(Mutex::new(Vec::new()));
+        let seen = creates.clone();
+        let provider: Arc<dyn CloudProvider> = Arc::new(Observed {
             inner: FakeProvider::new(cloud.clone(), Arc::new(guard)),
-            creates: Mutex::new(Vec::new()),
+            on_create: Some(Box::new(move |request: &CreateEni| {
+                seen.lock().unwrap().push(request.secondary_ips)
+            })),
+            on_unassign: None,
         });
-        let provider: Arc<dyn CloudProvider> = recorder.clone();
         let cache = Arc::new(InstancesCache::new());
         let resync =
             Resyncer::spawn(provider.clone(), cache.clone(), vpc.clone(), Duration::from_millis(100));
@@ -140,13 +91,14 @@ impl Setup {
             ..ExecutorConfig::default()
         };
         let executor = Executor::new(provider, cache, resync, config, self.seed);
-        Bed { cloud, recorder, executor, subnet, zone }
+        Bed { cloud, creates, executor, subnet, zone }
     }
 }
 
 struct Bed {
     cloud: Arc<FakeCloud>,
-    recorder: Arc<Recorder>,
+    /// Secondary IPs of every create, in order.
+    creates: Arc<Mutex<Vec<u32>>>,
     executor: Executor,
     /// The main subnet: instances are launched in it.
     subnet: SubnetId,
@@ -225,7 +177,7 @@ impl Bed {
 
     /// Secondary IPs the executor asked for in each create call.
     fn creates(&self) -> Vec<u32> {
-        self.recorder.creates.lock().unwrap().clone()
+        self.creates.lock().unwrap().clone()
     }
 
     /// Nothing leaked: no ENI is left detached, and every ENI we created is

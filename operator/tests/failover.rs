@@ -14,7 +14,6 @@ use eni_ipam_cloud::{CallGuard, CloudProvider, RetryPolicy};
 use eni_ipam_kube_standin::{ENINODES, KubeStandin, LEASES};
 use eni_ipam_operator::leader::LeaderConfig;
 use eni_ipam_operator::metrics::OperatorMetrics;
-use eni_ipam_operator::run::run_controller;
 use eni_ipam_operator::simulate::cloud_setup;
 use serde_json::json;
 use tokio::time::Instant;
@@ -28,8 +27,7 @@ struct Replica {
     identity: String,
     guard: Arc<CallGuard>,
     metrics: Arc<OperatorMetrics>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    running: common::Running,
 }
 
 impl Replica {
@@ -48,17 +46,8 @@ impl Replica {
         });
         let metrics = Arc::new(OperatorMetrics::default());
         guard.observe(metrics.clone());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(run_controller(
-            common::client(url),
-            provider,
-            config,
-            metrics.clone(),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        Self { identity: identity.into(), guard, metrics, task, stop: Some(stop) }
+        let running = common::Running::start(common::client(url), provider, config, metrics.clone());
+        Self { identity: identity.into(), guard, metrics, running }
     }
 
     fn cloud_calls(&self) -> u64 {
@@ -67,25 +56,6 @@ impl Replica {
 
     fn leads(&self) -> bool {
         self.metrics.encode().lines().any(|l| l == "eni_ipam_operator_leader 1")
-    }
-}
-
-fn add_nodes(
-    standin: &KubeStandin,
-    instances: &[(eni_ipam_api::InstanceId, eni_ipam_api::Zone)],
-    from: usize,
-) {
-    for (i, (instance, zone)) in instances.iter().enumerate() {
-        let name = format!("node-{:03}", from + i);
-        standin.create_node(&name, &format!("aws:///{zone}/{instance}"));
-        standin
-            .create(
-                ENINODES,
-                json!({"metadata":{"name":name},"spec":{
-                "instanceId":instance.to_string(),"instanceType":"m5.large","zone":zone.to_string(),
-                "vpcId":"vpc-ha","ipam":{"preAllocate":6},"firstInterfaceIndex":1}}),
-            )
-            .unwrap();
     }
 }
 
@@ -111,7 +81,7 @@ async fn only_the_leader_calls_the_cloud_and_the_standby_takes_over_when_it_dies
     let (url, standin) = KubeStandin::start().await;
     let cloud = Arc::new(FakeCloud::new(common::fast_profile(), VpcId::from("vpc-ha"), 5));
     let first = cloud_setup::launch(&cloud, 60, "m5.large", 8).unwrap();
-    add_nodes(&standin, &first.instances, 0);
+    common::add_nodes(&standin, &first.instances, 0, "vpc-ha", 6);
 
     let a = Replica::start(&url, &cloud, "replica-a", 11);
     let b = Replica::start(&url, &cloud, "replica-b", 22);
@@ -127,12 +97,12 @@ async fn only_the_leader_calls_the_cloud_and_the_standby_takes_over_when_it_dies
     assert_eq!(standby.cloud_calls(), 0, "a standby calls no cloud API");
 
     // The leader dies: its task is dropped mid-term, without releasing the Lease.
-    leader.task.abort();
-    let _ = leader.task.await;
-    drop(leader.stop.take());
+    leader.running.task.abort();
+    let _ = (&mut leader.running.task).await;
+    drop(leader.running.stop.take());
     let killed = Instant::now();
     let more = cloud_setup::launch(&cloud, 20, "m5.large", 8).unwrap();
-    add_nodes(&standin, &more.instances, 60);
+    common::add_nodes(&standin, &more.instances, 60, "vpc-ha", 6);
     // Takeover: the standby must see no renewal for a lease duration, then win at its next try.
     let bound = LEASE + RETRY.mul_f64(1.2) + Duration::from_secs(1);
     wait_for("the standby to lead", bound, || standby.leads()).await;
@@ -164,9 +134,7 @@ async fn only_the_leader_calls_the_cloud_and_the_standby_takes_over_when_it_dies
             );
         }
     }
-    let mut standby = standby;
-    standby.stop.take().unwrap().send(()).unwrap();
-    standby.task.await.unwrap().unwrap();
+    standby.running.stop().await;
     let lease = standin.get(LEASES, "kube-system", "eni-ipam-operator").expect("the Lease");
     assert!(lease["spec"]["holderIdentity"].is_null(), "a clean stop releases the Lease: {lease}");
 }

@@ -9,91 +9,26 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use eni_ipam_agent::ipam::Ipam;
 use eni_ipam_agent::kube_side::Reporter;
 use eni_ipam_agent::metrics::Metrics;
 use eni_ipam_agent::pool::{NodePool, SubnetMap};
 use eni_ipam_agent::state::StateStore;
 use eni_ipam_api::agent_api::AllocateRequest;
-use eni_ipam_api::{EniId, InstanceId, InstanceType, VpcId};
+use eni_ipam_api::{EniId, VpcId};
 use eni_ipam_cloud::fake::{FakeCloud, FakeProvider};
-use eni_ipam_cloud::{
-    BatchLimits, CallGuard, CloudKind, CloudProvider, CloudResult, CreateEni, Eni, EniQuery, InstanceLimits,
-    Page, RetryPolicy, Subnet,
-};
+use eni_ipam_cloud::{CallGuard, RetryPolicy};
 use eni_ipam_kube_standin::{ENINODES, KubeStandin};
 use eni_ipam_operator::metrics::OperatorMetrics;
-use eni_ipam_operator::run::run_controller;
 use eni_ipam_operator::simulate::cloud_setup;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
 const NODES: usize = 4;
 
-/// The fake cloud, with every unassign checked against what the agents hand out.
-struct Checked {
-    inner: FakeProvider,
-    agents: Arc<Mutex<Vec<Arc<Ipam>>>>,
-    unassigned: AtomicU64,
-    violations: Mutex<Vec<String>>,
-}
-
-#[async_trait]
-impl CloudProvider for Checked {
-    fn kind(&self) -> CloudKind {
-        self.inner.kind()
-    }
-    fn batch_limits(&self) -> BatchLimits {
-        self.inner.batch_limits()
-    }
-    async fn instance_limits(&self, types: &[InstanceType]) -> CloudResult<Vec<InstanceLimits>> {
-        self.inner.instance_limits(types).await
-    }
-    async fn list_enis(
-        &self,
-        query: &EniQuery,
-        page_size: u32,
-        token: Option<String>,
-    ) -> CloudResult<Page<Eni>> {
-        self.inner.list_enis(query, page_size, token).await
-    }
-    async fn list_subnets(&self, vpc: &VpcId) -> CloudResult<Vec<Subnet>> {
-        self.inner.list_subnets(vpc).await
-    }
-    async fn create_eni(&self, request: &CreateEni) -> CloudResult<Eni> {
-        self.inner.create_eni(request).await
-    }
-    async fn attach_eni(&self, eni: &EniId, instance: &InstanceId, device_index: u32) -> CloudResult<()> {
-        self.inner.attach_eni(eni, instance, device_index).await
-    }
-    async fn assign_ips(&self, eni: &EniId, count: u32) -> CloudResult<Vec<Ipv4Addr>> {
-        self.inner.assign_ips(eni, count).await
-    }
-    async fn unassign_ips(&self, eni: &EniId, ips: &[Ipv4Addr]) -> CloudResult<()> {
-        for agent in self.agents.lock().unwrap().iter() {
-            let used = agent.used();
-            for ip in ips {
-                if let Some(pod) = used.get(&ip.to_string()) {
-                    self.violations.lock().unwrap().push(format!("{ip} unassigned while {pod} holds it"));
-                }
-            }
-        }
-        self.unassigned.fetch_add(ips.len() as u64, Ordering::Relaxed);
-        self.inner.unassign_ips(eni, ips).await
-    }
-    async fn detach_eni(&self, eni: &EniId) -> CloudResult<()> {
-        self.inner.detach_eni(eni).await
-    }
-    async fn delete_eni(&self, eni: &EniId) -> CloudResult<()> {
-        self.inner.delete_eni(eni).await
-    }
-    async fn tag_eni(&self, eni: &EniId, tags: &BTreeMap<String, String>) -> CloudResult<()> {
-        self.inner.tag_eni(eni, tags).await
-    }
-}
-
 mod common;
+
+use common::observed::Observed;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_ip_in_use_is_ever_unassigned_while_pods_churn() {
@@ -105,42 +40,43 @@ async fn no_ip_in_use_is_ever_unassigned_while_pods_churn() {
     let profile = common::fast_profile();
     let cloud = Arc::new(FakeCloud::new(profile.clone(), VpcId::from("vpc-churn"), 11));
     let fleet = cloud_setup::launch(&cloud, NODES as u32, "m5.large", 8).unwrap();
-    for (i, (instance, zone)) in fleet.instances.iter().enumerate() {
-        let name = format!("node-{i}");
-        standin.create_node(&name, &format!("aws:///{zone}/{instance}"));
-        standin
-            .create(
-                ENINODES,
-                json!({"metadata":{"name":name},"spec":{
-                "instanceId":instance.to_string(),"instanceType":"m5.large","zone":zone.to_string(),
-                "vpcId":"vpc-churn","ipam":{"preAllocate":3},"firstInterfaceIndex":1}}),
-            )
-            .unwrap();
-    }
-    let agents = Arc::new(Mutex::new(Vec::new()));
+    common::add_nodes(&standin, &fleet.instances, 0, "vpc-churn", 3);
+    let agents: Arc<Mutex<Vec<Arc<Ipam>>>> = Arc::new(Mutex::new(Vec::new()));
+    let unassigned = Arc::new(AtomicU64::new(0));
+    let violations = Arc::new(Mutex::new(Vec::new()));
+    // Every unassign is checked, as it is made, against what every agent hands out.
+    let check = {
+        let (agents, unassigned, violations) = (agents.clone(), unassigned.clone(), violations.clone());
+        move |_: &EniId, ips: &[Ipv4Addr]| {
+            for agent in agents.lock().unwrap().iter() {
+                let used = agent.used();
+                for ip in ips {
+                    if let Some(pod) = used.get(&ip.to_string()) {
+                        violations.lock().unwrap().push(format!("{ip} unassigned while {pod} holds it"));
+                    }
+                }
+            }
+            unassigned.fetch_add(ips.len() as u64, Ordering::Relaxed);
+        }
+    };
     let guard = Arc::new(CallGuard::for_profile(profile, 0.95, RetryPolicy::cloud_default(3)));
-    let provider = Arc::new(Checked {
+    let provider = Arc::new(Observed {
         inner: FakeProvider::new(cloud.clone(), guard),
-        agents: agents.clone(),
-        unassigned: AtomicU64::new(0),
-        violations: Mutex::new(Vec::new()),
+        on_create: None,
+        on_unassign: Some(Box::new(check)),
     });
     let client = common::client(&url);
     let mut config = common::run_config("churn", "vpc-churn", 4, 3);
     config.controller.release_delay = Duration::ZERO;
     config.resync_interval = Duration::from_secs(2);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let metrics = Arc::new(OperatorMetrics::default());
     let controller =
-        tokio::spawn(run_controller(client.clone(), provider.clone(), config, metrics, async move {
-            let _ = stop_rx.await;
-        }));
+        common::Running::start(client.clone(), provider, config, Arc::new(OperatorMetrics::default()));
 
     // One agent per node: its IPAM, its reporter (status.used and release answers), and pods coming and going.
     let dir = tempfile::tempdir().unwrap();
     let mut churners = Vec::new();
     for i in 0..NODES {
-        let name = format!("node-{i}");
+        let name = format!("node-{i:03}");
         let store = StateStore::new(dir.path().join(format!("{name}.json")));
         let (ipam, _) = Ipam::open(&name, store, NodePool::default(), None).unwrap();
         let ipam = Arc::new(ipam);
@@ -194,9 +130,9 @@ async fn no_ip_in_use_is_ever_unassigned_while_pods_churn() {
     }
     // Let the last marks be answered and released.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let violations = provider.violations.lock().unwrap().clone();
+    let violations = violations.lock().unwrap().clone();
     assert!(violations.is_empty(), "IPs in use were unassigned: {violations:?}");
-    let unassigned = provider.unassigned.load(Ordering::Relaxed);
+    let unassigned = unassigned.load(Ordering::Relaxed);
     assert!(handed_out > 100, "the churn handed out {handed_out} IPs");
     assert!(unassigned > 0, "the churn exercised releases (unassigned {unassigned})");
     // No IP in two pools, and every pool IP is on its ENI in the cloud.
@@ -219,6 +155,5 @@ async fn no_ip_in_use_is_ever_unassigned_while_pods_churn() {
         }
     }
     eprintln!("churn: {handed_out} IPs handed out, {unassigned} unassigned through the handshake, 0 in use");
-    stop_tx.send(()).unwrap();
-    controller.await.unwrap().unwrap();
+    controller.stop().await;
 }

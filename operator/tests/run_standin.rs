@@ -11,9 +11,8 @@ use eni_ipam_cloud::fake::{FakeCloud, FakeProvider};
 use eni_ipam_cloud::{CallGuard, CloudProfile, CloudProvider, CreateEni, RetryPolicy, tag};
 use eni_ipam_kube_standin::{ENINODES, EVENTS, KubeStandin};
 use eni_ipam_operator::metrics::OperatorMetrics;
-use eni_ipam_operator::run::{RunConfig, run_controller};
+use eni_ipam_operator::run::RunConfig;
 use eni_ipam_operator::simulate::cloud_setup;
-use serde_json::json;
 
 mod common;
 
@@ -51,18 +50,7 @@ async fn two_hundred_eninodes_reach_their_pre_allocation_through_the_standin() {
         let foreign = console.create_eni(&eni(BTreeMap::new(), "theirs")).unwrap().id;
         (leaked, foreign)
     };
-    for (i, (instance, zone)) in fleet.instances.iter().enumerate() {
-        let name = format!("node-{i:03}");
-        standin.create_node(&name, &format!("aws:///{zone}/{instance}"));
-        standin
-            .create(
-                ENINODES,
-                json!({"metadata":{"name":name},"spec":{
-                "instanceId":instance.to_string(),"instanceType":"m5.large","zone":zone.to_string(),
-                "vpcId":"vpc-run","ipam":{"preAllocate":8},"firstInterfaceIndex":1}}),
-            )
-            .unwrap();
-    }
+    common::add_nodes(&standin, &fleet.instances, 0, "vpc-run", 8);
     let guard = Arc::new(CallGuard::for_profile(profile, 0.95, RetryPolicy::cloud_default(3)));
     let provider: Arc<dyn CloudProvider> = Arc::new(FakeProvider::new(cloud.clone(), guard.clone()));
     let client = common::client(&url);
@@ -74,10 +62,7 @@ async fn two_hundred_eninodes_reach_their_pre_allocation_through_the_standin() {
     };
     let metrics = Arc::new(OperatorMetrics::default());
     guard.observe(metrics.clone());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(run_controller(client, provider, config, metrics.clone(), async move {
-        let _ = stop_rx.await;
-    }));
+    let controller = common::Running::start(client, provider, config, metrics.clone());
     let ready = |standin: &KubeStandin| {
         standin
             .list(ENINODES)
@@ -164,6 +149,5 @@ async fn two_hundred_eninodes_reach_their_pre_allocation_through_the_standin() {
     }
     assert!(!exists(&leaked), "the tagged, detached ENI {leaked} is collected");
     assert!(exists(&foreign), "an ENI without our tags ({foreign}) is never touched");
-    stop_tx.send(()).unwrap();
-    controller.await.unwrap().unwrap();
+    controller.stop().await;
 }

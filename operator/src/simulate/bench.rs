@@ -16,7 +16,7 @@ use eni_ipam_cloud::{
 use serde::Serialize;
 
 use super::chart::{Panel, Series, svg};
-use super::footprint::cpu_time;
+use super::footprint::{cpu_time, proc_status_mib};
 use super::report::SimReport;
 use super::restart::{RestartStorm, Restarter, restart_storm};
 use super::strategy::Strategy;
@@ -110,12 +110,7 @@ pub struct BenchReport {
 
 /// The process's peak RSS, MiB, from /proc.
 pub fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
+    proc_status_mib("VmHWM")
 }
 
 /// Runs everything; `progress` hears a line per step.

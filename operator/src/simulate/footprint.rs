@@ -66,14 +66,19 @@ pub struct Footprint {
     pub base_rss_mib: f64,
 }
 
-/// The process's resident memory now, MiB, from /proc.
-pub fn rss_mib() -> f64 {
+/// A memory line of /proc/self/status (`VmRSS`, `VmHWM`, ...), MiB.
+pub fn proc_status_mib(field: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The process's resident memory now, MiB.
+pub fn rss_mib() -> f64 {
+    proc_status_mib("VmRSS")
 }
 
 fn mib(bytes: usize) -> f64 {
