@@ -642,7 +642,7 @@ async fn transient_faults_end_in_consistent_pools_after_retries() {
             bed.node(&format!("node-{n}"), &instance, "ecs.g7.xlarge", 1, 12)
         })
         .collect();
-    bed.cloud.set_faults(Faults { transient_rate: 0.3 });
+    bed.cloud.set_faults(Faults { transient_rate: 0.3, ..Faults::default() });
 
     let converge_until_ready = |node: &NodeTarget| {
         let executor = &bed.executor;

@@ -33,6 +33,9 @@ pub struct ServerCounts {
 pub struct Faults {
     /// Share of calls (0..=1) answered with a 5xx before doing anything.
     pub transient_rate: f64,
+    /// Share of calls (0..=1) answered "throttled" although the quota has room
+    /// (a region under load elsewhere).
+    pub throttle_rate: f64,
 }
 
 /// An in-memory cloud with one VPC.
@@ -111,8 +114,19 @@ impl FakeCloud {
                 "request rate exceeded",
             ));
         }
-        let rate = self.faults.lock().expect("faults lock").transient_rate;
-        if rate > 0.0 && self.rng.lock().expect("rng lock").random_bool(rate.min(1.0)) {
+        let faults = *self.faults.lock().expect("faults lock");
+        let draw = |rate: f64| rate > 0.0 && self.rng.lock().expect("rng lock").random_bool(rate.min(1.0));
+        if draw(faults.throttle_rate) {
+            entry.throttled += 1;
+            return Err(CloudError::new(
+                api,
+                ErrorClass::Throttled,
+                self.profile.throttle_code,
+                object,
+                "request rate exceeded (injected)",
+            ));
+        }
+        if draw(faults.transient_rate) {
             entry.faulted += 1;
             return Err(CloudError::new(
                 api,

@@ -160,7 +160,7 @@ async fn subnets_are_finite_and_freed_addresses_come_back() {
 async fn injected_faults_are_retried_for_reads() {
     let b = bed(CloudProfile::aws());
     b.launch("m5.large");
-    b.cloud.set_faults(Faults { transient_rate: 0.5 });
+    b.cloud.set_faults(Faults { transient_rate: 0.5, ..Faults::default() });
     let p = b.provider(1.0);
     for _ in 0..20 {
         p.list_subnets(&VpcId::from("vpc-1")).await.expect("8 attempts beat a 50% fault rate");

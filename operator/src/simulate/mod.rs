@@ -228,7 +228,7 @@ pub async fn run_on(
             let vpc = VpcId::from("vpc-sim");
             let cloud = Arc::new(FakeCloud::new(profile.clone(), vpc.clone(), config.seed));
             let launched = cloud_setup::launch(&cloud, config.nodes, &instance_type, target_ips)?;
-            cloud.set_faults(Faults { transient_rate: config.fault_rate });
+            cloud.set_faults(Faults { transient_rate: config.fault_rate, ..Faults::default() });
             let retry = config.strategy.retry(config.seed);
             let guard = Arc::new(if config.strategy.shared_limiter() {
                 CallGuard::for_profile(profile.clone(), config.limiter_margin, retry)

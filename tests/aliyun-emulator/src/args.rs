@@ -54,6 +54,9 @@ pub struct Args {
     /// Share of calls answered InternalError before any change.
     #[arg(long, env = "EMULATOR_FAULT_RATE", default_value_t = 0.0)]
     pub fault_rate: f64,
+    /// Share of calls answered Throttling.User although the quota has room.
+    #[arg(long, env = "EMULATOR_THROTTLE_RATE", default_value_t = 0.0)]
+    pub throttle_rate: f64,
     /// Scripted errors, `Action=Code:TIMES` (repeatable).
     #[arg(long = "fail", env = "EMULATOR_FAIL", value_delimiter = ',')]
     pub fail: Vec<String>,
@@ -137,11 +140,15 @@ impl Args {
             None => FaultPlan {
                 latency_ms: self.latency_ms,
                 transient_rate: self.fault_rate,
+                throttle_rate: self.throttle_rate,
                 errors: self.fail.iter().map(|f| injected(f)).collect::<anyhow::Result<_>>()?,
             },
         };
         if !(0.0..=1.0).contains(&plan.transient_rate) {
             bail!("fault rate {} is not within 0..=1", plan.transient_rate);
+        }
+        if !(0.0..=1.0).contains(&plan.throttle_rate) {
+            bail!("throttle rate {} is not within 0..=1", plan.throttle_rate);
         }
         emulator.set_faults(plan);
         Ok(emulator)

@@ -26,6 +26,8 @@ pub struct FaultPlan {
     pub latency_ms: u64,
     /// Share of calls (0..=1) answered `InternalError` (500) before any change.
     pub transient_rate: f64,
+    /// Share of calls (0..=1) answered `Throttling.User` although the quota has room.
+    pub throttle_rate: f64,
     /// Scripted error answers.
     pub errors: Vec<InjectedError>,
 }
@@ -116,7 +118,8 @@ impl Emulator {
 
     /// Replaces the injected faults.
     pub fn set_faults(&self, plan: FaultPlan) {
-        self.cloud.set_faults(Faults { transient_rate: plan.transient_rate });
+        self.cloud
+            .set_faults(Faults { transient_rate: plan.transient_rate, throttle_rate: plan.throttle_rate });
         *self.faults.lock().expect("faults lock") = plan;
     }
 

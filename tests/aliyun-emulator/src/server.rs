@@ -77,7 +77,7 @@ async fn set_faults(State(emulator): State<Arc<Emulator>>, body: Bytes) -> Respo
         }
         Err(e) => json(
             400,
-            serde_json::json!({"Code": "InvalidParameter", "Message": format!("fault plan is not valid JSON of {{latency_ms, transient_rate, errors: [{{action, code, times}}]}}: {e}")}),
+            serde_json::json!({"Code": "InvalidParameter", "Message": format!("fault plan is not valid JSON of {{latency_ms, transient_rate, throttle_rate, errors: [{{action, code, times}}]}}: {e}")}),
         ),
     }
 }

@@ -184,7 +184,9 @@ struct Shared {
 pub struct KubeStandin {
     shared: Arc<Shared>,
     url: String,
-    shutdown: Arc<tokio::sync::Notify>,
+    addr: SocketAddr,
+    /// The accept loop and every open connection, while serving.
+    server: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 /// Errors the REST layer answers with, as a meta/v1 Status.
@@ -232,8 +234,19 @@ impl KubeStandin {
 
     /// As [`KubeStandin::start`], keeping at most `history_limit` watch events; older rvs get 410.
     pub async fn start_with_history(history_limit: usize) -> (String, KubeStandin) {
-        let listener =
-            tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0 for the stand-in");
+        Self::serve_on(SocketAddr::from(([127, 0, 0, 1], 0)), history_limit).await
+    }
+
+    /// As [`KubeStandin::start`] on `addr` (e.g. `0.0.0.0:0`, so processes in other network
+    /// namespaces reach it over a veth). The URL names the bound address as is.
+    pub async fn start_on(addr: SocketAddr) -> (String, KubeStandin) {
+        Self::serve_on(addr, 10_000).await
+    }
+
+    async fn serve_on(addr: SocketAddr, history_limit: usize) -> (String, KubeStandin) {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .unwrap_or_else(|e| panic!("bind {addr} for the stand-in: {e}"));
         let addr: SocketAddr = listener.local_addr().expect("stand-in local address");
         let url = format!("http://{addr}");
         let (events, _) = broadcast::channel(65_536);
@@ -251,15 +264,32 @@ impl KubeStandin {
             requests: Mutex::new(Vec::new()),
             request_count: AtomicU64::new(0),
         });
-        let shutdown = Arc::new(tokio::sync::Notify::new());
-        let standin = KubeStandin { shared: shared.clone(), url: url.clone(), shutdown: shutdown.clone() };
-        let app = Router::new().fallback(handle).with_state(standin.clone());
-        tokio::spawn(async move {
-            let stop = shutdown.clone();
-            let _ =
-                axum::serve(listener, app).with_graceful_shutdown(async move { stop.notified().await }).await;
-        });
+        let standin = KubeStandin { shared, url: url.clone(), addr, server: Arc::new(Mutex::new(None)) };
+        standin.serve(listener);
         (url, standin)
+    }
+
+    /// Runs the accept loop; every connection is a task of it, so aborting it closes them all.
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        let app = Router::new().fallback(handle).with_state(self.clone());
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                connections.spawn(async move {
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ =
+                        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                            .serve_connection(io, service)
+                            .await;
+                });
+                while connections.try_join_next().is_some() {}
+            }
+        });
+        if let Some(old) = self.server.lock().expect("stand-in server").replace(task) {
+            old.abort();
+        }
     }
 
     /// The base URL.
@@ -267,9 +297,43 @@ impl KubeStandin {
         &self.url
     }
 
-    /// Stops accepting connections (open watches end when their clients drop them).
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops at once, as a crashed apiserver: no new connections, and every open one
+    /// (watches included) is closed. Objects are kept for [`KubeStandin::restart`].
     pub fn shutdown(&self) {
-        self.shutdown.notify_waiters();
+        if let Some(task) = self.server.lock().expect("stand-in server").take() {
+            task.abort();
+        }
+    }
+
+    /// Restarts as an apiserver does: every connection and watch is closed, then, after
+    /// `down`, the same address is served again with the same objects and resourceVersions,
+    /// so clients re-list or re-watch from where they were.
+    pub async fn restart_after(&self, down: std::time::Duration) {
+        self.shutdown();
+        tokio::time::sleep(down).await;
+        let mut tries = 0;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(listener) => break listener,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    tracing::debug!(error = %e, "stand-in address still taken; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("rebind {} for the restarted stand-in: {e}", self.addr),
+            }
+        };
+        self.serve(listener);
+    }
+
+    /// [`KubeStandin::restart_after`] with 200 ms of downtime.
+    pub async fn restart(&self) {
+        self.restart_after(std::time::Duration::from_millis(200)).await;
     }
 
     /// Creates a Node with `spec.providerID` (no labels). Panics if it exists.

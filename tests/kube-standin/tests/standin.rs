@@ -199,3 +199,44 @@ async fn label_selectors_filter_lists_set_based_included() {
     let got = nodes.list(&ListParams::default().fields("metadata.name=b")).await.unwrap();
     assert_eq!(got.items.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_closes_every_watch_and_watchers_resume_on_the_same_address() {
+    let (url, standin) = KubeStandin::start().await;
+    standin.create_node("before", "aws:///us-east-1a/i-1");
+    let nodes: Api<Node> = Api::all(client(&url).await);
+    let mut stream = watcher::watcher(nodes.clone(), watcher::Config::default()).boxed();
+    let mut names = Vec::new();
+    let next_name = async |stream: &mut futures::stream::BoxStream<'_, _>| loop {
+        let event: Result<Event<Node>, watcher::Error> =
+            tokio::time::timeout(Duration::from_secs(10), stream.next())
+                .await
+                .expect("an event")
+                .expect("open");
+        match event {
+            Ok(Event::Apply(n) | Event::InitApply(n)) => return n.metadata.name.unwrap(),
+            Ok(_) => {}
+            // While the stand-in is down the watcher reports failed re-connects; it keeps trying.
+            Err(_) => {}
+        }
+    };
+    names.push(next_name(&mut stream).await);
+    let served = standin.request_count();
+    standin.shutdown();
+    // Down: a new request is refused.
+    let refused = nodes.list(&ListParams::default()).await;
+    assert!(refused.is_err(), "a stopped stand-in answers nothing");
+    standin.restart().await;
+    standin.create_node("after", "aws:///us-east-1a/i-2");
+    loop {
+        let name = next_name(&mut stream).await;
+        if name == "after" {
+            break;
+        }
+        names.push(name);
+    }
+    let rewatched =
+        standin.requests()[served as usize..].iter().filter(|r| r.query.contains("watch=true")).count();
+    assert!(rewatched >= 1, "the old watch was closed, so the watcher opened a new one");
+    assert_eq!(nodes.list(&ListParams::default()).await.unwrap().items.len(), 2, "objects survive a restart");
+}
