@@ -183,7 +183,9 @@ pub(crate) fn apply(
             Some(false) => p.first().map(String::as_str) != Some("status"),
             None => true,
         };
-        let kept = new_set.0.iter().any(|n| overlaps(p, n))
+        // Kept when applied again, or when it is an ancestor of an applied field. A path under
+        // an applied leaf is not kept: applying `used: {}` drops the `used.<ip>` applied before.
+        let kept = new_set.0.iter().any(|n| n.starts_with(p))
             || managers.iter().any(|(m, fs)| m != manager && fs.0.iter().any(|o| overlaps(p, o)));
         if in_scope && !kept {
             remove_path(&mut next, p);
@@ -257,5 +259,16 @@ mod tests {
         let (next, m) = apply(&cur, &applied, &managers, "op", true, true, false).unwrap();
         assert_eq!(next, applied, "no empty entry is left behind for 10.0.0.1");
         assert_eq!(m["op"].paths(), vec!["spec.pool.10.0.0.2.eni", "spec.pool.10.0.0.2.subnet"]);
+    }
+
+    #[test]
+    fn applying_an_empty_map_drops_the_entries_the_manager_applied_before() {
+        let cur = json!({"status": {"used": {"10.0.0.1": "default/a", "10.0.0.2": "default/b"}, "inUse": 2}});
+        let mut managers = BTreeMap::new();
+        managers.insert("agent".to_string(), owned_paths(&cur, true, Some(true)));
+        let applied = json!({"status": {"used": {}, "inUse": 0}});
+        let (next, m) = apply(&cur, &applied, &managers, "agent", true, true, true).unwrap();
+        assert_eq!(next, applied, "every pod is gone, so is every entry");
+        assert_eq!(m["agent"].paths(), vec!["status.inUse", "status.used"]);
     }
 }

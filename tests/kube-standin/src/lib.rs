@@ -34,9 +34,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
 
+mod admission;
 mod apply;
 mod selector;
 
+pub use admission::{DEFAULT_WEBHOOK_TIMEOUT, FailurePolicy, PodWebhook};
 pub use apply::FieldSet;
 
 /// A kind the stand-in serves.
@@ -177,6 +179,8 @@ struct Shared {
     expire: broadcast::Sender<()>,
     requests: Mutex<Vec<SeenRequest>>,
     request_count: AtomicU64,
+    /// The mutating webhook Pod creates go through, if one is registered.
+    pod_webhook: Mutex<Option<Arc<admission::RegisteredWebhook>>>,
 }
 
 /// The stand-in apiserver; cheap to clone, every clone sees the same objects.
@@ -263,6 +267,7 @@ impl KubeStandin {
             expire: broadcast::channel(16).0,
             requests: Mutex::new(Vec::new()),
             request_count: AtomicU64::new(0),
+            pod_webhook: Mutex::new(None),
         });
         let standin = KubeStandin { shared, url: url.clone(), addr, server: Arc::new(Mutex::new(None)) };
         standin.serve(listener);
@@ -334,6 +339,22 @@ impl KubeStandin {
     /// [`KubeStandin::restart_after`] with 200 ms of downtime.
     pub async fn restart(&self) {
         self.restart_after(std::time::Duration::from_millis(200)).await;
+    }
+
+    /// Registers the mutating webhook every Pod create through the REST API
+    /// goes through (replacing any earlier one), as a
+    /// `MutatingWebhookConfiguration` for `pods` / `CREATE` would. Fails when
+    /// the CA is not a PEM certificate. [`KubeStandin::create`] and
+    /// [`KubeStandin::put`] bypass it, as writes straight to etcd would.
+    pub fn set_pod_webhook(&self, webhook: PodWebhook) -> Result<(), String> {
+        let registered = admission::RegisteredWebhook::new(webhook)?;
+        *self.shared.pod_webhook.lock().expect("stand-in lock") = Some(Arc::new(registered));
+        Ok(())
+    }
+
+    /// Unregisters the Pod webhook.
+    pub fn clear_pod_webhook(&self) {
+        *self.shared.pod_webhook.lock().expect("stand-in lock") = None;
     }
 
     /// Creates a Node with `spec.providerID` (no labels). Panics if it exists.
@@ -882,7 +903,7 @@ async fn dispatch(
                 .ok_or_else(|| ApiError::not_found(&t.kind, name))
         }
         (Method::POST, None) => {
-            let obj = parse_body(body)?;
+            let mut obj = parse_body(body)?;
             let ns = if t.kind.namespaced { t.namespace.clone() } else { String::new() };
             if t.kind.namespaced
                 && let Some(ons) = obj["metadata"]["namespace"].as_str()
@@ -894,6 +915,12 @@ async fn dispatch(
                     "BadRequest",
                     "the namespace of the object does not match the URL",
                 ));
+            }
+            if t.kind == PODS {
+                let webhook = shared.pod_webhook.lock().expect("stand-in lock").clone();
+                if let Some(webhook) = webhook {
+                    obj = webhook.admit(&ns, obj).await?;
+                }
             }
             let mut inner = shared.inner.lock().expect("stand-in lock");
             let created = create_locked(&mut inner, &shared.events, t.kind, &ns, obj, &manager)?;
