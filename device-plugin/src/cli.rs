@@ -55,6 +55,10 @@ pub struct Cli {
     /// Bound on one agent answer; past it every slot is Unhealthy.
     #[arg(long, env = "ENI_IPAM_AGENT_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub agent_timeout: Duration,
+    /// While the agent does not answer, the last slots it backed stay Healthy this long (an
+    /// agent restart keeps its IPs and state); past it every slot is Unhealthy.
+    #[arg(long, env = "ENI_IPAM_AGENT_GRACE", default_value = "15s", value_parser = parse_duration)]
+    pub agent_grace: Duration,
     /// Bound on one call to kubelet (Register, pod-resources List).
     #[arg(long, env = "ENI_IPAM_KUBELET_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub kubelet_timeout: Duration,
@@ -75,6 +79,7 @@ impl Cli {
             max_slots: self.max_slots,
             poll_interval: self.poll_interval,
             agent_timeout: self.agent_timeout,
+            agent_grace: self.agent_grace,
             kubelet_timeout: self.kubelet_timeout,
         }
     }

@@ -41,6 +41,8 @@ pub struct Config {
     pub poll_interval: Duration,
     /// Bound on one agent exchange.
     pub agent_timeout: Duration,
+    /// How long the last answer stands while the agent does not answer (a restart).
+    pub agent_grace: Duration,
     /// Bound on one call to kubelet (Register, pod-resources List).
     pub kubelet_timeout: Duration,
 }
@@ -151,6 +153,7 @@ pub fn start(config: Config, metrics: Arc<Metrics>) -> Result<RunningPlugin, Plu
         }),
         max_slots: config.max_slots,
         interval: config.poll_interval,
+        agent_grace: config.agent_grace,
         devices: devices_tx,
         metrics: metrics.clone(),
     };

@@ -3,7 +3,7 @@
 //! it changed: a capacity change reaches ListAndWatch within one poll.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
@@ -19,8 +19,14 @@ use crate::proto::deviceplugin::Device;
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Seen {
     Start,
-    Agent { healthy: u32, capacity: u32, held_outside: u32 },
+    Agent {
+        healthy: u32,
+        capacity: u32,
+        held_outside: u32,
+    },
     AgentFailed(&'static str),
+    /// The agent does not answer; its last slots stand until the grace is over.
+    AgentGrace(&'static str),
 }
 
 /// Polls the agent and publishes device lists.
@@ -34,6 +40,8 @@ pub struct Poller {
     pub max_slots: u32,
     /// Time between polls.
     pub interval: Duration,
+    /// How long the last good list stands while the agent does not answer.
+    pub agent_grace: Duration,
     /// Where device lists go (ListAndWatch streams read them).
     pub devices: watch::Sender<Vec<Device>>,
     /// Metrics.
@@ -47,13 +55,19 @@ impl Poller {
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut seen = Seen::Start;
         let mut pod_resources_failing = false;
+        let mut last_good = None;
         loop {
             ticks.tick().await;
-            self.poll_once(&mut seen, &mut pod_resources_failing).await;
+            self.poll_once(&mut seen, &mut pod_resources_failing, &mut last_good).await;
         }
     }
 
-    async fn poll_once(&self, seen: &mut Seen, pod_resources_failing: &mut bool) {
+    async fn poll_once(
+        &self,
+        seen: &mut Seen,
+        pod_resources_failing: &mut bool,
+        last_good: &mut Option<(Instant, Vec<Device>)>,
+    ) {
         let (devices, now) = match self.agent.healthz().await {
             Ok(health) => {
                 let in_use = self.read_in_use(pod_resources_failing).await;
@@ -83,10 +97,30 @@ impl Poller {
                         "IP slots from the agent"
                     );
                 }
-                (device_list(self.max_slots, &healthy), now)
+                let devices = device_list(self.max_slots, &healthy);
+                *last_good = Some((Instant::now(), devices.clone()));
+                (devices, now)
             }
             Err(error) => {
                 Metrics::count(&self.metrics.agent_polls, error.kind());
+                let standing = last_good
+                    .as_ref()
+                    .filter(|(at, _)| at.elapsed() < self.agent_grace)
+                    .map(|(_, d)| d.clone());
+                if let Some(devices) = standing {
+                    let now = Seen::AgentGrace(error.kind());
+                    if *seen != now {
+                        tracing::warn!(
+                            agent_socket = %self.agent.socket().display(),
+                            %error,
+                            grace = ?self.agent_grace,
+                            "the agent does not answer; its last IP slots stand until it answers or the grace ends"
+                        );
+                    }
+                    *seen = now;
+                    self.publish(devices);
+                    return;
+                }
                 let now = Seen::AgentFailed(error.kind());
                 if *seen != now {
                     tracing::warn!(

@@ -202,6 +202,37 @@ async fn agent_down_makes_every_slot_unhealthy_until_it_returns() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_restart_within_the_grace_keeps_the_slots_and_a_longer_outage_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = FakeAgent::start(&dir.path().join("agent.sock"), Answer::numbers(2, 12));
+    let mut kubelet = TestKubelet::start(dir.path());
+    let mut settings = config(dir.path(), 20);
+    settings.agent_grace = std::time::Duration::from_secs(3);
+    let plugin = start_plugin(settings);
+    let registration = kubelet.next_registration(WITHIN).await;
+    let mut stream = list_and_watch(&mut dial_plugin(dir.path(), &registration).await).await;
+    wait_for_healthy(&mut stream, 12, WITHIN).await;
+
+    // A restart: down for two polls, then back. No list with fewer healthy slots is sent.
+    agent.stop();
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let polls = plugin.metrics().encode();
+    assert!(
+        polls.contains("agent_polls_total{result=\"unreachable\"}"),
+        "the agent was polled down: {polls}"
+    );
+    agent.restart();
+    let quiet = tokio::time::timeout(std::time::Duration::from_millis(1500), stream.message()).await;
+    assert!(quiet.is_err(), "the slots stood through the restart, nothing was re-sent: {quiet:?}");
+
+    // An outage past the grace: every slot goes Unhealthy.
+    agent.stop();
+    let (_, took) = wait_for_healthy(&mut stream, 0, WITHIN).await;
+    println!("agent gone -> all Unhealthy after {took:?} (grace 3 s)");
+    assert!(took >= std::time::Duration::from_millis(2500), "not before the grace is over: {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_agent_answer_makes_every_slot_unhealthy_without_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let agent = FakeAgent::start(&dir.path().join("agent.sock"), Answer::numbers(0, 5));

@@ -21,6 +21,7 @@ pub fn config(dir: &Path, max_slots: u32) -> Config {
         max_slots,
         poll_interval: Duration::from_millis(500),
         agent_timeout: Duration::from_secs(1),
+        agent_grace: Duration::ZERO,
         kubelet_timeout: Duration::from_secs(2),
     }
 }

@@ -1,0 +1,428 @@
+//! The whole bed on one machine: cloud, stand-in apiserver with the real
+//! webhook as its mutating admission, two operator replicas with leader
+//! election, the VPC fabric following the cloud, a scheduler, and nodes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use eni_ipam_cloud::tag;
+use eni_ipam_kube_standin::{ENINODES, KubeStandin, LEASES, NODES, PODS, PodWebhook};
+use eni_ipam_netns_testbed::fabric::Fabric;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+
+use crate::cloud::{CLUSTER, Cloud, CloudCounts, CloudKind};
+use crate::daemon::{Daemon, binary};
+use crate::kubelet::{Kubelet, pod_key};
+use crate::node::{AgentSetup, Knobs, Node, management_link};
+use crate::pki::Pki;
+use crate::scheduler;
+
+/// What a bed is made of.
+#[derive(Clone, Debug)]
+pub struct BedConfig {
+    /// The cloud.
+    pub cloud: CloudKind,
+    /// Nodes.
+    pub nodes: usize,
+    /// Pool knobs of every node.
+    pub knobs: Knobs,
+}
+
+/// When a pod was created, and when it was first seen Running.
+pub type PodTimes = (Instant, Option<Instant>);
+
+/// One operator replica.
+pub struct Operator {
+    /// Its Lease identity.
+    pub identity: String,
+    daemon: Option<Daemon>,
+}
+
+/// The bed.
+pub struct Bed {
+    /// How it was made.
+    pub config: BedConfig,
+    /// The cloud.
+    pub cloud: Arc<Cloud>,
+    /// The stand-in apiserver.
+    pub standin: KubeStandin,
+    /// The nodes, in join order.
+    pub nodes: Vec<Node>,
+    /// Operator replicas.
+    pub operators: Vec<Operator>,
+    /// Folder of files and logs.
+    pub dir: PathBuf,
+    /// When each pod was created, and when it was first seen Running.
+    pub pods: Arc<Mutex<BTreeMap<String, PodTimes>>>,
+    fabric: Arc<Mutex<Fabric>>,
+    tag: String,
+    host_links: Vec<String>,
+    webhook: Daemon,
+    kubeconfig: PathBuf,
+    http: reqwest::Client,
+    tasks: Vec<JoinHandle<()>>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+/// `--eni-gc-interval` and `--eni-gc-grace` of the operators: one GC pass is at most twice this.
+pub const GC_PERIOD: Duration = Duration::from_secs(3);
+
+impl Bed {
+    /// Starts everything but the nodes (they join with [`Bed::join`]).
+    pub async fn start(config: BedConfig, dir: Option<PathBuf>) -> Self {
+        eni_ipam_netns_testbed::require_root_and_bpffs();
+        let (tmp, dir) = match dir {
+            Some(d) => {
+                std::fs::create_dir_all(&d).expect("create the bed folder");
+                (None, d)
+            }
+            None => {
+                let t = tempfile::tempdir().expect("a temp folder");
+                let d = t.path().to_owned();
+                (Some(t), d)
+            }
+        };
+        let tag = format!("e2e{}", std::process::id() % 100_000);
+        let cloud = Arc::new(Cloud::start(config.cloud, config.nodes).await);
+        let (_, standin) = KubeStandin::start_on(SocketAddr::from(([0, 0, 0, 0], 0))).await;
+        let pki = Pki::new();
+        let webhook_port = free_port();
+        std::fs::write(dir.join("webhook.crt"), &pki.cert_pem).expect("write the webhook cert");
+        std::fs::write(dir.join("webhook.key"), &pki.key_pem).expect("write the webhook key");
+        let mut command = Command::new(binary("eni-ipam-webhook"));
+        command
+            .args(["--listen", &format!("127.0.0.1:{webhook_port}"), "--metrics-addr", "127.0.0.1:0"])
+            .arg("--tls-cert-file")
+            .arg(dir.join("webhook.crt"))
+            .arg("--tls-key-file")
+            .arg(dir.join("webhook.key"));
+        let webhook = Daemon::spawn("webhook", command, &dir.join("webhook.log"));
+        wait_for_port(webhook_port, &webhook);
+        standin
+            .set_pod_webhook(PodWebhook::new(format!("https://127.0.0.1:{webhook_port}/mutate"), pki.ca_pem))
+            .expect("register the webhook");
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(&kubeconfig, kubeconfig_text(&format!("http://127.0.0.1:{}", standin.addr().port())))
+            .expect("write the kubeconfig");
+        let fabric = Arc::new(Mutex::new(Fabric::new(&tag)));
+        let mut bed = Self {
+            config,
+            cloud,
+            standin,
+            nodes: Vec::new(),
+            operators: Vec::new(),
+            dir,
+            pods: Arc::new(Mutex::new(BTreeMap::new())),
+            fabric,
+            tag,
+            host_links: Vec::new(),
+            webhook,
+            kubeconfig,
+            http: reqwest::Client::new(),
+            tasks: Vec::new(),
+            _tmp: tmp,
+        };
+        for identity in ["operator-a", "operator-b"] {
+            bed.operators.push(Operator { identity: identity.into(), daemon: None });
+        }
+        for i in 0..bed.operators.len() {
+            bed.start_operator(i);
+        }
+        bed.tasks.push(bed.follow_cloud());
+        bed.tasks.push(scheduler::spawn(bed.standin.clone()));
+        bed.tasks.push(bed.watch_pods());
+        bed
+    }
+
+    /// (Re)starts operator replica `i`.
+    pub fn start_operator(&mut self, i: usize) {
+        let (cloud_args, env) = self.cloud.operator_args();
+        let identity = self.operators[i].identity.clone();
+        let mut command = Command::new(binary("eni-ipam-operator"));
+        command
+            .arg("run")
+            .args(cloud_args)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["--cluster-name", CLUSTER, "--metrics-addr", "127.0.0.1:0"])
+            .args(["--leader-elect=true", "--leader-elect-identity", &identity])
+            .args(["--leader-elect-lease-duration", "2s", "--leader-elect-renew-deadline", "1500ms"])
+            .args(["--leader-elect-retry-period", "300ms", "--resync-interval", "10s"])
+            .args(["--excess-ip-release-delay", "2s"])
+            .args(["--eni-gc-interval", &format!("{}ms", GC_PERIOD.as_millis())])
+            .args(["--eni-gc-grace", &format!("{}ms", GC_PERIOD.as_millis())])
+            .env("RUST_LOG", "info");
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let log = self.dir.join(format!("{identity}.log"));
+        self.operators[i].daemon = Some(Daemon::spawn(&identity, command, &log));
+    }
+
+    /// The identity holding the operator Lease, if any.
+    pub fn leader(&self) -> Option<String> {
+        let lease = self.standin.get(LEASES, "kube-system", "eni-ipam-operator")?;
+        lease["spec"]["holderIdentity"].as_str().map(String::from)
+    }
+
+    /// SIGKILLs the leading replica (no Lease release); returns its index.
+    pub fn kill_leader(&mut self) -> Option<usize> {
+        let leader = self.leader()?;
+        let i = self.operators.iter().position(|o| o.identity == leader)?;
+        if let Some(mut d) = self.operators[i].daemon.take() {
+            d.kill();
+        }
+        Some(i)
+    }
+
+    /// Joins `count` more nodes: namespace, management link, Node object, kubelet, agent,
+    /// device plugin. Returns their names.
+    pub async fn join(&mut self, count: usize) -> Vec<String> {
+        let mut names = Vec::new();
+        for _ in 0..count {
+            let i = self.nodes.len();
+            let instance =
+                self.cloud.instances.get(i).cloned().expect("the cloud launched an instance per node");
+            let name = format!("node-{i}");
+            let netns_name = {
+                let mut fabric = self.fabric.lock().expect("fabric");
+                fabric.add_node(&instance.id).name().to_owned()
+            };
+            let netns = PathBuf::from("/var/run/netns").join(&netns_name);
+            let host_ip = host_address(i);
+            let link = management_link(&netns_name, &format!("{}m{i}", self.tag), host_ip);
+            self.host_links.push(link);
+            let labels = json!({"node.kubernetes.io/instance-type": instance.instance_type,
+                "topology.kubernetes.io/zone": instance.zone, "kubernetes.io/hostname": name});
+            self.standin
+                .create(
+                    NODES,
+                    json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels},
+                        "spec": {"providerID": instance.provider_id},
+                        "status": {"capacity": {"pods": "110"}, "allocatable": {"pods": "110"},
+                            "conditions": [{"type": "Ready", "status": "True"}]}}),
+                )
+                .expect("create the Node");
+            let node_dir = self.dir.join(&name);
+            std::fs::create_dir_all(&node_dir).expect("node folder");
+            let kubelet = Kubelet::start(
+                &name,
+                &node_dir,
+                self.standin.clone(),
+                Node::cni(&netns, &node_dir),
+                &self.tag,
+            );
+            let setup = AgentSetup {
+                kube_url: format!("http://{host_ip}:{}", self.standin.addr().port()),
+                cloud_args: self.cloud.agent_args(),
+                knobs: self.config.knobs,
+            };
+            let node = tokio::task::block_in_place(|| {
+                Node::start(&name, instance, netns, &node_dir, kubelet, setup)
+            });
+            self.nodes.push(node);
+            names.push(name);
+        }
+        names
+    }
+
+    fn follow_cloud(&self) -> JoinHandle<()> {
+        let cloud = self.cloud.clone();
+        let fabric = self.fabric.clone();
+        tokio::spawn(async move {
+            loop {
+                let enis = cloud.enis().await;
+                let view = cloud.fabric_view(&enis);
+                let fabric = fabric.clone();
+                let synced = tokio::task::spawn_blocking(move || {
+                    fabric.lock().unwrap_or_else(std::sync::PoisonError::into_inner).sync(&view)
+                })
+                .await;
+                if let Err(e) = synced {
+                    // An `ip` command failed (the message is above); the next round tries again.
+                    eprintln!("VPC fabric sync failed: {e}");
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    }
+
+    fn watch_pods(&self) -> JoinHandle<()> {
+        let standin = self.standin.clone();
+        let pods = self.pods.clone();
+        tokio::spawn(async move {
+            loop {
+                let running: BTreeSet<String> = standin
+                    .list(PODS)
+                    .iter()
+                    .filter(|p| p["status"]["phase"] == "Running")
+                    .map(pod_key)
+                    .collect();
+                let now = Instant::now();
+                for (key, (_, seen)) in pods.lock().expect("pods").iter_mut() {
+                    if seen.is_none() && running.contains(key) {
+                        *seen = Some(now);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    }
+
+    /// Creates a pod through the REST API (so admission runs), as `kubectl apply` would.
+    pub async fn create_pod(&self, name: &str) {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "labels": {"app": "e2e"}},
+            "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]}});
+        let url = format!("http://127.0.0.1:{}/api/v1/namespaces/default/pods", self.standin.addr().port());
+        self.pods.lock().expect("pods").insert(format!("default/{name}"), (Instant::now(), None));
+        let answer = self.http.post(&url).json(&pod).send().await.expect("POST a pod to the stand-in");
+        let status = answer.status();
+        let body = answer.text().await.unwrap_or_default();
+        assert!(status.is_success(), "creating pod {name} failed with {status}: {body}");
+    }
+
+    /// Deletes a pod.
+    pub fn delete_pod(&self, name: &str) {
+        self.standin.delete(PODS, "default", name);
+    }
+
+    /// Pods by phase.
+    pub fn phases(&self) -> BTreeMap<String, usize> {
+        let mut phases = BTreeMap::new();
+        for p in self.standin.list(PODS) {
+            *phases.entry(p["status"]["phase"].as_str().unwrap_or("Pending").to_owned()).or_default() += 1;
+        }
+        phases
+    }
+
+    /// Waits until every pod is Running (or fails the run with what is stuck).
+    pub async fn wait_all_running(&self, within: Duration) {
+        let start = Instant::now();
+        loop {
+            let pods = self.standin.list(PODS);
+            if pods.iter().all(|p| p["status"]["phase"] == "Running") {
+                return;
+            }
+            if start.elapsed() > within {
+                let stuck: Vec<String> = pods
+                    .iter()
+                    .filter(|p| p["status"]["phase"] != "Running")
+                    .take(5)
+                    .map(|p| format!("{} on {:?}: {}", pod_key(p), p["spec"]["nodeName"], p["status"]))
+                    .collect();
+                let logs: Vec<String> =
+                    self.nodes.iter().map(|n| format!("{}:\n{}", n.name, n.agent_log(15))).collect();
+                panic!(
+                    "pods not Running within {within:?} ({:?}); e.g. {stuck:#?}\nagents:\n{}",
+                    self.phases(),
+                    logs.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until `done` holds, or panics naming `what`.
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        within: Duration,
+        mut done: impl FnMut(&Self) -> bool,
+    ) -> Duration {
+        let start = Instant::now();
+        while !done(self) {
+            assert!(start.elapsed() < within, "{what}: not within {within:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        start.elapsed()
+    }
+
+    /// The operators' cloud calls so far.
+    pub fn cloud_counts(&self) -> CloudCounts {
+        self.cloud.counts()
+    }
+
+    /// Every ENINode by name.
+    pub fn eninodes(&self) -> BTreeMap<String, Value> {
+        self.standin
+            .list(ENINODES)
+            .into_iter()
+            .map(|n| (n["metadata"]["name"].as_str().unwrap_or_default().to_owned(), n))
+            .collect()
+    }
+
+    /// The node of an instance.
+    pub fn node_of_instance(&self, instance: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.instance.id == instance)
+    }
+
+    /// The pods' IPs by pod (Running ones, from the apiserver).
+    pub fn pod_ips(&self) -> BTreeMap<String, (String, Ipv4Addr)> {
+        self.standin
+            .list(PODS)
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Running")
+            .filter_map(|p| {
+                let ip = p["status"]["podIP"].as_str()?.parse().ok()?;
+                Some((pod_key(p), (p["spec"]["nodeName"].as_str()?.to_owned(), ip)))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.nodes.clear();
+        for op in &mut self.operators {
+            if let Some(mut d) = op.daemon.take() {
+                d.kill();
+            }
+        }
+        self.webhook.kill();
+        for link in &self.host_links {
+            let _ = Command::new("ip").args(["link", "del", link]).output();
+        }
+    }
+}
+
+/// The host side of node `i`'s management link: a /30 in 169.254.K.0/24, K from the pid so
+/// two beds on one machine do not share addresses.
+fn host_address(i: usize) -> Ipv4Addr {
+    let k = 100 + (std::process::id() % 150) as u8;
+    Ipv4Addr::new(169, 254, k, (i as u8) * 4 + 1)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("address").port()
+}
+
+fn wait_for_port(port: u16, daemon: &Daemon) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{} does not listen on {port}:\n{}", daemon.name, daemon.tail(20));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A kubeconfig for the stand-in (plain HTTP, no credentials).
+pub fn kubeconfig_text(server: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: standin\n  cluster:\n    server: {server}\n\
+         users:\n- name: e2e\n  user: {{}}\ncontexts:\n- name: e2e\n  context:\n    cluster: standin\n    user: e2e\n\
+         current-context: e2e\n"
+    )
+}
+
+/// Whether an ENI carries the bed's cluster tag.
+pub fn ours(eni: &eni_ipam_cloud::Eni) -> bool {
+    eni.tags.get(tag::CLUSTER).map(String::as_str) == Some(CLUSTER)
+}

@@ -1,0 +1,329 @@
+//! The cloud of a run: the Alibaba ECS/VPC emulator (in process, signed
+//! OpenAPI on loopback) or moto's EC2 behind the test bed's proxy (which adds
+//! pagination, limits, quotas and faults on the wire). The operator replicas
+//! reach it only through its endpoint; the bed reads the whole VPC directly
+//! (emulator console, or the SDK straight at moto, past the proxy) so its own
+//! reads neither use the quota nor show in the counts.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use eni_ipam_aliyun_emulator::Emulator;
+use eni_ipam_aliyun_emulator::emulator::FaultPlan;
+use eni_ipam_aliyun_emulator::seed::Seed;
+use eni_ipam_api::VpcId;
+use eni_ipam_cloud::alibaba::Credentials;
+use eni_ipam_cloud::{CallGuard, CloudProfile, CloudProvider, Eni, EniQuery, RetryPolicy};
+use eni_ipam_cloud_aws::{AwsConfig, AwsProvider};
+use eni_ipam_ec2_testbed::{Console, Ec2Proxy, Faults, Moto};
+use eni_ipam_netns_testbed::fabric::CloudEni;
+
+/// Which cloud a run uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CloudKind {
+    /// The project's Alibaba ECS/VPC emulator.
+    Alibaba,
+    /// moto's EC2 server through the real aws-sdk-ec2.
+    Aws,
+}
+
+impl std::fmt::Display for CloudKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CloudKind::Alibaba => "alibaba",
+            CloudKind::Aws => "aws",
+        })
+    }
+}
+
+/// An instance a node runs on.
+#[derive(Clone, Debug)]
+pub struct Instance {
+    /// Instance id.
+    pub id: String,
+    /// `spec.providerID` of its Node.
+    pub provider_id: String,
+    /// Zone label.
+    pub zone: String,
+    /// Instance type label.
+    pub instance_type: String,
+}
+
+/// A subnet pods get addresses from.
+#[derive(Clone, Debug)]
+pub struct PodSubnet {
+    /// Subnet (vSwitch) id.
+    pub id: String,
+    /// CIDR.
+    pub cidr: String,
+    /// Its gateway (the first host).
+    pub gateway: Ipv4Addr,
+}
+
+/// Faults injected into the cloud's answers (zero: answer normally).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CloudFault {
+    /// Share of calls answered "throttled" (EC2: mutating calls; ECS: all).
+    pub throttle: f64,
+    /// Share of calls answered with a 500.
+    pub server_errors: f64,
+}
+
+/// What the cloud saw of the operators' calls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CloudCounts {
+    /// Calls received.
+    pub calls: u64,
+    /// Calls answered "throttled" (by quota or injected).
+    pub throttled: u64,
+    /// Calls answered with an injected 5xx.
+    pub server_errors: u64,
+}
+
+/// The security group new ENIs get (ECS needs one).
+pub const SECURITY_GROUP: &str = "sg-e2e";
+/// The tag naming the cluster on every ENI the operator creates.
+pub const CLUSTER: &str = "e2e";
+const ALIBABA_KEY: (&str, &str) = ("e2e-key", "e2e-secret");
+const ALIBABA_VPC: &str = "vpc-e2e";
+
+enum Backend {
+    Alibaba { emulator: Arc<Emulator>, url: String },
+    Aws { _moto: Moto, proxy: Ec2Proxy, direct: Box<AwsProvider>, vpc: String },
+}
+
+/// The running cloud.
+pub struct Cloud {
+    /// Which one.
+    pub kind: CloudKind,
+    /// Instances launched for the nodes.
+    pub instances: Vec<Instance>,
+    /// Pod subnets.
+    pub subnets: Vec<PodSubnet>,
+    backend: Backend,
+}
+
+fn first_host(cidr: &str) -> Ipv4Addr {
+    let base: Ipv4Addr = cidr.split('/').next().and_then(|b| b.parse().ok()).expect("a CIDR");
+    Ipv4Addr::from(u32::from(base) + 1)
+}
+
+impl Cloud {
+    /// Starts the cloud with `nodes` instances in one zone (more can join).
+    pub async fn start(kind: CloudKind, nodes: usize) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        match kind {
+            CloudKind::Alibaba => Self::start_alibaba(nodes).await,
+            CloudKind::Aws => Self::start_aws(nodes).await,
+        }
+    }
+
+    async fn start_alibaba(nodes: usize) -> Self {
+        let mut profile = CloudProfile::alibaba();
+        profile.attach_delay = Duration::from_millis(300);
+        let keys = vec![Credentials::access_key(ALIBABA_KEY.0, ALIBABA_KEY.1)];
+        let emulator = Emulator::new(profile, "cn-hangzhou".into(), VpcId::from(ALIBABA_VPC), keys, 7);
+        let cidr = "172.16.0.0/20";
+        let seed: Seed = serde_json::from_value(serde_json::json!({
+            "vswitches": [{"name": "pods", "zone": "cn-hangzhou-h", "cidr": cidr}],
+        }))
+        .expect("a valid seed");
+        let seeded = seed.apply(&mut emulator.cloud().console()).expect("seeding the emulator");
+        let vswitch = seeded.vswitches["pods"].to_string();
+        let emulator = Arc::new(emulator);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the emulator");
+        let url = format!("http://{}", listener.local_addr().expect("emulator address"));
+        let app = eni_ipam_aliyun_emulator::server::router(emulator.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let mut cloud = Self {
+            kind: CloudKind::Alibaba,
+            instances: Vec::new(),
+            subnets: vec![PodSubnet { id: vswitch, cidr: cidr.into(), gateway: first_host(cidr) }],
+            backend: Backend::Alibaba { emulator, url },
+        };
+        cloud.launch(nodes).await;
+        cloud
+    }
+
+    async fn start_aws(nodes: usize) -> Self {
+        let moto = Moto::start();
+        let faults = Faults { quotas: true, ..Faults::default() };
+        let proxy = Ec2Proxy::start(&moto.url, faults, 7).await;
+        let console = Console::new(&moto.url);
+        let vpc = console.create_vpc("10.0.0.0/16").await;
+        let cidr = "10.0.0.0/20";
+        let subnet = console.create_subnet(&vpc, cidr, "us-east-1a").await;
+        let retry = RetryPolicy::new(Duration::from_millis(50), Duration::from_secs(1), 4, 3);
+        let guard = Arc::new(CallGuard::for_profile(CloudProfile::aws(), 1.0, retry));
+        let mut config = AwsConfig::for_region("us-east-1");
+        config.endpoint = Some(moto.url.clone());
+        config.static_credentials = Some(("testing".into(), "testing".into()));
+        let direct =
+            AwsProvider::connect(config, guard, &VpcId::from(vpc.as_str())).await.expect("moto answers");
+        let mut cloud = Self {
+            kind: CloudKind::Aws,
+            instances: Vec::new(),
+            subnets: vec![PodSubnet { id: subnet, cidr: cidr.into(), gateway: first_host(cidr) }],
+            backend: Backend::Aws { _moto: moto, proxy, direct: Box::new(direct), vpc },
+        };
+        cloud.launch(nodes).await;
+        cloud
+    }
+
+    /// Launches `count` more instances (an autoscaler adding nodes); returns them.
+    pub async fn launch(&mut self, count: usize) -> Vec<Instance> {
+        let subnet = self.subnets[0].id.clone();
+        let launched: Vec<Instance> = match &self.backend {
+            Backend::Alibaba { emulator, .. } => {
+                let mut console = emulator.cloud().console();
+                (0..count)
+                    .map(|_| {
+                        let id = console
+                            .launch_instance("ecs.g7.large", &subnet.as_str().into())
+                            .expect("launch an ECS instance");
+                        Instance {
+                            provider_id: format!("cn-hangzhou.{id}"),
+                            id: id.to_string(),
+                            zone: "cn-hangzhou-h".into(),
+                            instance_type: "ecs.g7.large".into(),
+                        }
+                    })
+                    .collect()
+            }
+            Backend::Aws { _moto, .. } => {
+                let ids = Console::new(&_moto.url).run_instances("m5.large", &subnet, count as u32).await;
+                ids.into_iter()
+                    .map(|id| Instance {
+                        provider_id: format!("aws:///us-east-1a/{id}"),
+                        id,
+                        zone: "us-east-1a".into(),
+                        instance_type: "m5.large".into(),
+                    })
+                    .collect()
+            }
+        };
+        self.instances.extend(launched.iter().cloned());
+        launched
+    }
+
+    /// Every ENI of the VPC, read past the quota.
+    pub async fn enis(&self) -> Vec<Eni> {
+        match &self.backend {
+            Backend::Alibaba { emulator, .. } => emulator.cloud().console().all_enis().cloned().collect(),
+            Backend::Aws { direct, vpc, .. } => {
+                let query = EniQuery::Vpc(VpcId::from(vpc.as_str()));
+                let mut all = Vec::new();
+                let mut token = None;
+                loop {
+                    let page = direct.list_enis(&query, 1000, token).await.expect("list moto's ENIs");
+                    all.extend(page.items);
+                    token = page.next_token;
+                    if token.is_none() {
+                        return all;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The ENIs as the VPC fabric wires them.
+    pub fn fabric_view(&self, enis: &[Eni]) -> Vec<CloudEni> {
+        enis.iter()
+            .filter_map(|e| {
+                let subnet = self.subnets.iter().find(|s| s.id == e.subnet.as_str())?;
+                Some(CloudEni {
+                    id: e.id.to_string(),
+                    instance: e.instance.as_ref().map(|i| i.to_string()),
+                    device_index: e.device_index.unwrap_or_default(),
+                    mac: e.mac.clone(),
+                    primary_ip: e.primary_ip,
+                    secondary_ips: e.secondary_ips.clone(),
+                    gateway: subnet.gateway,
+                })
+            })
+            .collect()
+    }
+
+    /// Injects `fault` from now on.
+    pub fn set_fault(&self, fault: CloudFault) {
+        match &self.backend {
+            Backend::Alibaba { emulator, .. } => {
+                emulator.set_faults(FaultPlan {
+                    throttle_rate: fault.throttle,
+                    transient_rate: fault.server_errors,
+                    ..FaultPlan::default()
+                });
+            }
+            Backend::Aws { proxy, .. } => {
+                proxy.set_faults(Faults {
+                    quotas: true,
+                    throttle_mutating: fault.throttle,
+                    internal_error: fault.server_errors,
+                    ..Faults::default()
+                });
+            }
+        }
+    }
+
+    /// The operators' calls as the cloud saw them.
+    pub fn counts(&self) -> CloudCounts {
+        match &self.backend {
+            Backend::Alibaba { emulator, .. } => {
+                emulator.cloud().counts().values().fold(CloudCounts::default(), |acc, c| CloudCounts {
+                    calls: acc.calls + c.calls,
+                    throttled: acc.throttled + c.throttled,
+                    server_errors: acc.server_errors + c.faulted,
+                })
+            }
+            Backend::Aws { proxy, .. } => {
+                proxy.counts().values().fold(CloudCounts::default(), |acc, c| CloudCounts {
+                    calls: acc.calls + c.received,
+                    throttled: acc.throttled + c.throttled,
+                    server_errors: acc.server_errors + c.internal_errors,
+                })
+            }
+        }
+    }
+
+    /// Flags and environment of `eni-ipam-operator run` for this cloud.
+    pub fn operator_args(&self) -> (Vec<String>, Vec<(&'static str, String)>) {
+        match &self.backend {
+            Backend::Alibaba { url, .. } => (
+                ["--cloud", "alibaba", "--alibaba-endpoint", url, "--alibaba-region", "cn-hangzhou"]
+                    .into_iter()
+                    .chain(["--vpc", ALIBABA_VPC])
+                    .map(String::from)
+                    .collect(),
+                vec![
+                    ("ALIBABA_CLOUD_ACCESS_KEY_ID", ALIBABA_KEY.0.into()),
+                    ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", ALIBABA_KEY.1.into()),
+                ],
+            ),
+            Backend::Aws { proxy, vpc, .. } => (
+                ["--cloud", "aws", "--aws-endpoint", &proxy.url, "--aws-region", "us-east-1", "--vpc", vpc]
+                    .into_iter()
+                    .map(String::from)
+                    .collect(),
+                vec![
+                    ("AWS_ACCESS_KEY_ID", "testing".into()),
+                    ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+                    ("AWS_EC2_METADATA_DISABLED", "true".into()),
+                ],
+            ),
+        }
+    }
+
+    /// Flags every agent of this cloud gets: the pod subnets (CIDR and gateway) and, on ECS,
+    /// the security group of new ENIs.
+    pub fn agent_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        for s in &self.subnets {
+            args.push("--subnet".into());
+            args.push(format!("{}={},{}", s.id, s.cidr, s.gateway));
+        }
+        args.push("--eni-security-group".into());
+        args.push(SECURITY_GROUP.into());
+        args
+    }
+}

@@ -1,0 +1,38 @@
+//! A throwaway CA and the webhook's serving certificate for 127.0.0.1, as
+//! cert-manager would issue them in a cluster.
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+
+/// PEMs of the CA (the stand-in's `caBundle`) and the webhook's certificate and key.
+pub struct Pki {
+    /// The CA certificate.
+    pub ca_pem: String,
+    /// The serving certificate.
+    pub cert_pem: String,
+    /// The serving key.
+    pub key_pem: String,
+}
+
+impl Pki {
+    /// A new CA and a certificate it signed for `127.0.0.1`.
+    pub fn new() -> Self {
+        let ca_key = KeyPair::generate().expect("a CA key");
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        ca.distinguished_name.push(DnType::CommonName, "eni-ipam e2e CA");
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        let ca_cert = ca.self_signed(&ca_key).expect("self-sign the CA");
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().expect("a serving key");
+        let mut serving = CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("serving parameters");
+        serving.distinguished_name.push(DnType::CommonName, "eni-ipam-webhook.kube-system.svc");
+        let cert = serving.signed_by(&key, &issuer).expect("sign the serving certificate");
+        Self { ca_pem: ca_cert.pem(), cert_pem: cert.pem(), key_pem: key.serialize_pem() }
+    }
+}
+
+impl Default for Pki {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,379 @@
+//! The scenarios: scale up, pod churn, faults (each alone, then together), and
+//! after each the audit of scenario 4 (no leaks once a GC pass is over, no IP
+//! held twice, traffic kept flowing). Each returns its row of the summary.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use eni_ipam_kube_standin::PODS;
+use eni_ipam_netns_testbed::traffic;
+
+use crate::audit::{Findings, Snapshot, audit};
+use crate::bed::{Bed, GC_PERIOD, ours};
+use crate::cloud::{CloudFault, CloudKind};
+use crate::kubelet::{RESOURCE, RunningPod, requested};
+use crate::report::Row;
+
+/// How big a run is.
+#[derive(Clone, Copy, Debug)]
+pub struct Size {
+    /// Pods kept running per node while churning.
+    pub pods_per_node: usize,
+    /// Pod creates (and as many deletes) in the churn scenario.
+    pub churn: usize,
+    /// How long the cloud throttles half the calls.
+    pub throttle_for: Duration,
+    /// Pods created during each fault.
+    pub pods_per_fault: usize,
+}
+
+impl Size {
+    /// `scripts/test`'s size, or the full size.
+    pub fn new(full: bool) -> Self {
+        if full {
+            Self { pods_per_node: 6, churn: 1000, throttle_for: Duration::from_secs(60), pods_per_fault: 12 }
+        } else {
+            Self { pods_per_node: 4, churn: 150, throttle_for: Duration::from_secs(15), pods_per_fault: 6 }
+        }
+    }
+}
+
+/// A run of scenarios on one bed, with what it measured.
+pub struct Run<'a> {
+    /// The bed.
+    pub bed: &'a mut Bed,
+    /// The size.
+    pub size: Size,
+    /// Rows so far.
+    pub rows: Vec<Row>,
+    /// Progress lines go here.
+    pub progress: &'a (dyn Fn(&str) + Sync),
+    serial: usize,
+}
+
+/// Bound on anything that should converge.
+const CONVERGE: Duration = Duration::from_secs(90);
+
+impl<'a> Run<'a> {
+    /// A run on `bed`.
+    pub fn new(bed: &'a mut Bed, size: Size, progress: &'a (dyn Fn(&str) + Sync)) -> Self {
+        Self { bed, size, rows: Vec::new(), progress, serial: 0 }
+    }
+
+    fn say(&self, text: &str) {
+        (self.progress)(text);
+    }
+
+    async fn create_pods(&mut self, count: usize) -> Vec<String> {
+        let mut names = Vec::new();
+        for _ in 0..count {
+            self.serial += 1;
+            let name = format!("pod-{:05}", self.serial);
+            self.bed.create_pod(&name).await;
+            names.push(name);
+        }
+        names
+    }
+
+    /// The oldest `count` pods, deleted.
+    fn delete_oldest(&self, count: usize) -> usize {
+        let mut pods: Vec<String> = self
+            .bed
+            .standin
+            .list(PODS)
+            .iter()
+            .filter_map(|p| p["metadata"]["name"].as_str().map(String::from))
+            .collect();
+        pods.sort();
+        for name in pods.iter().take(count) {
+            self.bed.delete_pod(name);
+        }
+        count.min(pods.len())
+    }
+
+    fn first_pool_index(&self) -> u32 {
+        match self.bed.config.cloud {
+            CloudKind::Alibaba => 1,
+            CloudKind::Aws => 0,
+        }
+    }
+
+    /// One audit snapshot, pods read before and after the cloud (see [`Run::audit_now`]).
+    pub async fn audit_now(&self) -> Findings {
+        let before = self.bed.pod_ips();
+        let enis = self.bed.cloud.enis().await;
+        let after = self.bed.pod_ips();
+        // Only pods running with the same IP before and after the cloud was read are judged.
+        let pods: BTreeMap<String, (String, Ipv4Addr)> =
+            before.into_iter().filter(|(k, v)| after.get(k) == Some(v)).collect();
+        let eninodes = self.bed.eninodes();
+        let nodes: BTreeMap<String, String> =
+            self.bed.nodes.iter().map(|n| (n.name.clone(), n.instance.id.clone())).collect();
+        let mut findings = audit(&Snapshot {
+            enis: &enis,
+            eninodes: &eninodes,
+            nodes: &nodes,
+            pods: &pods,
+            ours: &ours,
+            first_pool_index: self.first_pool_index(),
+        });
+        // Bookkeeping that trails by design (status is written every 200 ms) is judged only settled.
+        findings.in_use_mismatch.retain(|_| false);
+        findings
+    }
+
+    /// Waits until the cloud, ENINodes and pods agree (a GC pass included); the last findings.
+    async fn settle(&self) -> Findings {
+        let start = Instant::now();
+        let bound = GC_PERIOD * 2 + Duration::from_secs(30);
+        loop {
+            let before = self.bed.pod_ips();
+            let enis = self.bed.cloud.enis().await;
+            let eninodes = self.bed.eninodes();
+            let nodes: BTreeMap<String, String> =
+                self.bed.nodes.iter().map(|n| (n.name.clone(), n.instance.id.clone())).collect();
+            let findings = audit(&Snapshot {
+                enis: &enis,
+                eninodes: &eninodes,
+                nodes: &nodes,
+                pods: &before,
+                ours: &ours,
+                first_pool_index: self.first_pool_index(),
+            });
+            if findings.clean() || start.elapsed() > bound {
+                return findings;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Ends a scenario: waits for every pod to run, settles, checks scenario 4's invariants,
+    /// and records the row.
+    async fn finish(
+        &mut self,
+        name: &str,
+        since: Instant,
+        calls_before: crate::cloud::CloudCounts,
+        lost: u64,
+    ) {
+        self.bed.wait_all_running(CONVERGE).await;
+        let findings = self.settle().await;
+        let calls = self.bed.cloud_counts();
+        let times: Vec<Duration> = self
+            .bed
+            .pods
+            .lock()
+            .expect("pods")
+            .values()
+            .filter(|(created, _)| *created >= since)
+            .filter_map(|(created, running)| running.map(|r| r - *created))
+            .collect();
+        let row = Row::new(
+            name,
+            times,
+            calls.calls - calls_before.calls,
+            calls.throttled - calls_before.throttled,
+            findings.leaked_enis.len(),
+            findings.double_ips.len(),
+            lost,
+        );
+        self.say(&row.line());
+        assert!(
+            findings.clean(),
+            "{name}: the cloud, ENINodes and pods disagree after settling: {findings:#?}"
+        );
+        self.rows.push(row);
+    }
+
+    /// Scenario 1: nodes join, pods come up through admission, scheduling and CNI; a pod
+    /// reaches a pod on another node.
+    pub async fn scale_up(&mut self) {
+        let since = Instant::now();
+        let calls = self.bed.cloud_counts();
+        let nodes = self.bed.config.nodes;
+        self.say(&format!("scale up: {nodes} nodes join"));
+        self.bed.join(nodes).await;
+        let pods = self.size.pods_per_node * nodes;
+        self.say(&format!("scale up: {pods} pods"));
+        self.create_pods(pods).await;
+        self.bed.wait_all_running(CONVERGE).await;
+        for pod in self.bed.standin.list(PODS) {
+            assert_eq!(requested(&pod), 1, "the webhook gave every pod one {RESOURCE}: {}", pod["spec"]);
+        }
+        let eninodes = self.bed.eninodes();
+        for (key, (node, ip)) in self.bed.pod_ips() {
+            let pool = &eninodes[&node]["spec"]["pool"];
+            assert!(pool.get(ip.to_string()).is_some(), "{key} got {ip}, not from {node}'s pool");
+        }
+        let (from, to) = self.cross_node_pair();
+        let ping = tokio::task::block_in_place(|| traffic::ping(&from.netns, to, 5, "0.05", None));
+        assert_eq!(ping.received, 5, "{} reaches {to} on another node: {}", from.ip, ping.output);
+        self.finish("1 scale up", since, calls, 0).await;
+    }
+
+    /// A running pod on the first node and the IP of one on the second.
+    fn cross_node_pair(&self) -> (Arc<RunningPod>, Ipv4Addr) {
+        let pa = self.bed.nodes[0].kubelet.running().into_values().next().expect("a pod on the first node");
+        let pb = self.bed.nodes[1].kubelet.running().into_values().next().expect("a pod on the second node");
+        (pa, pb.ip)
+    }
+
+    /// Scenario 2: pod churn; the pool grows and shrinks within the knobs and no IP in use is
+    /// ever released.
+    pub async fn churn(&mut self) {
+        let since = Instant::now();
+        let calls = self.bed.cloud_counts();
+        let total = self.size.churn;
+        let steady = self.size.pods_per_node * self.bed.config.nodes;
+        let max = self.bed.config.knobs.max_allocate as usize;
+        let mut done = 0;
+        let mut largest_pool = 0;
+        let mut last_audit = Instant::now();
+        while done < total {
+            let batch = 10.min(total - done);
+            self.create_pods(batch).await;
+            // Each wave runs before the oldest go: pods are churned, not deleted unborn.
+            self.bed.wait_all_running(CONVERGE).await;
+            if self.bed.standin.list(PODS).len() > steady {
+                self.delete_oldest(batch);
+            }
+            done += batch;
+            if last_audit.elapsed() > Duration::from_millis(500) {
+                let f = self.audit_now().await;
+                assert!(f.released_in_use.is_empty(), "an IP in use was released: {:?}", f.released_in_use);
+                assert!(f.double_ips.is_empty(), "an IP is held twice: {:?}", f.double_ips);
+                largest_pool = largest_pool.max(f.pool_sizes.values().copied().max().unwrap_or(0));
+                assert!(largest_pool <= max, "a pool grew to {largest_pool}, above --max-allocate {max}");
+                last_audit = Instant::now();
+                self.say(&format!("churn: {done}/{total} pods created, {:?}", self.bed.phases()));
+            }
+        }
+        self.bed.wait_all_running(CONVERGE).await;
+        // Shrink: with every pod gone, pools come back to the pre-allocation.
+        self.delete_oldest(usize::MAX);
+        let pre = self.bed.config.knobs.pre_allocate as usize;
+        let bound = Duration::from_secs(60);
+        self.bed
+            .wait_for("pools shrink back to the pre-allocation", bound, |bed| {
+                bed.eninodes()
+                    .values()
+                    .all(|n| n["spec"]["pool"].as_object().is_some_and(|p| p.len() <= pre.max(1)))
+            })
+            .await;
+        self.say(&format!("churn: largest pool {largest_pool} (max {max}); pools back to {pre}"));
+        self.create_pods(steady).await;
+        self.finish("2 pod churn", since, calls, 0).await;
+    }
+
+    async fn fault(&mut self, name: &str, inject: impl AsyncFnOnce(&mut Self) -> u64) {
+        let since = Instant::now();
+        let calls = self.bed.cloud_counts();
+        self.say(&format!("fault: {name}"));
+        let lost = inject(self).await;
+        self.delete_oldest(self.size.pods_per_fault);
+        self.finish(name, since, calls, lost).await;
+    }
+
+    /// Scenario 3: each fault alone, then all together.
+    pub async fn faults(&mut self) {
+        let n = self.size.pods_per_fault;
+        self.fault("3a operator leader killed", async |run: &mut Self| {
+            run.create_pods(n).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let killed = run.bed.kill_leader().expect("a leader to kill");
+            run.bed
+                .wait_for("another replica to lead", Duration::from_secs(15), |bed| {
+                    bed.leader().is_some_and(|l| l != bed.operators[killed].identity)
+                })
+                .await;
+            run.bed.start_operator(killed);
+            0
+        })
+        .await;
+        self.fault("3b agent killed mid-ADD", async |run: &mut Self| {
+            let (from, to) = run.cross_node_pair();
+            let ping = traffic::spawn_ping(&from.netns, to, 300, "0.01", None);
+            run.create_pods(n).await;
+            tokio::task::block_in_place(|| {
+                run.bed.nodes[1].kill_agent();
+                std::thread::sleep(Duration::from_millis(300));
+                run.bed.nodes[1].start_agent();
+            });
+            let summary =
+                tokio::task::block_in_place(|| traffic::summary(ping.wait_with_output().expect("ping")));
+            summary.transmitted - summary.received
+        })
+        .await;
+        let throttle_for = self.size.throttle_for;
+        self.fault("3c cloud throttling 50%", async |run: &mut Self| {
+            run.bed.cloud.set_fault(CloudFault { throttle: 0.5, ..CloudFault::default() });
+            run.create_pods(n).await;
+            tokio::time::sleep(throttle_for).await;
+            run.bed.cloud.set_fault(CloudFault::default());
+            0
+        })
+        .await;
+        self.fault("3d cloud 5xx 30%", async |run: &mut Self| {
+            run.bed.cloud.set_fault(CloudFault { server_errors: 0.3, ..CloudFault::default() });
+            run.create_pods(n).await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            run.bed.cloud.set_fault(CloudFault::default());
+            0
+        })
+        .await;
+        self.fault("3e apiserver restarted", async |run: &mut Self| {
+            run.bed.standin.restart().await;
+            run.create_pods(n).await;
+            0
+        })
+        .await;
+        self.fault("3f kubelet socket recreated", async |run: &mut Self| {
+            run.bed.nodes[0].kubelet.recreate_socket();
+            run.bed
+                .wait_for("the device plugin to register again", Duration::from_secs(20), |bed| {
+                    bed.nodes[0].kubelet.healthy() > 0
+                })
+                .await;
+            run.create_pods(n).await;
+            0
+        })
+        .await;
+        self.fault("3g all together", async |run: &mut Self| {
+            let (from, to) = run.cross_node_pair();
+            let ping = traffic::spawn_ping(&from.netns, to, 500, "0.01", None);
+            run.bed.cloud.set_fault(CloudFault { throttle: 0.5, server_errors: 0.1 });
+            run.create_pods(n).await;
+            let killed = run.bed.kill_leader();
+            tokio::task::block_in_place(|| {
+                run.bed.nodes[1].kill_agent();
+                std::thread::sleep(Duration::from_millis(300));
+                run.bed.nodes[1].start_agent();
+            });
+            run.bed.standin.restart().await;
+            run.bed.nodes[0].kubelet.recreate_socket();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            run.bed.cloud.set_fault(CloudFault::default());
+            if let Some(i) = killed {
+                run.bed.start_operator(i);
+            }
+            let summary =
+                tokio::task::block_in_place(|| traffic::summary(ping.wait_with_output().expect("ping")));
+            summary.transmitted - summary.received
+        })
+        .await;
+    }
+
+    /// Only scenario 1's bring-up: nodes join and a few pods run.
+    pub async fn bring_up(&mut self) {
+        self.scale_up().await;
+    }
+
+    /// Every scenario in order.
+    pub async fn all(&mut self) {
+        self.scale_up().await;
+        self.churn().await;
+        self.faults().await;
+    }
+}
