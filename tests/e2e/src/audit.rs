@@ -38,6 +38,8 @@ pub struct Findings {
     pub pool_not_in_cloud: Vec<Ipv4Addr>,
     /// Nodes whose ENINode `status.inUse` differs from the pods running there.
     pub in_use_mismatch: Vec<String>,
+    /// ENIs whose addresses in `status.enis` differ from the cloud's.
+    pub status_mismatch: Vec<String>,
     /// Pool size per node.
     pub pool_sizes: BTreeMap<String, usize>,
 }
@@ -51,6 +53,7 @@ impl Findings {
             && self.released_in_use.is_empty()
             && self.pool_not_in_cloud.is_empty()
             && self.in_use_mismatch.is_empty()
+            && self.status_mismatch.is_empty()
     }
 }
 
@@ -114,6 +117,21 @@ pub fn audit(s: &Snapshot<'_>) -> Findings {
         }
     }
     for (name, eninode) in s.eninodes {
+        for (id, status) in eninode["status"]["enis"].as_object().into_iter().flatten() {
+            let reported: BTreeSet<Ipv4Addr> = status["ips"]
+                .as_array()
+                .map(|ips| ips.iter().filter_map(|ip| ip.as_str()?.parse().ok()).collect())
+                .unwrap_or_default();
+            let cloud: Option<BTreeSet<Ipv4Addr>> = s
+                .enis
+                .iter()
+                .find(|e| e.id.as_str() == id)
+                .map(|e| e.secondary_ips.iter().copied().collect());
+            if cloud.as_ref() != Some(&reported) {
+                f.status_mismatch
+                    .push(format!("{name}: {id} has {reported:?} in status, {cloud:?} in the cloud"));
+            }
+        }
         let in_use = eninode["status"]["inUse"].as_u64().unwrap_or(0);
         if in_use != running.get(name.as_str()).copied().unwrap_or(0) {
             f.in_use_mismatch
@@ -158,7 +176,9 @@ mod tests {
         let eninode = |ips: &[&str], in_use: u64| {
             let pool: serde_json::Map<String, Value> =
                 ips.iter().map(|i| (i.to_string(), json!({}))).collect();
-            json!({"spec": {"pool": pool}, "status": {"inUse": in_use}})
+            let eni =
+                if ips.first().is_some_and(|ip| ip.starts_with("10.0.0.1")) { "eni-1" } else { "eni-2" };
+            json!({"spec": {"pool": pool}, "status": {"inUse": in_use, "enis": {eni: {"ips": ips}}}})
         };
         let enis = vec![
             eni("eni-1", Some("i-1"), 1, &["10.0.0.10", "10.0.0.11"], true),
@@ -198,6 +218,11 @@ mod tests {
         released[0].secondary_ips.retain(|ip| ip.to_string() != "10.0.0.10");
         let f = snap(&released, &eninodes, &pods);
         assert_eq!(f.released_in_use.len(), 1, "{f:?}");
+
+        let mut drifted = enis.clone();
+        drifted[1].secondary_ips.clear();
+        let f = snap(&drifted, &eninodes, &pods);
+        assert_eq!(f.status_mismatch.len(), 1, "eni-2 lost its address in the cloud: {f:?}");
 
         let mut two_pods = pods.clone();
         two_pods.insert("default/b".into(), ("n1".into(), "10.0.0.10".parse().unwrap()));

@@ -156,7 +156,7 @@ impl Bed {
             .args(["--excess-ip-release-delay", "2s"])
             .args(["--eni-gc-interval", &format!("{}ms", GC_PERIOD.as_millis())])
             .args(["--eni-gc-grace", &format!("{}ms", GC_PERIOD.as_millis())])
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", std::env::var("ENI_E2E_OPERATOR_LOG").unwrap_or_else(|_| "info".into()));
         for (k, v) in env {
             command.env(k, v);
         }

@@ -35,7 +35,7 @@ impl Size {
         if full {
             Self { pods_per_node: 6, churn: 1000, throttle_for: Duration::from_secs(60), pods_per_fault: 12 }
         } else {
-            Self { pods_per_node: 4, churn: 150, throttle_for: Duration::from_secs(15), pods_per_fault: 6 }
+            Self { pods_per_node: 4, churn: 150, throttle_for: Duration::from_secs(15), pods_per_fault: 12 }
         }
     }
 }
@@ -120,7 +120,8 @@ impl<'a> Run<'a> {
             first_pool_index: self.first_pool_index(),
         });
         // Bookkeeping that trails by design (status is written every 200 ms) is judged only settled.
-        findings.in_use_mismatch.retain(|_| false);
+        findings.in_use_mismatch.clear();
+        findings.status_mismatch.clear();
         findings
     }
 
@@ -211,6 +212,45 @@ impl<'a> Run<'a> {
         let ping = tokio::task::block_in_place(|| traffic::ping(&from.netns, to, 5, "0.05", None));
         assert_eq!(ping.received, 5, "{} reaches {to} on another node: {}", from.ip, ping.output);
         self.finish("1 scale up", since, calls, 0).await;
+        self.cluster_full().await;
+    }
+
+    /// Scenario 1, continued: more pods than the nodes have IPs. Pods fill every node to its
+    /// pool's limit and the rest stay Pending: none is placed on a node without a slot, so
+    /// none fails admission or waits in CNI.
+    async fn cluster_full(&mut self) {
+        let since = Instant::now();
+        let calls = self.bed.cloud_counts();
+        let capacity = self.bed.config.nodes * self.bed.config.knobs.max_allocate as usize;
+        let before = self.bed.standin.list(PODS).len();
+        let over = 2;
+        self.say(&format!("cluster full: {} more pods for {capacity} IPs", capacity - before + over));
+        let extra = self.create_pods(capacity - before + over).await;
+        self.bed
+            .wait_for("every IP of the cluster to be used", CONVERGE, |bed| {
+                bed.phases().get("Running").copied().unwrap_or(0) == capacity
+            })
+            .await;
+        // Stable: the last ones stay Pending, unplaced; nothing failed.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let pods = self.bed.standin.list(PODS);
+        let pending: Vec<&serde_json::Value> =
+            pods.iter().filter(|p| p["status"]["phase"] != "Running").collect();
+        assert_eq!(pending.len(), over, "exactly the pods beyond the IPs wait: {:?}", self.bed.phases());
+        for p in &pending {
+            assert!(p["spec"]["nodeName"].is_null(), "a pod without an IP left is not placed: {}", p["spec"]);
+        }
+        let (add_failures, refused) =
+            self.bed.nodes.iter().map(|n| n.kubelet.failures()).fold((0, 0), |a, f| (a.0 + f.0, a.1 + f.1));
+        assert_eq!(refused, 0, "no pod was refused at admission for want of a slot");
+        self.say(&format!(
+            "cluster full: {capacity} running, {over} pending; CNI ADD retries so far {add_failures}"
+        ));
+        // Back to the steady population: the newest go.
+        for name in extra.iter().rev().take(capacity - before + over) {
+            self.bed.delete_pod(name);
+        }
+        self.finish("1b cluster full", since, calls, 0).await;
     }
 
     /// A running pod on the first node and the IP of one on the second.
@@ -296,6 +336,17 @@ impl<'a> Run<'a> {
             let (from, to) = run.cross_node_pair();
             let ping = traffic::spawn_ping(&from.netns, to, 300, "0.01", None);
             run.create_pods(n).await;
+            // Kill once a new pod is placed on the node and its sandbox is not up yet.
+            let node = run.bed.nodes[1].name.clone();
+            for _ in 0..60 {
+                let placed = run.bed.standin.list(PODS).iter().any(|p| {
+                    p["spec"]["nodeName"].as_str() == Some(node.as_str()) && p["status"]["phase"] != "Running"
+                });
+                if placed {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             tokio::task::block_in_place(|| {
                 run.bed.nodes[1].kill_agent();
                 std::thread::sleep(Duration::from_millis(300));

@@ -17,5 +17,5 @@ async fn end_to_end_on_the_alibaba_emulator_root() {
     let mut run = Run::new(&mut bed, Size::new(false), &progress);
     run.all().await;
     println!("{}", table("## alibaba, 3 nodes (scripts/test size)", &run.rows));
-    assert_eq!(run.rows.len(), 9, "every scenario reported a row");
+    assert_eq!(run.rows.len(), 10, "every scenario reported a row");
 }

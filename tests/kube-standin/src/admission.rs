@@ -213,7 +213,8 @@ fn verdict(uid: &str, answer: &Value) -> Result<Verdict, String> {
         return Err(format!("response.patchType must be \"JSONPatch\", got {}", response["patchType"]));
     }
     let bytes = STANDARD.decode(encoded).map_err(|e| format!("response.patch is not base64: {e}"))?;
-    let patch = serde_json::from_slice(&bytes).map_err(|e| format!("response.patch is not a JSON Patch: {e}"))?;
+    let patch =
+        serde_json::from_slice(&bytes).map_err(|e| format!("response.patch is not a JSON Patch: {e}"))?;
     Ok(Verdict::Allowed(Some(patch)))
 }
 

@@ -123,6 +123,30 @@ impl Fabric {
             report.unrouted.extend(w.routes);
             report.unplugged.push(id);
         }
+        let addresses = |eni: &CloudEni| -> BTreeSet<Ipv4Addr> {
+            std::iter::once(eni.primary_ip).chain(eni.secondary_ips.iter().copied()).collect()
+        };
+        // Unroute first, everywhere: an address that moved to another ENI is then routed to
+        // its new link below, whatever order the ENIs come in.
+        for (id, eni) in &wanted {
+            let Some(w) = self.wired.get_mut(*id) else { continue };
+            let want = addresses(eni);
+            for ip in w.routes.difference(&want) {
+                // Gone already if the address was routed elsewhere meanwhile: not an error.
+                let _ = self
+                    .router
+                    .command("ip")
+                    .args(["route", "del", &format!("{ip}/32"), "dev", &w.router_link])
+                    .output();
+                let _ = self
+                    .router
+                    .command("ip")
+                    .args(["neigh", "del", &ip.to_string(), "dev", &w.router_link])
+                    .output();
+                report.unrouted.push(*ip);
+            }
+            w.routes.retain(|ip| want.contains(ip));
+        }
         for (id, eni) in wanted {
             let instance = eni.instance.clone().expect("filtered on it");
             if !self.wired.contains_key(id) {
@@ -130,22 +154,12 @@ impl Fabric {
                 report.plugged.push(id.to_owned());
             }
             let w = self.wired.get_mut(id).expect("plugged");
-            let want: BTreeSet<Ipv4Addr> =
-                std::iter::once(eni.primary_ip).chain(eni.secondary_ips.iter().copied()).collect();
+            let want = addresses(eni);
             let mac: MacAddr = w.mac.parse().expect("the cloud's MACs parse");
             for ip in want.difference(&w.routes) {
                 self.router.ip(&["route", "replace", &format!("{ip}/32"), "dev", &w.router_link]);
                 self.router.permanent_neighbour(&ip.to_string(), mac, &w.router_link);
                 report.routed.push(*ip);
-            }
-            for ip in w.routes.difference(&want) {
-                self.router.ip(&["route", "del", &format!("{ip}/32"), "dev", &w.router_link]);
-                let _ = self
-                    .router
-                    .command("ip")
-                    .args(["neigh", "del", &ip.to_string(), "dev", &w.router_link])
-                    .output();
-                report.unrouted.push(*ip);
             }
             w.routes = want;
         }

@@ -97,6 +97,28 @@ fn enis_attached_in_the_cloud_are_plugged_routed_and_unplugged() {
     let reply = ping(fabric.node(&a.to_string()), eni_b.secondary_ips[0], 3, "0.05", None);
     assert_eq!(reply.received, 3, "A reaches B over the fabric: {reply:?}");
 
+    // An address that moves to another ENI between two syncs (one node released it, another
+    // got it) is routed to its new link, whatever order the listing comes in.
+    let ip = eni_a.secondary_ips[1];
+    let mut moved = listing(&cloud);
+    for e in &mut moved {
+        if e.id == eni_a.id {
+            e.secondary_ips.retain(|x| *x != ip);
+        } else if e.id == eni_b.id {
+            e.secondary_ips.push(ip);
+        }
+    }
+    moved.sort_by_key(|e| e.id != eni_b.id);
+    let report = fabric.sync(&moved);
+    assert_eq!((report.routed.clone(), report.unrouted.clone()), (vec![ip], vec![ip]), "{report:?}");
+    let route = fabric.router().ip(&["-o", "route", "show", &format!("{ip}/32")]);
+    let (_, b_mac) = fabric.node(&b.to_string()).link(&Fabric::eni_link(1));
+    let neighbour = fabric.router().ip(&["neigh", "show", &ip.to_string()]);
+    assert!(!String::from_utf8_lossy(&route.stdout).is_empty(), "{ip} is still routed");
+    assert!(String::from_utf8_lossy(&neighbour.stdout).contains(&b_mac.to_string()), "{ip} now goes to B");
+    let back = fabric.sync(&listing(&cloud));
+    assert_eq!((back.routed, back.unrouted), (vec![ip], vec![ip]), "and back to A");
+
     // The cloud takes an address and an ENI back: so does the fabric.
     cloud.console().unassign_ips(&enis[0], &[eni_a.secondary_ips[1]]).unwrap();
     let taken = fabric.sync(&listing(&cloud));
