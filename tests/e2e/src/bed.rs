@@ -226,6 +226,7 @@ impl Bed {
                 Node::start(&name, instance, netns, &node_dir, kubelet, setup)
             });
             self.nodes.push(node);
+            eprintln!("  {name} joined: instance {}, agent and device plugin up", self.nodes[i].instance.id);
             names.push(name);
         }
         names

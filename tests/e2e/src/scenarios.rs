@@ -199,7 +199,7 @@ impl<'a> Run<'a> {
         let pods = self.size.pods_per_node * nodes;
         self.say(&format!("scale up: {pods} pods"));
         self.create_pods(pods).await;
-        self.bed.wait_all_running(CONVERGE).await;
+        self.running_with_progress("scale up").await;
         for pod in self.bed.standin.list(PODS) {
             assert_eq!(requested(&pod), 1, "the webhook gave every pod one {RESOURCE}: {}", pod["spec"]);
         }
@@ -251,6 +251,24 @@ impl<'a> Run<'a> {
             self.bed.delete_pod(name);
         }
         self.finish("1b cluster full", since, calls, 0).await;
+    }
+
+    /// Waits for every pod to run, saying how many do whenever that changes.
+    async fn running_with_progress(&self, what: &str) {
+        let start = Instant::now();
+        let mut last = BTreeMap::new();
+        loop {
+            let phases = self.bed.phases();
+            if phases != last {
+                self.say(&format!("{what}: pods {phases:?}"));
+                last = phases;
+            }
+            if last.keys().all(|phase| phase == "Running") || start.elapsed() > CONVERGE {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        self.bed.wait_all_running(Duration::from_secs(1)).await;
     }
 
     /// A running pod on the first node and the IP of one on the second.
@@ -375,8 +393,22 @@ impl<'a> Run<'a> {
         })
         .await;
         self.fault("3e apiserver restarted", async |run: &mut Self| {
+            let seen = run.bed.standin.requests().len();
             run.bed.standin.restart().await;
             run.create_pods(n).await;
+            run.bed.wait_all_running(CONVERGE).await;
+            // Every cut watch was opened again: the operators' and each agent's.
+            let rewatched: Vec<String> = run.bed.standin.requests()[seen..]
+                .iter()
+                .filter(|r| r.query.contains("watch=true") || r.query.contains("watch=1"))
+                .map(|r| r.path.clone())
+                .collect();
+            for path in ["/apis/eni-ipam.io/v1alpha1/eninodes", "/api/v1/nodes"] {
+                assert!(
+                    rewatched.iter().any(|p| p == path),
+                    "no new watch of {path} after the restart: {rewatched:?}"
+                );
+            }
             0
         })
         .await;
