@@ -302,6 +302,18 @@ impl Executor {
         Ok(())
     }
 
+    /// The release delay: how long an IP must have been free before it may go.
+    pub fn release_delay(&self) -> Duration {
+        self.config.release_delay
+    }
+
+    /// Whether the node has excess IPs that wait only for the release delay (by the cache):
+    /// nothing else will bring the node back to work when the delay is over.
+    pub fn release_pending(&self, node: &NodeTarget) -> bool {
+        let Some(limits) = self.cache.limits(node.instance_type.as_str()) else { return false };
+        self.snapshot(node, &limits).is_ok_and(|s| planner::plan(&s, self.now()).release_waiting > 0)
+    }
+
     /// How urgently a node needs work according to the cache: `None` when the
     /// planner has nothing to do, else its deficit (at least 1). Nodes the
     /// cache does not know yet need work.

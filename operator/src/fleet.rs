@@ -3,7 +3,7 @@
 //! result, and requeues failures after a full-jitter backoff (never a fixed
 //! delay, so nodes that failed together do not retry together).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -67,6 +67,8 @@ pub struct Fleet {
     config: FleetConfig,
     failures: Mutex<HashMap<String, u32>>,
     free_since: Mutex<HashMap<String, BTreeMap<Ipv4Addr, Duration>>>,
+    /// Nodes with a re-check pending for when their free IPs pass the release delay.
+    release_checks: Mutex<HashSet<String>>,
     events: mpsc::UnboundedSender<NodeEvent>,
 }
 
@@ -85,6 +87,7 @@ impl Fleet {
             config,
             failures: Mutex::new(HashMap::new()),
             free_since: Mutex::new(HashMap::new()),
+            release_checks: Mutex::new(HashSet::new()),
             events,
         };
         (Arc::new(fleet), rx)
@@ -128,25 +131,42 @@ impl Fleet {
         })
     }
 
-    async fn queue_off_target(&self) {
+    async fn queue_off_target(self: &Arc<Self>) {
         let names = match self.store.names().await {
             Ok(names) => names,
             Err(e) => return tracing::warn!(error = %e, "cannot list ENINodes"),
         };
         for name in names {
-            if let Ok(Some(node)) = self.store.get(&name).await
-                && let Some(deficit) = self.executor.needs_work(&self.target(&node))
-            {
-                self.enqueue(&name, deficit);
+            if let Ok(Some(node)) = self.store.get(&name).await {
+                self.consider(&node);
             }
         }
     }
 
-    /// Queues a node (seen in a watch event) if its pool is off target by the cached cloud state.
-    pub fn consider(&self, node: &ENINode) {
-        if let Some(deficit) = self.executor.needs_work(&self.target(node)) {
-            self.enqueue(node.metadata.name.as_deref().unwrap_or_default(), deficit);
+    /// Queues a node (seen in a watch event) if its pool is off target by the cached cloud state;
+    /// if its only work is a release waiting for the delay, queues it once the delay is over.
+    pub fn consider(self: &Arc<Self>, node: &ENINode) {
+        let target = self.target(node);
+        if let Some(deficit) = self.executor.needs_work(&target) {
+            self.enqueue(&target.name, deficit);
+        } else if self.executor.release_pending(&target) {
+            self.check_release_later(&target.name);
         }
+    }
+
+    /// Queues `name` again when IPs found free now have passed the release delay (one timer a node).
+    fn check_release_later(self: &Arc<Self>, name: &str) {
+        if !self.release_checks.lock().expect("release checks lock").insert(name.to_owned()) {
+            return;
+        }
+        let fleet = self.clone();
+        let name = name.to_owned();
+        let wait = self.executor.release_delay() + Duration::from_millis(100);
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            fleet.release_checks.lock().expect("release checks lock").remove(&name);
+            fleet.enqueue(&name, 0);
+        });
     }
 
     /// Stops handing out work.
@@ -173,6 +193,9 @@ impl Fleet {
             Ok(outcome) => {
                 self.failures.lock().expect("failures lock").remove(name);
                 self.track_free(name, &target, &outcome);
+                if outcome.plan.release_waiting > 0 {
+                    self.check_release_later(name);
+                }
                 let (ready, shortfall, needed) =
                     (outcome.ready(), outcome.plan.shortfall.clone(), outcome.plan.needed);
                 if let Some(short) = &shortfall {
@@ -234,7 +257,7 @@ impl Fleet {
             .as_ref()
             .map(|s| s.used.keys().filter_map(|ip| ip.parse().ok()).collect())
             .unwrap_or_default();
-        let free_since = self.free_since.lock().expect("free lock").get(&name).cloned().unwrap_or_default();
+        let free_since = self.observe_free(&name, spec.pool.keys(), &used);
         let release = node
             .status
             .as_ref()
@@ -255,6 +278,26 @@ impl Fleet {
             free_since,
             release,
         }
+    }
+
+    /// Remembers since when each pool IP is free, as seen in the ENINode now (not only after
+    /// a converge: a node whose pods all went away must start its release delay then).
+    fn observe_free<'a>(
+        &self,
+        name: &str,
+        pool: impl Iterator<Item = &'a String>,
+        used: &BTreeSet<Ipv4Addr>,
+    ) -> BTreeMap<Ipv4Addr, Duration> {
+        let now = self.executor.now();
+        let mut all = self.free_since.lock().expect("free lock");
+        let known = all.entry(name.to_owned()).or_default();
+        let next: BTreeMap<Ipv4Addr, Duration> = pool
+            .filter_map(|ip| ip.parse().ok())
+            .filter(|ip| !used.contains(ip))
+            .map(|ip| (ip, known.get(&ip).copied().unwrap_or(now)))
+            .collect();
+        *known = next.clone();
+        next
     }
 
     /// Remembers since when each pool IP is free, for the release delay.

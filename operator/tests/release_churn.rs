@@ -157,3 +157,69 @@ async fn no_ip_in_use_is_ever_unassigned_while_pods_churn() {
     eprintln!("churn: {handed_out} IPs handed out, {unassigned} unassigned through the handshake, 0 in use");
     controller.stop().await;
 }
+
+/// Pods leave a node and then nothing happens: no other pod, no resync for an hour. The pool
+/// still comes back to its pre-allocation once the release delay is over (the end-to-end bed
+/// found pools that stayed full: a node was looked at again only on the next change).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_shrinks_after_the_release_delay_with_nothing_else_happening() {
+    let (url, standin) = KubeStandin::start().await;
+    let profile = common::fast_profile();
+    let cloud = Arc::new(FakeCloud::new(profile.clone(), VpcId::from("vpc-quiet"), 5));
+    let fleet = cloud_setup::launch(&cloud, 1, "m5.large", 8).unwrap();
+    common::add_nodes(&standin, &fleet.instances, 0, "vpc-quiet", 3);
+    let guard = Arc::new(CallGuard::for_profile(profile, 0.95, RetryPolicy::cloud_default(5)));
+    let provider = Arc::new(FakeProvider::new(cloud.clone(), guard));
+    let client = common::client(&url);
+    let mut config = common::run_config("quiet", "vpc-quiet", 2, 5);
+    config.controller.release_delay = Duration::from_secs(1);
+    config.resync_interval = Duration::from_secs(3600);
+    let controller =
+        common::Running::start(client.clone(), provider, config, Arc::new(OperatorMetrics::default()));
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::new(dir.path().join("node-000.json"));
+    let (ipam, _) = Ipam::open("node-000", store, NodePool::default(), None).unwrap();
+    let ipam = Arc::new(ipam);
+    let reporter = Reporter::new(client.clone(), "node-000".into(), Duration::from_millis(50))
+        .with_resync(Duration::from_millis(100));
+    tokio::spawn(reporter.run(ipam.clone(), Arc::new(Metrics::default()), SubnetMap::default(), 0));
+    let pool_size =
+        || standin.get(ENINODES, "", "node-000").unwrap()["spec"]["pool"].as_object().map_or(0, |p| p.len());
+
+    // Ten pods, taken as the pool grows.
+    let mut pods = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while pods < 10 {
+        assert!(std::time::Instant::now() < deadline, "the pool did not grow to 10 pods + 3");
+        let request = AllocateRequest {
+            container_id: format!("c{pods}"),
+            if_name: "eth0".into(),
+            pod_namespace: "default".into(),
+            pod_name: format!("p{pods}"),
+        };
+        match ipam.allocate(&request) {
+            Ok(_) => pods += 1,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    // The pre-allocation is kept above the 10 pods.
+    while pool_size() < 13 {
+        assert!(std::time::Instant::now() < deadline, "the pool stayed at {} with 10 pods", pool_size());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let grown = pool_size();
+    for i in 0..10 {
+        ipam.release(&format!("c{i}"), "eth0").unwrap();
+    }
+    let start = std::time::Instant::now();
+    while pool_size() > 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the pool stayed at {} (from {grown}) with every pod gone",
+            pool_size()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("pool {grown} -> 3 in {:?} after the last pod left (release delay 1 s)", start.elapsed());
+    controller.stop().await;
+}

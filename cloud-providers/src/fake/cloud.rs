@@ -101,30 +101,14 @@ impl FakeCloud {
         let mut counts = self.counts.lock().expect("counts lock");
         let entry = counts.entry(api).or_default();
         entry.calls += 1;
-        let bucket = self.buckets.get(&self.profile.bucket_of(api));
-        if let Some(bucket) = bucket
-            && !bucket.try_acquire()
-        {
-            entry.throttled += 1;
-            return Err(CloudError::new(
-                api,
-                ErrorClass::Throttled,
-                self.profile.throttle_code,
-                object,
-                "request rate exceeded",
-            ));
-        }
         let faults = *self.faults.lock().expect("faults lock");
         let draw = |rate: f64| rate > 0.0 && self.rng.lock().expect("rng lock").random_bool(rate.min(1.0));
-        if draw(faults.throttle_rate) {
+        let bucket = self.buckets.get(&self.profile.bucket_of(api));
+        let over_quota = bucket.is_some_and(|b| !b.try_acquire());
+        if over_quota || draw(faults.throttle_rate) {
             entry.throttled += 1;
-            return Err(CloudError::new(
-                api,
-                ErrorClass::Throttled,
-                self.profile.throttle_code,
-                object,
-                "request rate exceeded (injected)",
-            ));
+            let why = if over_quota { "request rate exceeded" } else { "request rate exceeded (injected)" };
+            return Err(CloudError::new(api, ErrorClass::Throttled, self.profile.throttle_code, object, why));
         }
         if draw(faults.transient_rate) {
             entry.faulted += 1;
