@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use eni_ipam_cloud::tag;
-use eni_ipam_kube_standin::{ENINODES, KubeStandin, LEASES, NODES, PODS, PodWebhook};
+use eni_ipam_kube_standin::{ENINODES, KubeStandin, LEASES, NODES, PODS, Pki, PodWebhook};
 use eni_ipam_netns_testbed::fabric::Fabric;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -19,7 +19,6 @@ use crate::cloud::{CLUSTER, Cloud, CloudCounts, CloudKind};
 use crate::daemon::{Daemon, binary};
 use crate::kubelet::{Kubelet, pod_key};
 use crate::node::{AgentSetup, Knobs, Node, management_link};
-use crate::pki::Pki;
 use crate::scheduler;
 
 /// What a bed is made of.
@@ -107,8 +106,7 @@ impl Bed {
             .set_pod_webhook(PodWebhook::new(format!("https://127.0.0.1:{webhook_port}/mutate"), pki.ca_pem))
             .expect("register the webhook");
         let kubeconfig = dir.join("kubeconfig");
-        std::fs::write(&kubeconfig, kubeconfig_text(&format!("http://127.0.0.1:{}", standin.addr().port())))
-            .expect("write the kubeconfig");
+        std::fs::write(&kubeconfig, standin.kubeconfig()).expect("write the kubeconfig");
         let fabric = Arc::new(Mutex::new(Fabric::new(&tag)));
         let mut bed = Self {
             config,
@@ -412,15 +410,6 @@ fn wait_for_port(port: u16, daemon: &Daemon) {
         assert!(Instant::now() < deadline, "{} does not listen on {port}:\n{}", daemon.name, daemon.tail(20));
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// A kubeconfig for the stand-in (plain HTTP, no credentials).
-pub fn kubeconfig_text(server: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: standin\n  cluster:\n    server: {server}\n\
-         users:\n- name: e2e\n  user: {{}}\ncontexts:\n- name: e2e\n  context:\n    cluster: standin\n    user: e2e\n\
-         current-context: e2e\n"
-    )
 }
 
 /// Whether an ENI carries the bed's cluster tag.

@@ -19,7 +19,6 @@ pub mod cloud;
 pub mod daemon;
 pub mod kubelet;
 pub mod node;
-pub mod pki;
 pub mod report;
 pub mod scenarios;
 pub mod scheduler;

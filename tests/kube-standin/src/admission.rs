@@ -98,10 +98,13 @@ impl RegisteredWebhook {
     /// Builds the client that trusts only the webhook's CA.
     pub(crate) fn new(config: PodWebhook) -> Result<Self, String> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let ca = reqwest::Certificate::from_pem(config.ca_pem.as_bytes())
-            .map_err(|e| format!("the CA of webhook {:?} is not a PEM certificate: {e}", config.name))?;
+        let not_pem = || format!("the CA of webhook {:?} holds no PEM certificate (caBundle)", config.name);
+        let cas = reqwest::Certificate::from_pem_bundle(config.ca_pem.as_bytes()).map_err(|_| not_pem())?;
+        if cas.is_empty() {
+            return Err(not_pem());
+        }
         let client = reqwest::Client::builder()
-            .tls_certs_only([ca])
+            .tls_certs_only(cas)
             .timeout(config.timeout)
             .build()
             .map_err(|e| format!("building the HTTPS client for webhook {:?}: {e}", config.name))?;

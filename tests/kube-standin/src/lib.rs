@@ -36,10 +36,13 @@ use tokio::sync::broadcast;
 
 mod admission;
 mod apply;
+pub mod pki;
 mod selector;
+mod table;
 
 pub use admission::{DEFAULT_WEBHOOK_TIMEOUT, FailurePolicy, PodWebhook};
 pub use apply::FieldSet;
+pub use pki::Pki;
 
 /// A kind the stand-in serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -305,6 +308,17 @@ impl KubeStandin {
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// A kubeconfig for kubectl and client libraries: plain HTTP to the stand-in on
+    /// loopback, no credentials (the stand-in has no auth).
+    pub fn kubeconfig(&self) -> String {
+        let server = format!("http://127.0.0.1:{}", self.addr.port());
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: standin\n  cluster:\n    server: {server}\n\
+             users:\n- name: tester\n  user: {{}}\ncontexts:\n- name: standin\n  context:\n    cluster: standin\n    user: tester\n\
+             current-context: standin\n"
+        )
     }
 
     /// Stops at once, as a crashed apiserver: no new connections, and every open one
@@ -892,15 +906,31 @@ async fn dispatch(
     let manager = q.get("fieldManager").unwrap_or("unknown").to_string();
     match (method.clone(), &t.name) {
         (Method::GET, None) if q.flag("watch") => Ok(watch(st, &t, q)),
-        (Method::GET, None) => list(st, &t, q),
+        (Method::GET, None) => {
+            let out = list(st, &t, q)?;
+            if table::wants_table(accept(headers)) {
+                let items = out["items"].as_array().cloned().unwrap_or_default();
+                let printed = table::table(&t.kind, &items, out["metadata"].clone(), q.get("includeObject"));
+                return Ok(json_response(StatusCode::OK, &printed));
+            }
+            Ok(json_response(StatusCode::OK, &out))
+        }
         (Method::GET, Some(name)) => {
             let inner = shared.inner.lock().expect("stand-in lock");
             let key = (t.kind, t.namespace.clone(), name.clone());
-            inner
+            let object = inner
                 .objects
                 .get(&key)
-                .map(|s| json_response(StatusCode::OK, &s.object))
-                .ok_or_else(|| ApiError::not_found(&t.kind, name))
+                .map(|s| s.object.clone())
+                .ok_or_else(|| ApiError::not_found(&t.kind, name))?;
+            if table::wants_table(accept(headers)) {
+                let meta = json!({"resourceVersion": object["metadata"]["resourceVersion"]});
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &table::table(&t.kind, &[object], meta, q.get("includeObject")),
+                ));
+            }
+            Ok(json_response(StatusCode::OK, &object))
         }
         (Method::POST, None) => {
             let mut obj = parse_body(body)?;
@@ -1078,7 +1108,11 @@ fn matches(q: &Query, obj: &Value) -> Result<bool, ApiError> {
     Ok(true)
 }
 
-fn list(st: &KubeStandin, t: &Target, q: &Query) -> Result<Response, ApiError> {
+fn accept(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok())
+}
+
+fn list(st: &KubeStandin, t: &Target, q: &Query) -> Result<Value, ApiError> {
     let inner = st.shared.inner.lock().expect("stand-in lock");
     let limit: usize = q.get("limit").and_then(|l| l.parse().ok()).filter(|l| *l > 0).unwrap_or(usize::MAX);
     let after = q.get("continue").map(str::to_string);
@@ -1107,8 +1141,9 @@ fn list(st: &KubeStandin, t: &Target, q: &Query) -> Result<Response, ApiError> {
     if let Some(tok) = next_token {
         meta["continue"] = tok.into();
     }
-    let out = json!({"apiVersion": t.kind.api_version(), "kind": format!("{}List", t.kind.kind), "metadata": meta, "items": items});
-    Ok(json_response(StatusCode::OK, &out))
+    Ok(
+        json!({"apiVersion": t.kind.api_version(), "kind": format!("{}List", t.kind.kind), "metadata": meta, "items": items}),
+    )
 }
 
 fn items_last_pos(items: &[Value]) -> String {

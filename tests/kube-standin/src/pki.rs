@@ -1,5 +1,6 @@
-//! A throwaway CA and the webhook's serving certificate for 127.0.0.1, as
-//! cert-manager would issue them in a cluster.
+//! A throwaway CA and a webhook's serving certificate for 127.0.0.1, as
+//! cert-manager would issue them in a cluster: the CA goes to
+//! [`crate::PodWebhook::new`], the certificate and key to the webhook.
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
