@@ -40,6 +40,8 @@ pub struct Findings {
     pub in_use_mismatch: Vec<String>,
     /// ENIs whose addresses in `status.enis` differ from the cloud's.
     pub status_mismatch: Vec<String>,
+    /// The leading operator's IP gauges against the ENINodes (filled by the caller).
+    pub counter_mismatch: Vec<String>,
     /// Pool size per node.
     pub pool_sizes: BTreeMap<String, usize>,
 }
@@ -54,6 +56,7 @@ impl Findings {
             && self.pool_not_in_cloud.is_empty()
             && self.in_use_mismatch.is_empty()
             && self.status_mismatch.is_empty()
+            && self.counter_mismatch.is_empty()
     }
 }
 
@@ -141,6 +144,25 @@ pub fn audit(s: &Snapshot<'_>) -> Findings {
     f
 }
 
+/// The value of an unlabelled-but-for-`state` sample of `eni_ipam_ips` in a scrape.
+pub fn ips_gauge(metrics: &str, state: &str) -> Option<u64> {
+    let prefix = format!("eni_ipam_ips{{state=\"{state}\"}} ");
+    metrics.lines().find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
+}
+
+/// The operator's `eni_ipam_ips` gauges against the pools and running pods.
+pub fn counters(metrics: &str, findings: &Findings, running_pods: usize) -> Vec<String> {
+    let pools: usize = findings.pool_sizes.values().sum();
+    let mut wrong = Vec::new();
+    for (state, want) in [("available", pools), ("used", running_pods)] {
+        let got = ips_gauge(metrics, state);
+        if got != Some(want as u64) {
+            wrong.push(format!("eni_ipam_ips{{state=\"{state}\"}} is {got:?}, the cluster has {want}"));
+        }
+    }
+    wrong
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,6 +245,11 @@ mod tests {
         drifted[1].secondary_ips.clear();
         let f = snap(&drifted, &eninodes, &pods);
         assert_eq!(f.status_mismatch.len(), 1, "eni-2 lost its address in the cloud: {f:?}");
+
+        let scrape = "# TYPE eni_ipam_ips gauge\neni_ipam_ips{state=\"available\"} 3\neni_ipam_ips{state=\"used\"} 1\n";
+        assert!(counters(scrape, &clean, 1).is_empty());
+        assert_eq!(counters(scrape, &clean, 2).len(), 1, "one pod more than the operator counts");
+        assert_eq!(counters("", &clean, 1).len(), 2, "no gauges at all");
 
         let mut two_pods = pods.clone();
         two_pods.insert("default/b".into(), ("n1".into(), "10.0.0.10".parse().unwrap()));

@@ -39,6 +39,8 @@ pub type PodTimes = (Instant, Option<Instant>);
 pub struct Operator {
     /// Its Lease identity.
     pub identity: String,
+    /// Its `--metrics-addr` port on loopback.
+    pub metrics_port: u16,
     daemon: Option<Daemon>,
 }
 
@@ -126,7 +128,11 @@ impl Bed {
             _tmp: tmp,
         };
         for identity in ["operator-a", "operator-b"] {
-            bed.operators.push(Operator { identity: identity.into(), daemon: None });
+            bed.operators.push(Operator {
+                identity: identity.into(),
+                metrics_port: free_port(),
+                daemon: None,
+            });
         }
         for i in 0..bed.operators.len() {
             bed.start_operator(i);
@@ -147,7 +153,8 @@ impl Bed {
             .args(cloud_args)
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
-            .args(["--cluster-name", CLUSTER, "--metrics-addr", "127.0.0.1:0"])
+            .args(["--cluster-name", CLUSTER, "--metrics-addr"])
+            .arg(format!("127.0.0.1:{}", self.operators[i].metrics_port))
             .args(["--leader-elect=true", "--leader-elect-identity", &identity])
             .args(["--leader-elect-lease-duration", "2s", "--leader-elect-renew-deadline", "1500ms"])
             .args(["--leader-elect-retry-period", "300ms", "--resync-interval", "10s"])
@@ -166,6 +173,14 @@ impl Bed {
     pub fn leader(&self) -> Option<String> {
         let lease = self.standin.get(LEASES, "kube-system", "eni-ipam-operator")?;
         lease["spec"]["holderIdentity"].as_str().map(String::from)
+    }
+
+    /// The leading replica's `/metrics`, if it answers.
+    pub async fn leader_metrics(&self) -> Option<String> {
+        let leader = self.leader()?;
+        let port = self.operators.iter().find(|o| o.identity == leader)?.metrics_port;
+        let answer = self.http.get(format!("http://127.0.0.1:{port}/metrics")).send().await.ok()?;
+        answer.text().await.ok()
     }
 
     /// SIGKILLs the leading replica (no Lease release); returns its index.

@@ -135,7 +135,7 @@ impl<'a> Run<'a> {
             let eninodes = self.bed.eninodes();
             let nodes: BTreeMap<String, String> =
                 self.bed.nodes.iter().map(|n| (n.name.clone(), n.instance.id.clone())).collect();
-            let findings = audit(&Snapshot {
+            let mut findings = audit(&Snapshot {
                 enis: &enis,
                 eninodes: &eninodes,
                 nodes: &nodes,
@@ -143,6 +143,8 @@ impl<'a> Run<'a> {
                 ours: &ours,
                 first_pool_index: self.first_pool_index(),
             });
+            let metrics = self.bed.leader_metrics().await.unwrap_or_default();
+            findings.counter_mismatch = crate::audit::counters(&metrics, &findings, before.len());
             if findings.clean() || start.elapsed() > bound {
                 return findings;
             }
