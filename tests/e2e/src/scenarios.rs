@@ -399,17 +399,16 @@ impl<'a> Run<'a> {
             run.bed.standin.restart().await;
             run.create_pods(n).await;
             run.bed.wait_all_running(CONVERGE).await;
-            // Every cut watch was opened again: the operators' and each agent's.
-            let rewatched: Vec<String> = run.bed.standin.requests()[seen..]
-                .iter()
-                .filter(|r| r.query.contains("watch=true") || r.query.contains("watch=1"))
-                .map(|r| r.path.clone())
-                .collect();
+            // Every cut watch is opened again (after the watchers' backoff): the operators'.
+            let rewatched = |bed: &Bed, path: &str| {
+                bed.standin.requests()[seen..].iter().any(|r| {
+                    r.path == path && (r.query.contains("watch=true") || r.query.contains("watch=1"))
+                })
+            };
             for path in ["/apis/eni-ipam.io/v1alpha1/eninodes", "/api/v1/nodes"] {
-                assert!(
-                    rewatched.iter().any(|p| p == path),
-                    "no new watch of {path} after the restart: {rewatched:?}"
-                );
+                let what = format!("a new watch of {path} after the restart");
+                let took = run.bed.wait_for(&what, Duration::from_secs(60), |bed| rewatched(bed, path)).await;
+                run.say(&format!("apiserver restarted: {path} watched again {took:?} after its pods ran"));
             }
             0
         })
