@@ -69,6 +69,8 @@ struct State {
     add_failures: u64,
     /// Pods refused at admission.
     admission_failures: u64,
+    /// Register calls received.
+    registrations: u64,
 }
 
 /// How to run the CNI plugin on this node.
@@ -114,6 +116,7 @@ impl Registration for Registrar {
             return Err(Status::invalid_argument(format!("unexpected resource {}", request.resource_name)));
         }
         let link = self.kubelet.clone();
+        link.state.lock().expect("kubelet state").registrations += 1;
         // kubelet dials the plugin after answering Register.
         tokio::spawn(async move { link.follow(request.endpoint).await });
         Ok(Response::new(Empty {}))
@@ -284,6 +287,11 @@ impl Kubelet {
             }
         }
         self.serve_registration();
+    }
+
+    /// Register calls received so far.
+    pub fn registrations(&self) -> u64 {
+        self.state.lock().expect("kubelet state").registrations
     }
 
     /// Healthy device ids the plugin advertises now.

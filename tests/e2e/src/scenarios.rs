@@ -414,10 +414,11 @@ impl<'a> Run<'a> {
         })
         .await;
         self.fault("3f kubelet socket recreated", async |run: &mut Self| {
+            let before = run.bed.nodes[0].kubelet.registrations();
             run.bed.nodes[0].kubelet.recreate_socket();
             run.bed
                 .wait_for("the device plugin to register again", Duration::from_secs(20), |bed| {
-                    bed.nodes[0].kubelet.healthy() > 0
+                    bed.nodes[0].kubelet.registrations() > before && bed.nodes[0].kubelet.healthy() > 0
                 })
                 .await;
             run.create_pods(n).await;
