@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::cloud::CloudCounts;
+
 /// One scenario's numbers.
 #[derive(Clone, Debug, Serialize)]
 pub struct Row {
@@ -19,6 +21,8 @@ pub struct Row {
     pub cloud_calls: u64,
     /// Of those, answered "throttled".
     pub throttled: u64,
+    /// Of those, answered with an injected 500.
+    pub server_errors: u64,
     /// ENIs left over once a GC pass was over.
     pub leaked_enis: usize,
     /// IPs in two pools or held by two pods.
@@ -41,8 +45,7 @@ impl Row {
     pub fn new(
         scenario: &str,
         mut times: Vec<Duration>,
-        cloud_calls: u64,
-        throttled: u64,
+        calls: CloudCounts,
         leaked_enis: usize,
         double_ips: usize,
         lost_packets: u64,
@@ -53,8 +56,9 @@ impl Row {
             pods: times.len(),
             p50_ms: quantile_ms(&times, 0.5),
             p99_ms: quantile_ms(&times, 0.99),
-            cloud_calls,
-            throttled,
+            cloud_calls: calls.calls,
+            throttled: calls.throttled,
+            server_errors: calls.server_errors,
             leaked_enis,
             double_ips,
             lost_packets,
@@ -64,13 +68,14 @@ impl Row {
     /// The row as a table line.
     pub fn line(&self) -> String {
         format!(
-            "| {:<28} | {:>5} | {:>7} | {:>7} | {:>11} | {:>9} | {:>11} | {:>10} | {:>12} |",
+            "| {:<28} | {:>5} | {:>7} | {:>7} | {:>11} | {:>9} | {:>5} | {:>11} | {:>10} | {:>12} |",
             self.scenario,
             self.pods,
             self.p50_ms,
             self.p99_ms,
             self.cloud_calls,
             self.throttled,
+            self.server_errors,
             self.leaked_enis,
             self.double_ips,
             self.lost_packets
@@ -82,10 +87,10 @@ impl Row {
 pub fn table(title: &str, rows: &[Row]) -> String {
     let mut out = format!("{title}\n");
     out.push_str(
-        "| scenario                     |  pods | p50 ms  | p99 ms  | cloud calls | throttled | leaked ENIs | double IPs | lost packets |\n",
+        "| scenario                     |  pods | p50 ms  | p99 ms  | cloud calls | throttled |   5xx | leaked ENIs | double IPs | lost packets |\n",
     );
     out.push_str(
-        "|------------------------------|------:|--------:|--------:|------------:|----------:|------------:|-----------:|-------------:|\n",
+        "|------------------------------|------:|--------:|--------:|------------:|----------:|------:|------------:|-----------:|-------------:|\n",
     );
     for row in rows {
         out.push_str(&row.line());
@@ -105,7 +110,9 @@ mod tests {
         assert_eq!(quantile_ms(&ms(&[10, 20, 30, 40]), 0.5), 20);
         assert_eq!(quantile_ms(&ms(&(1..=100).collect::<Vec<_>>()), 0.99), 99);
         assert_eq!(quantile_ms(&ms(&[5]), 0.99), 5);
-        let row = Row::new("x", ms(&[30, 10, 20]), 7, 2, 0, 0, 1);
+        let calls = CloudCounts { calls: 7, throttled: 2, server_errors: 1 };
+        let row = Row::new("x", ms(&[30, 10, 20]), calls, 0, 0, 1);
         assert_eq!((row.pods, row.p50_ms, row.p99_ms), (3, 20, 30));
+        assert_eq!((row.cloud_calls, row.throttled, row.server_errors), (7, 2, 1));
     }
 }

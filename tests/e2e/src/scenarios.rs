@@ -12,7 +12,7 @@ use eni_ipam_netns_testbed::traffic;
 
 use crate::audit::{Findings, Snapshot, audit};
 use crate::bed::{Bed, GC_PERIOD, ours};
-use crate::cloud::{CloudFault, CloudKind};
+use crate::cloud::{CloudCounts, CloudFault, CloudKind};
 use crate::kubelet::{RESOURCE, RunningPod, requested};
 use crate::report::Row;
 
@@ -176,8 +176,11 @@ impl<'a> Run<'a> {
         let row = Row::new(
             name,
             times,
-            calls.calls - calls_before.calls,
-            calls.throttled - calls_before.throttled,
+            CloudCounts {
+                calls: calls.calls - calls_before.calls,
+                throttled: calls.throttled - calls_before.throttled,
+                server_errors: calls.server_errors - calls_before.server_errors,
+            },
             findings.leaked_enis.len(),
             findings.double_ips.len(),
             lost,
@@ -336,6 +339,21 @@ impl<'a> Run<'a> {
         self.finish(name, since, calls, lost).await;
     }
 
+    /// Keeps the pools moving for `time`: waves of pods come (the pools grow: assign calls)
+    /// and go (past the release delay the pools shrink: unassign calls), so a cloud fault
+    /// meets mutating calls, not only listings.
+    async fn waves_for(&mut self, time: Duration) {
+        let end = Instant::now() + time;
+        let wave = self.bed.nodes.len() * 2;
+        while Instant::now() < end {
+            self.create_pods(wave).await;
+            self.bed.wait_all_running(CONVERGE).await;
+            self.delete_oldest(wave);
+            // The operators run with a 2 s release delay.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+    }
+
     /// Scenario 3: each fault alone, then all together.
     pub async fn faults(&mut self) {
         let n = self.size.pods_per_fault;
@@ -381,7 +399,7 @@ impl<'a> Run<'a> {
         self.fault("3c cloud throttling 50%", async |run: &mut Self| {
             run.bed.cloud.set_fault(CloudFault { throttle: 0.5, ..CloudFault::default() });
             run.create_pods(n).await;
-            tokio::time::sleep(throttle_for).await;
+            run.waves_for(throttle_for).await;
             run.bed.cloud.set_fault(CloudFault::default());
             0
         })
@@ -389,7 +407,7 @@ impl<'a> Run<'a> {
         self.fault("3d cloud 5xx 30%", async |run: &mut Self| {
             run.bed.cloud.set_fault(CloudFault { server_errors: 0.3, ..CloudFault::default() });
             run.create_pods(n).await;
-            tokio::time::sleep(Duration::from_secs(5)).await;
+            run.waves_for(throttle_for / 2).await;
             run.bed.cloud.set_fault(CloudFault::default());
             0
         })
@@ -455,10 +473,13 @@ impl<'a> Run<'a> {
         self.scale_up().await;
     }
 
-    /// Every scenario in order.
+    /// Every scenario in order; the injected cloud faults must have met calls.
     pub async fn all(&mut self) {
         self.scale_up().await;
         self.churn().await;
         self.faults().await;
+        let row = |name: &str| self.rows.iter().find(|r| r.scenario.starts_with(name)).expect("a row");
+        assert!(row("3c").throttled > 0, "the throttling met no call: {:?}", row("3c"));
+        assert!(row("3d").server_errors > 0, "the 500s met no call: {:?}", row("3d"));
     }
 }
