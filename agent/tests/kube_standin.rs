@@ -178,7 +178,7 @@ async fn agent_registers_from_either_cloud_and_reports_coalesced_usage() {
             .0
             .clone();
         drop(agent);
-        standin.shutdown();
+        standin.shutdown().await;
         let served_before_restart = standin.request_count();
         let _agent = spawn_agent();
         let probe = keep.clone();

@@ -193,7 +193,13 @@ pub struct KubeStandin {
     url: String,
     addr: SocketAddr,
     /// The accept loop and every open connection, while serving.
-    server: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    server: Arc<Mutex<Option<Server>>>,
+}
+
+/// A running accept loop and the signal that stops it.
+struct Server {
+    task: tokio::task::JoinHandle<()>,
+    stop: tokio::sync::oneshot::Sender<()>,
 }
 
 /// Errors the REST layer answers with, as a meta/v1 Status.
@@ -277,13 +283,18 @@ impl KubeStandin {
         (url, standin)
     }
 
-    /// Runs the accept loop; every connection is a task of it, so aborting it closes them all.
+    /// Runs the accept loop; every connection is a task of it, so stopping it closes them all.
     fn serve(&self, listener: tokio::net::TcpListener) {
         let app = Router::new().fallback(handle).with_state(self.clone());
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let accepted = tokio::select! {
+                    _ = &mut stopped => break,
+                    accepted = listener.accept() => accepted,
+                };
+                let Ok((stream, _)) = accepted else { continue };
                 let service = hyper_util::service::TowerToHyperService::new(app.clone());
                 connections.spawn(async move {
                     let io = hyper_util::rt::TokioIo::new(stream);
@@ -294,10 +305,11 @@ impl KubeStandin {
                 });
                 while connections.try_join_next().is_some() {}
             }
+            // Every connection task is aborted and awaited, so each socket is closed on return.
+            connections.shutdown().await;
         });
-        if let Some(old) = self.server.lock().expect("stand-in server").replace(task) {
-            old.abort();
-        }
+        let old = self.server.lock().expect("stand-in server").replace(Server { task, stop });
+        assert!(old.is_none(), "the stand-in is served once at a time");
     }
 
     /// The base URL.
@@ -323,9 +335,11 @@ impl KubeStandin {
 
     /// Stops at once, as a crashed apiserver: no new connections, and every open one
     /// (watches included) is closed. Objects are kept for [`KubeStandin::restart`].
-    pub fn shutdown(&self) {
-        if let Some(task) = self.server.lock().expect("stand-in server").take() {
-            task.abort();
+    pub async fn shutdown(&self) {
+        let server = self.server.lock().expect("stand-in server").take();
+        if let Some(Server { task, stop }) = server {
+            let _ = stop.send(());
+            task.await.expect("the stand-in accept loop ends cleanly");
         }
     }
 
@@ -333,7 +347,7 @@ impl KubeStandin {
     /// `down`, the same address is served again with the same objects and resourceVersions,
     /// so clients re-list or re-watch from where they were.
     pub async fn restart_after(&self, down: std::time::Duration) {
-        self.shutdown();
+        self.shutdown().await;
         tokio::time::sleep(down).await;
         let mut tries = 0;
         let listener = loop {

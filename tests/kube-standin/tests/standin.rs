@@ -222,7 +222,7 @@ async fn a_restart_closes_every_watch_and_watchers_resume_on_the_same_address() 
     };
     names.push(next_name(&mut stream).await);
     let served = standin.request_count();
-    standin.shutdown();
+    standin.shutdown().await;
     // Down: a new request is refused.
     let refused = nodes.list(&ListParams::default()).await;
     assert!(refused.is_err(), "a stopped stand-in answers nothing");
