@@ -33,7 +33,7 @@ impl Size {
     /// `scripts/test`'s size, or the full size.
     pub fn new(full: bool) -> Self {
         if full {
-            Self { pods_per_node: 6, churn: 1000, throttle_for: Duration::from_secs(60), pods_per_fault: 12 }
+            Self { pods_per_node: 6, churn: 1000, throttle_for: Duration::from_secs(60), pods_per_fault: 6 }
         } else {
             Self { pods_per_node: 4, churn: 150, throttle_for: Duration::from_secs(15), pods_per_fault: 12 }
         }
@@ -226,7 +226,7 @@ impl<'a> Run<'a> {
     async fn cluster_full(&mut self) {
         let since = Instant::now();
         let calls = self.bed.cloud_counts();
-        let capacity = self.bed.config.nodes * self.bed.config.knobs.max_allocate as usize;
+        let capacity = self.capacity();
         let before = self.bed.standin.list(PODS).len();
         let over = 2;
         self.say(&format!("cluster full: {} more pods for {capacity} IPs", capacity - before + over));
@@ -339,12 +339,20 @@ impl<'a> Run<'a> {
         self.finish(name, since, calls, lost).await;
     }
 
+    /// Pod IPs the cluster can hold: every node at its max-allocate.
+    fn capacity(&self) -> usize {
+        self.bed.config.nodes * self.bed.config.knobs.max_allocate as usize
+    }
+
     /// Keeps the pools moving for `time`: waves of pods come (the pools grow: assign calls)
     /// and go (past the release delay the pools shrink: unassign calls), so a cloud fault
     /// meets mutating calls, not only listings.
     async fn waves_for(&mut self, time: Duration) {
         let end = Instant::now() + time;
-        let wave = self.bed.nodes.len() * 2;
+        // Two pods a node, as far as the cluster has IPs left for them.
+        let wave =
+            (self.bed.nodes.len() * 2).min(self.capacity().saturating_sub(self.bed.standin.list(PODS).len()));
+        assert!(wave > 0, "no IP left in the cluster for a wave of pods: size the scenarios down");
         while Instant::now() < end {
             self.create_pods(wave).await;
             self.bed.wait_all_running(CONVERGE).await;
@@ -398,16 +406,18 @@ impl<'a> Run<'a> {
         let throttle_for = self.size.throttle_for;
         self.fault("3c cloud throttling 50%", async |run: &mut Self| {
             run.bed.cloud.set_fault(CloudFault { throttle: 0.5, ..CloudFault::default() });
-            run.create_pods(n).await;
+            // Waves from the base load, so every pool grows and shrinks (mutating calls).
             run.waves_for(throttle_for).await;
+            run.create_pods(n).await;
             run.bed.cloud.set_fault(CloudFault::default());
             0
         })
         .await;
         self.fault("3d cloud 5xx 30%", async |run: &mut Self| {
             run.bed.cloud.set_fault(CloudFault { server_errors: 0.3, ..CloudFault::default() });
-            run.create_pods(n).await;
+            // Waves from the base load, so every pool grows and shrinks (mutating calls).
             run.waves_for(throttle_for / 2).await;
+            run.create_pods(n).await;
             run.bed.cloud.set_fault(CloudFault::default());
             0
         })
