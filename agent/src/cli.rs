@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use eni_ipam_api::duration::parse_interval;
 use eni_ipam_api::knob_args::KnobArgs;
 
 use crate::kube_side::SpecDefaults;
@@ -41,10 +42,10 @@ pub struct Cli {
     #[arg(long, env = "ENI_IPAM_METRICS_ADDR", default_value = "0.0.0.0:9966")]
     pub metrics_addr: String,
     /// Least time between two writes of ENINode status.used (bursts are coalesced), e.g. 1s, 500ms.
-    #[arg(long, env = "ENI_IPAM_NODE_UPDATE_RATE", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = "ENI_IPAM_NODE_UPDATE_RATE", default_value = "1s", value_parser = parse_interval)]
     pub ipam_node_update_rate: Duration,
     /// How often the ENINode is re-read for pool changes and release marks when nothing changes locally.
-    #[arg(long, env = "ENI_IPAM_ENINODE_RESYNC", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "ENI_IPAM_ENINODE_RESYNC", default_value = "5s", value_parser = parse_interval)]
     pub eninode_resync: Duration,
     /// Subnet CIDR and gateway of a pool subnet: SUBNET_ID=CIDR[,GATEWAY] (repeat; gateway defaults to the first host).
     #[arg(long = "subnet", env = "ENI_IPAM_SUBNETS", value_delimiter = ' ')]
@@ -115,19 +116,4 @@ fn parse_prefix(text: &str) -> Result<Ipv4Prefix, String> {
     let bad = || format!("{text:?} is not an IPv4 CIDR like 10.96.0.0/12");
     let (addr, len) = text.split_once('/').ok_or_else(bad)?;
     Ipv4Prefix::new(addr.parse().map_err(|_| bad())?, len.parse().map_err(|_| bad())?).ok_or_else(bad)
-}
-
-/// `500ms`, `1s`, `2m`: a whole, positive number and a unit.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("{text:?} is not a duration like 1s, 500ms or 2m");
-    let (number, unit) =
-        text.find(|c: char| !c.is_ascii_digit()).map(|i| text.split_at(i)).ok_or_else(bad)?;
-    let n: u64 = number.parse().map_err(|_| bad())?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        _ => return Err(bad()),
-    };
-    if d.is_zero() { Err(format!("{text:?} must be more than zero")) } else { Ok(d) }
 }

@@ -234,24 +234,6 @@ fn free(state: &mut IpamState, key: &AllocationKey) -> Option<Allocation> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pool::PoolIp;
-
-    fn pool(n: u8) -> NodePool {
-        NodePool {
-            ips: (1..=n)
-                .map(|i| {
-                    let entry = PoolIp {
-                        eni: "eni-1".into(),
-                        mac: "0a:00:00:00:00:01".into(),
-                        subnet_cidr: "10.0.0.0/24".into(),
-                        gateway: "10.0.0.1".into(),
-                    };
-                    (format!("10.0.0.{}", i + 10), entry)
-                })
-                .collect(),
-            ..Default::default()
-        }
-    }
 
     fn request(container: &str) -> AllocateRequest {
         AllocateRequest {
@@ -266,7 +248,7 @@ mod tests {
     fn every_answer_is_on_disk_before_it_is_returned() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::new(dir.path().join("state.json"));
-        let (ipam, _) = Ipam::open("node-a", store.clone(), pool(3), None).unwrap();
+        let (ipam, _) = Ipam::open("node-a", store.clone(), NodePool::on_one_eni(3), None).unwrap();
         let a = ipam.allocate(&request("a")).unwrap();
         assert_eq!(store.load().unwrap().allocations[&AllocationKey::new("a", "eth0")].ip, a.ip);
         assert_eq!(ipam.allocate(&request("a")).unwrap(), a, "retried ADD, same answer");
@@ -281,7 +263,7 @@ mod tests {
     fn exhausted_pool_names_the_node_and_the_reason() {
         let dir = tempfile::tempdir().unwrap();
         let (ipam, _) =
-            Ipam::open("node-a", StateStore::new(dir.path().join("s.json")), pool(1), None).unwrap();
+            Ipam::open("node-a", StateStore::new(dir.path().join("s.json")), NodePool::on_one_eni(1), None).unwrap();
         ipam.allocate(&request("a")).unwrap();
         let err = ipam.allocate(&request("b")).unwrap_err().to_string();
         assert!(err.contains("node node-a has no free IP for container b"), "{err}");
@@ -293,7 +275,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub").join("state.json");
         std::fs::create_dir(path.parent().unwrap()).unwrap();
-        let (ipam, _) = Ipam::open("node-a", StateStore::new(&path), pool(2), None).unwrap();
+        let (ipam, _) = Ipam::open("node-a", StateStore::new(&path), NodePool::on_one_eni(2), None).unwrap();
         std::fs::remove_dir(path.parent().unwrap()).unwrap();
         let err = ipam.allocate(&request("a")).unwrap_err();
         assert!(matches!(err, IpamError::Persist { .. }), "{err}");
@@ -304,12 +286,12 @@ mod tests {
     fn restart_reloads_and_frees_containers_that_are_gone() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::new(dir.path().join("state.json"));
-        let (ipam, _) = Ipam::open("node-a", store.clone(), pool(3), None).unwrap();
+        let (ipam, _) = Ipam::open("node-a", store.clone(), NodePool::on_one_eni(3), None).unwrap();
         let a = ipam.allocate(&request("a")).unwrap();
         let b = ipam.allocate(&request("b")).unwrap();
         drop(ipam);
         let live: BTreeSet<String> = ["a".to_string()].into();
-        let (ipam, rec) = Ipam::open("node-a", store.clone(), pool(3), Some(&live)).unwrap();
+        let (ipam, rec) = Ipam::open("node-a", store.clone(), NodePool::on_one_eni(3), Some(&live)).unwrap();
         assert_eq!(rec.gone, [AllocationKey::new("b", "eth0")]);
         assert_eq!(ipam.allocate(&request("a")).unwrap(), a);
         assert_eq!(store.load().unwrap().allocations.len(), 1, "the freed IP is persisted");
@@ -320,7 +302,7 @@ mod tests {
     fn the_pod_veth_is_persisted_on_its_allocation() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::new(dir.path().join("state.json"));
-        let (ipam, _) = Ipam::open("node-a", store.clone(), pool(2), None).unwrap();
+        let (ipam, _) = Ipam::open("node-a", store.clone(), NodePool::on_one_eni(2), None).unwrap();
         let endpoint = PodEndpoint {
             host_veth: "eniabc".into(),
             host_veth_ifindex: 7,
@@ -348,7 +330,7 @@ mod tests {
     #[test]
     fn empty_ids_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let (ipam, _) = Ipam::open("n", StateStore::new(dir.path().join("s.json")), pool(1), None).unwrap();
+        let (ipam, _) = Ipam::open("n", StateStore::new(dir.path().join("s.json")), NodePool::on_one_eni(1), None).unwrap();
         assert!(matches!(ipam.allocate(&request("")), Err(IpamError::Invalid(_))));
         assert!(matches!(ipam.release("a", " "), Err(IpamError::Invalid(_))));
     }

@@ -40,6 +40,23 @@ pub struct NodePool {
     pub capacity: u32,
 }
 
+#[cfg(test)]
+impl NodePool {
+    /// A test pool: `n` IPs, 10.0.0.11 upwards, all on one ENI (eni-1) of 10.0.0.0/24.
+    pub(crate) fn on_one_eni(n: u8) -> Self {
+        let entry = PoolIp {
+            eni: "eni-1".into(),
+            mac: "0a:00:00:00:00:01".into(),
+            subnet_cidr: "10.0.0.0/24".into(),
+            gateway: "10.0.0.1".into(),
+        };
+        NodePool {
+            ips: (1..=n).map(|i| (format!("10.0.0.{}", 10 + i), entry.clone())).collect(),
+            ..Default::default()
+        }
+    }
+}
+
 /// Subnet id -> (CIDR, gateway), from `--subnet` flags.
 pub type SubnetMap = BTreeMap<String, (String, String)>;
 

@@ -234,25 +234,11 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::pool::{NodePool, PoolIp};
+    use crate::pool::NodePool;
     use crate::state::StateStore;
 
     fn app(dir: &Path, pool_size: u8) -> Router {
-        let pool = NodePool {
-            ips: (1..=pool_size)
-                .map(|i| {
-                    let entry = PoolIp {
-                        eni: "eni-1".into(),
-                        mac: "0a:00:00:00:00:01".into(),
-                        subnet_cidr: "10.0.0.0/24".into(),
-                        gateway: "10.0.0.1".into(),
-                    };
-                    (format!("10.0.0.{}", 10 + i), entry)
-                })
-                .collect(),
-            capacity: 30,
-            ..Default::default()
-        };
+        let pool = NodePool { capacity: 30, ..NodePool::on_one_eni(pool_size) };
         let (ipam, _) = Ipam::open("node-a", StateStore::new(dir.join("state.json")), pool, None).unwrap();
         let ipam = Arc::new(ipam);
         let endpoints = Arc::new(Endpoints::new(ipam.clone(), None));

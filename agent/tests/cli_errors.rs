@@ -62,6 +62,8 @@ fn bad_flags_and_files_are_named() {
     assert!(!ok && stderr.contains("SUBNET_ID=CIDR"), "{stderr}");
     let (ok, stderr) = agent(dir.path(), &["--ipam-node-update-rate", "soon"]);
     assert!(!ok && stderr.contains("not a duration"), "{stderr}");
+    let (ok, stderr) = agent(dir.path(), &["--eninode-resync", "0ms"]);
+    assert!(!ok && stderr.contains("--eninode-resync") && stderr.contains("is zero"), "{stderr}");
     let (ok, stderr) = agent(dir.path(), &["--host-route", "10.96.0.0"]);
     assert!(!ok && stderr.contains("is not an IPv4 CIDR like 10.96.0.0/12"), "{stderr}");
     let (ok, stderr) = agent(dir.path(), &["--datapath", "xdp"]);

@@ -1,7 +1,9 @@
 //! Types shared by every eni-ipam binary: cloud id newtypes, the pool knobs,
-//! the `ENINode` custom resource and the agent socket's wire types.
+//! the `ENINode` custom resource, the agent socket's wire types and the one
+//! command-line duration parser.
 
 pub mod agent_api;
+pub mod duration;
 pub mod eninode;
 pub mod ids;
 #[cfg(feature = "cli")]

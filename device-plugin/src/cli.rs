@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use eni_ipam_api::agent_api::DEFAULT_AGENT_SOCKET;
+use eni_ipam_api::duration::{parse_duration, parse_interval};
 
 use crate::Config;
-use crate::duration::parse_duration;
 
 /// eni-ipam kubelet device plugin: kubelet sees each node's reachable pod IPs
 /// as the extended resource eni-ipam.io/ip.
@@ -50,17 +50,17 @@ pub struct Cli {
     #[arg(long, env = "ENI_IPAM_MAX_SLOTS", default_value_t = 110)]
     pub max_slots: u32,
     /// How often to read the agent's numbers; a change reaches kubelet within one interval.
-    #[arg(long, env = "ENI_IPAM_POLL_INTERVAL", default_value = "500ms", value_parser = parse_duration)]
+    #[arg(long, env = "ENI_IPAM_POLL_INTERVAL", default_value = "500ms", value_parser = parse_interval)]
     pub poll_interval: Duration,
     /// Bound on one agent answer; past it every slot is Unhealthy.
-    #[arg(long, env = "ENI_IPAM_AGENT_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, env = "ENI_IPAM_AGENT_TIMEOUT", default_value = "2s", value_parser = parse_interval)]
     pub agent_timeout: Duration,
     /// While the agent does not answer, the last slots it backed stay Healthy this long (an
     /// agent restart keeps its IPs and state); past it every slot is Unhealthy.
     #[arg(long, env = "ENI_IPAM_AGENT_GRACE", default_value = "15s", value_parser = parse_duration)]
     pub agent_grace: Duration,
     /// Bound on one call to kubelet (Register, pod-resources List).
-    #[arg(long, env = "ENI_IPAM_KUBELET_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "ENI_IPAM_KUBELET_TIMEOUT", default_value = "5s", value_parser = parse_interval)]
     pub kubelet_timeout: Duration,
     /// Admin server: /metrics, /healthz, /readyz.
     #[arg(long, env = "ENI_IPAM_METRICS_ADDR", default_value = "0.0.0.0:9465")]

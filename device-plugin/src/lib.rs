@@ -12,7 +12,6 @@ pub mod agent_client;
 pub mod cli;
 pub mod counting;
 pub mod devices;
-pub mod duration;
 pub mod metrics;
 pub mod plugin;
 pub mod pod_resources;

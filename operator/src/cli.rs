@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use eni_ipam_api::duration::{parse_duration, parse_interval};
 pub use eni_ipam_api::knob_args::KnobArgs;
 use eni_ipam_cloud::CloudKind;
 
@@ -105,7 +106,7 @@ pub struct RunArgs {
     #[arg(long, env = "ENI_IPAM_EXCESS_IP_RELEASE_DELAY", default_value = "3m", value_parser = parse_duration)]
     pub excess_ip_release_delay: Duration,
     /// Mean period of ENI garbage collection (jittered by half).
-    #[arg(long, env = "ENI_IPAM_ENI_GC_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, env = "ENI_IPAM_ENI_GC_INTERVAL", default_value = "5m", value_parser = parse_interval)]
     pub eni_gc_interval: Duration,
     /// A detached ENI tagged with this cluster is deleted after this long.
     #[arg(long, env = "ENI_IPAM_ENI_GC_GRACE", default_value = "10m", value_parser = parse_duration)]
@@ -128,13 +129,13 @@ pub struct LeaderArgs {
     #[arg(long, env = "ENI_IPAM_LEADER_ELECT", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub leader_elect: bool,
     /// A standby takes over after seeing no renewal for this long.
-    #[arg(long, env = "ENI_IPAM_LEADER_ELECT_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, env = "ENI_IPAM_LEADER_ELECT_LEASE_DURATION", default_value = "15s", value_parser = parse_interval)]
     pub leader_elect_lease_duration: Duration,
     /// The leader steps down (stops every cloud call) if it cannot renew within this long.
-    #[arg(long, env = "ENI_IPAM_LEADER_ELECT_RENEW_DEADLINE", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "ENI_IPAM_LEADER_ELECT_RENEW_DEADLINE", default_value = "10s", value_parser = parse_interval)]
     pub leader_elect_renew_deadline: Duration,
     /// Pause between attempts to acquire or renew the Lease.
-    #[arg(long, env = "ENI_IPAM_LEADER_ELECT_RETRY_PERIOD", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, env = "ENI_IPAM_LEADER_ELECT_RETRY_PERIOD", default_value = "2s", value_parser = parse_interval)]
     pub leader_elect_retry_period: Duration,
     /// Namespace of the Lease (normally the operator's own).
     #[arg(long, env = "POD_NAMESPACE", default_value = "kube-system")]
@@ -182,7 +183,7 @@ pub struct ControllerArgs {
     pub parallel_alloc_workers: usize,
     /// Period of the bulk resync: all ENIs of the VPC in as few paginated
     /// calls as the cloud allows, and the subnets (jittered by a tenth; e.g. 1m, 30s).
-    #[arg(long, env = "ENI_IPAM_RESYNC_INTERVAL", default_value = "1m", value_parser = parse_duration)]
+    #[arg(long, env = "ENI_IPAM_RESYNC_INTERVAL", default_value = "1m", value_parser = parse_interval)]
     pub resync_interval: Duration,
     /// Client-side rate limit as a share of the cloud's published API quota, in (0, 1].
     #[arg(long, env = "ENI_IPAM_LIMITER_MARGIN", default_value_t = 0.95, value_parser = parse_margin)]
@@ -275,7 +276,7 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 0.0)]
     pub fault_rate: f64,
     /// Stop after this much simulated time even if nodes are not ready (e.g. 1h, 90s).
-    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = parse_interval)]
     pub deadline: Duration,
     /// Run on the wall clock instead of virtual time (to watch it).
     #[arg(long)]
@@ -309,23 +310,6 @@ fn parse_strategy(s: &str) -> Result<Strategy, String> {
     s.parse()
 }
 
-/// `500ms`, `30s`, `5m`, `1h`; a bare number is seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 =
-        number.parse().map_err(|_| format!("'{text}' is not a duration: write e.g. 500ms, 30s, 5m, 1h"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(format!("unknown unit '{unit}' in '{text}': use ms, s, m or h")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("'{text}' is out of range"))
-}
-
 impl SimulateArgs {
     /// The simulator configuration.
     pub fn config(&self) -> SimConfig {
@@ -344,20 +328,5 @@ impl SimulateArgs {
             security_groups: self.security_groups.clone(),
             strategy: self.strategy,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_as_an_admin_writes_them() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert!(parse_duration("5 parsecs").unwrap_err().contains("unit"));
-        assert!(parse_duration("soon").unwrap_err().contains("e.g."));
     }
 }

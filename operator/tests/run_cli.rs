@@ -102,3 +102,18 @@ fn leader_durations_that_cannot_work_are_refused_before_anything_starts() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("--leader-elect-renew-deadline (15s) must be shorter"), "{stderr}");
 }
+
+#[test]
+fn a_zero_period_is_a_usage_error_naming_the_flag() {
+    for flag in ["--eni-gc-interval", "--resync-interval", "--leader-elect-retry-period"] {
+        let (code, stderr) = run(&["run", "--cloud", "fake", flag, "0s"]);
+        assert_eq!(code, 2, "{flag}: {stderr}");
+        assert!(stderr.contains(flag) && stderr.contains("'0s' is zero"), "{flag}: {stderr}");
+    }
+    // A zero delay is a choice, not a spin: it parses, and the run goes on to
+    // fail on the missing kubeconfig instead.
+    let (code, stderr) =
+        run(&["run", "--cloud", "fake", "--excess-ip-release-delay", "0", "--kubeconfig", "/nonexistent"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("kubeconfig"), "{stderr}");
+}
