@@ -6,7 +6,8 @@
 //!
 //! Who knows what: the CNI plugin knows the pod's veth and MAC; the agent knows which ENI
 //! owns the IP and its MAC (the pool), finds that ENI's link by MAC, and reads the VPC
-//! gateway's MAC from the node's neighbour table on that link.
+//! gateway's MAC from the node's neighbour table on that link (having the kernel resolve it
+//! first when nothing has).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -18,7 +19,7 @@ use tracing::{info, warn};
 
 use crate::allocator::{Allocation, PodEndpoint};
 use crate::ipam::{Ipam, IpamError};
-use crate::node_links::{NodeLink, ifindex_of, link_with_mac, neighbour_mac};
+use crate::node_links::{GATEWAY_ARP_WAIT, NodeLink, gateway_mac, ifindex_of, link_with_mac};
 use crate::pool::PoolIp;
 
 /// Why an endpoint could not be installed or removed.
@@ -240,13 +241,8 @@ fn resolve(
             entry.subnet_cidr
         )
     })?;
-    let gateway_mac = neighbour_mac(&eni.name, gateway)?.ok_or_else(|| {
-        format!(
-            "the node has no neighbour entry for the VPC gateway {gateway} on ENI link {} ({}); the datapath \
-             sends the pod's packets to that MAC: check `ip neigh show dev {}` and the ENI's addressing",
-            eni.name, entry.eni, eni.name
-        )
-    })?;
+    let gateway_mac = gateway_mac(&eni.name, gateway, GATEWAY_ARP_WAIT)
+        .map_err(|reason| format!("ENI {}: {reason}", entry.eni))?;
     let info = EndpointInfo {
         pod_veth_ifindex: endpoint.host_veth_ifindex,
         pod_mac,

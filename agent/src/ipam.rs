@@ -263,7 +263,8 @@ mod tests {
     fn exhausted_pool_names_the_node_and_the_reason() {
         let dir = tempfile::tempdir().unwrap();
         let (ipam, _) =
-            Ipam::open("node-a", StateStore::new(dir.path().join("s.json")), NodePool::on_one_eni(1), None).unwrap();
+            Ipam::open("node-a", StateStore::new(dir.path().join("s.json")), NodePool::on_one_eni(1), None)
+                .unwrap();
         ipam.allocate(&request("a")).unwrap();
         let err = ipam.allocate(&request("b")).unwrap_err().to_string();
         assert!(err.contains("node node-a has no free IP for container b"), "{err}");
@@ -330,7 +331,9 @@ mod tests {
     #[test]
     fn empty_ids_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let (ipam, _) = Ipam::open("n", StateStore::new(dir.path().join("s.json")), NodePool::on_one_eni(1), None).unwrap();
+        let (ipam, _) =
+            Ipam::open("n", StateStore::new(dir.path().join("s.json")), NodePool::on_one_eni(1), None)
+                .unwrap();
         assert!(matches!(ipam.allocate(&request("")), Err(IpamError::Invalid(_))));
         assert!(matches!(ipam.release("a", " "), Err(IpamError::Invalid(_))));
     }

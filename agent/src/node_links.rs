@@ -1,9 +1,11 @@
 //! What the agent reads about the node's links, in its own network namespace: the ENI link
-//! carrying a MAC, a veth's index by name, and the VPC gateway's MAC from the neighbour table.
+//! carrying a MAC, a veth's index by name, and the VPC gateway's MAC from the neighbour table
+//! (asking the kernel to resolve it when nothing has yet).
 
 use std::ffi::{CStr, CString};
 use std::net::Ipv4Addr;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use eni_ipam_datapath::MacAddr;
 
@@ -60,7 +62,7 @@ pub fn ifindex_of(name: &str) -> Option<u32> {
 
 /// The MAC the neighbour table holds for `ip` on link `dev` (`ip -j neigh show`), when
 /// resolved. The VPC gateway of an ENI's subnet is reached through it.
-pub fn neighbour_mac(dev: &str, ip: Ipv4Addr) -> Result<Option<MacAddr>, String> {
+fn neighbour_mac(dev: &str, ip: Ipv4Addr) -> Result<Option<MacAddr>, String> {
     let output = Command::new(ip_tool())
         .args(["-j", "neigh", "show", "to", &ip.to_string(), "dev", dev])
         .output()
@@ -74,13 +76,59 @@ pub fn neighbour_mac(dev: &str, ip: Ipv4Addr) -> Result<Option<MacAddr>, String>
     Ok(parse_neighbour(&String::from_utf8_lossy(&output.stdout)))
 }
 
+/// How long the agent waits for the VPC gateway to answer the ARP it asked the kernel for.
+pub const GATEWAY_ARP_WAIT: Duration = Duration::from_secs(2);
+
+/// The MAC of the VPC gateway `gateway` on ENI link `dev`. A freshly attached ENI carries no
+/// traffic of its own, so nothing has made the kernel resolve its gateway yet: then the agent
+/// installs a *managed* neighbour entry (Linux 5.16+), which the kernel resolves at once and
+/// keeps resolved, and waits up to `wait` for the answer.
+pub fn gateway_mac(dev: &str, gateway: Ipv4Addr, wait: Duration) -> Result<MacAddr, String> {
+    if let Some(mac) = neighbour_mac(dev, gateway)? {
+        return Ok(mac);
+    }
+    let gw = gateway.to_string();
+    let output = Command::new(ip_tool())
+        .args(["neigh", "replace", &gw, "dev", dev, "managed"])
+        .output()
+        .map_err(|e| format!("cannot run `ip neigh replace` ({e}); install iproute2 on the node"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "the VPC gateway {gateway} is not resolved on ENI link {dev} and `ip neigh replace {gw} dev {dev} \
+             managed` failed ({}): managed neighbours need Linux 5.16+ and iproute2 5.16+; or add a \
+             neighbour entry for the gateway yourself",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    let deadline = Instant::now() + wait;
+    loop {
+        if let Some(mac) = neighbour_mac(dev, gateway)? {
+            return Ok(mac);
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "the VPC gateway {gateway} did not answer ARP on ENI link {dev} within {wait:?}: check that \
+                 the ENI is attached and in that subnet, and `ip neigh show {gw} dev {dev} nud all`"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The MAC of the first usable entry: resolved (not FAILED or INCOMPLETE) and a unicast
+/// address (a NOARP entry holds the broadcast MAC, which is no gateway).
 fn parse_neighbour(json: &str) -> Option<MacAddr> {
     let entries: serde_json::Value = serde_json::from_str(json).ok()?;
     entries.as_array()?.iter().find_map(|entry| {
         let unusable = entry["state"]
             .as_array()
             .is_some_and(|states| states.iter().any(|s| s == "FAILED" || s == "INCOMPLETE"));
-        if unusable { None } else { entry["lladdr"].as_str()?.parse().ok() }
+        if unusable {
+            return None;
+        }
+        let mac: MacAddr = entry["lladdr"].as_str()?.parse().ok()?;
+        let unicast = mac.0[0] & 1 == 0 && mac.0 != [0; 6];
+        unicast.then_some(mac)
     })
 }
 
@@ -109,6 +157,15 @@ mod tests {
         assert_eq!(parse_neighbour(reachable), Some("0a:00:00:00:00:01".parse().unwrap()));
         let failed = r#"[{"dst":"10.0.0.1","state":["FAILED"]}]"#;
         assert_eq!(parse_neighbour(failed), None);
+        let incomplete = r#"[{"dst":"10.0.0.1","lladdr":"0a:00:00:00:00:01","state":["INCOMPLETE"]}]"#;
+        assert_eq!(parse_neighbour(incomplete), None);
+        let noarp = r#"[{"dst":"10.0.0.1","lladdr":"ff:ff:ff:ff:ff:ff","state":["NOARP"]}]"#;
+        assert_eq!(parse_neighbour(noarp), None, "the broadcast MAC is no gateway");
+        let zero = r#"[{"dst":"10.0.0.1","lladdr":"00:00:00:00:00:00","state":["NOARP"]}]"#;
+        assert_eq!(parse_neighbour(zero), None);
+        let stale_then_good = r#"[{"dst":"10.0.0.1","state":["FAILED"]},
+            {"dst":"10.0.0.1","lladdr":"0a:00:00:00:00:02","state":["REACHABLE"]}]"#;
+        assert_eq!(parse_neighbour(stale_then_good), Some("0a:00:00:00:00:02".parse().unwrap()));
         assert_eq!(parse_neighbour("[]"), None);
         assert_eq!(parse_neighbour(""), None);
     }

@@ -43,7 +43,13 @@ impl AgentNode {
         let mut ips = serde_json::Map::new();
         for (eni, (ip, cidr, gateway)) in POOL.iter().enumerate() {
             bed.assign_in_vpc(*ip, 0, eni);
-            bed.resolve_vpc_gateway(0, eni, *gateway);
+            if eni == 0 {
+                // Given, as an admin may pin it.
+                bed.resolve_vpc_gateway(0, eni, *gateway);
+            } else {
+                // Resolved by the agent over ARP.
+                bed.answer_arp_for_vpc_gateway(*gateway);
+            }
             let mac = bed.nodes[0].enis[eni].mac.to_string();
             ips.insert(
                 ip.to_string(),
@@ -155,6 +161,14 @@ fn cni_add_installs_the_endpoint_counts_exactly_and_del_removes_it_root() {
     let recorded =
         state["allocations"].as_array().unwrap().iter().filter(|a| a["endpoint"].is_object()).count();
     assert_eq!(recorded, 2, "both veths are persisted on their allocations: {state}");
+    // ENI 1's gateway was not in the neighbour table: the agent had the kernel resolve it
+    // (a managed entry, kept fresh), and it holds the router end's MAC.
+    let eni1 = &node.bed.nodes[0].enis[1];
+    let gateway = POOL[1].2.to_string();
+    let neigh = node.bed.nodes[0].ns.ip(&["-j", "neigh", "show", &gateway, "dev", &eni1.name]);
+    let neigh: Value = serde_json::from_slice(&neigh.stdout).unwrap();
+    assert_eq!(neigh[0]["lladdr"], eni1.gateway_mac.to_string(), "{neigh}");
+    assert!(neigh[0].as_object().unwrap().contains_key("managed"), "{neigh}");
 
     const SENT: u64 = 20;
     for (container, ip) in [("ctra", a), ("ctrb", b)] {

@@ -1,8 +1,8 @@
 //! A VPC fabric that follows a cloud: every ENI the cloud has attached to an
 //! instance appears in that instance's node namespace as a link carrying the
 //! ENI's MAC (as a hypervisor hot-plugs a NIC), the VPC router namespace
-//! routes each of the ENI's addresses to it, and the node has resolved the
-//! subnet's gateway on it. ENIs detached, deleted or moved, and addresses
+//! routes each of the ENI's addresses to it and answers ARP for the subnet's
+//! gateway on it. ENIs detached, deleted or moved, and addresses
 //! unassigned, are taken away at the next [`Fabric::sync`]. This is what lets
 //! the end-to-end bed run the real operator against a cloud (fake, moto, the
 //! Alibaba emulator) and the real agent and datapath against the addresses it
@@ -186,9 +186,9 @@ impl Fabric {
         node.ip(&["link", "set", &link, "address", &eni.mac]);
         node.ip(&["link", "set", &link, "up"]);
         self.router.ip(&["link", "set", &router_link, "up"]);
-        // The node has resolved its subnet's gateway on this ENI (ARP, on a cloud node).
-        let (_, router_mac) = self.router.link(&router_link);
-        node.permanent_neighbour(&eni.gateway.to_string(), router_mac, &link);
+        // The router answers ARP for the subnet's gateway, as the VPC does: the node (the
+        // agent) resolves it on this ENI itself.
+        self.router.ip(&["addr", "replace", &format!("{}/32", eni.gateway), "dev", "lo"]);
         let wired = Wired {
             instance: instance.to_owned(),
             device_index: eni.device_index,
