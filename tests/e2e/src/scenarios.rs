@@ -7,6 +7,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use eni_ipam_cloud::Eni;
 use eni_ipam_kube_standin::PODS;
 use eni_ipam_netns_testbed::traffic;
 
@@ -100,6 +101,21 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Audits the cloud's `enis` and the running `pods` against the ENINodes as they are now.
+    fn audit_against(&self, enis: &[Eni], pods: &BTreeMap<String, (String, Ipv4Addr)>) -> Findings {
+        let eninodes = self.bed.eninodes();
+        let nodes: BTreeMap<String, String> =
+            self.bed.nodes.iter().map(|n| (n.name.clone(), n.instance.id.clone())).collect();
+        audit(&Snapshot {
+            enis,
+            eninodes: &eninodes,
+            nodes: &nodes,
+            pods,
+            ours: &ours,
+            first_pool_index: self.first_pool_index(),
+        })
+    }
+
     /// One audit snapshot, pods read before and after the cloud (see [`Run::audit_now`]).
     pub async fn audit_now(&self) -> Findings {
         let before = self.bed.pod_ips();
@@ -108,17 +124,7 @@ impl<'a> Run<'a> {
         // Only pods running with the same IP before and after the cloud was read are judged.
         let pods: BTreeMap<String, (String, Ipv4Addr)> =
             before.into_iter().filter(|(k, v)| after.get(k) == Some(v)).collect();
-        let eninodes = self.bed.eninodes();
-        let nodes: BTreeMap<String, String> =
-            self.bed.nodes.iter().map(|n| (n.name.clone(), n.instance.id.clone())).collect();
-        let mut findings = audit(&Snapshot {
-            enis: &enis,
-            eninodes: &eninodes,
-            nodes: &nodes,
-            pods: &pods,
-            ours: &ours,
-            first_pool_index: self.first_pool_index(),
-        });
+        let mut findings = self.audit_against(&enis, &pods);
         // Bookkeeping that trails by design (status is written every 200 ms) is judged only settled.
         findings.in_use_mismatch.clear();
         findings.status_mismatch.clear();
@@ -132,17 +138,7 @@ impl<'a> Run<'a> {
         loop {
             let before = self.bed.pod_ips();
             let enis = self.bed.cloud.enis().await;
-            let eninodes = self.bed.eninodes();
-            let nodes: BTreeMap<String, String> =
-                self.bed.nodes.iter().map(|n| (n.name.clone(), n.instance.id.clone())).collect();
-            let mut findings = audit(&Snapshot {
-                enis: &enis,
-                eninodes: &eninodes,
-                nodes: &nodes,
-                pods: &before,
-                ours: &ours,
-                first_pool_index: self.first_pool_index(),
-            });
+            let mut findings = self.audit_against(&enis, &before);
             let metrics = self.bed.leader_metrics().await.unwrap_or_default();
             findings.counter_mismatch = crate::audit::counters(&metrics, &findings, before.len());
             if findings.clean() || start.elapsed() > bound {

@@ -171,21 +171,8 @@ impl Fabric {
         let node = &self.nodes[instance];
         let link = Self::eni_link(eni.device_index);
         let router_link = format!("v{}", self.serial);
-        node.ip(&[
-            "link",
-            "add",
-            &link,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &router_link,
-            "netns",
-            self.router.name(),
-        ]);
+        node.veth_into(&link, &router_link, &self.router);
         node.ip(&["link", "set", &link, "address", &eni.mac]);
-        node.ip(&["link", "set", &link, "up"]);
-        self.router.ip(&["link", "set", &router_link, "up"]);
         // The router answers ARP for the subnet's gateway, as the VPC does: the node (the
         // agent) resolves it on this ENI itself.
         self.router.ip(&["addr", "replace", &format!("{}/32", eni.gateway), "dev", "lo"]);

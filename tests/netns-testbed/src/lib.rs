@@ -75,20 +75,7 @@ impl Testbed {
             for e in 0..ENIS_PER_NODE {
                 let name = format!("eni{e}");
                 let router_link = format!("n{n}e{e}");
-                ns.ip(&[
-                    "link",
-                    "add",
-                    &name,
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    &router_link,
-                    "netns",
-                    bed.router.name(),
-                ]);
-                ns.ip(&["link", "set", &name, "up"]);
-                bed.router.ip(&["link", "set", &router_link, "up"]);
+                ns.veth_into(&name, &router_link, &bed.router);
                 let (ifindex, mac) = ns.link(&name);
                 let (_, gateway_mac) = bed.router.link(&router_link);
                 enis.push(Eni { name, ifindex, mac, router_link, gateway_mac });

@@ -67,6 +67,13 @@ impl Netns {
         run("ip", &all)
     }
 
+    /// A veth pair, both ends up: `name` here, `peer` in `peer_ns`.
+    pub fn veth_into(&self, name: &str, peer: &str, peer_ns: &Netns) {
+        self.ip(&["link", "add", name, "type", "veth", "peer", "name", peer, "netns", peer_ns.name()]);
+        self.ip(&["link", "set", name, "up"]);
+        peer_ns.ip(&["link", "set", peer, "up"]);
+    }
+
     /// Runs a command inside the namespace with `nsenter --net` (keeps the host's bpffs).
     pub fn command(&self, program: &str) -> Command {
         let mut command = Command::new("nsenter");
