@@ -105,10 +105,14 @@ impl Endpoints {
             }
         }
         let mut desired = BTreeMap::new();
+        // Many pods share an ENI: its link and gateway are looked up once (an unanswered
+        // gateway costs its ARP wait once, not once per pod).
+        let mut enis: BTreeMap<Option<PoolIp>, Result<EniSide, String>> = BTreeMap::new();
         for allocation in self.ipam.list() {
             let Some(endpoint) = allocation.endpoint.clone() else { continue };
             let entry = self.ipam.pool_entry(&allocation.ip);
-            match resolve(&allocation, &endpoint, entry.as_ref()) {
+            let eni = enis.entry(entry).or_insert_with_key(|entry| eni_side(entry.as_ref())).clone();
+            match resolve(&allocation, &endpoint, eni) {
                 Ok((ip, info)) => {
                     desired.insert(ip, info);
                 }
@@ -146,11 +150,22 @@ impl Endpoints {
             host_veth_ifindex: request.host_veth_ifindex,
             pod_mac: pod_mac.to_string(),
         };
+        // Learning a fresh ENI's gateway may take an ARP round trip: done before the lock, so
+        // the node's other ADDs and DELs do not wait on it.
+        let early = self.has_datapath().then(|| {
+            let entry = self.ipam.pool_entry_of(&request.container_id, &request.if_name);
+            let side = eni_side(entry.as_ref());
+            (entry, side)
+        });
         let mut guard = self.lock();
         let recorded = self.ipam.set_endpoint(&request.container_id, &request.if_name, endpoint.clone())?;
         let allocation = recorded.allocation;
         let Some(datapath) = guard.as_mut() else { return Ok(allocation) };
-        let (ip, info) = resolve(&allocation, &endpoint, recorded.pool_entry.as_ref())
+        let eni = match early {
+            Some((entry, side)) if entry == recorded.pool_entry => side,
+            _ => eni_side(recorded.pool_entry.as_ref()),
+        };
+        let (ip, info) = resolve(&allocation, &endpoint, eni)
             .map_err(|reason| EndpointError::Unresolved { ip: allocation.ip.clone(), reason })?;
         let failed = |source| EndpointError::Datapath { ip: allocation.ip.clone(), source };
         datapath.attach_eni(info.eni_ifindex).map_err(failed)?;
@@ -211,12 +226,37 @@ fn detach_unused_veth(datapath: &mut Datapath, ifindex: u32) -> Result<(), Datap
     datapath.detach_pod(ifindex)
 }
 
-/// The datapath endpoint of an allocation: the pod side from the plugin, the ENI side from
-/// the pool and the node's links.
+/// What an endpoint needs of the ENI its IP lives on, the same for every pod on that ENI.
+#[derive(Clone, Copy, Debug)]
+struct EniSide {
+    ifindex: u32,
+    mac: MacAddr,
+    gateway_mac: MacAddr,
+}
+
+/// The ENI side of the pool entry `entry` (`None`: the IP left the pool) from the node's
+/// links; may wait for the VPC gateway to answer ARP.
+fn eni_side(entry: Option<&PoolIp>) -> Result<EniSide, String> {
+    let entry = entry.ok_or("the IP is no longer in the node's pool")?;
+    let eni = eni_link(&entry.mac).map_err(|reason| format!("ENI {}: {reason}", entry.eni))?;
+    let mac: MacAddr = entry.mac.parse().map_err(|e| format!("ENI {} MAC: {e}", entry.eni))?;
+    let gateway: Ipv4Addr = entry.gateway.parse().map_err(|_| {
+        format!(
+            "the gateway of the IP's subnet ({}) is not known: give the subnet with --subnet SUBNET_ID=CIDR[,GATEWAY]",
+            entry.subnet_cidr
+        )
+    })?;
+    let gateway_mac = gateway_mac(&eni.name, gateway, GATEWAY_ARP_WAIT)
+        .map_err(|reason| format!("ENI {}: {reason}", entry.eni))?;
+    Ok(EniSide { ifindex: eni.ifindex, mac, gateway_mac })
+}
+
+/// The datapath endpoint of an allocation: the pod side from the plugin, the ENI side as
+/// [`eni_side`] found it.
 fn resolve(
     allocation: &Allocation,
     endpoint: &PodEndpoint,
-    entry: Option<&PoolIp>,
+    eni: Result<EniSide, String>,
 ) -> Result<(Ipv4Addr, EndpointInfo), String> {
     let ip: Ipv4Addr =
         allocation.ip.parse().map_err(|_| format!("{:?} is not an IPv4 address", allocation.ip))?;
@@ -232,23 +272,13 @@ fn resolve(
         None => return Err(format!("veth {} no longer exists", endpoint.host_veth)),
     }
     let pod_mac = endpoint.pod_mac.parse().map_err(|e| format!("pod MAC: {e}"))?;
-    let entry = entry.ok_or("the IP is no longer in the node's pool")?;
-    let eni = eni_link(&entry.mac).map_err(|reason| format!("ENI {}: {reason}", entry.eni))?;
-    let eni_mac: MacAddr = entry.mac.parse().map_err(|e| format!("ENI {} MAC: {e}", entry.eni))?;
-    let gateway: Ipv4Addr = entry.gateway.parse().map_err(|_| {
-        format!(
-            "the gateway of the IP's subnet ({}) is not known: give the subnet with --subnet SUBNET_ID=CIDR[,GATEWAY]",
-            entry.subnet_cidr
-        )
-    })?;
-    let gateway_mac = gateway_mac(&eni.name, gateway, GATEWAY_ARP_WAIT)
-        .map_err(|reason| format!("ENI {}: {reason}", entry.eni))?;
+    let eni = eni?;
     let info = EndpointInfo {
         pod_veth_ifindex: endpoint.host_veth_ifindex,
         pod_mac,
         eni_ifindex: eni.ifindex,
-        eni_mac,
-        gateway_mac,
+        eni_mac: eni.mac,
+        gateway_mac: eni.gateway_mac,
     };
     Ok((ip, info))
 }

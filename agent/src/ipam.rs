@@ -162,6 +162,14 @@ impl Ipam {
         Ok(EndpointRecorded { allocation, previous, pool_entry })
     }
 
+    /// The pool entry of the IP allocated to `container_id`/`if_name`, if any.
+    pub fn pool_entry_of(&self, container_id: &str, if_name: &str) -> Option<PoolIp> {
+        let key = checked_key(container_id, if_name).ok()?;
+        let inner = self.lock();
+        let ip = &inner.state.allocations.get(&key)?.ip;
+        inner.pool.ips.get(ip).cloned()
+    }
+
     /// The pool entry of `ip`, if the IP is in the pool.
     pub fn pool_entry(&self, ip: &str) -> Option<PoolIp> {
         self.lock().pool.ips.get(ip).cloned()

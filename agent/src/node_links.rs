@@ -4,10 +4,11 @@
 
 use std::ffi::{CStr, CString};
 use std::net::Ipv4Addr;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use eni_ipam_datapath::MacAddr;
+
+use crate::iproute::{self, run};
 
 /// A link of the node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,17 +64,10 @@ pub fn ifindex_of(name: &str) -> Option<u32> {
 /// The MAC the neighbour table holds for `ip` on link `dev` (`ip -j neigh show`), when
 /// resolved. The VPC gateway of an ENI's subnet is reached through it.
 fn neighbour_mac(dev: &str, ip: Ipv4Addr) -> Result<Option<MacAddr>, String> {
-    let output = Command::new(ip_tool())
-        .args(["-j", "neigh", "show", "to", &ip.to_string(), "dev", dev])
-        .output()
-        .map_err(|e| format!("cannot run `ip neigh show` ({e}); install iproute2 on the node"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "`ip neigh show to {ip} dev {dev}` failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
-    }
-    Ok(parse_neighbour(&String::from_utf8_lossy(&output.stdout)))
+    let step = format!("read the neighbour {ip} on {dev}");
+    let stdout = run(&step, iproute::ip(&["-j", "neigh", "show", "to", &ip.to_string(), "dev", dev]), None)
+        .map_err(|e| e.to_string())?;
+    Ok(parse_neighbour(&stdout))
 }
 
 /// How long the agent waits for the VPC gateway to answer the ARP it asked the kernel for.
@@ -88,18 +82,13 @@ pub fn gateway_mac(dev: &str, gateway: Ipv4Addr, wait: Duration) -> Result<MacAd
         return Ok(mac);
     }
     let gw = gateway.to_string();
-    let output = Command::new(ip_tool())
-        .args(["neigh", "replace", &gw, "dev", dev, "managed"])
-        .output()
-        .map_err(|e| format!("cannot run `ip neigh replace` ({e}); install iproute2 on the node"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "the VPC gateway {gateway} is not resolved on ENI link {dev} and `ip neigh replace {gw} dev {dev} \
-             managed` failed ({}): managed neighbours need Linux 5.16+ and iproute2 5.16+; or add a \
-             neighbour entry for the gateway yourself",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
-    }
+    let step = format!("`ip neigh replace {gw} dev {dev} managed`");
+    run(&step, iproute::ip(&["neigh", "replace", &gw, "dev", dev, "managed"]), None).map_err(|e| {
+        format!(
+            "the VPC gateway {gateway} is not resolved on ENI link {dev} and {e}: managed neighbours \
+             need Linux 5.16+ and iproute2 5.16+; or add a neighbour entry for the gateway yourself"
+        )
+    })?;
     let deadline = Instant::now() + wait;
     loop {
         if let Some(mac) = neighbour_mac(dev, gateway)? {
@@ -130,13 +119,6 @@ fn parse_neighbour(json: &str) -> Option<MacAddr> {
         let unicast = mac.0[0] & 1 == 0 && mac.0 != [0; 6];
         unicast.then_some(mac)
     })
-}
-
-fn ip_tool() -> &'static str {
-    ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .unwrap_or("ip")
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use eni_ipam_api::{ENINode, ReleaseState};
 use serde::{Deserialize, Serialize};
 
 /// One IP the agent may give a pod.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PoolIp {
     /// The ENI the IP is assigned to.

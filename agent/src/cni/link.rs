@@ -5,65 +5,10 @@
 //! reference plugins' shell equivalents; the host end is where the agent
 //! attaches the eBPF datapath once the plugin registers it.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use crate::iproute::{IprouteError, in_netns, ip, run};
 
 /// The pod's default gateway: link-local, answered by the host end of the veth.
 pub const POD_GATEWAY: &str = "169.254.1.1";
-
-/// Why a link step failed.
-#[derive(Debug, thiserror::Error)]
-#[error("{step} failed: {detail}")]
-pub struct LinkError {
-    /// What was being done.
-    pub step: String,
-    /// The tool's own words.
-    pub detail: String,
-}
-
-fn tool(candidates: &[&'static str]) -> &'static str {
-    candidates
-        .iter()
-        .copied()
-        .find(|p| std::path::Path::new(p).exists())
-        .unwrap_or(candidates[candidates.len() - 1])
-}
-
-fn ip_bin() -> &'static str {
-    tool(&["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "ip"])
-}
-
-fn nsenter_bin() -> &'static str {
-    tool(&["/usr/bin/nsenter", "/bin/nsenter", "nsenter"])
-}
-
-fn run(step: &str, mut cmd: Command, stdin: Option<&str>) -> Result<String, LinkError> {
-    let err = |detail: String| LinkError { step: step.to_owned(), detail };
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| err(format!("cannot run {:?}: {e}", cmd.get_program())))?;
-    if let Some(input) = stdin {
-        let mut pipe = child.stdin.take().expect("stdin was piped");
-        pipe.write_all(input.as_bytes()).map_err(|e| err(format!("writing commands: {e}")))?;
-    }
-    let out = child.wait_with_output().map_err(|e| err(e.to_string()))?;
-    if !out.status.success() {
-        return Err(err(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn ip(args: &[&str]) -> Command {
-    let mut cmd = Command::new(ip_bin());
-    cmd.args(args);
-    cmd
-}
-
-fn in_netns(netns: &str, args: &[&str]) -> Command {
-    let mut cmd = Command::new(nsenter_bin());
-    cmd.arg(format!("--net={netns}")).arg(ip_bin()).args(args);
-    cmd
-}
 
 /// The host end's name: `eni` + 12 hex digits of a hash of container id and interface
 /// (15 characters, the kernel's limit), stable so DEL finds what ADD made.
@@ -107,9 +52,9 @@ pub fn setup(
     host_if: &str,
     pod_ip: &str,
     mtu: u32,
-) -> Result<PodLink, LinkError> {
+) -> Result<PodLink, IprouteError> {
     if !std::path::Path::new(netns).exists() {
-        return Err(LinkError { step: format!("open netns {netns}"), detail: "no such file".into() });
+        return Err(IprouteError { step: format!("open netns {netns}"), detail: "no such file".into() });
     }
     // A retried ADD: start from scratch (deleting one end removes both).
     let _ = run("delete old host veth", ip(&["link", "del", host_if]), None);
@@ -131,12 +76,16 @@ pub fn setup(
     result
 }
 
-fn configure(netns: &str, if_name: &str, host_if: &str, pod_ip: &str) -> Result<PodLink, LinkError> {
+fn configure(netns: &str, if_name: &str, host_if: &str, pod_ip: &str) -> Result<PodLink, IprouteError> {
     let host_show = run("read host veth", ip(&["-j", "link", "show", host_if]), None)?;
-    let host_mac = link_mac(&host_show)
-        .ok_or_else(|| LinkError { step: format!("read MAC of {host_if}"), detail: "no address".into() })?;
-    let host_ifindex = link_index(&host_show)
-        .ok_or_else(|| LinkError { step: format!("read index of {host_if}"), detail: "no ifindex".into() })?;
+    let host_mac = link_mac(&host_show).ok_or_else(|| IprouteError {
+        step: format!("read MAC of {host_if}"),
+        detail: "no address".into(),
+    })?;
+    let host_ifindex = link_index(&host_show).ok_or_else(|| IprouteError {
+        step: format!("read index of {host_if}"),
+        detail: "no ifindex".into(),
+    })?;
     let pod_commands = format!(
         "link set lo up\n\
          link set {if_name} up\n\
@@ -159,7 +108,7 @@ fn configure(netns: &str, if_name: &str, host_if: &str, pod_ip: &str) -> Result<
 }
 
 /// Removes the pair (idempotent: a missing link is success).
-pub fn teardown(host_if: &str) -> Result<(), LinkError> {
+pub fn teardown(host_if: &str) -> Result<(), IprouteError> {
     match run(&format!("delete {host_if}"), ip(&["link", "del", host_if]), None) {
         Ok(_) => Ok(()),
         Err(e) if e.detail.contains("Cannot find device") || e.detail.contains("does not exist") => Ok(()),
@@ -168,13 +117,13 @@ pub fn teardown(host_if: &str) -> Result<(), LinkError> {
 }
 
 /// Whether the pod interface carries `pod_ip` (for CHECK).
-pub fn check(netns: &str, if_name: &str, pod_ip: &str) -> Result<(), LinkError> {
+pub fn check(netns: &str, if_name: &str, pod_ip: &str) -> Result<(), IprouteError> {
     let out =
         run(&format!("read {if_name} in {netns}"), in_netns(netns, &["-j", "addr", "show", if_name]), None)?;
     if out.contains(&format!("\"local\":\"{pod_ip}\"")) {
         Ok(())
     } else {
-        Err(LinkError {
+        Err(IprouteError {
             step: format!("check {if_name} in {netns}"),
             detail: format!("{pod_ip} is not on it"),
         })
