@@ -39,7 +39,7 @@ struct AgentNode {
 impl AgentNode {
     fn start(tag: &str) -> Self {
         let bed = Testbed::new(tag, 1, &[]);
-        bed.router.ip(&["addr", "add", &format!("{VPC_HOST}/32"), "dev", "lo"]);
+        bed.router.own_address(VPC_HOST);
         let mut ips = serde_json::Map::new();
         for (eni, (ip, cidr, gateway)) in POOL.iter().enumerate() {
             bed.assign_in_vpc(*ip, 0, eni);
@@ -47,8 +47,8 @@ impl AgentNode {
                 // Given, as an admin may pin it.
                 bed.resolve_vpc_gateway(0, eni, *gateway);
             } else {
-                // Resolved by the agent over ARP.
-                bed.answer_arp_for_vpc_gateway(*gateway);
+                // Resolved by the agent over ARP: the router answers for it, as the VPC does.
+                bed.router.own_address(gateway);
             }
             let mac = bed.nodes[0].enis[eni].mac.to_string();
             ips.insert(

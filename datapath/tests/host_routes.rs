@@ -16,7 +16,7 @@ fn host_routes_reach_the_node_stack_instead_of_the_eni() {
     let mut bed = Testbed::new("hostroutes", 1, &[PodSpec { node: 0, eni: 1, ip: POD_A }]);
     bed.start_datapath(0);
     let (node, pod) = (&bed.nodes[0].ns, &bed.pods[0]);
-    node.ip(&["addr", "add", &format!("{NODE_IP}/32"), "dev", "lo"]);
+    node.own_address(NODE_IP);
     node.ip(&["route", "add", &format!("{POD_A}/32"), "dev", &pod.veth]);
     let pod_mac = pod.endpoint.pod_mac.to_string();
     node.ip(&[

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -153,7 +154,7 @@ pub struct PluginRun {
 pub fn run_plugin(
     command: &str,
     container: &str,
-    netns: &str,
+    netns: impl AsRef<OsStr>,
     if_name: &str,
     config: &Value,
     node_netns: Option<&str>,
@@ -168,7 +169,7 @@ pub fn run_cni(
     binary: &str,
     command: &str,
     container: &str,
-    netns: &str,
+    netns: impl AsRef<OsStr>,
     if_name: &str,
     config: &Value,
     node_netns: Option<&str>,
@@ -205,49 +206,6 @@ pub fn run_cni(
     };
     let raw = String::from_utf8_lossy(&out.stdout).into_owned();
     PluginRun { ok: out.status.success(), stdout: serde_json::from_str(raw.trim()).ok(), raw }
-}
-
-/// A network namespace removed on drop (also on panic).
-pub struct Netns {
-    pub name: String,
-}
-
-impl Netns {
-    pub fn new(name: String) -> Self {
-        if std::path::Path::new(&format!("/var/run/netns/{name}")).exists() {
-            let _ = Command::new("ip").args(["netns", "del", &name]).status();
-        }
-        let status = Command::new("ip").args(["netns", "add", &name]).status().unwrap();
-        assert!(status.success(), "ip netns add {name}");
-        Self { name }
-    }
-
-    pub fn path(&self) -> String {
-        format!("/var/run/netns/{}", self.name)
-    }
-
-    /// Runs `ip ARGS` inside this namespace.
-    pub fn ip(&self, args: &[&str]) -> String {
-        let out = Command::new("ip").args(["-n", &self.name]).args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "ip -n {} {args:?}: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Runs a command inside this namespace; true when it succeeds.
-    pub fn exec_ok(&self, args: &[&str]) -> bool {
-        Command::new("ip").args(["netns", "exec", &self.name]).args(args).output().unwrap().status.success()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
-    }
 }
 
 /// The IP without the prefix.

@@ -175,7 +175,7 @@ impl Fabric {
         node.ip(&["link", "set", &link, "address", &eni.mac]);
         // The router answers ARP for the subnet's gateway, as the VPC does: the node (the
         // agent) resolves it on this ENI itself.
-        self.router.ip(&["addr", "replace", &format!("{}/32", eni.gateway), "dev", "lo"]);
+        self.router.own_address(eni.gateway);
         let wired = Wired {
             instance: instance.to_owned(),
             device_index: eni.device_index,

@@ -132,12 +132,6 @@ impl Testbed {
         n.ns.permanent_neighbour(&gateway.to_string(), eni.gateway_mac, &eni.name);
     }
 
-    /// The VPC router answers ARP for `gateway` on every ENI link (the address is its own), so
-    /// a node resolves the gateway itself, as a cloud node does, instead of being given it.
-    pub fn answer_arp_for_vpc_gateway(&self, gateway: Ipv4Addr) {
-        self.router.ip(&["addr", "replace", &format!("{gateway}/32"), "dev", "lo"]);
-    }
-
     /// The endpoints the agent of `node` owns.
     pub fn desired(&self, node: usize) -> BTreeMap<Ipv4Addr, EndpointInfo> {
         self.pods.iter().filter(|p| p.node == node).map(|p| (p.ip, p.endpoint)).collect()

@@ -67,11 +67,27 @@ impl Netns {
         run("ip", &all)
     }
 
+    /// Makes `ip` an address of this namespace (on `lo`): it answers ARP for it on every link
+    /// and takes packets to it as its own, as the VPC router does for a subnet's gateway.
+    pub fn own_address(&self, ip: impl std::fmt::Display) {
+        self.ip(&["addr", "replace", &format!("{ip}/32"), "dev", "lo"]);
+    }
+
     /// A veth pair, both ends up: `name` here, `peer` in `peer_ns`.
     pub fn veth_into(&self, name: &str, peer: &str, peer_ns: &Netns) {
         self.ip(&["link", "add", name, "type", "veth", "peer", "name", peer, "netns", peer_ns.name()]);
         self.ip(&["link", "set", name, "up"]);
         peer_ns.ip(&["link", "set", peer, "up"]);
+    }
+
+    /// `ip -n <ns> ...`'s output as text.
+    pub fn ip_text(&self, args: &[&str]) -> String {
+        String::from_utf8_lossy(&self.ip(args).stdout).into_owned()
+    }
+
+    /// Whether `program ARGS` run inside the namespace succeeds.
+    pub fn succeeds(&self, program: &str, args: &[&str]) -> bool {
+        self.command(program).args(args).output().expect("run a command in the namespace").status.success()
     }
 
     /// Runs a command inside the namespace with `nsenter --net` (keeps the host's bpffs).
@@ -120,8 +136,7 @@ impl Netns {
 
     /// (ifindex, MAC) of a link in this namespace.
     pub fn link(&self, name: &str) -> (u32, eni_ipam_datapath::MacAddr) {
-        let output = self.ip(&["-o", "link", "show", "dev", name]);
-        let text = String::from_utf8_lossy(&output.stdout);
+        let text = self.ip_text(&["-o", "link", "show", "dev", name]);
         let ifindex = text.split(':').next().and_then(|i| i.trim().parse().ok());
         let mac =
             text.split_whitespace().skip_while(|w| *w != "link/ether").nth(1).and_then(|m| m.parse().ok());
@@ -133,8 +148,7 @@ impl Netns {
 
     /// Packets received by a link in this namespace (its rx_packets statistic).
     pub fn rx_packets(&self, name: &str) -> u64 {
-        let output = self.ip(&["-s", "-o", "link", "show", "dev", name]);
-        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let text = self.ip_text(&["-s", "-o", "link", "show", "dev", name]);
         let mut segments = text.split('\\').map(str::trim);
         segments.find(|s| s.starts_with("RX:"));
         segments
