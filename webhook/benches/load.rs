@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use serde_json::Value;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/admission");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/admission");
 const BINARY: &str = env!("CARGO_BIN_EXE_eni-ipam-webhook");
 /// The corpus's 250 KB pod is an edge case, not a typical pod: it would be
 /// one request in twenty here and dominate p99. It is left out of the mix.

@@ -1,6 +1,7 @@
 //! Alibaba Cloud error codes: which [`ErrorClass`] each one means for the
 //! operator, and which HTTP status the cloud sends it with (the emulator
-//! answers with the same). Sources: `../shared/fixtures/alibaba/errors.json`.
+//! answers with the same). The error body, and how the official SDK reads it
+//! per status, are in `tests/fixtures/alibaba/errors.json`.
 
 use crate::error::ErrorClass;
 

@@ -1,8 +1,8 @@
 //! Alibaba Cloud OpenAPI request signing, V3 (`ACS3-HMAC-SHA256`) and V1
 //! (`HMAC-SHA1`, RPC style). The one implementation: the client signs with
 //! it and the emulator verifies by recomputing with it (`verify.rs`).
-//! The rules are those observed in the official SDKs
-//! (`../shared/fixtures/alibaba/README.md`).
+//! The rules are those observed in the official SDKs and written down in
+//! `tests/fixtures/alibaba/README.md`.
 
 use base64::Engine;
 use hmac::{Hmac, KeyInit, Mac};

@@ -1,6 +1,7 @@
 //! The signer and the verifier against the vectors made by Alibaba's official
-//! Python SDKs. `ALIBABA_SIGNATURE_VECTORS` names another file of the same
-//! schema; by default the shared public set is read.
+//! Python SDK (`tests/fixtures/alibaba/signatures.json`, written by
+//! `scripts/alibaba-fixtures`). `ALIBABA_SIGNATURE_VECTORS` names one more
+//! file of the same schema, checked in addition to the project's own.
 
 use serde_json::Value;
 
@@ -9,14 +10,19 @@ use super::encode::encode_pairs;
 use super::sign::{V3Input, hex_sha256, sign_v1, sign_v3, v1_string_to_sign, v3_authorization};
 use super::verify::{Received, verify};
 
+const OWN_VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/alibaba/signatures.json");
+
 fn vectors() -> Vec<Value> {
-    let path = std::env::var("ALIBABA_SIGNATURE_VECTORS").unwrap_or_else(|_| {
-        format!("{}/../../shared/fixtures/alibaba/signatures.json", env!("CARGO_MANIFEST_DIR"))
-    });
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "cannot read signature vectors {path} ({e}): set ALIBABA_SIGNATURE_VECTORS or check out ../shared"
-        )
+    let mut vectors = vectors_in(OWN_VECTORS);
+    if let Ok(extra) = std::env::var("ALIBABA_SIGNATURE_VECTORS") {
+        vectors.extend(vectors_in(&extra));
+    }
+    vectors
+}
+
+fn vectors_in(path: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
+        panic!("cannot read signature vectors {path} ({e}): check ALIBABA_SIGNATURE_VECTORS")
     });
     let doc: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path} is not JSON: {e}"));
     let vectors = doc["vectors"].as_array().unwrap_or_else(|| panic!("{path} has no 'vectors' list")).clone();

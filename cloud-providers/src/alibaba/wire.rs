@@ -1,5 +1,5 @@
 //! The JSON bodies of the ECS/VPC actions eni-ipam uses, in the cloud's own
-//! field names (`../shared/fixtures/alibaba/responses.json`): list wrappers
+//! field names (`tests/fixtures/alibaba/responses.json`): list wrappers
 //! are objects holding one array, ECS tags are `{TagKey, TagValue}`, VPC tags
 //! `{Key, Value}`. The client reads them, the emulator writes them; missing
 //! fields default, unknown ones are ignored, as the SDK models do.

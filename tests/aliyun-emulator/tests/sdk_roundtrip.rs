@@ -4,27 +4,13 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
 
-fn python() -> PathBuf {
-    let home = std::env::var("ENI_TOOLS_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/eni-ipam"));
-    let python = home.join("venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/install-test-tools (it installs Alibaba's Python SDK into that venv)",
-        python.display()
-    );
-    python
-}
-
 #[tokio::test]
 async fn the_official_python_sdk_runs_the_eni_lifecycle_and_a_wrong_secret_is_refused() {
-    let python = python();
+    let python = common::tools_python();
     let emulator =
         common::Emulator::start(&common::seed("ecs.g7.large", 1, 0), &["--attach-delay-ms", "300"]);
     let dump = emulator.dump().await;

@@ -1,4 +1,5 @@
-//! The contract's test: every case of `../shared/fixtures/admission`, through
+//! The contract's test: every case of `tests/fixtures/admission` (and of
+//! `ENI_IPAM_ADMISSION_FIXTURES`), through
 //! the router and through the real TLS server on loopback.
 
 use std::time::Duration;

@@ -17,8 +17,11 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, 
 use serde_json::Value;
 use tower::ServiceExt;
 
-/// The shared corpus, read in place (never copied into the repo).
-pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/admission");
+/// The project's corpus of AdmissionReview cases (tests/fixtures/admission).
+pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/admission");
+
+/// One more folder of cases in the same format, checked in addition.
+pub const EXTRA_FIXTURES_ENV: &str = "ENI_IPAM_ADMISSION_FIXTURES";
 
 /// One fixture: the bytes to POST and the expected outcome.
 pub struct Case {
@@ -34,44 +37,51 @@ impl Case {
     }
 }
 
-/// Every case of the corpus: the request cases, the stored bad bodies, and the
-/// 5 MiB body built in memory from `gen-large.sh`.
+/// Every case: the project's request cases, its stored bad bodies and the
+/// 5 MiB body built in memory, then those of `ENI_IPAM_ADMISSION_FIXTURES`.
 pub fn all_cases() -> Vec<Case> {
-    let mut cases = Vec::new();
-    let mut names: Vec<PathBuf> = std::fs::read_dir(FIXTURES)
-        .unwrap_or_else(|e| panic!("reading the fixture folder {FIXTURES}: {e}; is ../shared checked out?"))
-        .map(|entry| entry.unwrap().path())
-        .collect();
-    names.sort();
-    for path in names {
-        let file = path.file_name().unwrap().to_str().unwrap().to_owned();
-        let (name, body) = if let Some(name) = file.strip_suffix(".request.json") {
-            (name.to_owned(), std::fs::read(&path).unwrap())
-        } else if let Some(name) = file.strip_suffix(".body") {
-            (name.to_owned(), std::fs::read(&path).unwrap())
-        } else {
-            continue;
-        };
-        cases.push(Case {
-            expected: read_json(&Path::new(FIXTURES).join(format!("{name}.expected.json"))),
-            name,
-            body,
-        });
-    }
+    let mut cases = cases_in(Path::new(FIXTURES));
     let expected = read_json(&Path::new(FIXTURES).join("bad-huge-5mb.expected.json"));
-    let body = huge_body();
-    assert_eq!(body.len() as u64, expected["body_bytes"].as_u64().unwrap(), "gen-large.sh changed its size");
+    let body = huge_body(expected["body_bytes"].as_u64().expect("body_bytes") as usize);
     cases.push(Case { name: "bad-huge-5mb".into(), body, expected });
     assert_eq!(
         cases.iter().filter(|c| !c.is_malformed()).count(),
         20,
-        "the README promises 20 request cases"
+        "tests/fixtures/admission/README.md promises 20 request cases"
     );
     assert_eq!(
         cases.iter().filter(|c| c.is_malformed()).count(),
         14,
-        "the README promises 14 malformed bodies"
+        "tests/fixtures/admission/README.md promises 14 malformed bodies"
     );
+    if let Ok(extra) = std::env::var(EXTRA_FIXTURES_ENV) {
+        let more = cases_in(Path::new(&extra));
+        assert!(!more.is_empty(), "{EXTRA_FIXTURES_ENV}={extra} holds no *.request.json or *.body case");
+        cases.extend(more);
+    }
+    cases
+}
+
+/// The `NAME.request.json` and `NAME.body` cases of a folder, each with its
+/// `NAME.expected.json`.
+fn cases_in(folder: &Path) -> Vec<Case> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(folder)
+        .unwrap_or_else(|e| panic!("reading the fixture folder {}: {e}", folder.display()))
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    names.sort();
+    let mut cases = Vec::new();
+    for path in names {
+        let file = path.file_name().unwrap().to_str().unwrap().to_owned();
+        let Some(name) = file.strip_suffix(".request.json").or_else(|| file.strip_suffix(".body")) else {
+            continue;
+        };
+        cases.push(Case {
+            expected: read_json(&folder.join(format!("{name}.expected.json"))),
+            name: name.to_owned(),
+            body: std::fs::read(&path).unwrap(),
+        });
+    }
     cases
 }
 
@@ -80,20 +90,20 @@ fn read_json(path: &Path) -> Value {
     serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
 }
 
-/// What `sh gen-large.sh` prints, built from the script's own prefix and
-/// suffix so the two never drift apart.
-fn huge_body() -> Vec<u8> {
-    let script = std::fs::read_to_string(Path::new(FIXTURES).join("gen-large.sh")).unwrap();
-    let quoted = |var: &str| {
-        let start = script.find(&format!("\n{var}='")).unwrap() + var.len() + 3;
-        let len = script[start..].find("'\n").unwrap();
-        script[start..start + len].to_owned()
+/// A well-formed Pod CREATE review of exactly `total` bytes:
+/// plain-single-container's, with one annotation of 'x' as padding.
+fn huge_body(total: usize) -> Vec<u8> {
+    let mut review = read_json(&Path::new(FIXTURES).join("plain-single-container.request.json"));
+    let blob = |review: &mut Value, len: usize| {
+        review["request"]["object"]["metadata"]["annotations"]["example.com/blob"] =
+            Value::from("x".repeat(len));
     };
-    let total: usize = script.split("total=").nth(1).unwrap().lines().next().unwrap().parse().unwrap();
-    let (prefix, suffix) = (quoted("prefix"), quoted("suffix"));
-    let mut body = prefix.into_bytes();
-    body.resize(total - suffix.len(), b'x');
-    body.extend_from_slice(suffix.as_bytes());
+    blob(&mut review, 0);
+    let bare = serde_json::to_vec(&review).unwrap().len();
+    assert!(bare < total, "the review without padding is already {bare} bytes");
+    blob(&mut review, total - bare);
+    let body = serde_json::to_vec(&review).unwrap();
+    assert_eq!(body.len(), total);
     body
 }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
@@ -75,4 +76,19 @@ pub fn seed(instance_type: &str, instances: u32, detached_enis: u32) -> Value {
         seed["enis"] = serde_json::json!([{"vswitch": "pods", "count": detached_enis}]);
     }
     seed
+}
+
+/// The tools venv's Python, which holds Alibaba's official SDK
+/// (scripts/install-test-tools puts it there).
+pub fn tools_python() -> PathBuf {
+    let home = std::env::var("ENI_TOOLS_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/eni-ipam"));
+    let python = home.join("venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/install-test-tools (it installs Alibaba's Python SDK into that venv)",
+        python.display()
+    );
+    python
 }
