@@ -103,6 +103,6 @@ pub fn flag_value(parser: &Command, argv: &[String], long: &str) -> Option<Strin
     };
     let arg = parser.get_arguments().find(|a| a.get_long() == Some(long))?;
     let matches = parser.clone().try_get_matches_from(argv).ok()?;
-    let raw = matches.get_raw(arg.get_id().as_str())?.last()?;
+    let raw = matches.get_raw(arg.get_id().as_str())?.next_back()?;
     Some(raw.to_string_lossy().into_owned())
 }

@@ -80,7 +80,9 @@ pub fn containers(objects: &[Value]) -> Vec<RenderedContainer> {
                         .as_array()
                         .into_iter()
                         .flatten()
-                        .filter_map(|m| Some((m["mountPath"].as_str()?.to_owned(), m["name"].as_str()?.to_owned())))
+                        .filter_map(|m| {
+                            Some((m["mountPath"].as_str()?.to_owned(), m["name"].as_str()?.to_owned()))
+                        })
                         .collect(),
                 });
             }

@@ -97,9 +97,9 @@ fn the_operator_and_the_webhook_run_on_the_node_network_on_nodes_not_ready_yet()
                 "node.kubernetes.io/network-unavailable",
                 "node-role.kubernetes.io/control-plane",
             ] {
-                let tolerated = tolerations.iter().any(|t| {
-                    t["key"] == taint && t["operator"] == "Exists" && t["effect"] == "NoSchedule"
-                });
+                let tolerated = tolerations
+                    .iter()
+                    .any(|t| t["key"] == taint && t["operator"] == "Exists" && t["effect"] == "NoSchedule");
                 assert!(tolerated, "{scenario}: the {component} tolerates {taint}: {tolerations:?}");
             }
             // One replica per node: two would open the same host ports.
@@ -123,7 +123,10 @@ fn host_ports_are_declared_and_clear_of_kubelet_kube_proxy_and_each_other() {
             containers(&objects).into_iter().filter(|c| c.host_network && c.name != "install-cni").collect();
         let programs: Vec<&str> = on_host.iter().filter_map(RenderedContainer::program).collect();
         for program in ["eni-ipam-operator", "eni-ipam-webhook", "eni-ipam-agent", "eni-ipam-device-plugin"] {
-            assert!(programs.contains(&program), "{scenario}: {program} runs on the host network: {programs:?}");
+            assert!(
+                programs.contains(&program),
+                "{scenario}: {program} runs on the host network: {programs:?}"
+            );
         }
         let mut holders: BTreeMap<u16, String> = BTreeMap::new();
         for container in &on_host {
@@ -152,7 +155,8 @@ fn services_target_the_ports_opened_on_the_nodes() {
             bound_ports(container).into_iter().find(|(who, _)| who.ends_with(flag)).expect("flag").1
         };
         let webhook = service(&objects, "eni-ipam-webhook");
-        let https = webhook["spec"]["ports"].as_array().unwrap().iter().find(|p| p["name"] == "https").unwrap();
+        let https =
+            webhook["spec"]["ports"].as_array().unwrap().iter().find(|p| p["name"] == "https").unwrap();
         assert_eq!(https["port"], 443, "kube-apiserver calls the Service on 443");
         assert_eq!(https["targetPort"], json!(port_of("eni-ipam-webhook", "--listen")), "{sets:?}");
         let operator = service(&objects, "eni-ipam-operator-metrics");
@@ -191,14 +195,18 @@ fn admission_never_waits_for_the_webhook_on_the_charts_pods_kube_system_or_host_
             .find(|o| o["kind"] == "MutatingWebhookConfiguration")
             .expect("a MutatingWebhookConfiguration");
         let hook = &registration["webhooks"][0];
-        let expected_policy = if values.contains(&"examples/alibaba-values.yaml") { "Fail" } else { "Ignore" };
+        let expected_policy =
+            if values.contains(&"examples/alibaba-values.yaml") { "Fail" } else { "Ignore" };
         assert_eq!(hook["failurePolicy"], expected_policy, "{scenario}");
         let selector = &hook["namespaceSelector"]["matchExpressions"][0];
         assert_eq!(selector["key"], "kubernetes.io/metadata.name", "{scenario}");
         assert_eq!(selector["operator"], "NotIn", "{scenario}");
         let excluded = selector["values"].as_array().expect("values");
         for namespace in ["kube-system", "eni-ipam"] {
-            assert!(excluded.contains(&json!(namespace)), "{scenario}: {namespace} is never sent: {excluded:?}");
+            assert!(
+                excluded.contains(&json!(namespace)),
+                "{scenario}: {namespace} is never sent: {excluded:?}"
+            );
         }
         let conditions = hook["matchConditions"].as_array().expect("matchConditions");
         assert_eq!(

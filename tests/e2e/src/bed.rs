@@ -139,11 +139,13 @@ impl Bed {
         for (_, volume) in &self.chart.webhook.mounts {
             let folder = volumes.join(volume);
             std::fs::create_dir_all(&folder).expect("create the webhook's volume folder");
-            for (key, pem) in [("tls.crt", &pki.cert_pem), ("tls.key", &pki.key_pem), ("ca.crt", &pki.ca_pem)] {
+            for (key, pem) in [("tls.crt", &pki.cert_pem), ("tls.key", &pki.key_pem), ("ca.crt", &pki.ca_pem)]
+            {
                 std::fs::write(folder.join(key), pem).expect("write the webhook's certificate");
             }
         }
-        let supply = PodSupply { pod_name: "eni-ipam-webhook-a", secret: &[], volumes: &volumes, node_env: &[] };
+        let supply =
+            PodSupply { pod_name: "eni-ipam-webhook-a", secret: &[], volumes: &volumes, node_env: &[] };
         let command = chart::command(&self.chart.webhook, &node.netns, &supply, &[]);
         let daemon = Daemon::spawn("webhook", command, &self.dir.join("webhook.log"));
         let target = SocketAddr::from((node.address, self.chart.webhook_target_port));
@@ -177,7 +179,8 @@ impl Bed {
         let kubeconfig = self.dir.join(format!("kubeconfig-{}", self.nodes[n].name));
         std::fs::write(&kubeconfig, self.standin.kubeconfig_via(host.into())).expect("write a kubeconfig");
         let (secret, node_env) = (self.cloud.secret(), self.cloud.node_env());
-        let supply = PodSupply { pod_name: &identity, secret: &secret, volumes: &self.dir, node_env: &node_env };
+        let supply =
+            PodSupply { pod_name: &identity, secret: &secret, volumes: &self.dir, node_env: &node_env };
         let extra = ["--kubeconfig".to_owned(), kubeconfig.display().to_string()];
         let command = chart::command(&rendered.operator, &self.nodes[n].netns, &supply, &extra);
         let log = self.dir.join(format!("{identity}.log"));
@@ -196,7 +199,9 @@ impl Bed {
 
     /// The operator's metrics port as the chart renders it (on its node's address).
     pub fn operator_metrics_port(&self) -> u16 {
-        port_of(arg_value(&self.chart.operator.args, "--metrics-addr").expect("the chart sets --metrics-addr"))
+        port_of(
+            arg_value(&self.chart.operator.args, "--metrics-addr").expect("the chart sets --metrics-addr"),
+        )
     }
 
     /// The pids of the chart's pods the bed runs, by what they are, with their node.
@@ -214,7 +219,8 @@ impl Bed {
 
     /// The identity holding the operator Lease, if any.
     pub fn leader(&self) -> Option<String> {
-        let name = arg_value(&self.chart.operator.args, "--leader-elect-lease-name").unwrap_or("eni-ipam-operator");
+        let name =
+            arg_value(&self.chart.operator.args, "--leader-elect-lease-name").unwrap_or("eni-ipam-operator");
         let lease = self.standin.get(LEASES, chart::NAMESPACE, name)?;
         lease["spec"]["holderIdentity"].as_str().map(String::from)
     }

@@ -111,7 +111,8 @@ impl ChartControlPlane {
     /// node at `node` (host network) and the Service's target port.
     pub fn pod_webhook(&self, node: Ipv4Addr, ca_pem: &str) -> PodWebhook {
         let url = format!("https://{node}:{}/mutate", self.webhook_target_port);
-        let mut webhook = PodWebhook::new(url, ca_pem).failure_policy(self.failure_policy).timeout(self.timeout);
+        let mut webhook =
+            PodWebhook::new(url, ca_pem).failure_policy(self.failure_policy).timeout(self.timeout);
         for namespace in &self.excluded_namespaces {
             webhook = webhook.exclude_namespace(namespace.clone());
         }
@@ -147,7 +148,12 @@ pub struct PodSupply<'a> {
 
 /// `container`'s command run inside the network namespace at `netns` (host network of
 /// that node), with `extra` flags appended (what the service account would give).
-pub fn command(container: &RenderedContainer, netns: &Path, supply: &PodSupply<'_>, extra: &[String]) -> Command {
+pub fn command(
+    container: &RenderedContainer,
+    netns: &Path,
+    supply: &PodSupply<'_>,
+    extra: &[String],
+) -> Command {
     let program = container.program().expect("the chart sets a command");
     let mut command = Command::new("nsenter");
     command.arg(format!("--net={}", netns.display())).arg("--").arg(binary(program));
@@ -169,9 +175,9 @@ pub fn command(container: &RenderedContainer, netns: &Path, supply: &PodSupply<'
                     .strip_prefix("secretKeyRef:")
                     .unwrap_or_else(|| panic!("the bed cannot supply env {name} of {program} ({source})"));
                 let found = supply.secret.iter().find(|(k, _)| *k == key);
-                found.map(|(_, v)| v.clone()).unwrap_or_else(|| {
-                    panic!("the bed's Secret has no key {key} (env {name} of {program})")
-                })
+                found
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_else(|| panic!("the bed's Secret has no key {key} (env {name} of {program})"))
             }
         };
         command.env(name, value);

@@ -24,7 +24,12 @@ fn addresses_in(netns: &Path) -> BTreeSet<Ipv4Addr> {
         .args(["--", "ip", "-4", "-o", "addr", "show"])
         .output()
         .expect("run ip in a network namespace");
-    assert!(output.status.success(), "ip addr in {}: {}", netns.display(), String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "ip addr in {}: {}",
+        netns.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|line| line.split_whitespace().skip_while(|w| *w != "inet").nth(1))
@@ -43,7 +48,12 @@ fn namespace_id(path: &Path) -> (u64, u64) {
 /// node's (loopback aside, none of the host's).
 fn assert_on_host_network_of(what: &str, pid: u32, node: &Node) {
     let own = Path::new("/proc").join(pid.to_string()).join("ns/net");
-    assert_eq!(namespace_id(&own), namespace_id(&node.netns), "{what} runs in {}'s network namespace", node.name);
+    assert_eq!(
+        namespace_id(&own),
+        namespace_id(&node.netns),
+        "{what} runs in {}'s network namespace",
+        node.name
+    );
     assert_ne!(
         namespace_id(&own),
         namespace_id(Path::new("/proc/self/ns/net")),
@@ -75,11 +85,19 @@ impl Run<'_> {
             })
             .await;
         for node in &self.bed.nodes {
-            assert_eq!(pool_size(self.bed, &node.name), 0, "{} has no pool before any operator runs", node.name);
+            assert_eq!(
+                pool_size(self.bed, &node.name),
+                0,
+                "{} has no pool before any operator runs",
+                node.name
+            );
         }
         let enis = self.bed.cloud.enis().await;
-        let early: Vec<String> =
-            enis.iter().filter(|e| ours(e) || !e.secondary_ips.is_empty()).map(|e| e.id.to_string()).collect();
+        let early: Vec<String> = enis
+            .iter()
+            .filter(|e| ours(e) || !e.secondary_ips.is_empty())
+            .map(|e| e.id.to_string())
+            .collect();
         assert!(early.is_empty(), "no pod IP exists in the cloud before the operator runs: {early:?}");
 
         tokio::task::block_in_place(|| self.bed.start_webhook());
@@ -101,10 +119,15 @@ impl Run<'_> {
                 bed.nodes.iter().all(|n| pool_size(bed, &n.name) >= pre)
             })
             .await;
-        self.say(&format!("fresh cluster: every node has its pool of {pre} {took:?} after the operators started"));
+        self.say(&format!(
+            "fresh cluster: every node has its pool of {pre} {took:?} after the operators started"
+        ));
         assert!(self.bed.leader().is_some(), "an operator holds the Lease");
         // The leader answers on its node's address, at the port the chart gives it.
-        assert!(self.bed.leader_metrics().await.is_some(), "the leader's metrics answer on its node's address");
+        assert!(
+            self.bed.leader_metrics().await.is_some(),
+            "the leader's metrics answer on its node's address"
+        );
         self.finish("0 fresh cluster", since, calls, 0).await;
     }
 }

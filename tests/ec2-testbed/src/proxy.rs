@@ -111,7 +111,8 @@ impl Ec2Proxy {
             buckets,
             profile,
         });
-        let listener = TcpListener::bind(listen).await.unwrap_or_else(|e| panic!("bind the proxy on {listen}: {e}"));
+        let listener =
+            TcpListener::bind(listen).await.unwrap_or_else(|e| panic!("bind the proxy on {listen}: {e}"));
         let port = listener.local_addr().expect("local addr").port();
         let url = format!("http://127.0.0.1:{port}");
         let serving = state.clone();
