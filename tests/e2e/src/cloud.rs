@@ -1,7 +1,8 @@
 //! The cloud of a run: the Alibaba ECS/VPC emulator (in process, signed
-//! OpenAPI on loopback) or moto's EC2 behind the test bed's proxy (which adds
+//! OpenAPI) or moto's EC2 behind the test bed's proxy (which adds
 //! pagination, limits, quotas and faults on the wire). The operator replicas
-//! reach it only through its endpoint; the bed reads the whole VPC directly
+//! reach it only through its endpoint, from the nodes' network namespaces at
+//! the host's address (both listen on every address); the bed reads the whole VPC directly
 //! (emulator console, or the SDK straight at moto, past the proxy) so its own
 //! reads neither use the quota nor show in the counts.
 
