@@ -27,7 +27,8 @@ pub enum RenderedEnv {
     From(String),
 }
 
-fn env_value(entry: &Value) -> RenderedEnv {
+/// The value of one rendered `env` entry.
+pub fn rendered_env(entry: &Value) -> RenderedEnv {
     if let Some(text) = entry.get("value").and_then(Value::as_str) {
         return RenderedEnv::Literal(text.to_owned());
     }
@@ -63,7 +64,7 @@ pub fn command_line(container: &RenderedContainer, parser: &Command) -> Containe
     for entry in &container.env {
         let name = entry["name"].as_str().unwrap_or_default();
         let twin = parser.get_arguments().find(|a| a.get_env().is_some_and(|e| e == name));
-        match (twin.and_then(|a| a.get_long()), env_value(entry)) {
+        match (twin.and_then(|a| a.get_long()), rendered_env(entry)) {
             (Some(long), RenderedEnv::Literal(value)) => argv.push(format!("--{long}={value}")),
             // A value only the cluster knows: any text stands in for it.
             (Some(long), RenderedEnv::From(source)) => argv.push(format!("--{long}={source}")),
@@ -90,4 +91,18 @@ pub fn known_flags(parser: &Command) -> Vec<String> {
         .filter(|l| !matches!(*l, "help" | "version"))
         .map(str::to_owned)
         .collect()
+}
+
+/// The value the long flag `long` takes on `argv` as `parser` reads it (flag or env
+/// twin already written as a flag by [`command_line`]); `None` when it is not set.
+/// For a subcommand's parser (`run`), `argv[1]` names it and is skipped with the program.
+pub fn flag_value(parser: &Command, argv: &[String], long: &str) -> Option<String> {
+    let argv = match argv.get(1) {
+        Some(first) if first == parser.get_name() => &argv[1..],
+        _ => argv,
+    };
+    let arg = parser.get_arguments().find(|a| a.get_long() == Some(long))?;
+    let matches = parser.clone().try_get_matches_from(argv).ok()?;
+    let raw = matches.get_raw(arg.get_id().as_str())?.next_back()?;
+    Some(raw.to_string_lossy().into_owned())
 }

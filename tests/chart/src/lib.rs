@@ -10,6 +10,8 @@ pub mod command_line;
 pub mod manifests;
 pub mod tools;
 
-pub use command_line::{ContainerCommandLine, RenderedEnv, command_line, known_flags};
+pub use command_line::{
+    ContainerCommandLine, RenderedEnv, command_line, flag_value, known_flags, rendered_env,
+};
 pub use manifests::{RenderedContainer, containers, parse_documents};
 pub use tools::{Helm, chart_dir, validate_kubernetes};

@@ -22,6 +22,12 @@ pub struct RenderedContainer {
     pub args: Vec<String>,
     /// `env`, in order.
     pub env: Vec<Value>,
+    /// Every `ports[].containerPort` (on the host network, the ports it holds on its node).
+    pub ports: Vec<u16>,
+    /// Whether its pod runs on the node's network (`hostNetwork: true`).
+    pub host_network: bool,
+    /// `volumeMounts` as (mount path, volume name).
+    pub mounts: Vec<(String, String)>,
 }
 
 impl RenderedContainer {
@@ -62,6 +68,22 @@ pub fn containers(objects: &[Value]) -> Vec<RenderedContainer> {
                     command: strings(container.get("command")),
                     args: strings(container.get("args")),
                     env: container["env"].as_array().cloned().unwrap_or_default(),
+                    ports: container["ports"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|p| p["containerPort"].as_u64())
+                        .filter_map(|p| u16::try_from(p).ok())
+                        .collect(),
+                    host_network: pod["hostNetwork"] == true,
+                    mounts: container["volumeMounts"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|m| {
+                            Some((m["mountPath"].as_str()?.to_owned(), m["name"].as_str()?.to_owned()))
+                        })
+                        .collect(),
                 });
             }
         }

@@ -1,6 +1,9 @@
-//! The whole bed on one machine: cloud, stand-in apiserver with the real
-//! webhook as its mutating admission, two operator replicas with leader
-//! election, the VPC fabric following the cloud, a scheduler, and nodes.
+//! The whole bed on one machine: cloud, stand-in apiserver, the VPC fabric
+//! following the cloud, a scheduler and nodes; then, as the chart starts them
+//! on a cluster whose nodes have no pool yet, the real webhook (the stand-in's
+//! mutating admission) and two operator replicas with leader election, each
+//! in a node's network namespace (`hostNetwork`) with the flags the chart
+//! renders (`chart.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -10,13 +13,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use eni_ipam_cloud::tag;
-use eni_ipam_kube_standin::{ENINODES, KubeStandin, LEASES, NODES, PODS, Pki, PodWebhook};
+use eni_ipam_kube_standin::{ENINODES, KubeStandin, LEASES, NODES, PODS, Pki};
 use eni_ipam_netns_testbed::fabric::Fabric;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
+use crate::chart::{self, ChartControlPlane, PodSupply, arg_value};
 use crate::cloud::{CLUSTER, Cloud, CloudCounts, CloudKind};
-use crate::daemon::{Daemon, binary};
+use crate::daemon::Daemon;
 use crate::kubelet::{Kubelet, pod_key};
 use crate::node::{AgentSetup, Knobs, Node, management_link};
 use crate::scheduler;
@@ -35,14 +39,18 @@ pub struct BedConfig {
 /// When a pod was created, and when it was first seen Running.
 pub type PodTimes = (Instant, Option<Instant>);
 
-/// One operator replica.
+/// One operator replica: a pod of the chart's Deployment, on a node's host network.
 pub struct Operator {
-    /// Its Lease identity.
+    /// Its pod name, hence its Lease identity.
     pub identity: String,
-    /// Its `--metrics-addr` port on loopback.
-    pub metrics_port: u16,
+    /// The node it runs on (index into [`Bed::nodes`]).
+    pub node: usize,
     daemon: Option<Daemon>,
 }
+
+/// The node the webhook replica runs on, next to an operator replica: their ports and
+/// the agent's and device plugin's share that node's network.
+pub const WEBHOOK_NODE: usize = 0;
 
 /// The bed.
 pub struct Bed {
@@ -54,8 +62,10 @@ pub struct Bed {
     pub standin: KubeStandin,
     /// The nodes, in join order.
     pub nodes: Vec<Node>,
-    /// Operator replicas.
+    /// Operator replicas (none before [`Bed::start_operators`]).
     pub operators: Vec<Operator>,
+    /// What the chart renders for this bed (node 0's view of the cloud endpoint).
+    pub chart: ChartControlPlane,
     /// Folder of files and logs.
     pub dir: PathBuf,
     /// When each pod was created, and when it was first seen Running.
@@ -63,8 +73,7 @@ pub struct Bed {
     fabric: Arc<Mutex<Fabric>>,
     tag: String,
     host_links: Vec<String>,
-    webhook: Daemon,
-    kubeconfig: PathBuf,
+    webhook: Option<Daemon>,
     http: reqwest::Client,
     tasks: Vec<JoinHandle<()>>,
     _tmp: Option<tempfile::TempDir>,
@@ -91,24 +100,8 @@ impl Bed {
         let tag = format!("e2e{}", std::process::id() % 100_000);
         let cloud = Arc::new(Cloud::start(config.cloud, config.nodes).await);
         let (_, standin) = KubeStandin::start_on(SocketAddr::from(([0, 0, 0, 0], 0))).await;
-        let pki = Pki::new();
-        let webhook_port = free_port();
-        std::fs::write(dir.join("webhook.crt"), &pki.cert_pem).expect("write the webhook cert");
-        std::fs::write(dir.join("webhook.key"), &pki.key_pem).expect("write the webhook key");
-        let mut command = Command::new(binary("eni-ipam-webhook"));
-        command
-            .args(["--listen", &format!("127.0.0.1:{webhook_port}"), "--metrics-addr", "127.0.0.1:0"])
-            .arg("--tls-cert-file")
-            .arg(dir.join("webhook.crt"))
-            .arg("--tls-key-file")
-            .arg(dir.join("webhook.key"));
-        let webhook = Daemon::spawn("webhook", command, &dir.join("webhook.log"));
-        wait_for_port(webhook_port, &webhook);
-        standin
-            .set_pod_webhook(PodWebhook::new(format!("https://127.0.0.1:{webhook_port}/mutate"), pki.ca_pem))
-            .expect("register the webhook");
-        let kubeconfig = dir.join("kubeconfig");
-        std::fs::write(&kubeconfig, standin.kubeconfig()).expect("write the kubeconfig");
+        std::fs::write(dir.join("kubeconfig"), standin.kubeconfig()).expect("write the kubeconfig");
+        let chart = ChartControlPlane::render(&chart_values(&cloud, host_address(0)));
         let fabric = Arc::new(Mutex::new(Fabric::new(&tag)));
         let mut bed = Self {
             config,
@@ -116,70 +109,128 @@ impl Bed {
             standin,
             nodes: Vec::new(),
             operators: Vec::new(),
+            chart,
             dir,
             pods: Arc::new(Mutex::new(BTreeMap::new())),
             fabric,
             tag,
             host_links: Vec::new(),
-            webhook,
-            kubeconfig,
+            webhook: None,
             http: reqwest::Client::new(),
             tasks: Vec::new(),
             _tmp: tmp,
         };
-        for identity in ["operator-a", "operator-b"] {
-            bed.operators.push(Operator {
-                identity: identity.into(),
-                metrics_port: free_port(),
-                daemon: None,
-            });
-        }
-        for i in 0..bed.operators.len() {
-            bed.start_operator(i);
-        }
         bed.tasks.push(bed.follow_cloud());
         bed.tasks.push(scheduler::spawn(bed.standin.clone()));
         bed.tasks.push(bed.watch_pods());
         bed
     }
 
-    /// (Re)starts operator replica `i`.
-    pub fn start_operator(&mut self, i: usize) {
-        let (cloud_args, env) = self.cloud.operator_args();
-        let identity = self.operators[i].identity.clone();
-        let mut command = Command::new(binary("eni-ipam-operator"));
-        command
-            .arg("run")
-            .args(cloud_args)
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(["--cluster-name", CLUSTER, "--metrics-addr"])
-            .arg(format!("127.0.0.1:{}", self.operators[i].metrics_port))
-            .args(["--leader-elect=true", "--leader-elect-identity", &identity])
-            .args(["--leader-elect-lease-duration", "2s", "--leader-elect-renew-deadline", "1500ms"])
-            .args(["--leader-elect-retry-period", "300ms", "--resync-interval", "10s"])
-            .args(["--excess-ip-release-delay", "2s"])
-            .args(["--eni-gc-interval", &format!("{}ms", GC_PERIOD.as_millis())])
-            .args(["--eni-gc-grace", &format!("{}ms", GC_PERIOD.as_millis())])
-            .env("RUST_LOG", std::env::var("ENI_E2E_OPERATOR_LOG").unwrap_or_else(|_| "info".into()));
-        for (k, v) in env {
-            command.env(k, v);
+    /// Starts the webhook replica the chart's Deployment runs, on node [`WEBHOOK_NODE`]'s
+    /// host network, and registers it as the stand-in's mutating admission the way the
+    /// chart's MutatingWebhookConfiguration does: through the Service's target port, whose
+    /// endpoint is that node's address.
+    pub fn start_webhook(&mut self) {
+        assert!(self.webhook.is_none(), "the webhook runs already");
+        let node = &self.nodes[WEBHOOK_NODE];
+        let pki = Pki::for_hosts(&[&node.address.to_string()]);
+        // The Secret volume: its keys as files in a folder per volume.
+        let volumes = self.dir.join("webhook-volumes");
+        for (_, volume) in &self.chart.webhook.mounts {
+            let folder = volumes.join(volume);
+            std::fs::create_dir_all(&folder).expect("create the webhook's volume folder");
+            for (key, pem) in [("tls.crt", &pki.cert_pem), ("tls.key", &pki.key_pem), ("ca.crt", &pki.ca_pem)]
+            {
+                std::fs::write(folder.join(key), pem).expect("write the webhook's certificate");
+            }
         }
+        let supply =
+            PodSupply { pod_name: "eni-ipam-webhook-a", secret: &[], volumes: &volumes, node_env: &[] };
+        let command = chart::command(&self.chart.webhook, &node.netns, &supply, &[]);
+        let daemon = Daemon::spawn("webhook", command, &self.dir.join("webhook.log"));
+        let target = SocketAddr::from((node.address, self.chart.webhook_target_port));
+        wait_for_port(target, &daemon);
+        self.standin
+            .set_pod_webhook(self.chart.pod_webhook(node.address, &pki.ca_pem))
+            .expect("register the webhook");
+        self.webhook = Some(daemon);
+    }
+
+    /// Starts the chart's two operator replicas on nodes 0 and 1 (its anti-affinity puts
+    /// them on two nodes), each on its node's host network.
+    pub fn start_operators(&mut self) {
+        assert!(self.nodes.len() >= 2, "the chart's two operator replicas need two nodes");
+        assert!(self.operators.is_empty(), "the operators run already");
+        for (identity, node) in [("eni-ipam-operator-a", 0), ("eni-ipam-operator-b", 1)] {
+            self.operators.push(Operator { identity: identity.into(), node, daemon: None });
+        }
+        for i in 0..self.operators.len() {
+            self.start_operator(i);
+        }
+    }
+
+    /// (Re)starts operator replica `i` on its node, with the command line the chart renders
+    /// for this bed and, in place of the service account, a kubeconfig to the stand-in as the
+    /// node reaches it.
+    pub fn start_operator(&mut self, i: usize) {
+        let (identity, n) = (self.operators[i].identity.clone(), self.operators[i].node);
+        let host = host_address(n);
+        let rendered = ChartControlPlane::render(&chart_values(&self.cloud, host));
+        let kubeconfig = self.dir.join(format!("kubeconfig-{}", self.nodes[n].name));
+        std::fs::write(&kubeconfig, self.standin.kubeconfig_via(host.into())).expect("write a kubeconfig");
+        let (secret, node_env) = (self.cloud.secret(), self.cloud.node_env());
+        let supply =
+            PodSupply { pod_name: &identity, secret: &secret, volumes: &self.dir, node_env: &node_env };
+        let extra = ["--kubeconfig".to_owned(), kubeconfig.display().to_string()];
+        let command = chart::command(&rendered.operator, &self.nodes[n].netns, &supply, &extra);
         let log = self.dir.join(format!("{identity}.log"));
         self.operators[i].daemon = Some(Daemon::spawn(&identity, command, &log));
     }
 
+    /// Waits until every operator replica listens on its node's address at the chart's port
+    /// (so it runs: `nsenter` has entered the node's namespace and started it).
+    pub fn wait_operators_listening(&self) {
+        for operator in &self.operators {
+            let daemon = operator.daemon.as_ref().expect("the operator was started");
+            let addr = SocketAddr::from((self.nodes[operator.node].address, self.operator_metrics_port()));
+            wait_for_port(addr, daemon);
+        }
+    }
+
+    /// The operator's metrics port as the chart renders it (on its node's address).
+    pub fn operator_metrics_port(&self) -> u16 {
+        port_of(
+            arg_value(&self.chart.operator.args, "--metrics-addr").expect("the chart sets --metrics-addr"),
+        )
+    }
+
+    /// The pids of the chart's pods the bed runs, by what they are, with their node.
+    pub fn control_plane(&self) -> Vec<(String, u32, &Node)> {
+        let mut found: Vec<(String, u32, &Node)> = self
+            .operators
+            .iter()
+            .filter_map(|o| Some((o.identity.clone(), o.daemon.as_ref()?.pid(), &self.nodes[o.node])))
+            .collect();
+        if let Some(webhook) = &self.webhook {
+            found.push(("webhook".into(), webhook.pid(), &self.nodes[WEBHOOK_NODE]));
+        }
+        found
+    }
+
     /// The identity holding the operator Lease, if any.
     pub fn leader(&self) -> Option<String> {
-        let lease = self.standin.get(LEASES, "kube-system", "eni-ipam-operator")?;
+        let name =
+            arg_value(&self.chart.operator.args, "--leader-elect-lease-name").unwrap_or("eni-ipam-operator");
+        let lease = self.standin.get(LEASES, chart::NAMESPACE, name)?;
         lease["spec"]["holderIdentity"].as_str().map(String::from)
     }
 
     /// The leading replica's `/metrics`, if it answers.
     pub async fn leader_metrics(&self) -> Option<String> {
         let leader = self.leader()?;
-        let port = self.operators.iter().find(|o| o.identity == leader)?.metrics_port;
-        let answer = self.http.get(format!("http://127.0.0.1:{port}/metrics")).send().await.ok()?;
+        let node = &self.nodes[self.operators.iter().find(|o| o.identity == leader)?.node];
+        let url = format!("http://{}:{}/metrics", node.address, self.operator_metrics_port());
+        let answer = self.http.get(url).send().await.ok()?;
         answer.text().await.ok()
     }
 
@@ -208,7 +259,7 @@ impl Bed {
             };
             let netns = PathBuf::from("/var/run/netns").join(&netns_name);
             let host_ip = host_address(i);
-            let link = management_link(&netns_name, &format!("{}m{i}", self.tag), host_ip);
+            let (link, address) = management_link(&netns_name, &format!("{}m{i}", self.tag), host_ip);
             self.host_links.push(link);
             let labels = json!({"node.kubernetes.io/instance-type": instance.instance_type,
                 "topology.kubernetes.io/zone": instance.zone, "kubernetes.io/hostname": name});
@@ -234,9 +285,11 @@ impl Bed {
                 kube_url: format!("http://{host_ip}:{}", self.standin.addr().port()),
                 cloud_args: self.cloud.agent_args(),
                 knobs: self.config.knobs,
+                agent_metrics_addr: self.chart.agent_metrics_addr.clone(),
+                device_plugin_metrics_addr: self.chart.device_plugin_metrics_addr.clone(),
             };
             let node = tokio::task::block_in_place(|| {
-                Node::start(&name, instance, netns, &node_dir, kubelet, setup)
+                Node::start(&name, instance, netns, address, &node_dir, kubelet, setup)
             });
             self.nodes.push(node);
             eprintln!("  {name} joined: instance {}, agent and device plugin up", self.nodes[i].instance.id);
@@ -401,7 +454,9 @@ impl Drop for Bed {
                 d.kill();
             }
         }
-        self.webhook.kill();
+        if let Some(mut webhook) = self.webhook.take() {
+            webhook.kill();
+        }
         for link in &self.host_links {
             let _ = Command::new("ip").args(["link", "del", link]).output();
         }
@@ -415,14 +470,36 @@ fn host_address(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(169, 254, k, (i as u8) * 4 + 1)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("address").port()
+/// The chart's values for this bed: its cloud as a node reaches it through `host`, and
+/// timings short enough for a test (2 s lease, 2 s release delay, a GC pass every few s).
+fn chart_values(cloud: &Cloud, host: Ipv4Addr) -> Vec<String> {
+    let gc = format!("{}ms", GC_PERIOD.as_millis());
+    let mut values = cloud.chart_values(host);
+    values.extend([
+        format!("clusterName={CLUSTER}"),
+        "pool.releaseDelay=2s".into(),
+        "cloudApi.resyncInterval=10s".into(),
+        format!("cloudApi.eniGcInterval={gc}"),
+        format!("cloudApi.eniGcGrace={gc}"),
+        "operator.leaderElection.leaseDuration=2s".into(),
+        "operator.leaderElection.renewDeadline=1500ms".into(),
+        "operator.leaderElection.retryPeriod=300ms".into(),
+        // Pods must not start without their IP request here.
+        "webhook.failurePolicy=Fail".into(),
+        format!("logLevel={}", std::env::var("ENI_E2E_OPERATOR_LOG").unwrap_or_else(|_| "info".into())),
+    ]);
+    values
 }
 
-fn wait_for_port(port: u16, daemon: &Daemon) {
+/// The port of a `host:port` flag value.
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{addr} names no port"))
+}
+
+fn wait_for_port(addr: SocketAddr, daemon: &Daemon) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{} does not listen on {port}:\n{}", daemon.name, daemon.tail(20));
+    while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(Instant::now() < deadline, "{} does not listen on {addr}:\n{}", daemon.name, daemon.tail(20));
         std::thread::sleep(Duration::from_millis(20));
     }
 }

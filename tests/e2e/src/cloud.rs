@@ -1,7 +1,8 @@
 //! The cloud of a run: the Alibaba ECS/VPC emulator (in process, signed
-//! OpenAPI on loopback) or moto's EC2 behind the test bed's proxy (which adds
+//! OpenAPI) or moto's EC2 behind the test bed's proxy (which adds
 //! pagination, limits, quotas and faults on the wire). The operator replicas
-//! reach it only through its endpoint; the bed reads the whole VPC directly
+//! reach it only through its endpoint, from the nodes' network namespaces at
+//! the host's address (both listen on every address); the bed reads the whole VPC directly
 //! (emulator console, or the SDK straight at moto, past the proxy) so its own
 //! reads neither use the quota nor show in the counts.
 
@@ -87,9 +88,11 @@ pub const SECURITY_GROUP: &str = "sg-e2e";
 pub const CLUSTER: &str = "e2e";
 const ALIBABA_KEY: (&str, &str) = ("e2e-key", "e2e-secret");
 const ALIBABA_VPC: &str = "vpc-e2e";
+/// The Secret (in the chart's values) holding the operator's cloud keys.
+const CREDENTIALS_SECRET: &str = "e2e-cloud-keys";
 
 enum Backend {
-    Alibaba { emulator: Arc<Emulator>, url: String },
+    Alibaba { emulator: Arc<Emulator>, port: u16 },
     Aws { _moto: Moto, proxy: Ec2Proxy, direct: Box<AwsProvider>, vpc: String },
 }
 
@@ -132,15 +135,16 @@ impl Cloud {
         let seeded = seed.apply(&mut emulator.cloud().console()).expect("seeding the emulator");
         let vswitch = seeded.vswitches["pods"].to_string();
         let emulator = Arc::new(emulator);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the emulator");
-        let url = format!("http://{}", listener.local_addr().expect("emulator address"));
+        // On every address: the operators reach it from nodes' network namespaces.
+        let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.expect("bind the emulator");
+        let port = listener.local_addr().expect("emulator address").port();
         let app = eni_ipam_aliyun_emulator::server::router(emulator.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
         let mut cloud = Self {
             kind: CloudKind::Alibaba,
             instances: Vec::new(),
             subnets: vec![PodSubnet { id: vswitch, cidr: cidr.into(), gateway: first_host(cidr) }],
-            backend: Backend::Alibaba { emulator, url },
+            backend: Backend::Alibaba { emulator, port },
         };
         cloud.launch(nodes).await;
         cloud
@@ -149,7 +153,8 @@ impl Cloud {
     async fn start_aws(nodes: usize) -> Self {
         let moto = Moto::start();
         let faults = Faults { quotas: true, ..Faults::default() };
-        let proxy = Ec2Proxy::start(&moto.url, faults, 7).await;
+        // On every address: the operators reach it from nodes' network namespaces.
+        let proxy = Ec2Proxy::start_on(([0, 0, 0, 0], 0).into(), &moto.url, faults, 7).await;
         let console = Console::new(&moto.url);
         let vpc = console.create_vpc("10.0.0.0/16").await;
         let cidr = "10.0.0.0/20";
@@ -286,31 +291,40 @@ impl Cloud {
         }
     }
 
-    /// Flags and environment of `eni-ipam-operator run` for this cloud.
-    pub fn operator_args(&self) -> (Vec<String>, Vec<(&'static str, String)>) {
+    /// Chart values (`--set` pairs) naming this cloud, its endpoint as seen from a node
+    /// whose way to the host is `host`, and the Secret holding the keys ([`Cloud::secret`]).
+    pub fn chart_values(&self, host: Ipv4Addr) -> Vec<String> {
+        let (cloud, region, vpc, port) = match &self.backend {
+            Backend::Alibaba { port, .. } => ("alibaba", "cn-hangzhou", ALIBABA_VPC, *port),
+            Backend::Aws { proxy, vpc, .. } => ("aws", "us-east-1", vpc.as_str(), proxy.port()),
+        };
+        vec![
+            format!("cloud={cloud}"),
+            format!("region={region}"),
+            format!("vpcId={vpc}"),
+            format!("apiEndpoint=http://{host}:{port}"),
+            format!("credentials.existingSecret={CREDENTIALS_SECRET}"),
+        ]
+    }
+
+    /// The keys of the Secret the chart's operator reads its access key from.
+    pub fn secret(&self) -> Vec<(&'static str, String)> {
         match &self.backend {
-            Backend::Alibaba { url, .. } => (
-                ["--cloud", "alibaba", "--alibaba-endpoint", url, "--alibaba-region", "cn-hangzhou"]
-                    .into_iter()
-                    .chain(["--vpc", ALIBABA_VPC])
-                    .map(String::from)
-                    .collect(),
-                vec![
-                    ("ALIBABA_CLOUD_ACCESS_KEY_ID", ALIBABA_KEY.0.into()),
-                    ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", ALIBABA_KEY.1.into()),
-                ],
-            ),
-            Backend::Aws { proxy, vpc, .. } => (
-                ["--cloud", "aws", "--aws-endpoint", &proxy.url, "--aws-region", "us-east-1", "--vpc", vpc]
-                    .into_iter()
-                    .map(String::from)
-                    .collect(),
-                vec![
-                    ("AWS_ACCESS_KEY_ID", "testing".into()),
-                    ("AWS_SECRET_ACCESS_KEY", "testing".into()),
-                    ("AWS_EC2_METADATA_DISABLED", "true".into()),
-                ],
-            ),
+            Backend::Alibaba { .. } => vec![
+                ("ALIBABA_CLOUD_ACCESS_KEY_ID", ALIBABA_KEY.0.into()),
+                ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", ALIBABA_KEY.1.into()),
+            ],
+            Backend::Aws { .. } => {
+                vec![("AWS_ACCESS_KEY_ID", "testing".into()), ("AWS_SECRET_ACCESS_KEY", "testing".into())]
+            }
+        }
+    }
+
+    /// Environment the bed's nodes give every process: no instance metadata service here.
+    pub fn node_env(&self) -> Vec<(&'static str, String)> {
+        match &self.backend {
+            Backend::Alibaba { .. } => Vec::new(),
+            Backend::Aws { .. } => vec![("AWS_EC2_METADATA_DISABLED", "true".into())],
         }
     }
 

@@ -8,15 +8,20 @@
 //! - Nodes: network namespaces whose ENIs the VPC fabric plugs in as the
 //!   cloud attaches them, each running the real agent (eBPF datapath), CNI
 //!   plugin and device plugin binaries.
-//! - Two operator replicas (binaries) with leader election.
+//! - The chart's own pods, started as the chart starts them once the nodes
+//!   are up with no pool: the webhook and two operator replicas (binaries,
+//!   leader election), each on a node's host network with the command line
+//!   `helm template` renders (`chart.rs`, scenario 0 in `fresh_cluster.rs`).
 //!
 //! `scripts/local-cluster` runs it for a person to look at; the tests in
 //! `tests/` run it sized down in `scripts/test`.
 
 pub mod audit;
 pub mod bed;
+pub mod chart;
 pub mod cloud;
 pub mod daemon;
+pub mod fresh_cluster;
 pub mod kubelet;
 pub mod node;
 pub mod report;

@@ -64,7 +64,7 @@ async fn main() {
             knobs: Knobs { pre_allocate: args.pre_allocate, max_allocate: args.max_allocate },
         };
         let dir = args.dir.as_ref().map(|d| d.join(cloud.to_string()));
-        progress(&format!("{cloud}: starting the cloud, stand-in apiserver, webhook and two operators"));
+        progress(&format!("{cloud}: starting the cloud and the stand-in apiserver"));
         let mut bed = Bed::start(config, dir).await;
         let kubeconfig = bed.dir.join("kubeconfig");
         progress(&format!(

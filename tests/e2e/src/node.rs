@@ -1,7 +1,10 @@
 //! One node of the bed: a network namespace (its ENIs are plugged in by the
 //! VPC fabric), a management link to the host where the stand-in apiserver
 //! listens (the node's primary network, as far as the agent is concerned),
-//! and the real agent (eBPF datapath), device plugin and a test kubelet.
+//! and the real agent (eBPF datapath), device plugin and a test kubelet. The
+//! namespace is the node's host network: the agent and the device plugin run
+//! in it with the chart's ports, and so do the operator and the webhook
+//! replicas the bed places on the node (`bed.rs`).
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -34,6 +37,10 @@ pub struct AgentSetup {
     pub cloud_args: Vec<String>,
     /// Pool knobs.
     pub knobs: Knobs,
+    /// `--metrics-addr` of the agent, as the chart renders it (host network).
+    pub agent_metrics_addr: String,
+    /// `--metrics-addr` of the device plugin, as the chart renders it (host network).
+    pub device_plugin_metrics_addr: String,
 }
 
 /// A node.
@@ -42,8 +49,10 @@ pub struct Node {
     pub name: String,
     /// Its instance.
     pub instance: Instance,
-    /// Its network namespace (`/var/run/netns/...`).
+    /// Its network namespace (`/var/run/netns/...`): the node's host network.
     pub netns: PathBuf,
+    /// Its address on its primary network (the management link).
+    pub address: Ipv4Addr,
     /// Its folder (state, sockets, logs).
     pub dir: PathBuf,
     /// Its kubelet.
@@ -54,12 +63,9 @@ pub struct Node {
     pins: PinDir,
 }
 
-/// `--metrics-addr` of the agent, inside the node's namespace.
-pub const AGENT_ADMIN: &str = "127.0.0.1:9966";
-
 /// Gives the node namespace at `netns` a veth to the host: host side `host_ip/30`,
-/// node side the next address. Returns the host side's link name.
-pub fn management_link(netns_name: &str, link: &str, host_ip: Ipv4Addr) -> String {
+/// node side the next address. Returns the host side's link name and the node's address.
+pub fn management_link(netns_name: &str, link: &str, host_ip: Ipv4Addr) -> (String, Ipv4Addr) {
     let node_ip = Ipv4Addr::from(u32::from(host_ip) + 1);
     let _ = Command::new("ip").args(["link", "del", link]).output();
     run("ip", &["link", "add", link, "type", "veth", "peer", "name", "mgmt", "netns", netns_name]);
@@ -67,7 +73,7 @@ pub fn management_link(netns_name: &str, link: &str, host_ip: Ipv4Addr) -> Strin
     run("ip", &["link", "set", link, "up"]);
     run("ip", &["-n", netns_name, "addr", "add", &format!("{node_ip}/30"), "dev", "mgmt"]);
     run("ip", &["-n", netns_name, "link", "set", "mgmt", "up"]);
-    link.to_owned()
+    (link.to_owned(), node_ip)
 }
 
 impl Node {
@@ -76,6 +82,7 @@ impl Node {
         name: &str,
         instance: Instance,
         netns: PathBuf,
+        address: Ipv4Addr,
         dir: &Path,
         kubelet: Arc<Kubelet>,
         setup: AgentSetup,
@@ -86,6 +93,7 @@ impl Node {
             name: name.to_owned(),
             instance,
             netns,
+            address,
             dir: dir.to_owned(),
             kubelet,
             agent: None,
@@ -127,7 +135,7 @@ impl Node {
             .arg("--")
             .arg(binary("eni-ipam-agent"))
             .args(["--node-name", &self.name, "--kube-url", &self.setup.kube_url])
-            .args(["--metrics-addr", AGENT_ADMIN, "--datapath", "ebpf"])
+            .args(["--metrics-addr", &self.setup.agent_metrics_addr, "--datapath", "ebpf"])
             .arg("--bpf-pin-dir")
             .arg(self.pins.path())
             .arg("--socket")
@@ -165,15 +173,20 @@ impl Node {
     }
 
     fn start_device_plugin(&mut self) {
-        let mut command = Command::new(binary("eni-ipam-device-plugin"));
+        // On the node's network, as the chart runs it: its port shares the node with the others'.
+        let mut command = Command::new("nsenter");
         command
+            .arg(format!("--net={}", self.netns.display()))
+            .arg("--")
+            .arg(binary("eni-ipam-device-plugin"))
             .arg("--device-plugin-dir")
             .arg(self.kubelet.device_plugin_dir())
             .arg("--agent-socket")
             .arg(self.agent_socket())
             .arg("--pod-resources-socket")
             .arg(self.kubelet.pod_resources_socket())
-            .args(["--poll-interval", "200ms", "--max-slots", "110", "--metrics-addr", "127.0.0.1:0"])
+            .args(["--poll-interval", "200ms", "--max-slots", "110"])
+            .args(["--metrics-addr", &self.setup.device_plugin_metrics_addr])
             .env("RUST_LOG", "info");
         self.device_plugin = Some(Daemon::spawn(
             &format!("device plugin of {}", self.name),

@@ -1,4 +1,5 @@
-//! The scenarios: scale up, pod churn, faults (each alone, then together), and
+//! The scenarios: a fresh cluster (`fresh_cluster.rs`), scale up, pod churn,
+//! faults (each alone, then together), and
 //! after each the audit of scenario 4 (no leaks once a GC pass is over, no IP
 //! held twice, traffic kept flowing). Each returns its row of the summary.
 
@@ -55,7 +56,7 @@ pub struct Run<'a> {
 }
 
 /// Bound on anything that should converge.
-const CONVERGE: Duration = Duration::from_secs(90);
+pub(crate) const CONVERGE: Duration = Duration::from_secs(90);
 
 impl<'a> Run<'a> {
     /// A run on `bed`.
@@ -63,11 +64,11 @@ impl<'a> Run<'a> {
         Self { bed, size, rows: Vec::new(), progress, serial: 0 }
     }
 
-    fn say(&self, text: &str) {
+    pub(crate) fn say(&self, text: &str) {
         (self.progress)(text);
     }
 
-    async fn create_pods(&mut self, count: usize) -> Vec<String> {
+    pub(crate) async fn create_pods(&mut self, count: usize) -> Vec<String> {
         let mut names = Vec::new();
         for _ in 0..count {
             self.serial += 1;
@@ -150,7 +151,7 @@ impl<'a> Run<'a> {
 
     /// Ends a scenario: waits for every pod to run, settles, checks scenario 4's invariants,
     /// and records the row.
-    async fn finish(
+    pub(crate) async fn finish(
         &mut self,
         name: &str,
         since: Instant,
@@ -189,14 +190,12 @@ impl<'a> Run<'a> {
         self.rows.push(row);
     }
 
-    /// Scenario 1: nodes join, pods come up through admission, scheduling and CNI; a pod
-    /// reaches a pod on another node.
+    /// Scenario 1, on the nodes of scenario 0: pods come up through admission, scheduling
+    /// and CNI; a pod reaches a pod on another node.
     pub async fn scale_up(&mut self) {
         let since = Instant::now();
         let calls = self.bed.cloud_counts();
         let nodes = self.bed.config.nodes;
-        self.say(&format!("scale up: {nodes} nodes join"));
-        self.bed.join(nodes).await;
         let pods = self.size.pods_per_node * nodes;
         self.say(&format!("scale up: {pods} pods"));
         self.create_pods(pods).await;
@@ -474,13 +473,15 @@ impl<'a> Run<'a> {
         .await;
     }
 
-    /// Only scenario 1's bring-up: nodes join and a few pods run.
+    /// Only the bring-up: the fresh cluster and scenario 1.
     pub async fn bring_up(&mut self) {
+        self.fresh_cluster().await;
         self.scale_up().await;
     }
 
     /// Every scenario in order; the injected cloud faults must have met calls.
     pub async fn all(&mut self) {
+        self.fresh_cluster().await;
         self.scale_up().await;
         self.churn().await;
         self.faults().await;

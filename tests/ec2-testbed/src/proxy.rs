@@ -6,6 +6,7 @@
 //! injects throttling, 500s, latency and connection resets.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -85,8 +86,15 @@ enum Reply {
 }
 
 impl Ec2Proxy {
-    /// Starts the proxy in front of `upstream`.
+    /// Starts the proxy in front of `upstream`, on a free loopback port.
     pub async fn start(upstream: &str, faults: Faults, seed: u64) -> Self {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), upstream, faults, seed).await
+    }
+
+    /// Starts the proxy in front of `upstream`, listening on `listen` (e.g. `0.0.0.0:0`, so
+    /// that clients in network namespaces reach it at a host address). `url` stays on
+    /// loopback.
+    pub async fn start_on(listen: SocketAddr, upstream: &str, faults: Faults, seed: u64) -> Self {
         crate::install_ring();
         let profile = CloudProfile::aws();
         let buckets = profile.buckets.iter().map(|(id, spec)| (*id, TokenBucket::new(*spec))).collect();
@@ -103,8 +111,10 @@ impl Ec2Proxy {
             buckets,
             profile,
         });
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy on loopback");
-        let url = format!("http://{}", listener.local_addr().expect("local addr"));
+        let listener =
+            TcpListener::bind(listen).await.unwrap_or_else(|e| panic!("bind the proxy on {listen}: {e}"));
+        let port = listener.local_addr().expect("local addr").port();
+        let url = format!("http://127.0.0.1:{port}");
         let serving = state.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -112,6 +122,11 @@ impl Ec2Proxy {
             }
         });
         Self { url, state }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("the url ends in its port")
     }
 
     /// Replaces the faults.

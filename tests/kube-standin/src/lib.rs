@@ -239,7 +239,13 @@ impl KubeStandin {
     /// A kubeconfig for kubectl and client libraries: plain HTTP to the stand-in on
     /// loopback, no credentials (the stand-in has no auth).
     pub fn kubeconfig(&self) -> String {
-        let server = format!("http://127.0.0.1:{}", self.addr.port());
+        self.kubeconfig_via(std::net::Ipv4Addr::LOCALHOST.into())
+    }
+
+    /// Like [`KubeStandin::kubeconfig`], reaching the stand-in at `host` (e.g. the host's
+    /// address as a node's network namespace sees it; the stand-in must listen there).
+    pub fn kubeconfig_via(&self, host: std::net::IpAddr) -> String {
+        let server = format!("http://{}", SocketAddr::new(host, self.addr.port()));
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: standin\n  cluster:\n    server: {server}\n\
              users:\n- name: tester\n  user: {{}}\ncontexts:\n- name: standin\n  context:\n    cluster: standin\n    user: tester\n\
