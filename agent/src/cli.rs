@@ -56,12 +56,14 @@ pub struct Cli {
     /// The kube-apiserver URL (default: in-cluster or kubeconfig).
     #[arg(long, env = "ENI_IPAM_KUBE_URL")]
     pub kube_url: Option<String>,
-    /// Pool knobs written into the ENINode when the agent creates it (an existing
+    /// Pool knobs written into the ENINode when the agent creates it, only those given: there
+    /// they win over the cluster-wide knobs (the operator's knobs ConfigMap), so leave them
+    /// unset unless every node of this DaemonSet must differ from the cluster (an existing
     /// ENINode keeps its own, so a per-node edit survives restarts).
     #[command(flatten)]
     pub knobs: KnobArgs,
-    /// Subnet new ENIs of this node may use, written into a new ENINode (repeat;
-    /// none: any subnet of the node's zone).
+    /// Subnet new ENIs of this node may use, written into a new ENINode (repeat; none: the
+    /// cluster-wide knobs decide).
     #[arg(long = "eni-subnet", env = "ENI_IPAM_ENI_SUBNETS", value_delimiter = ' ')]
     pub eni_subnets: Vec<String>,
     /// Tag a subnet must carry to be used for new ENIs: KEY=VALUE (repeat).
@@ -87,7 +89,7 @@ impl Cli {
     /// What a new ENINode's spec gets from these flags.
     pub fn spec_defaults(&self) -> SpecDefaults {
         SpecDefaults {
-            knobs: self.knobs.knobs(),
+            knobs: self.knobs.overrides(),
             first_interface_index: self.knobs.first_interface_index,
             subnet_ids: self.eni_subnets.iter().map(|s| s.as_str().into()).collect(),
             subnet_tags: self.eni_subnet_tags.iter().cloned().collect(),

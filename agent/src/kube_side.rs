@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eni_ipam_api::{
-    ConditionStatus, ENINode, ENINodeCondition, ENINodeSpec, PoolKnobs, ReleaseState, SecurityGroupId,
+    ConditionStatus, ENINode, ENINodeCondition, ENINodeSpec, PoolOverrides, ReleaseState, SecurityGroupId,
     SubnetId,
 };
 use k8s_openapi::api::core::v1::Node;
@@ -53,20 +53,63 @@ pub enum RegisterError {
     Kube { op: String, source: kube::Error },
 }
 
-/// What a new ENINode's spec gets from the agent's flags. An existing ENINode keeps
-/// its own: an admin's edit of one node's knobs survives agent restarts.
+/// What a new ENINode's spec gets from the agent's flags: only what the admin set
+/// explicitly (`--pre-allocate`, `--eni-subnet`, ...), which then wins over the
+/// cluster-wide knobs on that node. Cluster policy lives in the knobs ConfigMap the
+/// operator watches, not here. An existing ENINode keeps its own.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SpecDefaults {
-    /// Pool knobs.
-    pub knobs: PoolKnobs,
-    /// First ENI device index for pods (`None`: the operator's cloud default).
+    /// Pool knobs set by flags.
+    pub knobs: PoolOverrides,
+    /// First ENI device index for pods (`None`: the cluster-wide knobs decide).
     pub first_interface_index: Option<u32>,
-    /// Subnets new ENIs may use (empty: any of the node's zone).
+    /// Subnets new ENIs may use (empty: the cluster-wide knobs decide).
     pub subnet_ids: Vec<SubnetId>,
     /// Tags a subnet must carry to be used.
     pub subnet_tags: BTreeMap<String, String>,
     /// Security groups of new ENIs.
     pub security_groups: Vec<SecurityGroupId>,
+}
+
+/// Annotation on ENINodes whose spec knobs are per-node choices (written by this agent
+/// version from explicit flags, or by an admin). An ENINode without it was created by an
+/// agent that copied the DaemonSet's flags into every spec: those copies are cleared once,
+/// so the cluster-wide knobs reach the node.
+pub const KNOBS_LAYERED_ANNOTATION: &str = "eni-ipam.io/knobs-layered";
+
+/// Set to "true" on an ENINode before upgrading from an older agent to keep its spec
+/// knobs as they are (they were set for this node on purpose).
+pub const KEEP_NODE_KNOBS_ANNOTATION: &str = "eni-ipam.io/keep-node-knobs";
+
+/// The merge patch that turns an ENINode written by an older agent into a layered one:
+/// its copied knobs cleared (unless kept on purpose), the flags set explicitly written, the
+/// marker added. `None` when the ENINode is already layered.
+pub fn layering_patch(existing: &ENINode, defaults: &SpecDefaults) -> Option<serde_json::Value> {
+    let annotations = existing.annotations();
+    if annotations.contains_key(KNOBS_LAYERED_ANNOTATION) {
+        return None;
+    }
+    let marker = json!({"metadata": {"annotations": {KNOBS_LAYERED_ANNOTATION: "true"}}});
+    if annotations.get(KEEP_NODE_KNOBS_ANNOTATION).is_some_and(|v| v == "true") {
+        return Some(marker);
+    }
+    let or_null = |v: serde_json::Value, empty: bool| if empty { serde_json::Value::Null } else { v };
+    let ipam = serde_json::to_value(defaults.knobs).expect("knobs serialize");
+    let mut patch = marker;
+    patch["spec"] = json!({
+        // `null` removes the old agent's copies; a merge patch replaces `ipam` key by key.
+        "ipam": {
+            "preAllocate": ipam.get("preAllocate"),
+            "minAllocate": ipam.get("minAllocate"),
+            "maxAllocate": ipam.get("maxAllocate"),
+            "maxAboveWatermark": ipam.get("maxAboveWatermark"),
+        },
+        "firstInterfaceIndex": defaults.first_interface_index,
+        "subnetIds": or_null(json!(defaults.subnet_ids), defaults.subnet_ids.is_empty()),
+        "subnetTags": or_null(json!(defaults.subnet_tags), defaults.subnet_tags.is_empty()),
+        "securityGroups": or_null(json!(defaults.security_groups), defaults.security_groups.is_empty()),
+    });
+    Some(patch)
 }
 
 /// Registers the node, retrying with full jitter until it works (a bad providerID is
@@ -133,6 +176,8 @@ pub async fn register_once(
                 },
             );
             eninode.metadata.owner_references = Some(vec![owner]);
+            eninode.metadata.annotations =
+                Some([(KNOBS_LAYERED_ANNOTATION.to_owned(), "true".to_owned())].into());
             let created = eninodes
                 .create(&PostParams::default(), &eninode)
                 .await
@@ -141,6 +186,21 @@ pub async fn register_once(
             Ok(created)
         }
         Some(existing) => {
+            let existing = match layering_patch(&existing, defaults) {
+                None => existing,
+                Some(patch) => {
+                    let layered = eninodes
+                        .patch(node_name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                        .map_err(kube_err(format!("clear the copied knobs of ENINode {node_name}")))?;
+                    tracing::info!(
+                        node = node_name,
+                        "the ENINode carried knobs copied by an older agent: cleared, so the cluster-wide \
+                         knobs apply (annotate {KEEP_NODE_KNOBS_ANNOTATION}=true to keep a node's own)"
+                    );
+                    layered
+                }
+            };
             let owned = existing.owner_references().iter().any(|o| o.kind == "Node" && o.uid == owner.uid);
             let same_identity = existing.spec.instance_id.as_str() == id.instance_id
                 && existing.spec.instance_type.as_str() == id.instance_type

@@ -88,7 +88,8 @@ impl NodePool {
     }
 
     /// The pool of an `ENINode`: `spec.pool` joined with `status.enis` (MACs) and the subnet map.
-    /// `capacity` (the instance's reachable pod IPs, from `--capacity`) is capped by `spec.ipam.maxAllocate`.
+    /// `capacity` (the instance's reachable pod IPs, from `--capacity`) is capped by the
+    /// node's maxAllocate (the operator's `status.effectiveIpam`, else the ENINode's own `spec.ipam`).
     /// IPs whose subnet CIDR is unknown are served as /32 with no gateway.
     pub fn from_eninode(node: &ENINode, subnets: &SubnetMap, capacity: u32) -> Self {
         let status = node.status.clone().unwrap_or_default();
@@ -114,7 +115,12 @@ impl NodePool {
             .map(|(ip, _)| ip.clone())
             .collect();
         // maxAllocate caps what the operator will ever put on this node.
-        let max_allocate = node.spec.ipam.max_allocate;
+        let max_allocate = status
+            .effective_ipam
+            .as_ref()
+            .map(|e| e.max_allocate)
+            .or(node.spec.ipam.max_allocate)
+            .unwrap_or(0);
         let capacity = if max_allocate > 0 && (capacity == 0 || max_allocate < capacity) {
             max_allocate
         } else {
@@ -232,14 +238,18 @@ mod tests {
         assert_eq!(pool.marked_for_release, BTreeSet::from(["10.0.0.6".to_owned()]));
         assert_eq!(pool.reachable_capacity(), 2, "no capacity configured: the pool size");
         assert_eq!(NodePool::from_eninode(&node, &subnets, 29).reachable_capacity(), 29);
-        node.spec.ipam.max_allocate = 20;
+        node.spec.ipam.max_allocate = Some(20);
         assert_eq!(NodePool::from_eninode(&node, &subnets, 29).reachable_capacity(), 20, "maxAllocate caps");
         assert_eq!(NodePool::from_eninode(&node, &subnets, 0).reachable_capacity(), 20);
-        node.spec.ipam.max_allocate = 1;
+        node.spec.ipam.max_allocate = Some(1);
         assert_eq!(
             NodePool::from_eninode(&node, &subnets, 29).reachable_capacity(),
             2,
             "never below the pool"
         );
+        // The operator's effective knobs (cluster-wide, node pool) win over a stale spec value.
+        node.status.as_mut().unwrap().effective_ipam =
+            Some(eni_ipam_api::EffectiveIpam { max_allocate: 12, ..Default::default() });
+        assert_eq!(NodePool::from_eninode(&node, &subnets, 29).reachable_capacity(), 12, "effective maxAllocate");
     }
 }

@@ -13,19 +13,20 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{EniId, InstanceId, InstanceType, SecurityGroupId, SubnetId, VpcId, Zone};
-use crate::knobs::PoolKnobs;
+use crate::effective::EffectiveIpam;
+use crate::knobs::PoolOverrides;
 
 /// The highest `firstInterfaceIndex` the CRD schema accepts. It only catches typos;
 /// raise it if an instance type ever needs more.
 pub const MAX_FIRST_INTERFACE_INDEX: u32 = 15;
 
 /// CEL rule on `spec.ipam`: min-allocate may not exceed a set max-allocate.
-pub const RULE_MIN_LE_MAX: &str = "self.maxAllocate == 0 || self.minAllocate <= self.maxAllocate";
+pub const RULE_MIN_LE_MAX: &str = "!has(self.maxAllocate) || self.maxAllocate == 0 || !has(self.minAllocate) || self.minAllocate <= self.maxAllocate";
 /// Message shown by the apiserver when [`RULE_MIN_LE_MAX`] fails.
 pub const RULE_MIN_LE_MAX_MESSAGE: &str =
     "minAllocate is greater than maxAllocate: lower minAllocate or raise maxAllocate (0 means no limit)";
 /// CEL rule on `spec.ipam`: pre-allocate may not exceed a set max-allocate.
-pub const RULE_PRE_LE_MAX: &str = "self.maxAllocate == 0 || self.preAllocate <= self.maxAllocate";
+pub const RULE_PRE_LE_MAX: &str = "!has(self.maxAllocate) || self.maxAllocate == 0 || !has(self.preAllocate) || self.preAllocate <= self.maxAllocate";
 /// Message shown by the apiserver when [`RULE_PRE_LE_MAX`] fails.
 pub const RULE_PRE_LE_MAX_MESSAGE: &str =
     "preAllocate is greater than maxAllocate: lower preAllocate or raise maxAllocate (0 means no limit)";
@@ -70,21 +71,27 @@ pub struct ENINodeSpec {
     pub zone: Zone,
     /// The VPC of the instance.
     pub vpc_id: VpcId,
-    /// Pool knobs: how many spare IPs to keep ready, and the pool's floor and ceiling.
-    #[serde(default)]
+    /// This node's own pool knobs: how many spare IPs to keep ready, the pool's floor and
+    /// ceiling. Each one set here wins over the cluster-wide knobs and node-pool overrides
+    /// (ConfigMap `<release>-knobs`); unset ones follow them. What applies is in
+    /// `status.effectiveIpam`.
+    #[serde(default, skip_serializing_if = "PoolOverrides::is_empty")]
     #[x_kube(validation = kube::core::Rule::new(RULE_MIN_LE_MAX).message(RULE_MIN_LE_MAX_MESSAGE))]
     #[x_kube(validation = kube::core::Rule::new(RULE_PRE_LE_MAX).message(RULE_PRE_LE_MAX_MESSAGE))]
-    pub ipam: PoolKnobs,
-    /// Subnets new ENIs may be created in; empty means any subnet of the zone (filtered by `subnetTags`).
+    pub ipam: PoolOverrides,
+    /// Subnets new ENIs of this node may be created in; empty follows the cluster-wide knobs
+    /// (and, there too empty, any subnet of the zone, filtered by `subnetTags`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subnet_ids: Vec<SubnetId>,
-    /// Only subnets carrying all of these tags are used for new ENIs; empty means no tag filter.
+    /// Only subnets carrying all of these tags are used for new ENIs of this node; empty follows
+    /// the cluster-wide knobs.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub subnet_tags: BTreeMap<String, String>,
-    /// Security groups attached to every ENI created for this node.
+    /// Security groups attached to every ENI created for this node; empty follows the cluster-wide knobs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub security_groups: Vec<SecurityGroupId>,
-    /// The first device index eni-ipam may use for its ENIs; unset means the cloud provider's default.
+    /// The first device index eni-ipam may use for its ENIs; unset follows the cluster-wide
+    /// knobs, then the cloud provider's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = MAX_FIRST_INTERFACE_INDEX))]
     pub first_interface_index: Option<u32>,
@@ -134,6 +141,9 @@ pub struct ENINodeStatus {
     /// ENIs attached to the instance (written by the operator).
     #[serde(default)]
     pub eni_count: u32,
+    /// The knobs the operator works this node with, and where each came from (written by the operator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective_ipam: Option<EffectiveIpam>,
 }
 
 /// One ENI attached to the node's instance.

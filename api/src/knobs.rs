@@ -46,6 +46,52 @@ impl Default for PoolKnobs {
     }
 }
 
+/// Pool knobs as one layer sets them (an ENINode's `spec.ipam`, the cluster-wide
+/// default, a node-pool override): a field left unset takes the value of the layer below.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolOverrides {
+    /// Free IPs to keep ready for new pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_allocate: Option<u32>,
+    /// The pool grows to at least this many IPs and never shrinks below it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_allocate: Option<u32>,
+    /// The pool never grows beyond this many IPs; 0 means no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_allocate: Option<u32>,
+    /// Extra IPs taken when allocating anyway, if the ENI being filled has room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_above_watermark: Option<u32>,
+}
+
+impl PoolOverrides {
+    /// Every knob set to `knobs`.
+    pub fn all(knobs: PoolKnobs) -> Self {
+        Self {
+            pre_allocate: Some(knobs.pre_allocate),
+            min_allocate: Some(knobs.min_allocate),
+            max_allocate: Some(knobs.max_allocate),
+            max_above_watermark: Some(knobs.max_above_watermark),
+        }
+    }
+
+    /// No knob set.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// `base` with the knobs this layer sets.
+    pub fn over(&self, base: PoolKnobs) -> PoolKnobs {
+        PoolKnobs {
+            pre_allocate: self.pre_allocate.unwrap_or(base.pre_allocate),
+            min_allocate: self.min_allocate.unwrap_or(base.min_allocate),
+            max_allocate: self.max_allocate.unwrap_or(base.max_allocate),
+            max_above_watermark: self.max_above_watermark.unwrap_or(base.max_above_watermark),
+        }
+    }
+}
+
 /// A knob combination that no node can satisfy, in words an admin can act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KnobError {
@@ -149,6 +195,15 @@ mod tests {
         assert!(err.to_string().contains("pre-allocate (30)"), "{err}");
         assert_eq!(knobs(27, 27, 0).validate_for_capacity("m5.large", 27), Ok(()));
         assert!(knobs(1, 28, 0).validate_for_capacity("m5.large", 27).is_err());
+    }
+
+    #[test]
+    fn overrides_replace_only_what_they_set() {
+        let layer = PoolOverrides { min_allocate: Some(4), ..Default::default() };
+        assert_eq!(layer.over(knobs(8, 0, 20)), knobs(8, 4, 20));
+        assert_eq!(PoolOverrides::all(knobs(1, 2, 3)).over(PoolKnobs::default()), knobs(1, 2, 3));
+        assert!(PoolOverrides::default().is_empty() && !layer.is_empty());
+        assert_eq!(serde_json::to_value(layer).unwrap(), serde_json::json!({"minAllocate": 4}));
     }
 
     #[test]

@@ -4,10 +4,12 @@
 
 pub mod agent_api;
 pub mod duration;
+pub mod effective;
 pub mod eninode;
 pub mod ids;
 #[cfg(feature = "cli")]
 pub mod knob_args;
+pub mod knob_config;
 pub mod knobs;
 
 pub use agent_api::{
@@ -19,7 +21,9 @@ pub use eninode::{
     ReleaseState,
 };
 pub use ids::*;
-pub use knobs::{KnobError, PoolKnobs};
+pub use effective::{EffectiveIpam, KnobConflict, KnobSource, NodeFacts, effective_ipam};
+pub use knob_config::KnobConfig;
+pub use knobs::{KnobError, PoolKnobs, PoolOverrides};
 
 use kube::CustomResourceExt;
 

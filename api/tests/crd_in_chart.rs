@@ -75,12 +75,13 @@ fn knob_cel_rules_sit_on_spec_ipam() {
     assert!(rules[0].1.contains("lower minAllocate or raise maxAllocate"), "{}", rules[0].1);
     assert_eq!(rules[1].0, RULE_PRE_LE_MAX);
     assert!(rules[1].1.contains("lower preAllocate or raise maxAllocate"), "{}", rules[1].1);
-    // The rules read fields without has(), which is safe only because the apiserver
-    // fills in these defaults before it evaluates CEL.
-    for knob in ["preAllocate", "minAllocate", "maxAllocate"] {
-        assert!(!ipam["properties"][knob]["default"].is_null(), "{knob} has no schema default");
+    // No schema default: a value the apiserver filled in would count as set on the node and
+    // hide the cluster-wide knobs from it. The rules test has() for that reason.
+    for knob in ["preAllocate", "minAllocate", "maxAllocate", "maxAboveWatermark"] {
+        assert!(ipam["properties"][knob]["default"].is_null(), "{knob} has a schema default");
+        assert!(rules.iter().filter(|r| r.0.contains(knob)).all(|r| r.0.contains(&format!("has(self.{knob})"))));
     }
-    assert!(!ipam["default"].is_null(), "spec.ipam has no schema default");
+    assert!(ipam["default"].is_null(), "spec.ipam has a schema default");
     assert!(crd_yaml().contains(RULE_MIN_LE_MAX));
 }
 
@@ -123,13 +124,17 @@ fn sample_eninode_deserializes() {
                             "lastTransitionTime": "2025-01-01T00:00:00Z"}],
             "available": 2,
             "inUse": 1,
-            "eniCount": 1
+            "eniCount": 1,
+            "effectiveIpam": {"preAllocate": 4, "minAllocate": 2, "maxAllocate": 20, "maxAboveWatermark": 0,
+                              "firstInterfaceIndex": 1, "securityGroups": ["sg-1"],
+                              "sources": {"preAllocate": "eniNode", "minAllocate": "nodePool/gpu"},
+                              "nodePools": ["gpu"]}
         }
     });
     let node: ENINode = serde_json::from_value(sample.clone()).unwrap();
     assert_eq!(node.spec.instance_id.as_str(), "i-0abc1234");
-    assert_eq!(node.spec.ipam.pre_allocate, 4);
-    assert_eq!(node.spec.ipam.min_allocate, 0);
+    assert_eq!(node.spec.ipam.pre_allocate, Some(4));
+    assert_eq!(node.spec.ipam.min_allocate, None, "unset: the cluster-wide knobs decide");
     assert!(node.spec.subnet_ids.is_empty());
     assert_eq!(node.spec.pool_size(), 2);
     let status = node.status.as_ref().unwrap();
@@ -138,6 +143,8 @@ fn sample_eninode_deserializes() {
     assert_eq!(status.enis["eni-0a"].device_index, 1);
     assert_eq!(status.condition("PoolReady").unwrap().reason, "WarmPoolFull");
     assert_eq!(node.free_ips().count(), 0);
+    let effective = status.effective_ipam.as_ref().unwrap();
+    assert_eq!((effective.min_allocate, effective.source("minAllocate")), (2, "nodePool/gpu"));
     // Round trip keeps every field the sample set (defaults aside).
     let back: ENINode = serde_json::from_value(serde_json::to_value(&node).unwrap()).unwrap();
     assert_eq!(back, node);

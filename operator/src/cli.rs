@@ -42,6 +42,11 @@ API: allocation in deficit order by a bounded worker pool, failures retried afte
 full-jitter backoff, and a VPC-wide bulk resync on a timer. It writes with server-side \
 apply under the field manager eni-ipam-operator.
 
+Each node's knobs (pre-allocate, min/max, subnets, security groups, ...) are, field by \
+field: the built-in defaults, then the defaults of the --knob-config ConfigMap, then its \
+node-pool overrides that select the node (in list order), then the node's ENINode spec. \
+The result and where each field came from are in the ENINode's status.effectiveIpam.
+
 Excess IPs (free longer than --excess-ip-release-delay) are first marked in the \
 ENINode's status.release; the node's agent answers ready (no pod holds it, and it \
 stops handing it out) or do-not-release; only IPs answered ready go back to the cloud.
@@ -114,6 +119,12 @@ pub struct RunArgs {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "ENI_IPAM_METRICS_ADDR", default_value = "0.0.0.0:9464")]
     pub metrics_addr: std::net::SocketAddr,
+    /// The ConfigMap (NAMESPACE/NAME) holding the cluster-wide knobs and node-pool overrides
+    /// (the chart renders it from pool.*, eni.* and nodePools). It is watched: a change reaches
+    /// every node without a restart. Unset: each node's knobs are its ENINode's spec over the
+    /// built-in defaults.
+    #[arg(long, env = "ENI_IPAM_KNOB_CONFIG", value_parser = parse_knob_config)]
+    pub knob_config: Option<crate::knob_watch::KnobConfigRef>,
     /// Publish Kubernetes Events on Nodes when their pool state changes.
     #[arg(long, env = "ENI_IPAM_NODE_EVENTS", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub node_events: bool,
@@ -208,6 +219,10 @@ impl ControllerArgs {
             (now.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32)
         })
     }
+}
+
+fn parse_knob_config(text: &str) -> Result<crate::knob_watch::KnobConfigRef, String> {
+    text.parse()
 }
 
 fn parse_margin(text: &str) -> Result<f64, String> {

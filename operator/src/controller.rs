@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use crate::executor::{Executor, ExecutorConfig};
 use crate::fleet::{Fleet, FleetConfig, NodeEvent};
 use crate::instances::InstancesCache;
+use crate::knob_source::{NodeKnobs, SpecKnobs};
 use crate::node_store::NodeStore;
 use crate::resync::{Listing, Resyncer};
 
@@ -30,7 +31,7 @@ pub struct ControllerConfig {
     pub workers: usize,
     /// A free IP is marked for release only after this long.
     pub release_delay: Duration,
-    /// First device index for pods when an ENINode does not say.
+    /// The cloud's first device index for pods, when no knob layer says.
     pub default_first_interface_index: u32,
     /// Seed of jitter and client tokens (vary it across replicas).
     pub seed: u64,
@@ -81,11 +82,23 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// Wires the parts over a cloud and a node store.
+    /// Wires the parts over a cloud and a node store; every node's knobs come from its
+    /// ENINode's spec over the built-in defaults.
     pub fn build(
         provider: Arc<dyn CloudProvider>,
         store: Arc<dyn NodeStore>,
         config: &ControllerConfig,
+    ) -> Self {
+        let knobs = Arc::new(SpecKnobs { first_interface_index: config.default_first_interface_index });
+        Self::build_with_knobs(provider, store, config, knobs)
+    }
+
+    /// Wires the parts, with the nodes' knobs from `knobs`.
+    pub fn build_with_knobs(
+        provider: Arc<dyn CloudProvider>,
+        store: Arc<dyn NodeStore>,
+        config: &ControllerConfig,
+        knobs: Arc<dyn NodeKnobs>,
     ) -> Self {
         let cache = Arc::new(InstancesCache::new());
         let resync = Resyncer::spawn_with(
@@ -106,12 +119,8 @@ impl Controller {
         };
         let executor =
             Arc::new(Executor::new(provider, cache.clone(), resync.clone(), exec_config, config.seed));
-        let fleet_config = FleetConfig {
-            workers: config.workers,
-            default_first_interface_index: config.default_first_interface_index,
-            requeue: config.requeue.clone(),
-        };
-        let (fleet, events) = Fleet::new(executor, store, fleet_config);
+        let fleet_config = FleetConfig { workers: config.workers, requeue: config.requeue.clone() };
+        let (fleet, events) = Fleet::new(executor, store, knobs, fleet_config);
         Self { fleet, events, resync, cache }
     }
 }

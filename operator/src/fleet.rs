@@ -8,13 +8,14 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use eni_ipam_api::{ENINode, ENINodeCondition, ReleaseState};
+use eni_ipam_api::{ENINode, ENINodeCondition, EffectiveIpam, KnobConflict, ReleaseState};
 use eni_ipam_cloud::ErrorClass;
 use eni_ipam_cloud::RetryPolicy;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::executor::{ExecError, Executor, NodeOutcome, NodeTarget};
+use crate::knob_source::NodeKnobs;
 use crate::node_store::{NodeStore, PoolUpdate};
 use crate::planner::{Shortfall, SubnetSelector};
 use crate::work_queue::WorkQueue;
@@ -53,8 +54,6 @@ pub enum NodeEvent {
 pub struct FleetConfig {
     /// Nodes worked at once.
     pub workers: usize,
-    /// First usable device index when the ENINode does not say.
-    pub default_first_interface_index: u32,
     /// Backoff for requeues after failures.
     pub requeue: RetryPolicy,
 }
@@ -63,6 +62,7 @@ pub struct FleetConfig {
 pub struct Fleet {
     executor: Arc<Executor>,
     store: Arc<dyn NodeStore>,
+    knobs: Arc<dyn NodeKnobs>,
     queue: WorkQueue,
     config: FleetConfig,
     failures: Mutex<HashMap<String, u32>>,
@@ -77,12 +77,14 @@ impl Fleet {
     pub fn new(
         executor: Arc<Executor>,
         store: Arc<dyn NodeStore>,
+        knobs: Arc<dyn NodeKnobs>,
         config: FleetConfig,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<NodeEvent>) {
         let (events, rx) = mpsc::unbounded_channel();
         let fleet = Self {
             executor,
             store,
+            knobs,
             queue: WorkQueue::new(),
             config,
             failures: Mutex::new(HashMap::new()),
@@ -146,7 +148,14 @@ impl Fleet {
     /// Queues a node (seen in a watch event) if its pool is off target by the cached cloud state;
     /// if its only work is a release waiting for the delay, queues it once the delay is over.
     pub fn consider(self: &Arc<Self>, node: &ENINode) {
-        let target = self.target(node);
+        let Ok((target, effective)) = self.target(node) else {
+            // Knobs that cannot be combined: the worker says so in the ENINode.
+            return self.enqueue(node.metadata.name.as_deref().unwrap_or_default(), 0);
+        };
+        if effective_changed(node, &effective) {
+            // Nothing to allocate, maybe, but the ENINode must show the knobs in force.
+            return self.enqueue(&target.name, 0);
+        }
         if let Some(deficit) = self.executor.needs_work(&target) {
             self.enqueue(&target.name, deficit);
         } else if self.executor.release_pending(&target) {
@@ -188,7 +197,21 @@ impl Fleet {
             Ok(None) => return, // deleted meanwhile: GC's business
             Err(e) => return self.failed(name, e.to_string(), started),
         };
-        let target = self.target(&node);
+        let (target, effective) = match self.target(&node) {
+            Ok(resolved) => resolved,
+            Err(conflict) => {
+                tracing::warn!(node = name, error = %conflict, "the node's knobs conflict; not working it");
+                let condition = PoolUpdate::pool_ready(
+                    false,
+                    "InvalidKnobs",
+                    format!("{conflict}: the knobs ConfigMap, a node-pool override or this ENINode's spec"),
+                );
+                if let Err(e) = self.store.set_condition(name, condition).await {
+                    tracing::debug!(node = name, error = %e, "could not write the knob condition");
+                }
+                return;
+            }
+        };
         match self.executor.converge(&target).await {
             Ok(outcome) => {
                 self.failures.lock().expect("failures lock").remove(name);
@@ -201,7 +224,8 @@ impl Fleet {
                 if let Some(short) = &shortfall {
                     tracing::info!(node = name, reason = short.reason(), "node short of IPs");
                 }
-                if let Err(e) = self.store.publish(name, update_of(&outcome)).await {
+                let update = PoolUpdate { effective: Some(effective), ..update_of(&outcome) };
+                if let Err(e) = self.store.publish(name, update).await {
                     return self.failed(name, e.to_string(), started);
                 }
                 let took = started.elapsed();
@@ -249,7 +273,9 @@ impl Fleet {
         });
     }
 
-    fn target(&self, node: &ENINode) -> NodeTarget {
+    /// What the executor works the node towards, and the knobs that say so.
+    fn target(&self, node: &ENINode) -> Result<(NodeTarget, EffectiveIpam), KnobConflict> {
+        let effective = self.knobs.effective(node)?;
         let name = node.metadata.name.clone().unwrap_or_default();
         let spec = &node.spec;
         let used: BTreeSet<Ipv4Addr> = node
@@ -263,21 +289,20 @@ impl Fleet {
             .as_ref()
             .map(|s| s.release.iter().filter_map(|(ip, state)| Some((ip.parse().ok()?, *state))).collect())
             .unwrap_or_default();
-        NodeTarget {
+        let target = NodeTarget {
             name,
             instance: spec.instance_id.clone(),
             instance_type: spec.instance_type.clone(),
             zone: spec.zone.clone(),
-            knobs: spec.ipam,
-            first_interface_index: spec
-                .first_interface_index
-                .unwrap_or(self.config.default_first_interface_index),
-            selector: SubnetSelector { ids: spec.subnet_ids.clone(), tags: spec.subnet_tags.clone() },
-            security_groups: spec.security_groups.clone(),
+            knobs: effective.knobs(),
+            first_interface_index: effective.first_interface_index,
+            selector: SubnetSelector { ids: effective.subnet_ids.clone(), tags: effective.subnet_tags.clone() },
+            security_groups: effective.security_groups.clone(),
             used,
             free_since,
             release,
-        }
+        };
+        Ok((target, effective))
     }
 
     /// Remembers since when each pool IP is free, as seen in the ENINode now (not only after
@@ -381,6 +406,11 @@ pub fn failure_condition(error: &ExecError) -> ENINodeCondition {
         ExecError::NotConverged { .. } => ("Allocating", "still converging; the operator retries"),
     };
     PoolUpdate::pool_ready(false, reason, format!("{error}: {advice}"))
+}
+
+/// The ENINode does not show `effective` yet (a knob changed, or it was never worked).
+fn effective_changed(node: &ENINode, effective: &EffectiveIpam) -> bool {
+    node.status.as_ref().and_then(|s| s.effective_ipam.as_ref()) != Some(effective)
 }
 
 /// The agent has answered `ready` for some IP: the next plan may release it.

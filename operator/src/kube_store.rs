@@ -1,7 +1,8 @@
 //! The [`NodeStore`] of a cluster: reads ENINodes from the controller's
 //! reflector cache and writes the operator's fields with server-side apply
 //! under the field manager `eni-ipam-operator` (`spec.pool` on the main
-//! resource, `status.enis`/`conditions`/`available`/`eniCount` on `/status`).
+//! resource, `status.enis`/`conditions`/`available`/`eniCount`/`effectiveIpam`
+//! on `/status`).
 //! A publish that would change nothing is not sent: every write wakes every
 //! watcher of ENINodes.
 
@@ -105,7 +106,9 @@ impl NodeStore for KubeNodeStore {
         let pool_same = current.as_ref().is_some_and(|n| n.spec.pool == update.pool);
         let old_condition = status.conditions.iter().find(|c| c.type_ == update.condition.type_);
         let condition_same = old_condition.is_some_and(|c| same_condition(c, &update.condition));
+        let effective_same = update.effective.is_none() || status.effective_ipam == update.effective;
         let status_same = condition_same
+            && effective_same
             && status.enis == update.enis
             && status.available == update.pool.len() as u32
             && status.eni_count == update.enis.len() as u32;
@@ -126,12 +129,17 @@ impl NodeStore for KubeNodeStore {
                 }
                 _ => now_rfc3339(),
             };
-            let body = json!({"apiVersion": "eni-ipam.io/v1alpha1", "kind": "ENINode", "status": {
+            let mut body = json!({"apiVersion": "eni-ipam.io/v1alpha1", "kind": "ENINode", "status": {
                 "enis": update.enis,
                 "conditions": [condition],
                 "available": update.pool.len(),
                 "eniCount": update.enis.len(),
             }});
+            // Always in the apply once known (the last good value when the update has none):
+            // a field this manager stops applying would be removed.
+            if let Some(effective) = update.effective.as_ref().or(status.effective_ipam.as_ref()) {
+                body["status"]["effectiveIpam"] = json!(effective);
+            }
             self.api
                 .patch_status(name, &params, &Patch::Apply(&body))
                 .await

@@ -7,6 +7,8 @@ pub mod executor;
 pub mod fleet;
 pub mod gc;
 pub mod instances;
+pub mod knob_source;
+pub mod knob_watch;
 pub mod kube_store;
 pub mod leader;
 pub mod metrics;

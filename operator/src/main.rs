@@ -159,6 +159,7 @@ async fn run_async(args: &RunArgs) -> anyhow::Result<()> {
         gc_grace: args.eni_gc_grace,
         leader,
         node_events: args.node_events,
+        knob_config: args.knob_config.clone(),
     };
     tracing::info!(cloud = ?args.cloud, cluster = %args.cluster_name, leader_elect = args.leader.leader_elect, "controller starting");
     run_controller(client, provider, config, metrics, async {

@@ -7,7 +7,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use eni_ipam_api::{ConditionStatus, ENINode, ENINodeCondition, EniStatus, PoolEntry, ReleaseState};
+use eni_ipam_api::{
+    ConditionStatus, ENINode, ENINodeCondition, EffectiveIpam, EniStatus, PoolEntry, ReleaseState,
+};
 
 /// What the operator publishes for a node after working on it.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -20,6 +22,8 @@ pub struct PoolUpdate {
     pub condition: ENINodeCondition,
     /// Changes to `status.release`: `Some(marked)` marks an IP, `None` drops its entry.
     pub release: BTreeMap<String, Option<ReleaseState>>,
+    /// `status.effectiveIpam`: the knobs the node was worked with (`None`: leave it as is).
+    pub effective: Option<EffectiveIpam>,
 }
 
 impl PoolUpdate {
@@ -125,7 +129,8 @@ impl NodeStore for MemoryNodeStore {
         let changed = node.spec.pool != update.pool
             || status.enis != update.enis
             || status.conditions.first() != Some(&update.condition)
-            || status.release != release;
+            || status.release != release
+            || update.effective.as_ref().is_some_and(|e| status.effective_ipam.as_ref() != Some(e));
         if !changed {
             // No-op writes are not sent: they would wake every watcher.
             return Ok(());
@@ -135,6 +140,9 @@ impl NodeStore for MemoryNodeStore {
         status.enis = update.enis;
         status.conditions = vec![update.condition];
         status.release = release;
+        if update.effective.is_some() {
+            status.effective_ipam = update.effective;
+        }
         node.spec.pool = update.pool;
         self.writes.fetch_add(1, Ordering::Relaxed);
         Ok(())

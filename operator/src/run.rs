@@ -14,16 +14,18 @@ use eni_ipam_cloud::{CloudProvider, RetryPolicy};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::runtime::events::Recorder;
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt, reflector};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::controller::{Controller, ControllerConfig};
 use crate::fleet::Fleet;
 use crate::gc::Gc;
+use crate::knob_source::{ClusterKnobs, NodeKnobs};
+use crate::knob_watch::{KnobConfigRef, KnobWatch};
 use crate::kube_store::KubeNodeStore;
 use crate::leader::{LeaderConfig, LeaderElector};
 use crate::metrics::OperatorMetrics;
@@ -44,6 +46,9 @@ pub struct RunConfig {
     pub leader: Option<LeaderConfig>,
     /// Publish Kubernetes Events on Nodes.
     pub node_events: bool,
+    /// The knobs ConfigMap to watch (`None`: every node's knobs are its ENINode's spec over
+    /// the built-in defaults).
+    pub knob_config: Option<KnobConfigRef>,
 }
 
 /// The caches every replica keeps.
@@ -98,36 +103,72 @@ pub async fn run_controller(
     let (eninodes, writer) = reflector::store::<ENINode>();
     let (nodes, node_writer) = reflector::store::<Node>();
     metrics.set_eninodes(Some(eninodes.clone()));
+    let knobs = Arc::new(ClusterKnobs::new(
+        config.controller.default_first_interface_index,
+        nodes.clone(),
+        config.knob_config.is_some(),
+    ));
+    let (knobs_loaded_tx, knobs_loaded) = watch::channel(config.knob_config.is_none());
+    let (knobs_changed_tx, mut knobs_changed) = watch::channel(0u64);
     let (loaded_tx, loaded) = watch::channel(false);
     let caches = Caches { eninodes: eninodes.clone(), nodes: nodes.clone(), loaded };
+    // The fleet of the current term, if this replica leads: watch events go to it.
+    let current: Arc<Mutex<Option<Arc<Fleet>>>> = Arc::new(Mutex::new(None));
     let mut background = JoinSet::new();
-    background.spawn(
-        reflector(
-            node_writer,
-            watcher::watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).modify(trim_node),
-        )
-        .default_backoff()
-        .for_each(|ev| async move {
-            if let Err(e) = ev {
-                tracing::warn!(error = %e, "Node watch failed; retrying with backoff");
-            }
-        }),
-    );
+    if let Some(at) = config.knob_config.clone() {
+        let identity = config.leader.as_ref().map_or("eni-ipam-operator", |l| l.identity.as_str());
+        let watch = KnobWatch {
+            knobs: knobs.clone(),
+            loaded: knobs_loaded_tx,
+            changed: knobs_changed_tx,
+            recorder: Some(Recorder::new(client.clone(), node_events::reporter(identity))),
+            leading: leading.clone(),
+        };
+        background.spawn(watch.run(client.clone(), at));
+    }
+    {
+        // A Node's labels choose its node-pool overrides: a label change re-plans its ENINode.
+        let (current, eninodes) = (current.clone(), eninodes.clone());
+        background.spawn(
+            reflector(
+                node_writer,
+                watcher::watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+                    .modify(trim_node),
+            )
+            .default_backoff()
+            .for_each(move |ev| {
+                match ev {
+                    Ok(Event::Apply(node)) => {
+                        let fleet = current.lock().expect("fleet lock").clone();
+                        let eninode = eninodes.get(&ObjectRef::new(&node.name_any()));
+                        if let (Some(fleet), Some(eninode)) = (fleet, eninode) {
+                            fleet.consider(&eninode);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "Node watch failed; retrying with backoff"),
+                }
+                std::future::ready(())
+            }),
+        );
+    }
     {
         // One waiter only: kube-runtime's Store wakes just the last of several
         // concurrent `wait_until_ready` callers. Everyone else watches `loaded`.
         let (eninodes, nodes, metrics, loaded) =
             (eninodes.clone(), nodes.clone(), metrics.clone(), loaded_tx);
+        let mut knobs_loaded = knobs_loaded;
         background.spawn(async move {
-            if eninodes.wait_until_ready().await.is_ok() && nodes.wait_until_ready().await.is_ok() {
+            if eninodes.wait_until_ready().await.is_ok()
+                && nodes.wait_until_ready().await.is_ok()
+                && knobs_loaded.wait_for(|l| *l).await.is_ok()
+            {
                 metrics.set_ready();
                 let _ = loaded.send(true);
             }
         });
     }
 
-    // The fleet of the current term, if this replica leads: watch events go to it.
-    let current: Arc<Mutex<Option<Arc<Fleet>>>> = Arc::new(Mutex::new(None));
     let mut term: Option<JoinSet<()>> = None;
     let stream = reflector(writer, watcher::watcher(api, watcher::Config::default()).modify(trim_eninode))
         .default_backoff();
@@ -136,7 +177,7 @@ pub async fn run_controller(
         let lead = *leading.borrow_and_update();
         if lead && term.is_none() {
             metrics.set_leader(true);
-            term = Some(start_term(&client, &provider, &config, &caches, &metrics, &current));
+            term = Some(start_term(&client, &provider, &config, &caches, &metrics, &current, &knobs));
         } else if !lead && let Some(mut stopped) = term.take() {
             // Lost the Lease: no cloud call from here on. Dropping the tasks cancels
             // in-flight work at its next await.
@@ -153,6 +194,14 @@ pub async fn run_controller(
                 if changed.is_err() {
                     // The election task ended (it only does at shutdown): stop leading.
                     leading = watch::channel(false).1;
+                }
+            }
+            Ok(()) = knobs_changed.changed() => {
+                // A new knob configuration: every node may have new targets.
+                if let Some(fleet) = current.lock().expect("fleet lock").as_ref() {
+                    for node in eninodes.state() {
+                        fleet.consider(&node);
+                    }
                 }
             }
             ev = stream.next() => match ev {
@@ -196,10 +245,12 @@ fn start_term(
     caches: &Caches,
     metrics: &Arc<OperatorMetrics>,
     current: &Arc<Mutex<Option<Arc<Fleet>>>>,
+    knobs: &Arc<ClusterKnobs>,
 ) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
     let (client, provider, config, caches, metrics, current) =
         (client.clone(), provider.clone(), config.clone(), caches.clone(), metrics.clone(), current.clone());
+    let knobs: Arc<dyn NodeKnobs> = knobs.clone();
     tasks.spawn(async move {
         // Never plan from a partial cache: wait for both full lists.
         if !caches.wait_loaded().await {
@@ -207,7 +258,7 @@ fn start_term(
         }
         let store = Arc::new(KubeNodeStore::new(Api::all(client.clone()), caches.eninodes.clone()));
         let Controller { fleet, events, resync, cache } =
-            Controller::build(provider.clone(), store, &config.controller);
+            Controller::build_with_knobs(provider.clone(), store, &config.controller, knobs);
         metrics.set_cloud_cache(cache);
         let observer = metrics.clone();
         resync.observe(Arc::new(move |bulk, took| observer.resync(bulk, took)));
@@ -230,12 +281,12 @@ fn start_term(
     tasks
 }
 
-/// What the Node cache keeps: the name and the providerID (GC's "is this
-/// instance a live node"). A full Node (status, images, labels, managed
-/// fields) is tens of kilobytes; 20,000 of them would be most of our memory.
+/// What the Node cache keeps: the name, the labels (node-pool overrides select
+/// on them) and the providerID (GC's "is this instance a live node"). A full
+/// Node (status, images, managed fields) is tens of kilobytes; 20,000 of them
+/// would be most of our memory.
 fn trim_node(node: &mut Node) {
     node.status = None;
-    node.metadata.labels = None;
     node.metadata.annotations = None;
     node.metadata.managed_fields = None;
     let provider_id = node.spec.as_ref().and_then(|s| s.provider_id.clone());

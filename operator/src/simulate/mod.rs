@@ -373,7 +373,7 @@ async fn drive(
             instance_type: InstanceType::from(instance_type),
             zone: zone.clone(),
             vpc_id: vpc.clone(),
-            ipam: config.knobs,
+            ipam: eni_ipam_api::PoolOverrides::all(config.knobs),
             first_interface_index: Some(config.first_index(profile)),
             security_groups: config
                 .security_groups

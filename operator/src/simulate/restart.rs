@@ -100,7 +100,7 @@ pub async fn restart_storm(
             instance_type: InstanceType::from(instance_type),
             zone: zone.clone(),
             vpc_id: vpc.clone(),
-            ipam: knobs,
+            ipam: eni_ipam_api::PoolOverrides::all(knobs),
             first_interface_index: Some(first_index),
             security_groups: vec!["sg-restart".into()],
             ..ENINodeSpec::default()

@@ -37,6 +37,7 @@ pub fn run_config(cluster: &str, vpc: &str, workers: usize, seed: u64) -> RunCon
         gc_grace: Duration::from_secs(600),
         leader: None,
         node_events: false,
+        knob_config: None,
     }
 }
 

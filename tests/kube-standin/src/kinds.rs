@@ -60,6 +60,16 @@ pub const CORE_EVENTS: Kind = Kind {
     status: false,
     short: "ev",
 };
+/// Core v1 ConfigMaps.
+pub const CONFIGMAPS: Kind = Kind {
+    group: "",
+    version: "v1",
+    plural: "configmaps",
+    kind: "ConfigMap",
+    namespaced: true,
+    status: false,
+    short: "cm",
+};
 /// ENINodes (cluster-scoped CRD with a status subresource).
 pub const ENINODES: Kind = Kind {
     group: "eni-ipam.io",
@@ -92,4 +102,4 @@ pub const EVENTS: Kind = Kind {
 };
 
 /// Every kind served.
-pub const KINDS: [Kind; 6] = [NODES, PODS, CORE_EVENTS, ENINODES, LEASES, EVENTS];
+pub const KINDS: [Kind; 7] = [NODES, PODS, CORE_EVENTS, CONFIGMAPS, ENINODES, LEASES, EVENTS];

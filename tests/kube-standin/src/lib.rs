@@ -2,8 +2,8 @@
 //! Kubernetes REST API for kube-rs clients, watchers, Controllers, the events
 //! Recorder and kube-lease-manager to run unchanged against it.
 //!
-//! It serves Nodes, Pods and ENINodes (cluster-scoped except Pods), Leases and
-//! Events (namespaced) with: list (label/field selectors, `limit`/`continue`),
+//! It serves Nodes, Pods and ENINodes (cluster-scoped except Pods), ConfigMaps,
+//! Leases and Events (namespaced) with: list (label/field selectors, `limit`/`continue`),
 //! watch (`resourceVersion`, one JSON event per line, `410 Gone` once history is
 //! compacted, `sendInitialEvents`), get, create, replace (optimistic concurrency),
 //! patch (merge, strategic treated as merge, JSON patch, server-side apply with
