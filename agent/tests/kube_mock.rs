@@ -6,11 +6,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eni_ipam_agent::ipam::Ipam;
-use eni_ipam_agent::kube_side::{Reporter, SpecDefaults, register_once};
+use eni_ipam_agent::kube_side::{
+    KEEP_NODE_KNOBS_ANNOTATION, KNOBS_LAYERED_ANNOTATION, Reporter, SpecDefaults, register_once,
+};
 use eni_ipam_agent::metrics::Metrics;
 use eni_ipam_agent::pool::SubnetMap;
 use eni_ipam_agent::state::StateStore;
-use eni_ipam_api::{AllocateRequest, PoolKnobs};
+use eni_ipam_api::{AllocateRequest, PoolOverrides};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use kube::client::Body;
@@ -126,9 +128,10 @@ async fn registration_creates_the_eninode_from_either_clouds_provider_id() {
             json!({"instanceId": "i-bp1xyz", "instanceType": "ecs.g7.large", "zone": "cn-hangzhou-h"}),
         ),
     ];
-    // The agent's flags go into the spec of an ENINode it creates.
+    // The flags an admin set go into the spec of an ENINode the agent creates; unset ones stay
+    // out, so the cluster-wide knobs reach the node.
     let defaults = SpecDefaults {
-        knobs: PoolKnobs { pre_allocate: 12, min_allocate: 4, max_allocate: 40, max_above_watermark: 2 },
+        knobs: PoolOverrides { pre_allocate: Some(12), min_allocate: Some(4), ..Default::default() },
         first_interface_index: Some(1),
         subnet_ids: vec!["subnet-pods".into()],
         subnet_tags: [("tier".to_owned(), "pods".to_owned())].into(),
@@ -154,10 +157,8 @@ async fn registration_creates_the_eninode_from_either_clouds_provider_id() {
         for field in ["instanceId", "instanceType", "zone"] {
             assert_eq!(created["spec"][field], want_spec[field], "{provider_id} {field}");
         }
-        assert_eq!(
-            created["spec"]["ipam"],
-            json!({"preAllocate": 12, "minAllocate": 4, "maxAllocate": 40, "maxAboveWatermark": 2})
-        );
+        assert_eq!(created["spec"]["ipam"], json!({"preAllocate": 12, "minAllocate": 4}));
+        assert_eq!(created["metadata"]["annotations"][KNOBS_LAYERED_ANNOTATION], "true");
         assert_eq!(created["spec"]["firstInterfaceIndex"], 1);
         assert_eq!(created["spec"]["subnetIds"], json!(["subnet-pods"]));
         assert_eq!(created["spec"]["subnetTags"], json!({"tier": "pods"}));
@@ -167,6 +168,55 @@ async fn registration_creates_the_eninode_from_either_clouds_provider_id() {
             json!([{"apiVersion": "v1", "kind": "Node", "name": "n1", "uid": "node-uid-1"}])
         );
     }
+}
+
+#[tokio::test]
+async fn without_flags_a_new_eninode_carries_no_knobs() {
+    let labels = json!({"node.kubernetes.io/instance-type": "m5.large"});
+    let (client, mock) = start(node("aws:///us-east-1a/i-1", labels), None);
+    register_once(&client, "n1", &SpecDefaults::default()).await.unwrap();
+    let created = mock.lock().unwrap().seen[2].body.clone();
+    for field in ["ipam", "firstInterfaceIndex", "subnetIds", "subnetTags", "securityGroups"] {
+        assert_eq!(created["spec"].get(field), None, "{field} is left to the cluster-wide knobs");
+    }
+}
+
+/// An ENINode as agents before the knobs ConfigMap wrote it: the DaemonSet's flags copied in.
+fn legacy_eninode(annotations: Value) -> Value {
+    json!({"apiVersion": "eni-ipam.io/v1alpha1", "kind": "ENINode",
+        "metadata": {"name": "n1", "resourceVersion": "3", "annotations": annotations,
+                     "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": "n1", "uid": "node-uid-1"}]},
+        "spec": {"instanceId": "i-1", "instanceType": "m5.large", "zone": "us-east-1a", "vpcId": "vpc-1",
+                 "ipam": {"preAllocate": 8, "minAllocate": 0, "maxAllocate": 0, "maxAboveWatermark": 0},
+                 "subnetIds": ["subnet-old"], "securityGroups": ["sg-old"], "firstInterfaceIndex": 0,
+                 "pool": {"10.0.0.5": {"eni": "eni-1", "subnet": "subnet-1"}}}})
+}
+
+#[tokio::test]
+async fn knobs_an_older_agent_copied_into_the_spec_are_cleared_once_unless_kept() {
+    let labels = json!({"node.kubernetes.io/instance-type": "m5.large"});
+    let provider_id = "aws:///us-east-1a/i-1";
+    let (client, mock) = start(node(provider_id, labels.clone()), Some(legacy_eninode(json!({}))));
+    let flags = SpecDefaults { subnet_ids: vec!["subnet-flag".into()], ..Default::default() };
+    let layered = register_once(&client, "n1", &flags).await.unwrap();
+    assert!(layered.spec.ipam.is_empty(), "copied knobs cleared: {:?}", layered.spec.ipam);
+    assert_eq!(layered.spec.first_interface_index, None);
+    assert!(layered.spec.security_groups.is_empty());
+    assert_eq!(layered.spec.subnet_ids, ["subnet-flag".into()], "a flag the admin set is written");
+    assert_eq!(layered.spec.pool.len(), 1, "the operator's pool is kept");
+    assert_eq!(layered.metadata.annotations.as_ref().unwrap()[KNOBS_LAYERED_ANNOTATION], "true");
+    let writes = |mock: &Arc<Mutex<Mock>>| mock.lock().unwrap().seen.iter().filter(|s| s.method == "PATCH").count();
+    assert_eq!(writes(&mock), 1);
+    // Once layered, a restart leaves the spec alone, whatever was set on it since.
+    register_once(&client, "n1", &SpecDefaults::default()).await.unwrap();
+    assert_eq!(writes(&mock), 1, "nothing written for a layered ENINode");
+
+    let keep = json!({KEEP_NODE_KNOBS_ANNOTATION: "true"});
+    let (client, _mock) = start(node(provider_id, labels), Some(legacy_eninode(keep)));
+    let kept = register_once(&client, "n1", &SpecDefaults::default()).await.unwrap();
+    assert_eq!(kept.spec.ipam.pre_allocate, Some(8), "kept on purpose");
+    assert_eq!(kept.spec.security_groups, ["sg-old".into()]);
+    assert_eq!(kept.metadata.annotations.as_ref().unwrap()[KNOBS_LAYERED_ANNOTATION], "true");
 }
 
 #[tokio::test]

@@ -370,6 +370,7 @@ fn update_of(outcome: &NodeOutcome) -> PoolUpdate {
         enis: outcome.enis.clone(),
         condition: PoolUpdate::pool_ready(ready, reason, message),
         release: outcome.release.iter().map(|(ip, state)| (ip.to_string(), *state)).collect(),
+        effective: None,
     }
 }
 

@@ -43,6 +43,11 @@ async fn publish_applies_spec_pool_then_status_as_eni_ipam_operator_and_skips_no
         enis: BTreeMap::new(),
         condition: PoolUpdate::pool_ready(true, "AtTarget", String::new()),
         release: BTreeMap::new(),
+        effective: Some(eni_ipam_api::EffectiveIpam {
+            pre_allocate: 8,
+            sources: BTreeMap::from([("preAllocate".to_owned(), "cluster".to_owned())]),
+            ..Default::default()
+        }),
     };
     let server = tokio::spawn(async move {
         let spec = expect(
@@ -68,6 +73,8 @@ async fn publish_applies_spec_pool_then_status_as_eni_ipam_operator_and_skips_no
         assert_eq!(status["status"]["eniCount"], 0);
         assert_eq!(status["status"]["conditions"][0]["type"], "PoolReady");
         assert_eq!(status["status"]["conditions"][0]["status"], "True");
+        assert_eq!(status["status"]["effectiveIpam"]["preAllocate"], 8, "the knobs in force, in the same apply");
+        assert_eq!(status["status"]["effectiveIpam"]["sources"]["preAllocate"], "cluster");
         assert!(status.get("metadata").is_none() && status.get("spec").is_none());
         handle
     });
@@ -76,7 +83,8 @@ async fn publish_applies_spec_pool_then_status_as_eni_ipam_operator_and_skips_no
     // Once the cache holds what was published, the same publish sends nothing.
     let mut published = node;
     published.spec.pool = pool;
-    let mut status = ENINodeStatus { available: 1, ..Default::default() };
+    let mut status =
+        ENINodeStatus { available: 1, effective_ipam: update.effective.clone(), ..Default::default() };
     status.conditions = vec![update.condition.clone()];
     published.status = Some(status);
     let (reader, mut writer) = reflector::store::<ENINode>();
@@ -113,6 +121,7 @@ async fn release_marks_are_a_merge_patch_on_status_that_can_drop_the_agents_answ
             ("10.0.0.5".to_string(), Some(ReleaseState::Marked)),
             ("10.0.0.6".to_string(), None),
         ]),
+        effective: None,
     };
     let server = tokio::spawn(async move {
         let body = expect(
