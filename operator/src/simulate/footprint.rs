@@ -184,9 +184,28 @@ pub async fn measure(nodes: u32, ips_per_node: f64, heap: &dyn HeapProbe) -> any
     let mut node_cache = Vec::with_capacity(nodes as usize);
     for (i, (instance, zone)) in fleet.instances.iter().enumerate() {
         let name = name_of(i);
-        // What `run` keeps of a Node (its `trim_node`): the name and the providerID.
+        // What `run` keeps of a Node (its `trim_node`): the name, the labels (node-pool
+        // overrides select on them; these are the ones an EKS managed node carries) and the providerID.
+        let labels = [
+            ("beta.kubernetes.io/arch", "amd64".to_owned()),
+            ("beta.kubernetes.io/instance-type", "m5.xlarge".to_owned()),
+            ("beta.kubernetes.io/os", "linux".to_owned()),
+            ("eks.amazonaws.com/capacityType", "ON_DEMAND".to_owned()),
+            ("eks.amazonaws.com/nodegroup", "general-purpose".to_owned()),
+            ("eks.amazonaws.com/nodegroup-image", "ami-0123456789abcdef0".to_owned()),
+            ("failure-domain.beta.kubernetes.io/region", "us-east-1".to_owned()),
+            ("failure-domain.beta.kubernetes.io/zone", zone.to_string()),
+            ("k8s.io/cloud-provider-aws", "0123456789abcdef0123456789abcdef".to_owned()),
+            ("kubernetes.io/arch", "amd64".to_owned()),
+            ("kubernetes.io/hostname", name.clone()),
+            ("kubernetes.io/os", "linux".to_owned()),
+            ("node.kubernetes.io/instance-type", "m5.xlarge".to_owned()),
+            ("topology.kubernetes.io/region", "us-east-1".to_owned()),
+            ("topology.kubernetes.io/zone", zone.to_string()),
+        ];
+        let labels = labels.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
         node_cache.push(Arc::new(Node {
-            metadata: ObjectMeta { name: Some(name), ..ObjectMeta::default() },
+            metadata: ObjectMeta { name: Some(name), labels: Some(labels), ..ObjectMeta::default() },
             spec: Some(NodeSpec {
                 provider_id: Some(format!("aws:///{zone}/{instance}")),
                 ..NodeSpec::default()

@@ -18,6 +18,10 @@ struct Binary {
     not_for_admins: &'static [(&'static str, &'static str)],
 }
 
+/// Why the agent's knob flags are not rendered.
+const KNOB_FLAG: &str = "pool.*, eni.* and nodePools reach every node through the knobs ConfigMap the \
+    operator watches; the flag writes a per-node override into new ENINodes (agent.extraArgs only)";
+
 const BINARIES: &[Binary] = &[
     Binary {
         program: "eni-ipam-operator",
@@ -47,6 +51,14 @@ const BINARIES: &[Binary] = &[
             ("live-containers-file", "the runtime's CNI GC call tells the agent which containers live"),
             ("capacity", "a per-node number (instance type, subnets): 0 takes the pool size"),
             ("kube-url", "the pod uses its service account"),
+            ("pre-allocate", KNOB_FLAG),
+            ("min-allocate", KNOB_FLAG),
+            ("max-allocate", KNOB_FLAG),
+            ("max-above-watermark", KNOB_FLAG),
+            ("first-interface-index", KNOB_FLAG),
+            ("eni-subnet", KNOB_FLAG),
+            ("eni-subnet-tag", KNOB_FLAG),
+            ("eni-security-group", KNOB_FLAG),
         ],
     },
     Binary {

@@ -45,6 +45,7 @@ fn each_component_gets_only_what_it_uses() {
             ],
         ),
         ("Role/eni-ipam-operator-leader-election", vec!["[coordination.k8s.io] leases: get,create,update"]),
+        ("Role/eni-ipam-operator-knobs", vec!["[] configmaps: get,list,watch"]),
         (
             "ClusterRole/eni-ipam-agent",
             vec![
