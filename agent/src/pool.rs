@@ -250,6 +250,10 @@ mod tests {
         // The operator's effective knobs (cluster-wide, node pool) win over a stale spec value.
         node.status.as_mut().unwrap().effective_ipam =
             Some(eni_ipam_api::EffectiveIpam { max_allocate: 12, ..Default::default() });
-        assert_eq!(NodePool::from_eninode(&node, &subnets, 29).reachable_capacity(), 12, "effective maxAllocate");
+        assert_eq!(
+            NodePool::from_eninode(&node, &subnets, 29).reachable_capacity(),
+            12,
+            "effective maxAllocate"
+        );
     }
 }

@@ -205,7 +205,8 @@ async fn knobs_an_older_agent_copied_into_the_spec_are_cleared_once_unless_kept(
     assert_eq!(layered.spec.subnet_ids, ["subnet-flag".into()], "a flag the admin set is written");
     assert_eq!(layered.spec.pool.len(), 1, "the operator's pool is kept");
     assert_eq!(layered.metadata.annotations.as_ref().unwrap()[KNOBS_LAYERED_ANNOTATION], "true");
-    let writes = |mock: &Arc<Mutex<Mock>>| mock.lock().unwrap().seen.iter().filter(|s| s.method == "PATCH").count();
+    let writes =
+        |mock: &Arc<Mutex<Mock>>| mock.lock().unwrap().seen.iter().filter(|s| s.method == "PATCH").count();
     assert_eq!(writes(&mock), 1);
     // Once layered, a restart leaves the spec alone, whatever was set on it since.
     register_once(&client, "n1", &SpecDefaults::default()).await.unwrap();

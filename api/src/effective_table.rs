@@ -43,7 +43,8 @@ fn resolve(row: &Row) -> Result<EffectiveIpam, KnobConflict> {
     let config = KnobConfig::parse(row.config).expect("the rows' configuration is valid");
     let labels: BTreeMap<String, String> =
         row.labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-    let mut spec = json!({"instanceId": "i-1", "instanceType": row.instance_type, "zone": "z-a", "vpcId": "vpc-1"});
+    let mut spec =
+        json!({"instanceId": "i-1", "instanceType": row.instance_type, "zone": "z-a", "vpcId": "vpc-1"});
     spec.as_object_mut().unwrap().extend(row.own.as_object().unwrap().clone());
     let spec: ENINodeSpec = serde_json::from_value(spec).expect("a valid ENINode spec");
     effective_ipam(CLOUD_FIRST_INDEX, &config, NodeFacts { labels: &labels }, &spec)

@@ -12,8 +12,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{EniId, InstanceId, InstanceType, SecurityGroupId, SubnetId, VpcId, Zone};
 use crate::effective::EffectiveIpam;
+use crate::ids::{EniId, InstanceId, InstanceType, SecurityGroupId, SubnetId, VpcId, Zone};
 use crate::knobs::PoolOverrides;
 
 /// The highest `firstInterfaceIndex` the CRD schema accepts. It only catches typos;

@@ -356,17 +356,49 @@ nodePools:
             ("defaults: [", "", "not valid YAML"),
             ("defaults: {pool: {preAllocate: many}}", "defaults.pool.preAllocate", "invalid type"),
             ("defaults: {pool: {preAlocate: 3}}", "defaults.pool.preAlocate", "unknown key"),
-            ("nodePools: [{name: a, selector: {instanceType: [m5.large]}}]", "nodePools[0].selector.instanceType", "unknown key"),
-            ("nodePools: [{name: a, selector: {nodePools: [x]}, pool: {}, extra: 1}]", "nodePools[0].extra", "unknown key"),
-            ("defaults: {pool: {minAllocate: 20, maxAllocate: 10}}", "defaults.pool", "min-allocate (20) is greater than max-allocate (10)"),
-            ("defaults: {pool: {maxAllocate: 4}}", "defaults.pool", "pre-allocate (8) is greater than max-allocate (4)"),
-            ("defaults: {pool: {maxAllocate: 10}}\nnodePools: [{name: big, selector: {nodePools: [big]}, pool: {minAllocate: 12}}]", "nodePools[0] (big).pool", "min-allocate (12)"),
+            (
+                "nodePools: [{name: a, selector: {instanceType: [m5.large]}}]",
+                "nodePools[0].selector.instanceType",
+                "unknown key",
+            ),
+            (
+                "nodePools: [{name: a, selector: {nodePools: [x]}, pool: {}, extra: 1}]",
+                "nodePools[0].extra",
+                "unknown key",
+            ),
+            (
+                "defaults: {pool: {minAllocate: 20, maxAllocate: 10}}",
+                "defaults.pool",
+                "min-allocate (20) is greater than max-allocate (10)",
+            ),
+            (
+                "defaults: {pool: {maxAllocate: 4}}",
+                "defaults.pool",
+                "pre-allocate (8) is greater than max-allocate (4)",
+            ),
+            (
+                "defaults: {pool: {maxAllocate: 10}}\nnodePools: [{name: big, selector: {nodePools: [big]}, pool: {minAllocate: 12}}]",
+                "nodePools[0] (big).pool",
+                "min-allocate (12)",
+            ),
             ("defaults: {pool: {firstInterfaceIndex: 99}}", "defaults.pool.firstInterfaceIndex", "above 15"),
             ("nodePools: [{name: a, selector: {}}]", "nodePools[0] (a).selector", "selects every node"),
             ("nodePools: [{name: '', selector: {nodePools: [x]}}]", "nodePools[0].name", "empty"),
-            ("nodePools: [{name: a, selector: {nodePools: [x]}}, {name: a, selector: {nodePools: [z]}}]", "nodePools[1].name", "used twice"),
-            ("nodePools: [{name: a, selector: {matchExpressions: [{key: k, operator: In}]}}]", "nodePools[0] (a).selector.matchExpressions[0]", "needs values"),
-            ("nodePools: [{name: a, selector: {matchExpressions: [{key: k, operator: Like}]}}]", "nodePools[0].selector.matchExpressions[0].operator", "unknown variant"),
+            (
+                "nodePools: [{name: a, selector: {nodePools: [x]}}, {name: a, selector: {nodePools: [z]}}]",
+                "nodePools[1].name",
+                "used twice",
+            ),
+            (
+                "nodePools: [{name: a, selector: {matchExpressions: [{key: k, operator: In}]}}]",
+                "nodePools[0] (a).selector.matchExpressions[0]",
+                "needs values",
+            ),
+            (
+                "nodePools: [{name: a, selector: {matchExpressions: [{key: k, operator: Like}]}}]",
+                "nodePools[0].selector.matchExpressions[0].operator",
+                "unknown variant",
+            ),
         ] {
             let err = parse_err(yaml);
             assert_eq!(err.field, field, "{yaml}: {err}");

@@ -16,12 +16,12 @@ pub use agent_api::{
     AllocateRequest, AllocateResponse, ApiError, DEFAULT_AGENT_SOCKET, EndpointRequest, HealthzResponse,
     IpamHealth, ReleaseRequest,
 };
+pub use effective::{EffectiveIpam, KnobConflict, KnobSource, NodeFacts, effective_ipam};
 pub use eninode::{
     ConditionStatus, ENINode, ENINodeCondition, ENINodeSpec, ENINodeStatus, EniStatus, PoolEntry,
     ReleaseState,
 };
 pub use ids::*;
-pub use effective::{EffectiveIpam, KnobConflict, KnobSource, NodeFacts, effective_ipam};
 pub use knob_config::KnobConfig;
 pub use knobs::{KnobError, PoolKnobs, PoolOverrides};
 

@@ -79,7 +79,9 @@ fn knob_cel_rules_sit_on_spec_ipam() {
     // hide the cluster-wide knobs from it. The rules test has() for that reason.
     for knob in ["preAllocate", "minAllocate", "maxAllocate", "maxAboveWatermark"] {
         assert!(ipam["properties"][knob]["default"].is_null(), "{knob} has a schema default");
-        assert!(rules.iter().filter(|r| r.0.contains(knob)).all(|r| r.0.contains(&format!("has(self.{knob})"))));
+        assert!(
+            rules.iter().filter(|r| r.0.contains(knob)).all(|r| r.0.contains(&format!("has(self.{knob})")))
+        );
     }
     assert!(ipam["default"].is_null(), "spec.ipam has a schema default");
     assert!(crd_yaml().contains(RULE_MIN_LE_MAX));

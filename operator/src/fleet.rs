@@ -296,7 +296,10 @@ impl Fleet {
             zone: spec.zone.clone(),
             knobs: effective.knobs(),
             first_interface_index: effective.first_interface_index,
-            selector: SubnetSelector { ids: effective.subnet_ids.clone(), tags: effective.subnet_tags.clone() },
+            selector: SubnetSelector {
+                ids: effective.subnet_ids.clone(),
+                tags: effective.subnet_tags.clone(),
+            },
             security_groups: effective.security_groups.clone(),
             used,
             free_since,

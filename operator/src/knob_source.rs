@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use eni_ipam_api::{EffectiveIpam, ENINode, KnobConfig, KnobConflict, NodeFacts, effective_ipam};
+use eni_ipam_api::{ENINode, EffectiveIpam, KnobConfig, KnobConflict, NodeFacts, effective_ipam};
 use k8s_openapi::api::core::v1::Node;
 use kube::runtime::reflector::{ObjectRef, Store};
 
@@ -25,7 +25,12 @@ pub struct SpecKnobs {
 impl NodeKnobs for SpecKnobs {
     fn effective(&self, node: &ENINode) -> Result<EffectiveIpam, KnobConflict> {
         let labels = BTreeMap::new();
-        effective_ipam(self.first_interface_index, &KnobConfig::default(), NodeFacts { labels: &labels }, &node.spec)
+        effective_ipam(
+            self.first_interface_index,
+            &KnobConfig::default(),
+            NodeFacts { labels: &labels },
+            &node.spec,
+        )
     }
 }
 
@@ -65,11 +70,8 @@ impl ClusterKnobs {
 impl NodeKnobs for ClusterKnobs {
     fn effective(&self, node: &ENINode) -> Result<EffectiveIpam, KnobConflict> {
         let name = node.metadata.name.as_deref().unwrap_or_default();
-        let labels = self
-            .nodes
-            .get(&ObjectRef::new(name))
-            .and_then(|n| n.metadata.labels.clone())
-            .unwrap_or_default();
+        let labels =
+            self.nodes.get(&ObjectRef::new(name)).and_then(|n| n.metadata.labels.clone()).unwrap_or_default();
         let facts = NodeFacts { labels: &labels };
         layered(self.first_interface_index, self.current().as_deref(), facts, node)
     }
@@ -104,7 +106,11 @@ mod tests {
         let mut node = ENINode::new("n", ENINodeSpec::default());
         let config = KnobConfig::parse("defaults: {pool: {preAllocate: 3}}").unwrap();
         let fresh = layered(0, None, facts, &node).unwrap();
-        assert_eq!((fresh.pre_allocate, fresh.source("preAllocate")), (8, "builtin"), "never worked: built-ins");
+        assert_eq!(
+            (fresh.pre_allocate, fresh.source("preAllocate")),
+            (8, "builtin"),
+            "never worked: built-ins"
+        );
         let worked = layered(0, Some(&config), facts, &node).unwrap();
         assert_eq!((worked.pre_allocate, worked.source("preAllocate")), (3, "cluster"));
         node.status = Some(ENINodeStatus { effective_ipam: Some(worked.clone()), ..Default::default() });

@@ -14,9 +14,9 @@ use eni_ipam_api::KnobConfig;
 use eni_ipam_api::knob_config::CONFIG_KEY;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 
@@ -39,7 +39,9 @@ impl FromStr for KnobConfigRef {
             Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
                 Ok(Self { namespace: ns.to_owned(), name: name.to_owned() })
             }
-            _ => Err(format!("{text:?} is not NAMESPACE/NAME of a ConfigMap, like kube-system/eni-ipam-knobs")),
+            _ => {
+                Err(format!("{text:?} is not NAMESPACE/NAME of a ConfigMap, like kube-system/eni-ipam-knobs"))
+            }
         }
     }
 }
@@ -92,7 +94,9 @@ impl KnobWatch {
                     configmap = %at,
                     "the knobs ConfigMap {at} was deleted: the last good configuration stays in force"
                 ),
-                Err(e) => tracing::warn!(configmap = %at, error = %e, "knobs ConfigMap watch failed; retrying"),
+                Err(e) => {
+                    tracing::warn!(configmap = %at, error = %e, "knobs ConfigMap watch failed; retrying")
+                }
             }
         }
     }
@@ -146,9 +150,10 @@ impl KnobWatch {
 
 /// The configuration in `map`, or what is wrong with it, naming the ConfigMap, key and field.
 pub fn parse(at: &KnobConfigRef, map: &ConfigMap) -> Result<KnobConfig, String> {
-    let text = map.data.as_ref().and_then(|d| d.get(CONFIG_KEY)).ok_or_else(|| {
-        format!("ConfigMap {at} has no key {CONFIG_KEY}: put the knob configuration there")
-    })?;
+    let text =
+        map.data.as_ref().and_then(|d| d.get(CONFIG_KEY)).ok_or_else(|| {
+            format!("ConfigMap {at} has no key {CONFIG_KEY}: put the knob configuration there")
+        })?;
     KnobConfig::parse(text).map_err(|e| {
         let field = if e.field.is_empty() { String::new() } else { format!(", field {}", e.field) };
         format!("ConfigMap {at}, key {CONFIG_KEY}{field}: {}", e.message)
@@ -162,7 +167,10 @@ mod tests {
     use super::*;
 
     fn map(text: &str) -> ConfigMap {
-        ConfigMap { data: Some(BTreeMap::from([(CONFIG_KEY.to_owned(), text.to_owned())])), ..Default::default() }
+        ConfigMap {
+            data: Some(BTreeMap::from([(CONFIG_KEY.to_owned(), text.to_owned())])),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -170,12 +178,17 @@ mod tests {
         let at: KnobConfigRef = "kube-system/eni-ipam-knobs".parse().unwrap();
         let err = parse(&at, &map("defaults: {pool: {minAllocate: 9, maxAllocate: 3}}")).unwrap_err();
         assert!(
-            err.starts_with("ConfigMap kube-system/eni-ipam-knobs, key knobs.yaml, field defaults.pool: min-allocate (9)"),
+            err.starts_with(
+                "ConfigMap kube-system/eni-ipam-knobs, key knobs.yaml, field defaults.pool: min-allocate (9)"
+            ),
             "{err}"
         );
         let err = parse(&at, &ConfigMap::default()).unwrap_err();
         assert!(err.contains("has no key knobs.yaml"), "{err}");
-        assert_eq!(parse(&at, &map("defaults: {pool: {preAllocate: 3}}")).unwrap().defaults.pool.pre_allocate, Some(3));
+        assert_eq!(
+            parse(&at, &map("defaults: {pool: {preAllocate: 3}}")).unwrap().defaults.pool.pre_allocate,
+            Some(3)
+        );
     }
 
     #[test]

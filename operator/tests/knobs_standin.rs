@@ -68,9 +68,12 @@ async fn a_knob_change_in_the_configmap_reaches_every_existing_eninode_within_on
         let name = format!("node-{i:03}");
         let pool = if i < 3 { "big" } else { "general" };
         standin
-            .create(NODES, json!({"apiVersion": "v1", "kind": "Node",
+            .create(
+                NODES,
+                json!({"apiVersion": "v1", "kind": "Node",
                 "metadata": {"name": name, "labels": {"karpenter.sh/nodepool": pool}},
-                "spec": {"providerID": format!("aws:///{zone}/{instance}")}}))
+                "spec": {"providerID": format!("aws:///{zone}/{instance}")}}),
+            )
             .unwrap();
         let mut spec = json!({"instanceId": instance.to_string(), "instanceType": "m5.large",
                               "zone": zone.to_string(), "vpcId": "vpc-knobs"});
@@ -134,7 +137,13 @@ async fn a_knob_change_in_the_configmap_reaches_every_existing_eninode_within_on
 
     // A Node relabelled into the pool takes its override.
     standin
-        .merge_patch(NODES, "", "node-003", json!({"metadata": {"labels": {"karpenter.sh/nodepool": "big"}}}), false)
+        .merge_patch(
+            NODES,
+            "",
+            "node-003",
+            json!({"metadata": {"labels": {"karpenter.sh/nodepool": "big"}}}),
+            false,
+        )
         .unwrap();
     wait_for(&standin, &[("node-003", 14, "nodePool/big")], resync / 3).await;
 
@@ -143,7 +152,9 @@ async fn a_knob_change_in_the_configmap_reaches_every_existing_eninode_within_on
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let warning = loop {
         let found = standin.list(EVENTS).into_iter().find(|e| {
-            e["reason"] == "InvalidKnobConfig" && e["regarding"]["kind"] == "ConfigMap" && e["type"] == "Warning"
+            e["reason"] == "InvalidKnobConfig"
+                && e["regarding"]["kind"] == "ConfigMap"
+                && e["type"] == "Warning"
         });
         if let Some(event) = found {
             break event;

@@ -73,7 +73,10 @@ async fn publish_applies_spec_pool_then_status_as_eni_ipam_operator_and_skips_no
         assert_eq!(status["status"]["eniCount"], 0);
         assert_eq!(status["status"]["conditions"][0]["type"], "PoolReady");
         assert_eq!(status["status"]["conditions"][0]["status"], "True");
-        assert_eq!(status["status"]["effectiveIpam"]["preAllocate"], 8, "the knobs in force, in the same apply");
+        assert_eq!(
+            status["status"]["effectiveIpam"]["preAllocate"], 8,
+            "the knobs in force, in the same apply"
+        );
         assert_eq!(status["status"]["effectiveIpam"]["sources"]["preAllocate"], "cluster");
         assert!(status.get("metadata").is_none() && status.get("spec").is_none());
         handle

@@ -46,7 +46,10 @@ fn values_reach_the_configuration_field_by_field() {
         ],
     );
     let pool = config.defaults.pool;
-    assert_eq!((pool.pre_allocate, pool.max_allocate, pool.first_interface_index), (Some(12), Some(40), Some(1)));
+    assert_eq!(
+        (pool.pre_allocate, pool.max_allocate, pool.first_interface_index),
+        (Some(12), Some(40), Some(1))
+    );
     assert_eq!(config.defaults.eni.subnet_tags.as_ref().unwrap()["tier"], "pods");
     assert_eq!(config.defaults.eni.security_groups, Some(vec!["sg-0abc1234".into()]));
     let gpu = &config.node_pools[0];
