@@ -2,8 +2,9 @@
 //! chart from `pool.*`, `eni.*` and `nodePools`). A good version replaces the
 //! configuration in use and wakes the fleet, which then re-plans every node; a
 //! bad one (not YAML, an unknown key, min above max, ...) is refused with one
-//! error naming the ConfigMap and the field, in the log and as a Warning Event on
-//! the ConfigMap, and the last good configuration stays in force. A deleted
+//! error naming the ConfigMap and the field, in the log, as a Warning Event on
+//! the ConfigMap and as `eni_ipam_knob_config_refused` 1, and the last good
+//! configuration stays in force. A deleted
 //! ConfigMap leaves it in force too.
 
 use std::fmt;
@@ -21,6 +22,7 @@ use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 
 use crate::knob_source::ClusterKnobs;
+use crate::metrics::OperatorMetrics;
 
 /// Where the knob configuration lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,6 +66,8 @@ pub struct KnobWatch {
     pub recorder: Option<Recorder>,
     /// Whether this replica leads (only the leader publishes Events).
     pub leading: watch::Receiver<bool>,
+    /// `eni_ipam_knob_config_refused`.
+    pub metrics: Arc<OperatorMetrics>,
 }
 
 impl KnobWatch {
@@ -105,6 +109,7 @@ impl KnobWatch {
         let version = map.resource_version().unwrap_or_default();
         match parse(at, map) {
             Ok(config) => {
+                self.metrics.set_knob_config_refused(false);
                 if self.knobs.replace(config) {
                     tracing::info!(configmap = %at, resource_version = %version, "took the knob configuration");
                     self.changed.send_modify(|n| *n += 1);
@@ -115,6 +120,7 @@ impl KnobWatch {
                     "{message}; the operator keeps the last good knob configuration until this is fixed"
                 );
                 tracing::error!(configmap = %at, resource_version = %version, "{message}");
+                self.metrics.set_knob_config_refused(true);
                 self.warn(at, map, message).await;
             }
         }

@@ -107,6 +107,7 @@ pub struct OperatorMetrics {
     subnet_free: Family<SubnetLabel, Gauge>,
     nodes: Family<CategoryLabel, Gauge>,
     leader: Gauge,
+    knob_config_refused: Gauge,
     node_states: Mutex<HashMap<String, NodeState>>,
     eninodes: Mutex<Option<Store<ENINode>>>,
     cloud: Mutex<Option<Arc<InstancesCache>>>,
@@ -168,6 +169,12 @@ impl Default for OperatorMetrics {
             "Whether this replica leads and so calls the cloud (1) or stands by (0)",
             leader.clone(),
         );
+        let knob_config_refused = Gauge::default();
+        registry.register(
+            "knob_config_refused",
+            "Whether the knobs ConfigMap's current version was refused (1; the last good one stays in force) or taken (0)",
+            knob_config_refused.clone(),
+        );
         Self {
             registry,
             api_calls,
@@ -184,6 +191,7 @@ impl Default for OperatorMetrics {
             subnet_free,
             nodes,
             leader,
+            knob_config_refused,
             node_states: Mutex::new(HashMap::new()),
             eninodes: Mutex::new(None),
             cloud: Mutex::new(None),
@@ -247,6 +255,11 @@ impl OperatorMetrics {
             self.node_states.lock().expect("metrics lock").clear();
             *self.cloud.lock().expect("metrics lock") = None;
         }
+    }
+
+    /// Whether the knobs ConfigMap's current version was refused.
+    pub fn set_knob_config_refused(&self, refused: bool) {
+        self.knob_config_refused.set(i64::from(refused));
     }
 
     /// The ENINode cache the IP gauges are computed from, once it holds a full list.

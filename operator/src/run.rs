@@ -123,6 +123,7 @@ pub async fn run_controller(
             changed: knobs_changed_tx,
             recorder: Some(Recorder::new(client.clone(), node_events::reporter(identity))),
             leading: leading.clone(),
+            metrics: metrics.clone(),
         };
         background.spawn(watch.run(client.clone(), at));
     }

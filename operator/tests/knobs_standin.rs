@@ -92,8 +92,13 @@ async fn a_knob_change_in_the_configmap_reaches_every_existing_eninode_within_on
         resync_interval: resync,
         ..common::run_config("test", "vpc-knobs", 4, 5)
     };
-    let controller =
-        common::Running::start(common::client(&url), provider, config, Arc::new(OperatorMetrics::default()));
+    let metrics = Arc::new(OperatorMetrics::default());
+    let controller = common::Running::start(common::client(&url), provider, config, metrics.clone());
+    let refused = || async {
+        let (_, text) =
+            eni_ipam_admin::fetch(eni_ipam_admin::admin_router(metrics.clone()), "/metrics").await;
+        text.lines().find(|l| l.starts_with("eni_ipam_knob_config_refused ")).map(str::to_owned)
+    };
 
     let first = [
         ("node-000", 4, "cluster"),
@@ -104,6 +109,7 @@ async fn a_knob_change_in_the_configmap_reaches_every_existing_eninode_within_on
         ("node-005", 3, "eniNode"),
     ];
     wait_for(&standin, &first, Duration::from_secs(30)).await;
+    assert_eq!(refused().await.as_deref(), Some("eni_ipam_knob_config_refused 0"));
     let managers = standin.managers(ENINODES, "", "node-000");
     assert!(
         managers["eni-ipam-operator"].iter().any(|p| p.starts_with("status.effectiveIpam")),
@@ -170,6 +176,11 @@ async fn a_knob_change_in_the_configmap_reaches_every_existing_eninode_within_on
         "{note}"
     );
     assert_eq!(warning["regarding"]["name"], CONFIGMAP);
+    assert_eq!(
+        refused().await.as_deref(),
+        Some("eni_ipam_knob_config_refused 1"),
+        "an admin can alert on it"
+    );
     standin.put(CONFIGMAPS, knobs_configmap("defaults: [not, a, map"));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let kept = [
