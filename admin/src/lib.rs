@@ -11,6 +11,8 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
+pub mod process;
+
 /// What a component exposes on its admin port.
 pub trait Admin: Send + Sync + 'static {
     /// Its metrics, encoded as OpenMetrics text.

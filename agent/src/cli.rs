@@ -20,6 +20,8 @@ use eni_ipam_datapath::{DEFAULT_PIN_DIR, Ipv4Prefix};
     about = "eni-ipam node agent: hands pool IPs to pods over a unix socket"
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub log: eni_ipam_admin::process::LogArgs,
     /// This node's name (the ENINode has the same name).
     #[arg(long, env = "NODE_NAME")]
     pub node_name: String,

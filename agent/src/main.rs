@@ -35,26 +35,8 @@ fn start_datapath(cli: &Cli) -> anyhow::Result<Option<Datapath>> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(anyhow::Error::from)
-        .and_then(|runtime| runtime.block_on(run(cli)));
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            // One line with the cause chain; no backtrace for a configuration mistake.
-            eprintln!("eni-ipam-agent: {err:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    eni_ipam_admin::process::init(cli.log.log_format, "info");
+    eni_ipam_admin::process::run_to_exit("eni-ipam-agent", run(cli))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -146,11 +128,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let admin_app = admin_router(ipam.clone(), metrics.clone());
     tokio::spawn(async move { axum::serve(admin, admin_app).await });
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         served = axum::serve(listener, api) => served.context("agent socket server stopped")?,
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping"),
+        signal = eni_ipam_admin::process::stop_requested() => tracing::info!(?signal, "stopping"),
     }
     Ok(())
 }

@@ -28,6 +28,8 @@ the request are found from kubelet's pod-resources API. If the agent is down or 
 Unhealthy until it answers again."
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub log: eni_ipam_admin::process::LogArgs,
     /// kubelet's device plugin folder (holds kubelet.sock; our socket goes there too).
     #[arg(long, env = "ENI_IPAM_DEVICE_PLUGIN_DIR", default_value = "/var/lib/kubelet/device-plugins")]
     pub device_plugin_dir: PathBuf,

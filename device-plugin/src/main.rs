@@ -10,22 +10,11 @@ use clap::Parser;
 use eni_ipam_device_plugin::cli::Cli;
 use eni_ipam_device_plugin::metrics::{Metrics, serve_admin};
 use eni_ipam_device_plugin::start;
-use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .init();
-    match run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!("{error:#}");
-            eprintln!("eni-ipam-device-plugin: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    eni_ipam_admin::process::init(cli.log.log_format, "info");
+    eni_ipam_admin::process::run_to_exit("eni-ipam-device-plugin", run(cli))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -34,12 +23,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let admin = serve_admin(cli.metrics_addr, metrics)
         .await
         .with_context(|| format!("cannot listen on --metrics-addr {}; pick a free port", cli.metrics_addr))?;
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot install the SIGTERM handler")?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
+    eni_ipam_admin::process::stop_requested().await;
     tracing::info!("stopping: removing our socket so kubelet drops the endpoint");
     plugin.stop();
     admin.abort();

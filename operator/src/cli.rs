@@ -16,6 +16,8 @@ use crate::simulate::{SimConfig, Strategy};
 #[derive(Debug, Parser)]
 #[command(name = "eni-ipam-operator", version, about, long_about = None)]
 pub struct Cli {
+    #[command(flatten)]
+    pub log: eni_ipam_admin::process::LogArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

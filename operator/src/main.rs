@@ -15,14 +15,11 @@ use eni_ipam_operator::cli::{Cli, Command, RunArgs, RunCloud, SimulateArgs};
 use eni_ipam_operator::simulate::bench::{BenchConfig, run_bench};
 use eni_ipam_operator::simulate::{self, Backend};
 use indicatif::{ProgressBar, ProgressStyle};
-use tracing_subscriber::EnvFilter;
 
 /// Exit code for bad flags and impossible settings.
 const USAGE: u8 = 2;
 
 fn main() -> ExitCode {
-    // One TLS provider for every client in the process.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => e.exit(),
@@ -36,12 +33,7 @@ fn main() -> ExitCode {
     } else {
         "error"
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    eni_ipam_admin::process::init(cli.log.log_format, default_level);
     match cli.command {
         Command::Simulate(args) => simulate_command(&args),
         Command::Run(args) => run_command(&args),
@@ -163,12 +155,8 @@ async fn run_async(args: &RunArgs) -> anyhow::Result<()> {
     };
     tracing::info!(cloud = ?args.cloud, cluster = %args.cluster_name, leader_elect = args.leader.leader_elect, "controller starting");
     run_controller(client, provider, config, metrics, async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("a SIGTERM handler can be installed");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
-            _ = term.recv() => tracing::info!("SIGTERM; releasing the lease and stopping"),
-        }
+        let signal = eni_ipam_admin::process::stop_requested().await;
+        tracing::info!(?signal, "stopping: releasing the lease if held");
     })
     .await
 }

@@ -26,6 +26,8 @@ allowed unchanged. It never denies a pod: register it with failurePolicy as the 
 The certificate and key are re-read every second and served to new connections when they change."
 )]
 pub struct WebhookArgs {
+    #[command(flatten)]
+    pub log: eni_ipam_admin::process::LogArgs,
     /// Address of the TLS listener for admission reviews.
     #[arg(long, env = "ENI_IPAM_WEBHOOK_LISTEN", default_value = "0.0.0.0:8443", value_name = "ADDR")]
     pub listen: SocketAddr,

@@ -12,7 +12,6 @@ use eni_ipam_webhook::cli::{USAGE_EXIT_CODE, WebhookArgs, one_line_flag_error};
 use eni_ipam_webhook::metrics::{WebhookMetrics, serve_admin};
 use eni_ipam_webhook::tls_reload::{RELOAD_INTERVAL, ReloadingCertificate};
 use eni_ipam_webhook::{WebhookState, start_webhook};
-use tracing_subscriber::EnvFilter;
 
 /// Requests in flight get this long to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -26,26 +25,8 @@ fn main() -> ExitCode {
             return ExitCode::from(USAGE_EXIT_CODE);
         }
     };
-    // One TLS provider for the whole process (see notes/dependencies.md).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("eni-ipam-webhook: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("eni-ipam-webhook: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    eni_ipam_admin::process::init(args.log.log_format, "info");
+    eni_ipam_admin::process::run_to_exit("eni-ipam-webhook", run(args))
 }
 
 async fn run(args: WebhookArgs) -> anyhow::Result<()> {
@@ -74,26 +55,11 @@ async fn run(args: WebhookArgs) -> anyhow::Result<()> {
         result = webhook.wait() => {
             result.context("the TLS listener stopped; restart the webhook")?;
         }
-        () = shutdown_signal() => {
+        _ = eni_ipam_admin::process::stop_requested() => {
             tracing::info!("shutting down: no new connections, finishing requests in flight");
             metrics.set_ready(false);
             webhook.shutdown(SHUTDOWN_GRACE).await;
         }
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(signal) => signal,
-        Err(error) => {
-            tracing::warn!(%error, "cannot watch SIGTERM; only Ctrl-C stops the webhook gracefully");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }
