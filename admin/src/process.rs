@@ -28,7 +28,7 @@ pub struct LogArgs {
     /// Log format on stderr: `text` or `json` (one object a line). The level
     /// and per-module filters come from RUST_LOG (e.g. `info`,
     /// `info,eni_ipam_operator=debug`).
-    #[arg(long, value_enum, env = "ENI_IPAM_LOG_FORMAT", default_value_t = LogFormat::Text, global = true)]
+    #[arg(long, value_enum, env = "ENI_IPAM_LOG_FORMAT", default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
 

@@ -16,8 +16,6 @@ use crate::simulate::{SimConfig, Strategy};
 #[derive(Debug, Parser)]
 #[command(name = "eni-ipam-operator", version, about, long_about = None)]
 pub struct Cli {
-    #[command(flatten)]
-    pub log: eni_ipam_admin::process::LogArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -82,6 +80,8 @@ pub enum RunCloud {
 /// Flags of `run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    #[command(flatten)]
+    pub log: eni_ipam_admin::process::LogArgs,
     /// The cloud whose ENIs pods get.
     #[arg(long, env = "ENI_IPAM_CLOUD", value_enum, default_value = "aws")]
     pub cloud: RunCloud,
@@ -256,6 +256,8 @@ Examples:
 /// Flags of `simulate`.
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
+    #[command(flatten)]
+    pub log: eni_ipam_admin::process::LogArgs,
     /// Cloud profile of the fake cloud: aws or alibaba.
     #[arg(long, env = "ENI_IPAM_CLOUD", default_value = "aws", value_parser = parse_cloud)]
     pub cloud: CloudKind,

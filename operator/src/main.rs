@@ -33,7 +33,11 @@ fn main() -> ExitCode {
     } else {
         "error"
     };
-    eni_ipam_admin::process::init(cli.log.log_format, default_level);
+    let log_format = match &cli.command {
+        Command::Run(args) => args.log.log_format,
+        Command::Simulate(args) => args.log.log_format,
+    };
+    eni_ipam_admin::process::init(log_format, default_level);
     match cli.command {
         Command::Simulate(args) => simulate_command(&args),
         Command::Run(args) => run_command(&args),

@@ -117,29 +117,3 @@ fn a_zero_period_is_a_usage_error_naming_the_flag() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("kubeconfig"), "{stderr}");
 }
-
-/// `--log-format json`: every line the process writes on stderr is one JSON
-/// object with a level and a message; `text` writes none.
-#[test]
-fn json_logs_are_one_object_a_line() {
-    let log = |format: &str| {
-        let out = Command::new(env!("CARGO_BIN_EXE_eni-ipam-operator"))
-            .args(["simulate", "--nodes", "3", "--log-format", format])
-            .env("RUST_LOG", "info")
-            .output()
-            .expect("the binary runs");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    };
-    let json = log("json");
-    let lines: Vec<&str> = json.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert!(lines.len() > 3, "RUST_LOG=info should log the simulated fleet: {json}");
-    for line in &lines {
-        let event: serde_json::Value =
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"));
-        assert!(event["level"].is_string() && event["timestamp"].is_string(), "{line}");
-    }
-    let text = log("text");
-    assert!(text.lines().any(|l| l.contains(" INFO ")), "{text}");
-    assert!(text.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_err()), "{text}");
-}

@@ -82,3 +82,36 @@ fn unreadable_certificate_exits_1_naming_file_and_flag() {
     let line = stderr_line(&output);
     assert!(line.contains("/nonexistent/tls.crt") && line.contains("--tls-cert-file"), "{line}");
 }
+
+/// `--log-format json`: the process's last words are one JSON error event (a
+/// log pipeline keeps them), and with `text` one plain line.
+#[test]
+fn with_json_logs_the_fatal_error_is_one_json_event() {
+    let args = |format| {
+        [
+            "--tls-cert-file",
+            "/nonexistent/tls.crt",
+            "--tls-key-file",
+            "/nonexistent/tls.key",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--log-format",
+            format,
+        ]
+    };
+    let output = run(&args("json"));
+    assert_eq!(output.status.code(), Some(1));
+    let line = stderr_line(&output);
+    let event: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"));
+    assert_eq!(event["level"], "ERROR", "{line}");
+    assert!(event["timestamp"].is_string(), "{line}");
+    assert!(event["message"].as_str().is_some_and(|m| m.contains("/nonexistent/tls.crt")), "{line}");
+    let text = stderr_line(&run(&args("text")));
+    assert!(text.starts_with("eni-ipam-webhook: ") && text.contains("/nonexistent/tls.crt"), "{text}");
+    let refused = run(&args("yaml"));
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(stderr_line(&refused).contains("--log-format"), "{}", stderr_line(&refused));
+}
