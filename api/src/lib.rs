@@ -9,6 +9,7 @@ pub mod ids;
 #[cfg(feature = "cli")]
 pub mod knob_args;
 pub mod knobs;
+pub mod uninstall_mark;
 
 pub use agent_api::{
     AllocateRequest, AllocateResponse, ApiError, DEFAULT_AGENT_SOCKET, EndpointRequest, HealthzResponse,
