@@ -17,7 +17,7 @@ use std::time::Duration;
 use eni_ipam_api::ENINode;
 use eni_ipam_api::uninstall_mark::{UNINSTALL_REQUESTED, uninstall_armed, uninstall_requested};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tokio::time::Instant;
@@ -69,7 +69,7 @@ pub fn progress(
 
 /// The pre-delete step: request, then wait for every running agent's answer.
 pub async fn prepare(client: &Client, config: &HookConfig) -> Result<Progress, kube::Error> {
-    let eninodes: Api<ENINode> = Api::all(client.clone());
+    let eninodes = eninode_api(client);
     let patch = json!({"metadata": {"annotations": {UNINSTALL_REQUESTED: config.requested_by}}});
     for eninode in eninodes.list(&ListParams::default()).await? {
         let name = eninode.name_any();
@@ -104,7 +104,7 @@ pub async fn finish(client: &Client, config: &HookConfig) -> Result<(Vec<String>
     for node in &left {
         tracing::warn!(%node, "the agent pod is still there: run `eni-ipam-agent uninstall` on that node once it is gone");
     }
-    let eninodes: Api<ENINode> = Api::all(client.clone());
+    let eninodes = eninode_api(client);
     let mut deleted = Vec::new();
     for eninode in eninodes.list(&ListParams::default()).await? {
         let name = eninode.name_any();
@@ -119,6 +119,12 @@ pub async fn finish(client: &Client, config: &HookConfig) -> Result<(Vec<String>
         "ENINodes deleted; ENIs and their IPs stay (see docs/operations.md)"
     );
     Ok((left.into_iter().collect(), deleted))
+}
+
+/// ENINodes as untyped objects: the hook reads and writes metadata only, and must work
+/// whatever version of eni-ipam wrote their spec and status.
+fn eninode_api(client: &Client) -> Api<DynamicObject> {
+    Api::all_with(client.clone(), &ApiResource::erase::<ENINode>(&()))
 }
 
 /// Nodes with an agent pod that is not finished (any phase but Succeeded and Failed).
@@ -136,7 +142,7 @@ async fn agent_nodes(client: &Client, config: &HookConfig) -> Result<BTreeSet<St
 }
 
 async fn annotations_by_node(
-    eninodes: &Api<ENINode>,
+    eninodes: &Api<DynamicObject>,
 ) -> Result<BTreeMap<String, BTreeMap<String, String>>, kube::Error> {
     Ok(eninodes
         .list(&ListParams::default())
