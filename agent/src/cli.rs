@@ -5,19 +5,104 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use eni_ipam_api::duration::parse_interval;
 use eni_ipam_api::knob_args::KnobArgs;
 
 use crate::kube_side::SpecDefaults;
 use eni_ipam_datapath::{DEFAULT_PIN_DIR, Ipv4Prefix};
 
+/// What `main` runs: the agent (flags only, as the DaemonSet runs it) or a one-off task.
+#[derive(Debug)]
+pub enum Invocation {
+    /// The agent.
+    Agent(Box<Cli>),
+    /// A task of [`AgentTasks`].
+    Task(AgentCommand),
+}
+
+impl Invocation {
+    /// Parses `argv`: a first argument naming a task selects [`AgentTasks`], anything else
+    /// the agent's own flags ([`Cli`]), so the agent's required flags never bind a task.
+    pub fn try_parse_from<I, T>(argv: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let argv: Vec<std::ffi::OsString> = argv.into_iter().map(Into::into).collect();
+        let task = argv
+            .get(1)
+            .and_then(|a| a.to_str())
+            .is_some_and(|first| AgentTasks::command().get_subcommands().any(|c| c.get_name() == first));
+        if task {
+            Ok(Self::Task(AgentTasks::try_parse_from(argv)?.command))
+        } else {
+            Ok(Self::Agent(Box::new(Cli::try_parse_from(argv)?)))
+        }
+    }
+}
+
+/// The agent binary's one-off tasks (`eni-ipam-agent TASK --help`).
+#[derive(Parser, Debug)]
+#[command(name = "eni-ipam-agent", version)]
+pub struct AgentTasks {
+    /// The task.
+    #[command(subcommand)]
+    pub command: AgentCommand,
+}
+
+/// One-off tasks of the agent binary.
+#[derive(Subcommand, Debug)]
+pub enum AgentCommand {
+    /// Remove from this node what the agent installed, and nothing else.
+    ///
+    /// Removes the eBPF datapath (TCX links, pinned programs and maps), the veths and routes
+    /// of its pods, the CNI configuration and plugin, its state and socket. Safe to run twice;
+    /// run it with the agent stopped, with the paths the agent used.
+    Uninstall(UninstallArgs),
+}
+
+/// `eni-ipam-agent uninstall`.
+#[derive(Args, Debug, Clone)]
+pub struct UninstallArgs {
+    #[command(flatten)]
+    pub log: eni_ipam_admin::process::LogArgs,
+    /// Where the agent put things (the same flags as the agent's).
+    #[command(flatten)]
+    pub paths: NodePaths,
+}
+
+/// Everything the agent and its chart's install step put on the node, by path. The agent
+/// takes the same flags, so its uninstall-on-termination removes what it installed.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct NodePaths {
+    /// The API socket.
+    #[arg(long, env = "ENI_IPAM_SOCKET", default_value = eni_ipam_api::DEFAULT_AGENT_SOCKET)]
+    pub socket: PathBuf,
+    /// Where allocations are persisted before every answer.
+    #[arg(long, env = "ENI_IPAM_STATE_FILE", default_value = "/var/lib/eni-ipam/state.json")]
+    pub state_file: PathBuf,
+    /// bpffs directory where the datapath's programs, maps and links are pinned.
+    #[arg(long, env = "ENI_IPAM_BPF_PIN_DIR", default_value = DEFAULT_PIN_DIR)]
+    pub bpf_pin_dir: PathBuf,
+    /// Host folder of CNI network configurations where our conflist was installed.
+    #[arg(long, env = "ENI_IPAM_CNI_CONF_DIR", default_value = "/etc/cni/net.d")]
+    pub cni_conf_dir: PathBuf,
+    /// File name of our conflist in --cni-conf-dir.
+    #[arg(long, env = "ENI_IPAM_CNI_CONF_FILE", default_value = "05-eni-ipam.conflist")]
+    pub cni_conf_file: String,
+    /// Host folder of CNI plugin binaries where eni-ipam-cni was installed.
+    #[arg(long, env = "ENI_IPAM_CNI_BIN_DIR", default_value = "/opt/cni/bin")]
+    pub cni_bin_dir: PathBuf,
+}
+
 /// The eni-ipam node agent.
 #[derive(Parser, Debug)]
 #[command(
     name = "eni-ipam-agent",
     version,
-    about = "eni-ipam node agent: hands pool IPs to pods over a unix socket"
+    about = "eni-ipam node agent: hands pool IPs to pods over a unix socket",
+    after_help = "Tasks: `eni-ipam-agent uninstall --help` (remove what the agent installed on this node)."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -25,15 +110,12 @@ pub struct Cli {
     /// This node's name (the ENINode has the same name).
     #[arg(long, env = "NODE_NAME")]
     pub node_name: String,
-    /// The API socket.
-    #[arg(long, env = "ENI_IPAM_SOCKET", default_value = eni_ipam_api::DEFAULT_AGENT_SOCKET)]
-    pub socket: PathBuf,
+    /// What the agent puts on the node (socket, state, pins, CNI files).
+    #[command(flatten)]
+    pub paths: NodePaths,
     /// Group (name or gid) that may call the socket besides root; the socket is mode 0660.
     #[arg(long, env = "ENI_IPAM_SOCKET_GROUP")]
     pub socket_group: Option<String>,
-    /// Where allocations are persisted before every answer.
-    #[arg(long, env = "ENI_IPAM_STATE_FILE", default_value = "/var/lib/eni-ipam/state.json")]
-    pub state_file: PathBuf,
     /// Serve the pool from this JSON file instead of the ENINode (standalone and tests); reloaded on SIGHUP.
     #[arg(long, env = "ENI_IPAM_POOL_FILE")]
     pub pool_file: Option<PathBuf>,
@@ -78,9 +160,6 @@ pub struct Cli {
     /// maps equal to the IPAM; `none` leaves pods to kernel routing (hosts without eBPF, tests).
     #[arg(long, env = "ENI_IPAM_DATAPATH", value_enum, default_value_t = DatapathMode::Ebpf)]
     pub datapath: DatapathMode,
-    /// bpffs directory where the datapath's programs, maps and links are pinned.
-    #[arg(long, env = "ENI_IPAM_BPF_PIN_DIR", default_value = DEFAULT_PIN_DIR)]
-    pub bpf_pin_dir: PathBuf,
     /// Destination pods reach through the node's own stack instead of their ENI (node
     /// addresses, the service CIDR): CIDR, repeat or separate by spaces. Only with `--datapath=ebpf`.
     #[arg(long = "host-route", env = "ENI_IPAM_HOST_ROUTES", value_delimiter = ' ', value_parser = parse_prefix)]
@@ -120,4 +199,23 @@ fn parse_prefix(text: &str) -> Result<Ipv4Prefix, String> {
     let bad = || format!("{text:?} is not an IPv4 CIDR like 10.96.0.0/12");
     let (addr, len) = text.split_once('/').ok_or_else(bad)?;
     Ipv4Prefix::new(addr.parse().map_err(|_| bad())?, len.parse().map_err(|_| bad())?).ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_needs_none_of_the_agents_flags_and_the_agent_runs_no_task() {
+        let task =
+            Invocation::try_parse_from(["eni-ipam-agent", "uninstall", "--bpf-pin-dir", "/p"]).unwrap();
+        let Invocation::Task(AgentCommand::Uninstall(args)) = task else { panic!("{task:?}") };
+        assert_eq!(args.paths.bpf_pin_dir, PathBuf::from("/p"));
+        assert_eq!(args.paths.cni_conf_file, "05-eni-ipam.conflist");
+        let agent = Invocation::try_parse_from(["eni-ipam-agent", "--node-name", "n1"]).unwrap();
+        let Invocation::Agent(cli) = agent else { panic!("{agent:?}") };
+        assert_eq!(cli.node_name, "n1");
+        assert!(Invocation::try_parse_from(["eni-ipam-agent"]).is_err(), "the agent needs --node-name");
+        assert!(Invocation::try_parse_from(["eni-ipam-agent", "uninstall", "--node-name", "n1"]).is_err());
+    }
 }

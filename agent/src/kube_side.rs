@@ -24,6 +24,7 @@ use crate::ipam::Ipam;
 use crate::metrics::Metrics;
 use crate::node_identity::{IdentityError, identity};
 use crate::pool::{NodePool, SubnetMap};
+use crate::uninstall_mark::UninstallArming;
 
 /// The agent's field manager for server-side apply.
 pub const FIELD_MANAGER: &str = "eni-ipam-agent";
@@ -292,17 +293,24 @@ pub struct Reporter {
     interval: Duration,
     resync: Duration,
     pool_cache: Option<std::path::PathBuf>,
+    arming: Option<Arc<UninstallArming>>,
 }
 
 impl Reporter {
     /// A reporter for `node`, writing at most once per `interval`.
     pub fn new(client: Client, node: String, interval: Duration) -> Self {
-        Self { client, node, interval, resync: DEFAULT_RESYNC_INTERVAL, pool_cache: None }
+        Self { client, node, interval, resync: DEFAULT_RESYNC_INTERVAL, pool_cache: None, arming: None }
     }
 
     /// Keeps the last pool seen in this file (the pool-file format), for the next start.
     pub fn with_pool_cache(mut self, path: std::path::PathBuf) -> Self {
         self.pool_cache = Some(path);
+        self
+    }
+
+    /// Arms or disarms the uninstall-on-termination from every read of the ENINode.
+    pub fn with_uninstall_arming(mut self, arming: Arc<UninstallArming>) -> Self {
+        self.arming = Some(arming);
         self
     }
 
@@ -326,6 +334,9 @@ impl Reporter {
             tokio::time::sleep_until(last_write + self.interval).await;
             let step = async {
                 let eninode = eninodes.get(&self.node).await?;
+                if let Some(arming) = &self.arming {
+                    arming.observe(&eninodes, &eninode).await?;
+                }
                 let pool = NodePool::from_eninode(&eninode, &subnets, capacity);
                 if let Some(path) = &self.pool_cache
                     && last_cached.as_ref() != Some(&pool)

@@ -18,3 +18,5 @@ pub mod node_links;
 pub mod pool;
 pub mod server;
 pub mod state;
+pub mod uninstall;
+pub mod uninstall_mark;

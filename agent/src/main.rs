@@ -5,15 +5,15 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::Parser;
-use eni_ipam_agent::cli::{Cli, DatapathMode};
+use eni_ipam_agent::cli::{AgentCommand, Cli, DatapathMode, Invocation};
 use eni_ipam_agent::endpoints::{self, Endpoints};
 use eni_ipam_agent::ipam::Ipam;
 use eni_ipam_agent::metrics::{Metrics, admin_router};
 use eni_ipam_agent::pool::{NodePool, SubnetMap, parse_subnet_flag};
 use eni_ipam_agent::server::{ApiState, bind_socket, resolve_group, router};
 use eni_ipam_agent::state::StateStore;
-use eni_ipam_agent::{kube_side, live_containers};
+use eni_ipam_agent::uninstall_mark::UninstallArming;
+use eni_ipam_agent::{kube_side, live_containers, uninstall};
 use eni_ipam_datapath::Datapath;
 
 /// Loads or adopts the datapath and sets its host routes; errors say how to run without it.
@@ -22,7 +22,7 @@ fn start_datapath(cli: &Cli) -> anyhow::Result<Option<Datapath>> {
         tracing::info!("--datapath=none: pod traffic is left to kernel routing");
         return Ok(None);
     }
-    let pin_dir = &cli.bpf_pin_dir;
+    let pin_dir = &cli.paths.bpf_pin_dir;
     let mut datapath = Datapath::load_or_adopt(pin_dir).with_context(|| {
         format!(
             "cannot start the eBPF datapath (pins under {}); fix the node or run with --datapath=none",
@@ -34,9 +34,37 @@ fn start_datapath(cli: &Cli) -> anyhow::Result<Option<Datapath>> {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    eni_ipam_admin::process::init(cli.log.log_format, "info");
-    eni_ipam_admin::process::run_to_exit("eni-ipam-agent", run(cli))
+    let invocation = Invocation::try_parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit());
+    match invocation {
+        Invocation::Task(AgentCommand::Uninstall(args)) => {
+            eni_ipam_admin::process::init(args.log.log_format, "info");
+            match uninstall_command(&args.paths) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("eni-ipam-agent uninstall: {error:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+        Invocation::Agent(cli) => {
+            eni_ipam_admin::process::init(cli.log.log_format, "info");
+            eni_ipam_admin::process::run_to_exit("eni-ipam-agent", run(*cli))
+        }
+    }
+}
+
+/// `eni-ipam-agent uninstall`: removes what the agent installed on this node.
+fn uninstall_command(paths: &eni_ipam_agent::cli::NodePaths) -> anyhow::Result<()> {
+    match uninstall::uninstall_node(paths) {
+        Ok(report) => {
+            uninstall::log_report(&report);
+            Ok(())
+        }
+        Err(error) => {
+            uninstall::log_report(&error.report);
+            Err(error.into())
+        }
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -48,7 +76,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let pool_cache = cli.state_file.with_file_name("pool-cache.json");
+    let pool_cache = cli.paths.state_file.with_file_name("pool-cache.json");
     let mut kube = None;
     let pool = match &cli.pool_file {
         Some(path) => {
@@ -66,7 +94,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cached
         }
     };
-    let store = StateStore::new(&cli.state_file);
+    let store = StateStore::new(&cli.paths.state_file);
     let (ipam, reconciliation) = Ipam::open(&cli.node_name, store, pool, live.as_ref())?;
     for key in &reconciliation.gone {
         tracing::info!(node = %cli.node_name, %key, "freed the IP of a container the runtime no longer runs");
@@ -84,18 +112,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new(with_datapath.then(|| endpoints.clone())));
 
     let gid = cli.socket_group.as_deref().map(resolve_group).transpose()?;
-    let listener = bind_socket(&cli.socket, gid)?;
+    let listener = bind_socket(&cli.paths.socket, gid)?;
     let api = router(ApiState { ipam: ipam.clone(), endpoints, metrics: metrics.clone() });
     let admin = tokio::net::TcpListener::bind(&cli.metrics_addr)
         .await
         .with_context(|| format!("cannot listen on --metrics-addr {}", cli.metrics_addr))?;
-    tracing::info!(node = %cli.node_name, socket = %cli.socket.display(), metrics = %cli.metrics_addr, "agent serving");
+    tracing::info!(node = %cli.node_name, socket = %cli.paths.socket.display(), metrics = %cli.metrics_addr, "agent serving");
 
+    let arming = Arc::new(UninstallArming::default());
     if let Some(client) = kube {
         let reporter =
             kube_side::Reporter::new(client.clone(), cli.node_name.clone(), cli.ipam_node_update_rate)
                 .with_resync(cli.eninode_resync)
-                .with_pool_cache(pool_cache);
+                .with_pool_cache(pool_cache)
+                .with_uninstall_arming(arming.clone());
         let (ipam, metrics, node_name, capacity) =
             (ipam.clone(), metrics.clone(), cli.node_name.clone(), cli.capacity);
         let defaults = cli.spec_defaults();
@@ -132,5 +162,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         served = axum::serve(listener, api) => served.context("agent socket server stopped")?,
         signal = eni_ipam_admin::process::stop_requested() => tracing::info!(?signal, "stopping"),
     }
+    if arming.is_armed() {
+        // helm uninstall: the ENINode asked for it before the DaemonSet went away.
+        tracing::warn!(node = %cli.node_name, "uninstall requested on the ENINode: removing what the agent installed");
+        return uninstall_command(&cli.paths);
+    }
+    // A restart or an upgrade: the pinned datapath keeps forwarding, the next agent adopts it.
     Ok(())
 }

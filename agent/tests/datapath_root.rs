@@ -1,12 +1,14 @@
 //! The real agent with the eBPF datapath in a node namespace of the test bed, pods added and
 //! deleted through the real eni-ipam-cni: traffic leaves through the ENI owning the pod IP,
 //! /metrics counts exactly what was sent, DEL removes the endpoint, and a SIGKILL + restart
-//! of the agent during a 10 ms ping loses nothing and reconciles the maps. Needs root and
-//! bpffs; namespaces and pins carry the pid and are removed on drop, also on panic.
+//! of the agent during a 10 ms ping loses nothing and reconciles the maps, a SIGTERM (no
+//! uninstall mark) keeps everything, and `eni-ipam-agent uninstall` leaves the node namespace
+//! as it was before the agent came. Needs root and bpffs; namespaces and pins carry the pid
+//! and are removed on drop, also on panic.
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
 use std::path::Path;
@@ -38,6 +40,13 @@ struct AgentNode {
 
 impl AgentNode {
     fn start(tag: &str) -> Self {
+        let mut node = Self::prepare(tag);
+        node.agent.restart();
+        node
+    }
+
+    /// The node and the agent's configuration, the agent not started yet.
+    fn prepare(tag: &str) -> Self {
         let bed = Testbed::new(tag, 1, &[]);
         bed.router.own_address(VPC_HOST);
         let mut ips = serde_json::Map::new();
@@ -66,7 +75,6 @@ impl AgentNode {
             "--bpf-pin-dir".into(),
             bed.nodes[0].pins.path().display().to_string(),
         ];
-        agent.restart();
         Self { agent, pods: BTreeMap::new(), bed, _dir: dir, tag: tag.to_owned() }
     }
 
@@ -289,4 +297,151 @@ fn the_datapath_flag_fails_in_one_line_naming_what_is_missing_root() {
         "{log}"
     );
     assert!(!Path::new(&not_bpffs).join("maps").exists(), "nothing pinned outside bpffs");
+}
+
+/// What of the node namespace an agent may change: links, routes (every table), rules,
+/// qdiscs, TCX programs per link, and the neighbour entries that are not a plain ARP cache.
+#[derive(Debug, PartialEq, Eq)]
+struct NodeView {
+    links: BTreeSet<String>,
+    routes: BTreeSet<String>,
+    rules: BTreeSet<String>,
+    qdiscs: BTreeSet<String>,
+    tcx_programs: BTreeMap<String, usize>,
+    pinned_or_managed_neighbours: BTreeSet<String>,
+}
+
+impl NodeView {
+    fn of(node: &Netns) -> Self {
+        let json = |args: &[&str]| -> Vec<Value> {
+            let out = node.ip(args);
+            serde_json::from_slice(&out.stdout).unwrap_or_default()
+        };
+        let texts = |items: Vec<Value>| items.iter().map(Value::to_string).collect::<BTreeSet<_>>();
+        let links: BTreeSet<String> = json(&["-j", "link", "show"])
+            .iter()
+            .filter_map(|l| l["ifname"].as_str().map(str::to_owned))
+            .collect();
+        let qdiscs = node.command("tc").args(["-j", "qdisc", "show"]).output().expect("run tc");
+        let qdiscs: Vec<Value> = serde_json::from_slice(&qdiscs.stdout).expect("tc -j qdisc show");
+        let qdiscs = qdiscs
+            .iter()
+            .map(|q| format!("{} {} {}", q["dev"], q["kind"], q["handle"]))
+            .collect::<BTreeSet<_>>();
+        let names: Vec<String> = links.iter().cloned().collect();
+        let tcx_programs = node.run(move || {
+            names
+                .into_iter()
+                .map(|name| {
+                    let ids = eni_ipam_datapath::tcx_ingress_programs(&name).expect("query TCX programs");
+                    (name, ids.len())
+                })
+                .collect()
+        });
+        let neighbours = json(&["-j", "neigh", "show", "nud", "all"])
+            .into_iter()
+            .filter(|n| {
+                n.get("managed").is_some()
+                    || n["state"].as_array().is_some_and(|s| s.iter().any(|s| s == "PERMANENT"))
+            })
+            .map(|n| format!("{} {} {}", n["dst"], n["dev"], n["lladdr"]))
+            .collect();
+        Self {
+            links,
+            routes: texts(json(&["-j", "route", "show", "table", "all"])),
+            rules: texts(json(&["-j", "rule", "show"])),
+            qdiscs,
+            tcx_programs,
+            pinned_or_managed_neighbours: neighbours,
+        }
+    }
+}
+
+#[test]
+fn uninstall_leaves_the_node_as_before_the_agent_and_sigterm_alone_keeps_everything_root() {
+    common::require_root();
+    let mut node = AgentNode::prepare("agentun");
+    let before = NodeView::of(&node.bed.nodes[0].ns);
+    // What the chart's install step puts on a host, next to another CNI's file that must stay.
+    let host = tempfile::tempdir().unwrap();
+    let (conf_dir, bin_dir) = (host.path().join("net.d"), host.path().join("bin"));
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    let ours = json!({"cniVersion": "1.0.0", "name": "eni-ipam", "plugins": [{"type": "eni-ipam-cni"}, {"type": "portmap"}]});
+    std::fs::write(conf_dir.join("05-eni-ipam.conflist"), ours.to_string()).unwrap();
+    let theirs =
+        json!({"cniVersion": "0.4.0", "name": "aws-cni", "plugins": [{"type": "aws-cni"}]}).to_string();
+    std::fs::write(conf_dir.join("10-aws.conflist"), &theirs).unwrap();
+    std::fs::copy(common::PLUGIN, bin_dir.join("eni-ipam-cni")).unwrap();
+    let paths = vec![
+        format!("--cni-conf-dir={}", conf_dir.display()),
+        format!("--cni-bin-dir={}", bin_dir.display()),
+        "--cni-conf-file=05-eni-ipam.conflist".to_owned(),
+    ];
+    node.agent.extra_args = paths.clone();
+    node.agent.restart();
+    let a = node.add_pod("ctra");
+    let b = node.add_pod("ctrb");
+    assert_ne!(AgentNode::owning_eni(a), AgentNode::owning_eni(b), "one pod on each ENI");
+
+    let installed = NodeView::of(&node.bed.nodes[0].ns);
+    assert_eq!(installed.links.len(), before.links.len() + 2, "two pod veths: {installed:#?}");
+    assert_eq!(installed.tcx_programs.values().sum::<usize>(), 4, "both ENIs and both veths: {installed:#?}");
+    assert!(installed.routes.len() > before.routes.len(), "the pods' /32 routes");
+    assert!(
+        installed.pinned_or_managed_neighbours.len() > before.pinned_or_managed_neighbours.len(),
+        "ENI 1's gateway is a managed neighbour: {installed:#?}"
+    );
+
+    // SIGTERM without the uninstall mark (a restart, an upgrade): nothing goes, no packet is lost.
+    const PINGS: u64 = 200;
+    let ping = traffic::spawn_ping(&node.pods["ctra"], VPC_HOST, PINGS as u32, "0.01", None);
+    std::thread::sleep(Duration::from_millis(300));
+    let status = node.agent.terminate();
+    assert!(status.success(), "a terminated agent exits cleanly: {status}\n{}", node.agent_log());
+    assert!(node.bed.nodes[0].pins.path().join("links").exists(), "the pins stay");
+    assert!(
+        conf_dir.join("05-eni-ipam.conflist").exists() && node.agent.state.exists(),
+        "the CNI conf and state stay"
+    );
+    assert_eq!(NodeView::of(&node.bed.nodes[0].ns).tcx_programs, installed.tcx_programs);
+    node.agent.restart();
+    let summary = traffic::summary(ping.wait_with_output().unwrap());
+    assert_eq!((summary.transmitted, summary.received), (PINGS, PINGS), "{}", summary.output);
+
+    // The node leaves the cluster: stop the agent, then uninstall (twice).
+    assert!(node.agent.terminate().success());
+    let uninstall = || {
+        let mut command = node.bed.nodes[0].ns.command(common::AGENT);
+        command
+            .arg("uninstall")
+            .arg(format!("--bpf-pin-dir={}", node.bed.nodes[0].pins.path().display()))
+            .arg(format!("--state-file={}", node.agent.state.display()))
+            .arg(format!("--socket={}", node.agent.socket.display()))
+            .args(&paths);
+        let out = command.output().expect("run eni-ipam-agent uninstall");
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "uninstall failed: {log}");
+        log
+    };
+    let first = uninstall();
+    assert!(first.contains("removed pod veth") && first.contains("eBPF datapath"), "{first}");
+    let after = NodeView::of(&node.bed.nodes[0].ns);
+    assert_eq!(after, before, "the node namespace is as it was before the agent");
+    assert!(!node.bed.nodes[0].pins.path().exists(), "no pin left under the agent's pin directory");
+    let confs: Vec<String> = std::fs::read_dir(&conf_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(confs, ["10-aws.conflist"], "only the other CNI's configuration stays");
+    assert_eq!(std::fs::read_to_string(conf_dir.join("10-aws.conflist")).unwrap(), theirs);
+    assert_eq!(std::fs::read_dir(&bin_dir).unwrap().count(), 0, "the plugin binary is gone");
+    assert!(
+        !node.agent.state.exists() && !node.agent.socket.exists(),
+        "the agent's state and socket are gone"
+    );
+
+    let second = uninstall();
+    assert!(second.contains("nothing of eni-ipam's was left"), "{second}");
+    assert_eq!(NodeView::of(&node.bed.nodes[0].ns), before);
 }

@@ -1,7 +1,9 @@
 //! The agent binary against the stand-in kube-apiserver (`tests/kube-standin`):
 //! ENINode registration from either cloud's providerID, the pool taken from
-//! the operator's `spec.pool`, the release handshake answered, and a burst of
-//! 200 allocations written to `status.used` in a few coalesced applies.
+//! the operator's `spec.pool`, the release handshake answered, a burst of
+//! 200 allocations written to `status.used` in a few coalesced applies, and the
+//! uninstall handshake: a termination cleans the node only while its ENINode
+//! requests it (the agent answers the request, and takes its answer back).
 
 mod common;
 
@@ -205,4 +207,82 @@ async fn agent_registers_from_either_cloud_and_reports_coalesced_usage() {
         assert_eq!(again["gateway"], "10.1.0.1");
         assert_eq!(standin.request_count(), served_before_restart, "the apiserver was really down");
     }
+}
+
+/// SIGTERM, as kubelet stops the container; the exit status.
+fn terminate(mut agent: KillOnDrop) -> std::process::ExitStatus {
+    // SAFETY: kill has no memory preconditions; the pid is our own child, not yet reaped.
+    assert_eq!(unsafe { libc::kill(agent.0.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    agent.0.wait().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_cleans_its_node_on_termination_only_while_its_eninode_requests_it() {
+    use eni_ipam_api::uninstall_mark::{UNINSTALL_ARMED, UNINSTALL_REQUESTED};
+    let (url, standin) = KubeStandin::start().await;
+    let node = json!({"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "n1", "labels": {"node.kubernetes.io/instance-type": "m5.large"}},
+        "spec": {"providerID": "aws:///us-east-1a/i-0abc123"}});
+    standin.create(NODES, node).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (conf_dir, bin_dir) = (dir.path().join("net.d"), dir.path().join("bin"));
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    let conflist = conf_dir.join("05-eni-ipam.conflist");
+    let install = || {
+        let ours = json!({"cniVersion": "1.0.0", "name": "eni-ipam", "plugins": [{"type": "eni-ipam-cni"}]});
+        std::fs::write(&conflist, ours.to_string()).unwrap();
+        std::fs::write(bin_dir.join("eni-ipam-cni"), b"plugin").unwrap();
+    };
+    install();
+    let state = dir.path().join("state").join("state.json");
+    std::fs::create_dir_all(state.parent().unwrap()).unwrap();
+    std::fs::write(&state, r#"{"version": 1, "allocations": []}"#).unwrap();
+    let spawn_agent = || {
+        KillOnDrop(
+            Command::new(AGENT)
+                .args(["--node-name", "n1", "--kube-url", &url, "--metrics-addr", "127.0.0.1:0"])
+                .args(["--eninode-resync", "100ms", "--datapath", "none"])
+                .arg(format!("--socket={}", dir.path().join("agent.sock").display()))
+                .arg(format!("--state-file={}", state.display()))
+                .arg(format!("--cni-conf-dir={}", conf_dir.display()))
+                .arg(format!("--cni-bin-dir={}", bin_dir.display()))
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.path().join("agent.log")).unwrap())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let annotation = |key: &str| -> Option<String> {
+        standin.get(ENINODES, "", "n1")?["metadata"]["annotations"][key].as_str().map(str::to_owned)
+    };
+    let log = || std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
+
+    // No request: a termination (restart, upgrade) keeps everything.
+    let agent = spawn_agent();
+    wait_for("the ENINode", || standin.get(ENINODES, "", "n1")).await;
+    assert!(terminate(agent).success(), "{}", log());
+    assert!(conflist.exists() && bin_dir.join("eni-ipam-cni").exists() && state.exists(), "{}", log());
+
+    // Requested, then withdrawn: the agent answers, then takes its answer back, and keeps everything.
+    let agent = spawn_agent();
+    let request = json!({"metadata": {"annotations": {UNINSTALL_REQUESTED: "test"}}});
+    standin.merge_patch(ENINODES, "", "n1", request.clone(), false).unwrap();
+    wait_for("the agent's answer", || annotation(UNINSTALL_ARMED)).await;
+    let withdraw = json!({"metadata": {"annotations": {UNINSTALL_REQUESTED: null}}});
+    standin.merge_patch(ENINODES, "", "n1", withdraw, false).unwrap();
+    wait_for("the answer taken back", || annotation(UNINSTALL_ARMED).is_none().then_some(())).await;
+    assert!(terminate(agent).success(), "{}", log());
+    assert!(conflist.exists() && state.exists(), "a withdrawn request cleans nothing: {}", log());
+
+    // Requested and answered: the termination removes what the agent and install-cni put there.
+    let agent = spawn_agent();
+    standin.merge_patch(ENINODES, "", "n1", request, false).unwrap();
+    wait_for("the agent's answer", || annotation(UNINSTALL_ARMED)).await;
+    let status = terminate(agent);
+    assert!(status.success(), "{status}: {}", log());
+    assert!(!conflist.exists() && !bin_dir.join("eni-ipam-cni").exists(), "{}", log());
+    assert!(!state.exists() && !state.parent().unwrap().exists(), "state and its folder gone: {}", log());
+    assert!(!dir.path().join("agent.sock").exists());
+    assert!(log().contains("uninstall requested on the ENINode"), "{}", log());
 }

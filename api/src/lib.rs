@@ -11,6 +11,7 @@ pub mod ids;
 pub mod knob_args;
 pub mod knob_config;
 pub mod knobs;
+pub mod uninstall_mark;
 
 pub use agent_api::{
     AllocateRequest, AllocateResponse, ApiError, DEFAULT_AGENT_SOCKET, EndpointRequest, HealthzResponse,

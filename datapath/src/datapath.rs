@@ -404,7 +404,7 @@ fn unpin_link(pin: &Path) -> Result<(), DatapathError> {
     }
 }
 
-fn interface_name(ifindex: u32) -> Result<String, DatapathError> {
+pub(crate) fn interface_name(ifindex: u32) -> Result<String, DatapathError> {
     let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
     // SAFETY: the buffer holds IF_NAMESIZE bytes as if_indextoname requires.
     let name = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };

@@ -29,6 +29,9 @@ pub enum DatapathError {
     #[error("eBPF pin {pin}: {action} failed: {source}; check that bpffs is mounted and writable")]
     Pin { pin: PathBuf, action: &'static str, source: Box<dyn std::error::Error + Send + Sync> },
 
+    #[error("cannot list the TC programs of interface {interface}: {source}")]
+    Query { interface: String, source: Box<aya::programs::ProgramError> },
+
     #[error("interface with ifindex {ifindex} does not exist in this network namespace: {source}")]
     NoSuchInterface { ifindex: u32, source: std::io::Error },
 

@@ -6,7 +6,7 @@
 //! it calls [`Datapath::load_or_adopt`] on start, [`Datapath::reconcile`] with its IPAM state,
 //! [`Datapath::upsert_endpoint`] / [`Datapath::remove_endpoint`] on CNI ADD/DEL, and reads
 //! [`Datapath::counters`] for metrics. Programs, maps and links are pinned, so the agent
-//! exiting does not interrupt traffic.
+//! exiting does not interrupt traffic; only [`remove_pins`] (on uninstall) takes it off the node.
 
 pub mod abi;
 mod datapath;
@@ -14,8 +14,10 @@ mod endpoint;
 mod error;
 mod hook;
 mod probe;
+mod removal;
 
 pub use datapath::{DEFAULT_PIN_DIR, Datapath, Origin, ReconcileReport};
 pub use endpoint::{DropReason, EndpointCounters, EndpointInfo, InvalidMacAddr, Ipv4Prefix, MacAddr};
 pub use error::DatapathError;
 pub use probe::{MIN_KERNEL, MissingFeature, probe};
+pub use removal::{PinsRemoved, remove_pins, tcx_ingress_programs};

@@ -33,6 +33,42 @@ pub enum Command {
     /// Run the controller in a cluster: watch ENINodes and keep every node's pool at its target.
     #[command(long_about = RUN_ABOUT)]
     Run(RunArgs),
+    /// The chart's uninstall hooks: ask every node's agent to clean its node, then delete the ENINodes.
+    #[command(subcommand)]
+    Uninstall(UninstallStep),
+}
+
+/// The two steps of `helm uninstall` (docs/operations.md, "Removing eni-ipam").
+#[derive(Debug, Subcommand)]
+pub enum UninstallStep {
+    /// pre-delete hook: request the uninstall on every ENINode and wait until every running
+    /// agent has answered that it will clean its node when terminated.
+    Prepare(UninstallHookArgs),
+    /// post-delete hook: wait until the agent pods are gone, then delete every ENINode
+    /// (ENIs and their IPs stay).
+    Finish(UninstallHookArgs),
+}
+
+/// Flags of both uninstall steps.
+#[derive(Debug, Args)]
+pub struct UninstallHookArgs {
+    #[command(flatten)]
+    pub log: eni_ipam_admin::process::LogArgs,
+    /// Namespace of the agent pods (the release's namespace).
+    #[arg(long, env = "ENI_IPAM_AGENT_NAMESPACE")]
+    pub agent_namespace: String,
+    /// Label selector of the agent pods, e.g. app.kubernetes.io/instance=eni-ipam,app.kubernetes.io/component=agent.
+    #[arg(long, env = "ENI_IPAM_AGENT_SELECTOR")]
+    pub agent_selector: String,
+    /// Longest wait for the agents; nodes still waiting are named in the log and the uninstall goes on.
+    #[arg(long, env = "ENI_IPAM_UNINSTALL_TIMEOUT", default_value = "2m", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Written as the request's value on each ENINode (who asked).
+    #[arg(long, env = "ENI_IPAM_UNINSTALL_REQUESTED_BY", default_value = "helm-uninstall")]
+    pub requested_by: String,
+    /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
 }
 
 const RUN_ABOUT: &str = "\

@@ -18,4 +18,5 @@ pub mod planner;
 pub mod resync;
 pub mod run;
 pub mod simulate;
+pub mod uninstall_hook;
 pub mod work_queue;

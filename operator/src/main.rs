@@ -11,7 +11,7 @@ use eni_ipam_api::VpcId;
 use eni_ipam_cloud::alibaba::{AlibabaConfig, AlibabaProvider, CredentialSource};
 use eni_ipam_cloud::{CallGuard, CloudKind, CloudProfile, RetryPolicy};
 use eni_ipam_cloud_aws::{AwsConfig, AwsProvider};
-use eni_ipam_operator::cli::{Cli, Command, RunArgs, RunCloud, SimulateArgs};
+use eni_ipam_operator::cli::{Cli, Command, RunArgs, RunCloud, SimulateArgs, UninstallStep};
 use eni_ipam_operator::simulate::bench::{BenchConfig, run_bench};
 use eni_ipam_operator::simulate::{self, Backend};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -28,7 +28,7 @@ fn main() -> ExitCode {
     };
     // The simulator reports what went wrong in its counts; RUST_LOG=info shows each event.
     // The controller logs at info; kube's client builder would repeat our own connect error.
-    let default_level = if matches!(cli.command, Command::Run(_)) {
+    let default_level = if matches!(cli.command, Command::Run(_) | Command::Uninstall(_)) {
         "info,kube_client::client::builder=off"
     } else {
         "error"
@@ -36,11 +36,46 @@ fn main() -> ExitCode {
     let log_format = match &cli.command {
         Command::Run(args) => args.log.log_format,
         Command::Simulate(args) => args.log.log_format,
+        Command::Uninstall(UninstallStep::Prepare(args) | UninstallStep::Finish(args)) => args.log.log_format,
     };
     eni_ipam_admin::process::init(log_format, default_level);
     match cli.command {
         Command::Simulate(args) => simulate_command(&args),
         Command::Run(args) => run_command(&args),
+        Command::Uninstall(step) => uninstall_command(&step),
+    }
+}
+
+/// `uninstall prepare|finish`: the chart's pre-delete and post-delete hooks.
+fn uninstall_command(step: &UninstallStep) -> ExitCode {
+    use eni_ipam_operator::uninstall_hook::{HookConfig, finish, prepare};
+    let (UninstallStep::Prepare(args) | UninstallStep::Finish(args)) = step;
+    let config = HookConfig {
+        namespace: args.agent_namespace.clone(),
+        agent_selector: args.agent_selector.clone(),
+        timeout: args.timeout,
+        poll: std::time::Duration::from_secs(1),
+        requested_by: args.requested_by.clone(),
+    };
+    let work = async {
+        let client = kube_client(args.kubeconfig.as_deref()).await?;
+        match step {
+            UninstallStep::Prepare(_) => prepare(&client, &config).await.map(drop)?,
+            UninstallStep::Finish(_) => finish(&client, &config).await.map(drop)?,
+        }
+        Ok::<(), anyhow::Error>(())
+    };
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(work));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -76,9 +111,9 @@ fn one_line(e: &anyhow::Error) -> String {
         .join(" ")
 }
 
-async fn kube_client(args: &RunArgs) -> anyhow::Result<kube::Client> {
+async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
     use anyhow::Context;
-    let config = match &args.kubeconfig {
+    let config = match kubeconfig {
         Some(path) => {
             let file = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
@@ -110,7 +145,7 @@ async fn run_async(args: &RunArgs) -> anyhow::Result<()> {
         leader.validate().map_err(anyhow::Error::msg)?;
     }
     // Without an apiserver there is nothing to serve: say so in one line and exit.
-    let client = kube_client(args).await?;
+    let client = kube_client(args.kubeconfig.as_deref()).await?;
     let metrics = Arc::new(OperatorMetrics::default());
     eni_ipam_admin::serve_admin(args.metrics_addr, metrics.clone())
         .await

@@ -124,6 +124,21 @@ impl Agent {
         }
     }
 
+    /// SIGTERM, as kubelet stops a container; waits for the exit and returns its status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("the agent is running");
+        // SAFETY: kill has no memory preconditions; the pid is our own child, not yet reaped.
+        assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }, 0);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the agent did not exit within 20 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
     }

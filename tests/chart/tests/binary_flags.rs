@@ -217,7 +217,7 @@ fn device_plugin_and_webhook_agree_on_the_resource_and_the_socket() {
     let agent = eni_ipam_agent::cli::Cli::try_parse_from(&agent.argv).expect("agent args parse");
     assert_eq!(plugin.resource_name, "example.com/pod-ip");
     assert_eq!(webhook.policy().resource_name(), "example.com/pod-ip");
-    assert_eq!(plugin.agent_socket, agent.socket, "the device plugin must read the agent's socket");
+    assert_eq!(plugin.agent_socket, agent.paths.socket, "the device plugin must read the agent's socket");
     assert_eq!(plugin.max_slots, 58, "devicePlugin.maxSlots of the aws example");
 }
 

@@ -24,7 +24,7 @@ fn rendered(values: &[&str], sets: &[&str]) -> (Value, String) {
     let agent = all.iter().find(|c| c.name == "agent").expect("agent container");
     let line = command_line(agent, &eni_ipam_agent::cli::Cli::command());
     let cli = eni_ipam_agent::cli::Cli::try_parse_from(&line.argv).expect("agent args parse");
-    (conflist, cli.socket.display().to_string())
+    (conflist, cli.paths.socket.display().to_string())
 }
 
 /// What the runtime passes our plugin: its section plus the list's name and version.

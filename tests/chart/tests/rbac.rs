@@ -55,6 +55,10 @@ fn each_component_gets_only_what_it_uses() {
                 "[] pods: list",
             ],
         ),
+        // The uninstall hook Jobs (templates/uninstall/rbac.yaml): request, then delete ENINodes;
+        // watch the agent pods of the release namespace.
+        ("ClusterRole/eni-ipam-uninstall", vec!["[eni-ipam.io] eninodes: list,patch,delete"]),
+        ("Role/eni-ipam-uninstall", vec!["[] pods: list"]),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.into_iter().map(str::to_owned).collect()))
