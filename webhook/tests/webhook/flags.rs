@@ -66,18 +66,21 @@ fn help_exits_0() {
     }
 }
 
+/// A command line that starts, then fails on a certificate it cannot read.
+const UNREADABLE_CERTIFICATE: &[&str] = &[
+    "--tls-cert-file",
+    "/nonexistent/tls.crt",
+    "--tls-key-file",
+    "/nonexistent/tls.key",
+    "--listen",
+    "127.0.0.1:0",
+    "--metrics-addr",
+    "127.0.0.1:0",
+];
+
 #[test]
 fn unreadable_certificate_exits_1_naming_file_and_flag() {
-    let output = run(&[
-        "--tls-cert-file",
-        "/nonexistent/tls.crt",
-        "--tls-key-file",
-        "/nonexistent/tls.key",
-        "--listen",
-        "127.0.0.1:0",
-        "--metrics-addr",
-        "127.0.0.1:0",
-    ]);
+    let output = run(UNREADABLE_CERTIFICATE);
     assert_eq!(output.status.code(), Some(1));
     let line = stderr_line(&output);
     assert!(line.contains("/nonexistent/tls.crt") && line.contains("--tls-cert-file"), "{line}");
@@ -87,20 +90,7 @@ fn unreadable_certificate_exits_1_naming_file_and_flag() {
 /// log pipeline keeps them), and with `text` one plain line.
 #[test]
 fn with_json_logs_the_fatal_error_is_one_json_event() {
-    let args = |format| {
-        [
-            "--tls-cert-file",
-            "/nonexistent/tls.crt",
-            "--tls-key-file",
-            "/nonexistent/tls.key",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--log-format",
-            format,
-        ]
-    };
+    let args = |format| [UNREADABLE_CERTIFICATE, &["--log-format", format]].concat();
     let output = run(&args("json"));
     assert_eq!(output.status.code(), Some(1));
     let line = stderr_line(&output);
