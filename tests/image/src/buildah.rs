@@ -14,7 +14,9 @@ pub struct Store {
 impl Store {
     /// An empty store in a temporary folder.
     pub fn new() -> Self {
-        Self { dir: tempfile::Builder::new().prefix("eni-ipam-buildah").tempdir().expect("a temporary folder") }
+        Self {
+            dir: tempfile::Builder::new().prefix("eni-ipam-buildah").tempdir().expect("a temporary folder"),
+        }
     }
 
     fn buildah(&self, args: &[&str]) -> Output {

@@ -19,10 +19,27 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// `scripts/build-image ARGS`, run from the repository root.
+/// What cargo sets for a running test and a nested cargo would take for the
+/// user's own settings: ring's build script reruns when CARGO_MANIFEST_DIR
+/// changes, which rebuilt half the image's binaries on every suite run.
+fn set_by_cargo_for_this_test(name: &str) -> bool {
+    ["CARGO_MANIFEST_", "CARGO_PKG_", "CARGO_BIN_", "CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE"]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+        || ["CARGO_TARGET_TMPDIR", "CARGO_RUSTC_CURRENT_DIR", "OUT_DIR"].contains(&name)
+}
+
+/// `scripts/build-image ARGS`, run from the repository root in the environment
+/// the suite was started with (so its cargo builds are the ones scripts/test made).
 pub fn build_image_script(args: &[&str]) -> Output {
     let script = repo_root().join("scripts/build-image");
-    Command::new(&script)
+    let mut command = Command::new(&script);
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(set_by_cargo_for_this_test) {
+            command.env_remove(name);
+        }
+    }
+    command
         .args(args)
         .current_dir(repo_root())
         .output()
@@ -45,7 +62,10 @@ pub fn build_image_stdout(args: &[&str]) -> String {
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "building and running the image needs root (mmdebstrap, buildah): run the tests as root");
+    assert_eq!(
+        euid, 0,
+        "building and running the image needs root (mmdebstrap, buildah): run the tests as root"
+    );
 }
 
 /// The image names in the archive's index (`org.opencontainers.image.ref.name`).

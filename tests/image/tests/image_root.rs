@@ -16,7 +16,8 @@ use eni_ipam_image_tests::{
 };
 use serde_json::Value;
 
-const DAEMONS: [&str; 4] = ["eni-ipam-agent", "eni-ipam-device-plugin", "eni-ipam-operator", "eni-ipam-webhook"];
+const DAEMONS: [&str; 4] =
+    ["eni-ipam-agent", "eni-ipam-device-plugin", "eni-ipam-operator", "eni-ipam-webhook"];
 
 fn stdout_of(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
@@ -44,10 +45,14 @@ fn node_folders(objects: &[Value], pod: &Value, container: &Value, node: &Path) 
                 .find(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == config_map)
                 .unwrap_or_else(|| panic!("ConfigMap {config_map} is not rendered"));
             for (file, text) in object["data"].as_object().expect("ConfigMap data") {
-                std::fs::write(host.join(file), text.as_str().expect("text")).expect("write a ConfigMap file");
+                std::fs::write(host.join(file), text.as_str().expect("text"))
+                    .expect("write a ConfigMap file");
             }
         } else {
-            assert!(volume.get("hostPath").is_some(), "install-cni mounts {volume}: neither hostPath nor configMap");
+            assert!(
+                volume.get("hostPath").is_some(),
+                "install-cni mounts {volume}: neither hostPath nor configMap"
+            );
         }
         mounts.push((host, mount["mountPath"].as_str().expect("mountPath").to_owned()));
     }
@@ -58,7 +63,10 @@ fn node_folders(objects: &[Value], pod: &Value, container: &Value, node: &Path) 
 fn install_cni_onto_node(image: &Container<'_>, objects: &[Value], step: &RenderedContainer, node: &Path) {
     let daemon_set = objects
         .iter()
-        .find(|o| format!("{}/{}", o["kind"].as_str().unwrap_or(""), o["metadata"]["name"].as_str().unwrap_or("")) == step.workload)
+        .find(|o| {
+            format!("{}/{}", o["kind"].as_str().unwrap_or(""), o["metadata"]["name"].as_str().unwrap_or(""))
+                == step.workload
+        })
         .expect("the install step's DaemonSet");
     let pod = &daemon_set["spec"]["template"]["spec"];
     let container = pod["initContainers"]
@@ -85,7 +93,8 @@ fn cni_version_on_the_host(plugin: &Path) -> Value {
     child.stdin.take().expect("stdin").write_all(br#"{"cniVersion":"1.0.0"}"#).expect("write stdin");
     let output = child.wait_with_output().expect("the plugin finishes");
     assert!(output.status.success(), "VERSION failed: {}", report(&output));
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("VERSION printed no JSON ({e}): {}", report(&output)))
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("VERSION printed no JSON ({e}): {}", report(&output)))
 }
 
 #[test]
@@ -97,9 +106,17 @@ fn image_runs_every_program_of_the_chart_and_installs_a_static_cni_plugin_as_roo
     let started = Instant::now();
     let built = build_image_script(&["--profile", "dev", "--output", archive.to_str().expect("UTF-8 path")]);
     assert!(built.status.success(), "scripts/build-image failed:\n{}", report(&built));
-    eprintln!("scripts/build-image --profile dev: {:.1?}", started.elapsed());
+    eprintln!(
+        "scripts/build-image --profile dev: {:.1?}\n{}",
+        started.elapsed(),
+        String::from_utf8_lossy(&built.stderr)
+    );
     let tag = build_image_stdout(&["--print-tag"]).trim().to_owned();
-    assert_eq!(archive_ref_names(&archive), vec![tag.clone()], "the archive must carry the chart's image name");
+    assert_eq!(
+        archive_ref_names(&archive),
+        vec![tag.clone()],
+        "the archive must carry the chart's image name"
+    );
 
     let store = Store::new();
     let mut image = store.container_from(&archive);
@@ -116,7 +133,12 @@ fn image_runs_every_program_of_the_chart_and_installs_a_static_cni_plugin_as_roo
         }
         let output = image.run(&[], &[&step.command[0], "--help"]);
         assert!(output.status.success(), "{} --help fails in {tag}: {}", step.label(), report(&output));
-        assert!(stdout_of(&output).contains("Usage:"), "{} --help printed no usage: {}", step.label(), report(&output));
+        assert!(
+            stdout_of(&output).contains("Usage:"),
+            "{} --help printed no usage: {}",
+            step.label(),
+            report(&output)
+        );
         daemons.insert(program.to_owned());
     }
     assert!(installed, "no install-cni step among the chart's containers");
@@ -126,7 +148,8 @@ fn image_runs_every_program_of_the_chart_and_installs_a_static_cni_plugin_as_roo
     let ip = image.run(&[], &["ip", "-V"]);
     assert!(ip.status.success() && stdout_of(&ip).contains("iproute2"), "iproute2: {}", report(&ip));
     let root = image.root();
-    let bundle = std::fs::metadata(root.join("etc/ssl/certs/ca-certificates.crt")).expect("CA bundle in the image");
+    let bundle =
+        std::fs::metadata(root.join("etc/ssl/certs/ca-certificates.crt")).expect("CA bundle in the image");
     assert!(bundle.len() > 100_000, "the CA bundle is nearly empty: {} bytes", bundle.len());
 
     // The CNI plugin: static in the image, static where install-cni put it, and it starts on the host.
@@ -134,8 +157,12 @@ fn image_runs_every_program_of_the_chart_and_installs_a_static_cni_plugin_as_roo
         let linked = linkage(&std::fs::read(&plugin).expect("the CNI plugin")).expect("ELF");
         assert!(linked.is_static(), "{} is dynamically linked: {linked:?}", plugin.display());
     }
-    let agent = linkage(&std::fs::read(root.join("usr/local/bin/eni-ipam-agent")).expect("agent")).expect("ELF");
-    assert!(agent.needed.iter().any(|n| n.starts_with("libc.so")), "the agent links the image's glibc: {agent:?}");
+    let agent =
+        linkage(&std::fs::read(root.join("usr/local/bin/eni-ipam-agent")).expect("agent")).expect("ELF");
+    assert!(
+        agent.needed.iter().any(|n| n.starts_with("libc.so")),
+        "the agent links the image's glibc: {agent:?}"
+    );
     let version = cni_version_on_the_host(&node.join("cni-bin/eni-ipam-cni"));
     assert!(version["supportedVersions"].as_array().is_some_and(|v| !v.is_empty()), "{version}");
     let conflists: Vec<_> = std::fs::read_dir(node.join("cni-conf")).expect("cni-conf").flatten().collect();
