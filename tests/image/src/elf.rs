@@ -176,7 +176,9 @@ mod tests {
     #[test]
     fn linkage_of_each_kind_of_file() {
         let ld = "/lib64/ld-linux-x86-64.so.2";
-        let rows: Vec<(&str, Vec<u8>, Result<(Option<&str>, Vec<&str>), &str>)> = vec![
+        // Ok((interpreter, libraries)), or Err(a fragment of the error).
+        type Want = Result<(Option<&'static str>, Vec<&'static str>), &'static str>;
+        let rows: Vec<(&str, Vec<u8>, Want)> = vec![
             ("static (no interpreter, no libraries)", executable(None, &[]), Ok((None, vec![]))),
             (
                 "dynamic, two libraries",
