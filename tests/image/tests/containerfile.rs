@@ -1,6 +1,7 @@
 //! The Containerfile for people with a registry is the one scripts/build-image
 //! generates from its lists, and the chart's default image is the one the script tags.
 
+use eni_ipam_chart_tests::chart_dir;
 use eni_ipam_image_tests::{build_image_stdout, repo_root};
 
 #[test]
@@ -30,9 +31,8 @@ fn committed_containerfile_is_the_one_the_script_generates() {
 #[test]
 fn default_image_of_the_chart_is_the_one_the_script_tags() {
     let tag = build_image_stdout(&["--print-tag"]);
-    let chart_dir = repo_root().join("charts/eni-ipam");
     let read = |file: &str| -> serde_json::Value {
-        let text = std::fs::read_to_string(chart_dir.join(file)).expect(file);
+        let text = std::fs::read_to_string(chart_dir().join(file)).expect(file);
         serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"))
     };
     let (values, chart) = (read("values.yaml"), read("Chart.yaml"));
