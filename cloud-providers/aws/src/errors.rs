@@ -25,6 +25,7 @@ pub fn class_of_code(code: &str) -> ErrorClass {
         | "SignatureDoesNotMatch"
         | "OptInRequired"
         | "Blocked"
+        | "ExpiredToken"
         | "UnrecognizedClientException" => ErrorClass::Auth,
         "InternalError" | "InternalFailure" | "ServiceUnavailable" | "Unavailable" => ErrorClass::Transient,
         c if c.ends_with(".NotFound") => ErrorClass::NotFound,

@@ -5,7 +5,9 @@
 mod config;
 mod convert;
 pub mod errors;
+pub mod identity;
 mod provider;
 
 pub use config::{AwsConfig, AwsSetupError};
+pub use identity::{AwsIdentity, AwsIdentityError, identity_of};
 pub use provider::{AwsConnectError, AwsProvider};

@@ -31,6 +31,9 @@ pub enum AwsConnectError {
     /// The configuration is wrong.
     #[error(transparent)]
     Setup(#[from] AwsSetupError),
+    /// No identity, or half of one.
+    #[error(transparent)]
+    Identity(#[from] crate::identity::AwsIdentityError),
     /// EC2 did not answer.
     #[error(
         "cannot reach EC2 at {endpoint} ({}: {}); check --aws-endpoint, --aws-region and the network",
@@ -44,12 +47,14 @@ pub enum AwsConnectError {
     },
     /// No credentials, or EC2 refused them.
     #[error(
-        "EC2 at {endpoint}: credentials missing or refused ({}: {}); set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile or an instance role",
+        "EC2 at {endpoint}: credentials of {identity} missing or refused ({}: {}); check the role's policy and trust (IRSA, EKS Pod Identity), or the keys",
         .cause.code, .cause.message
     )]
     Credentials {
         /// The endpoint.
         endpoint: String,
+        /// The identity the default chain used.
+        identity: String,
         /// What happened.
         cause: CloudError,
     },
@@ -72,6 +77,9 @@ impl AwsProvider {
         guard: Arc<CallGuard>,
         vpc: &VpcId,
     ) -> Result<Self, AwsConnectError> {
+        let env = |name: &str| std::env::var(name).ok();
+        let identity = crate::identity::identity_of(config.static_credentials.is_some(), &env)?;
+        tracing::info!(%identity, endpoint = %endpoint_of(&config), "EC2 credentials");
         let client = sdk_client(&config).await?;
         let provider = Self { client, guard, config };
         let probe = provider
@@ -81,7 +89,11 @@ impl AwsProvider {
         match probe {
             Ok(_) => Ok(provider),
             Err(e) if e.class == ErrorClass::Auth => {
-                Err(AwsConnectError::Credentials { endpoint: endpoint_of(&provider.config), cause: e })
+                Err(AwsConnectError::Credentials {
+                    endpoint: endpoint_of(&provider.config),
+                    identity: identity.to_string(),
+                    cause: e,
+                })
             }
             Err(e) if e.class == ErrorClass::Transient || e.class == ErrorClass::Throttled => {
                 Err(AwsConnectError::Unreachable { endpoint: endpoint_of(&provider.config), cause: e })

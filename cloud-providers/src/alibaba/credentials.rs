@@ -1,7 +1,8 @@
 //! Where the client's AccessKey comes from: a static pair, the standard
-//! environment variables, the credentials file of Alibaba's SDKs, or the ECS
-//! instance's RAM role (STS credentials from the metadata service, refreshed
-//! before they expire).
+//! environment variables, the credentials file of Alibaba's SDKs, the ECS
+//! instance's RAM role (metadata service), or RRSA (a projected OIDC token
+//! exchanged at STS). Temporary keys are refreshed before they expire, one
+//! refresh at a time, and a failed refresh keeps the keys that still work.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -9,6 +10,8 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
+
+use super::refresh::{RefreshPlan, retry_after_failure};
 
 /// Environment variable of the AccessKey id.
 pub const ENV_ACCESS_KEY_ID: &str = "ALIBABA_CLOUD_ACCESS_KEY_ID";
@@ -49,8 +52,26 @@ impl fmt::Debug for Credentials {
     }
 }
 
+/// RRSA: a service account token (projected by ACK's pod identity webhook)
+/// exchanged for temporary keys at STS `AssumeRoleWithOIDC`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OidcRole {
+    /// The OIDC token file (`ALIBABA_CLOUD_OIDC_TOKEN_FILE`); read again at every refresh, as kubelet rotates it.
+    pub token_file: PathBuf,
+    /// The RAM role to assume (`ALIBABA_CLOUD_ROLE_ARN`).
+    pub role_arn: String,
+    /// The cluster's OIDC provider (`ALIBABA_CLOUD_OIDC_PROVIDER_ARN`).
+    pub provider_arn: String,
+    /// Session name, seen in ActionTrail.
+    pub session_name: String,
+    /// STS endpoint URL (`https://sts.<region>.aliyuncs.com` or its `sts-vpc` twin).
+    pub sts_endpoint: String,
+    /// Lifetime asked for (STS accepts 900 s up to the role's maximum session).
+    pub duration: Duration,
+}
+
 /// Where to get credentials.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CredentialSource {
     /// A fixed pair (tests, or a secret mounted by the chart).
     Static(Credentials),
@@ -70,13 +91,28 @@ pub enum CredentialSource {
         /// Role name; asked from the metadata service when `None`.
         role: Option<String>,
     },
+    /// RRSA: an OIDC token exchanged at STS.
+    Oidc(OidcRole),
+}
+
+impl CredentialSource {
+    /// A short name for logs and errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Static(_) => "static AccessKey",
+            Self::Env => "AccessKey from the environment",
+            Self::File { .. } => "credentials file",
+            Self::RamRole { .. } => "instance RAM role",
+            Self::Oidc(_) => "RRSA (OIDC token at STS)",
+        }
+    }
 }
 
 /// Why credentials could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
     /// An environment variable is missing.
-    #[error("{0} is not set: export the AccessKey pair or configure a RAM role")]
+    #[error("{0} is not set: export the AccessKey pair or configure RRSA or a RAM role")]
     MissingEnv(&'static str),
     /// The credentials file is unreadable or lacks the profile.
     #[error("credentials file {path}: {reason}")]
@@ -94,12 +130,28 @@ pub enum CredentialError {
         /// What went wrong.
         reason: String,
     },
+    /// STS did not exchange the OIDC token.
+    #[error("RRSA: {reason}")]
+    Sts {
+        /// What went wrong, naming the file, role or endpoint to check.
+        reason: String,
+    },
+}
+
+/// Temporary keys and when they stop working.
+#[derive(Clone, Debug)]
+pub struct Temporary {
+    /// The keys.
+    pub credentials: Credentials,
+    /// Their expiry.
+    pub expires: OffsetDateTime,
 }
 
 #[derive(Debug)]
 struct Cached {
     credentials: Credentials,
-    refresh_at: Option<OffsetDateTime>,
+    /// `None`: never expires.
+    plan: Option<RefreshPlan>,
 }
 
 /// Hands out current credentials, refreshing temporary ones before expiry.
@@ -107,11 +159,9 @@ struct Cached {
 pub struct CredentialProvider {
     source: CredentialSource,
     http: reqwest::Client,
+    /// The lock makes refreshes single-flight: callers wait for the one refresh.
     cached: Mutex<Option<Cached>>,
 }
-
-/// Temporary credentials are refreshed this long before they expire.
-const REFRESH_MARGIN: time::Duration = time::Duration::minutes(5);
 
 impl CredentialProvider {
     /// A provider over `source`; static, env and file sources are read at once
@@ -121,87 +171,72 @@ impl CredentialProvider {
             CredentialSource::Static(c) => Some(c.clone()),
             CredentialSource::Env => Some(from_env()?),
             CredentialSource::File { path, profile } => Some(from_file(path, profile)?),
-            CredentialSource::RamRole { .. } => None,
+            CredentialSource::RamRole { .. } | CredentialSource::Oidc(_) => None,
         };
-        let cached = cached.map(|credentials| Cached { credentials, refresh_at: None });
+        let cached = cached.map(|credentials| Cached { credentials, plan: None });
         Ok(Self { source, http, cached: Mutex::new(cached) })
     }
 
-    /// Current credentials.
+    /// The source.
+    pub fn source(&self) -> &CredentialSource {
+        &self.source
+    }
+
+    /// Current credentials: cached ones until their refresh time, then one
+    /// refresh; if it fails while the cached keys still work, those are
+    /// returned and the refresh is tried again after a pause.
     pub async fn get(&self) -> Result<Credentials, CredentialError> {
         let mut cached = self.cached.lock().await;
-        if let Some(c) = cached.as_ref()
-            && c.refresh_at.is_none_or(|at| OffsetDateTime::now_utc() < at)
-        {
-            return Ok(c.credentials.clone());
+        let now = OffsetDateTime::now_utc();
+        if let Some(c) = cached.as_mut() {
+            match &c.plan {
+                None => return Ok(c.credentials.clone()),
+                Some(plan) if !plan.due(now) => return Ok(c.credentials.clone()),
+                Some(_) => {}
+            }
         }
-        let CredentialSource::RamRole { metadata_url, role } = &self.source else {
-            unreachable!("only RAM role credentials expire")
-        };
-        let fresh = self.fetch_ram_role(metadata_url, role.as_deref()).await?;
-        let credentials = fresh.credentials.clone();
-        *cached = Some(fresh);
-        Ok(credentials)
-    }
-
-    async fn fetch_ram_role(&self, base: &str, role: Option<&str>) -> Result<Cached, CredentialError> {
-        let base = format!("{}{RAM_ROLE_PATH}", base.trim_end_matches('/'));
-        let role = match role {
-            Some(r) => r.to_owned(),
-            None => self.fetch_text(&base).await?.lines().next().unwrap_or_default().trim().to_owned(),
-        };
-        if role.is_empty() {
-            return Err(CredentialError::Metadata { url: base, reason: "no role name listed".into() });
-        }
-        let url = format!("{base}{role}");
-        let body = self.fetch_text(&url).await?;
-        let doc: RamRoleDocument = serde_json::from_str(&body)
-            .map_err(|e| CredentialError::Metadata { url: url.clone(), reason: format!("not JSON ({e})") })?;
-        if doc.code != "Success" {
-            return Err(CredentialError::Metadata { url, reason: format!("Code is {}", doc.code) });
-        }
-        let expires =
-            super::sign::parse_timestamp(&doc.expiration).ok_or_else(|| CredentialError::Metadata {
-                url: url.clone(),
-                reason: format!("Expiration '{}' is not yyyy-MM-ddTHH:mm:ssZ", doc.expiration),
-            })?;
-        tracing::info!(role = %role, expires = %doc.expiration, "fetched RAM role credentials");
-        Ok(Cached {
-            credentials: Credentials {
-                access_key_id: doc.access_key_id,
-                access_key_secret: doc.access_key_secret,
-                security_token: Some(doc.security_token),
+        match self.fetch().await {
+            Ok(fresh) => {
+                let credentials = fresh.credentials.clone();
+                let plan = RefreshPlan::for_keys(now, fresh.expires);
+                tracing::info!(source = self.source.kind(), key = %credentials.access_key_id, expires = %fresh.expires, "fetched temporary credentials");
+                *cached = Some(Cached { credentials: credentials.clone(), plan: Some(plan) });
+                Ok(credentials)
+            }
+            Err(e) => match cached.as_mut() {
+                Some(Cached { credentials, plan: Some(plan) }) if now < plan.expires => {
+                    let retry = retry_after_failure(now, plan.expires);
+                    tracing::warn!(source = self.source.kind(), error = %e, retry_at = %retry, expires = %plan.expires, "refreshing credentials failed; the current ones still work");
+                    plan.refresh_at = retry;
+                    Ok(credentials.clone())
+                }
+                _ => Err(e),
             },
-            refresh_at: Some(expires - REFRESH_MARGIN),
-        })
-    }
-
-    async fn fetch_text(&self, url: &str) -> Result<String, CredentialError> {
-        let fail = |reason: String| CredentialError::Metadata { url: url.to_owned(), reason };
-        let response = self
-            .http
-            .get(url)
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-            .map_err(|e| fail(format!("request failed: {e}")))?;
-        let status = response.status();
-        let text = response.text().await.map_err(|e| fail(format!("reading the answer: {e}")))?;
-        if !status.is_success() {
-            return Err(fail(format!("HTTP {status}")));
         }
-        Ok(text)
     }
-}
 
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct RamRoleDocument {
-    access_key_id: String,
-    access_key_secret: String,
-    security_token: String,
-    expiration: String,
-    code: String,
+    /// The cloud said `access_key_id` no longer works (an expired or revoked
+    /// token): the next [`Self::get`] refreshes, if that key is still cached.
+    pub async fn refused(&self, access_key_id: &str) {
+        let mut cached = self.cached.lock().await;
+        if let Some(Cached { credentials, plan: Some(plan) }) = cached.as_mut()
+            && credentials.access_key_id == access_key_id
+        {
+            plan.refresh_at = OffsetDateTime::now_utc();
+        }
+    }
+
+    async fn fetch(&self) -> Result<Temporary, CredentialError> {
+        match &self.source {
+            CredentialSource::RamRole { metadata_url, role } => {
+                super::ram_role::fetch(&self.http, metadata_url, role.as_deref()).await
+            }
+            CredentialSource::Oidc(role) => super::sts::assume_role_with_oidc(&self.http, role).await,
+            CredentialSource::Static(_) | CredentialSource::Env | CredentialSource::File { .. } => {
+                unreachable!("long-lived keys are read once in new()")
+            }
+        }
+    }
 }
 
 fn from_env() -> Result<Credentials, CredentialError> {

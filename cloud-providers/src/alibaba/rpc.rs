@@ -132,6 +132,11 @@ impl RpcClient {
             ..ErrorBody::default()
         });
         let class = classify(&error.code, status);
+        if error.code.starts_with("InvalidSecurityToken") {
+            // An expired or revoked STS key: the next attempt fetches new keys
+            // instead of signing with these again.
+            self.credentials.refused(&creds.access_key_id).await;
+        }
         tracing::debug!(op = call.action, object = call.object, code = %error.code, status, request_id = %error.request_id, "cloud call refused");
         Err(fail(
             class,

@@ -242,7 +242,7 @@ fn key_for(
             format!("AccessKey '{key_id}' is an STS key: send its security token"),
         )),
         (Some(expected), Some(given)) if expected != given => Err(reject(
-            "InvalidSecurityToken.Mismatch",
+            "InvalidSecurityToken.MismatchWithAccessKey",
             400,
             format!(
                 "the security token does not belong to AccessKey '{key_id}': refresh the STS credentials"

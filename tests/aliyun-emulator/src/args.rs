@@ -13,6 +13,7 @@ use eni_ipam_cloud::{BucketId, BucketSpec, CloudProfile};
 
 use crate::actions::api_of;
 use crate::emulator::{Emulator, FaultPlan, InjectedError};
+use crate::identity::{Identity, RrsaTrust};
 use crate::seed::Seed;
 
 /// Alibaba Cloud ECS/VPC OpenAPI emulator (plain HTTP).
@@ -66,6 +67,20 @@ pub struct Args {
     /// Serve this RAM role's STS credentials on the metadata paths.
     #[arg(long, env = "EMULATOR_RAM_ROLE")]
     pub ram_role: Option<String>,
+    /// RRSA: the role STS AssumeRoleWithOIDC lets the provider below assume.
+    #[arg(long, env = "EMULATOR_RRSA_ROLE_ARN", requires_all = ["rrsa_provider_arn", "rrsa_oidc_token"])]
+    pub rrsa_role_arn: Option<String>,
+    /// RRSA: the registered OIDC provider.
+    #[arg(long, env = "EMULATOR_RRSA_PROVIDER_ARN", requires = "rrsa_role_arn")]
+    pub rrsa_provider_arn: Option<String>,
+    /// RRSA: the OIDC token STS accepts (what the test writes into the token file).
+    #[arg(long, env = "EMULATOR_RRSA_OIDC_TOKEN", requires = "rrsa_role_arn")]
+    pub rrsa_oidc_token: Option<String>,
+    /// Lifetime of every issued STS key, whatever DurationSeconds asks (the
+    /// cloud's shortest is 900 s; tests cross expiries in seconds). Default:
+    /// DurationSeconds for STS, an hour for the RAM role.
+    #[arg(long, env = "EMULATOR_STS_LIFETIME_SECONDS")]
+    pub sts_lifetime_seconds: Option<u64>,
     /// Write the state here on shutdown.
     #[arg(long, env = "EMULATOR_DUMP_FILE")]
     pub dump_file: Option<PathBuf>,
@@ -117,11 +132,22 @@ impl Args {
             profile.buckets.insert(id, spec);
         }
         let keys = self.access_keys.iter().map(|k| access_key(k)).collect::<anyhow::Result<Vec<_>>>()?;
-        let mut emulator =
-            Emulator::new(profile, self.region.clone(), VpcId::from(self.vpc.as_str()), keys, 1);
+        let mut identity =
+            Identity::new(keys.clone()).with_lifetime(self.sts_lifetime_seconds.map(Duration::from_secs));
         if let Some(role) = &self.ram_role {
-            emulator = emulator.with_ram_role(role);
+            identity = identity.with_ram_role(role);
         }
+        if let (Some(role_arn), Some(provider_arn), Some(oidc_token)) =
+            (&self.rrsa_role_arn, &self.rrsa_provider_arn, &self.rrsa_oidc_token)
+        {
+            identity = identity.with_rrsa(RrsaTrust {
+                oidc_token: oidc_token.clone(),
+                role_arn: role_arn.clone(),
+                provider_arn: provider_arn.clone(),
+            });
+        }
+        let mut emulator = Emulator::new(profile, self.region.clone(), VpcId::from(self.vpc.as_str()), keys, 1)
+            .with_identity(identity);
         if let Some(path) = &self.seed {
             let text =
                 std::fs::read_to_string(path).with_context(|| format!("reading seed {}", path.display()))?;

@@ -9,12 +9,15 @@ use std::time::Duration;
 use eni_ipam_api::{EniId, VpcId};
 use eni_ipam_cloud::CloudProfile;
 use eni_ipam_cloud::alibaba::Credentials;
+use eni_ipam_cloud::alibaba::encode::decode_pairs;
+use eni_ipam_cloud::alibaba::sts::ASSUME_ROLE_WITH_OIDC;
 use eni_ipam_cloud::alibaba::verify::{MAX_SKEW, Received, verify};
 use eni_ipam_cloud::fake::{FakeCloud, Faults};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
+use crate::identity::Identity;
 use crate::params::{ApiError, Params};
 use crate::seed::Seeded;
 
@@ -44,15 +47,6 @@ pub struct InjectedError {
     pub times: u32,
 }
 
-/// A RAM role the metadata service hands out.
-#[derive(Clone, Debug)]
-pub struct RamRole {
-    /// Role name.
-    pub name: String,
-    /// Its current STS credentials.
-    pub credentials: Credentials,
-}
-
 /// Actions whose ClientToken makes a repeat return the first answer.
 const IDEMPOTENT_BY_TOKEN: [&str; 2] = ["CreateNetworkInterface", "AssignPrivateIpAddresses"];
 
@@ -68,14 +62,13 @@ pub struct Emulator {
     pub(crate) region: String,
     pub(crate) vpc: VpcId,
     pub(crate) security_groups: Mutex<HashMap<EniId, Vec<String>>>,
-    keys: Mutex<HashMap<String, Credentials>>,
     nonces: Mutex<HashMap<String, OffsetDateTime>>,
     answers: Mutex<HashMap<TokenKey, TokenAnswer>>,
     faults: Mutex<FaultPlan>,
     /// What the seed created.
     pub seeded: Seeded,
-    /// The RAM role served by the metadata endpoints, if any.
-    pub ram_role: Option<RamRole>,
+    /// Keys, STS and the metadata service's RAM role.
+    pub identity: Identity,
 }
 
 /// An answer: status and JSON body.
@@ -84,30 +77,22 @@ pub type Answer = (u16, Value);
 impl Emulator {
     /// An emulator over `profile` with one VPC.
     pub fn new(profile: CloudProfile, region: String, vpc: VpcId, keys: Vec<Credentials>, seed: u64) -> Self {
-        let keys = keys.into_iter().map(|c| (c.access_key_id.clone(), c)).collect();
         Self {
             cloud: FakeCloud::new(profile, vpc.clone(), seed),
             region,
             vpc,
             security_groups: Mutex::new(HashMap::new()),
-            keys: Mutex::new(keys),
             nonces: Mutex::new(HashMap::new()),
             answers: Mutex::new(HashMap::new()),
             faults: Mutex::new(FaultPlan::default()),
             seeded: Seeded::default(),
-            ram_role: None,
+            identity: Identity::new(keys),
         }
     }
 
-    /// Serves a RAM role: its STS key joins the key store.
-    pub fn with_ram_role(mut self, name: &str) -> Self {
-        let credentials = Credentials {
-            access_key_id: format!("STS.emulated{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
-            access_key_secret: uuid::Uuid::new_v4().simple().to_string(),
-            security_token: Some(format!("CAIS{}", uuid::Uuid::new_v4().simple())),
-        };
-        self.keys.lock().expect("keys lock").insert(credentials.access_key_id.clone(), credentials.clone());
-        self.ram_role = Some(RamRole { name: name.to_owned(), credentials });
+    /// Replaces the identity side (RRSA trust, RAM role, key lifetime); its keys join.
+    pub fn with_identity(mut self, identity: Identity) -> Self {
+        self.identity = identity;
         self
     }
 
@@ -187,16 +172,34 @@ impl Emulator {
         }
     }
 
+    /// STS's anonymous call, recognized before any signature check.
+    fn unsigned_sts_call(request: &Received<'_>) -> Option<Vec<(String, String)>> {
+        let mut params = decode_pairs(request.query);
+        let is_form = request.headers.iter().any(|(n, v)| {
+            n.eq_ignore_ascii_case("content-type")
+                && v.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded")
+        });
+        if is_form {
+            params.extend(decode_pairs(&String::from_utf8_lossy(request.body)));
+        }
+        params.iter().any(|(k, v)| k == "Action" && v == ASSUME_ROLE_WITH_OIDC).then_some(params)
+    }
+
     async fn answer(&self, request: &Received<'_>) -> Result<Value, ApiError> {
         let now = OffsetDateTime::now_utc();
-        let verified = {
-            let keys = self.keys.lock().expect("keys lock");
-            verify(request, &|id| keys.get(id).cloned(), now).map_err(|r| ApiError {
-                code: r.code.to_owned(),
-                status: r.status,
-                message: r.message,
-            })?
-        };
+        if let Some(params) = Self::unsigned_sts_call(request) {
+            if let Some(err) = self.injected(ASSUME_ROLE_WITH_OIDC) {
+                self.identity.counts.sts_calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Err(err);
+            }
+            return self.identity.assume_role_with_oidc(&params, now);
+        }
+        let verified = verify(request, &|id| self.identity.key(id), now).map_err(|r| ApiError {
+            code: r.code.to_owned(),
+            status: r.status,
+            message: r.message,
+        })?;
+        self.identity.check_expiry(&verified.access_key_id, now)?;
         self.check_nonce(&verified.access_key_id, &verified.nonce, now)?;
         let header = |name: &str| {
             request.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone())
@@ -257,6 +260,7 @@ impl Emulator {
             "instances": console.instances(),
             "enis": console.all_enis().collect::<Vec<_>>(),
             "counts": counts,
+            "identity": self.identity.dump(),
         })
     }
 }

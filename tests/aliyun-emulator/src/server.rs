@@ -11,7 +11,6 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use eni_ipam_cloud::alibaba::credentials::RAM_ROLE_PATH;
-use eni_ipam_cloud::alibaba::sign::format_timestamp;
 use eni_ipam_cloud::alibaba::verify::Received;
 
 use crate::emulator::{Emulator, FaultPlan};
@@ -83,8 +82,8 @@ async fn set_faults(State(emulator): State<Arc<Emulator>>, body: Bytes) -> Respo
 }
 
 async fn role_name(State(emulator): State<Arc<Emulator>>) -> Response {
-    match &emulator.ram_role {
-        Some(role) => (StatusCode::OK, role.name.clone()).into_response(),
+    match emulator.identity.role_name() {
+        Some(role) => (StatusCode::OK, role.to_owned()).into_response(),
         None => {
             (StatusCode::NOT_FOUND, "no RAM role: start the emulator with --ram-role NAME").into_response()
         }
@@ -92,20 +91,8 @@ async fn role_name(State(emulator): State<Arc<Emulator>>) -> Response {
 }
 
 async fn role_credentials(State(emulator): State<Arc<Emulator>>, Path(role): Path<String>) -> Response {
-    let Some(served) = emulator.ram_role.as_ref().filter(|r| r.name == role) else {
-        return (StatusCode::NOT_FOUND, format!("no RAM role '{role}' on this instance")).into_response();
-    };
-    let now = time::OffsetDateTime::now_utc();
-    let c = &served.credentials;
-    json(
-        200,
-        serde_json::json!({
-            "AccessKeyId": c.access_key_id,
-            "AccessKeySecret": c.access_key_secret,
-            "SecurityToken": c.security_token,
-            "Expiration": format_timestamp(now + time::Duration::hours(1)),
-            "LastUpdated": format_timestamp(now),
-            "Code": "Success",
-        }),
-    )
+    match emulator.identity.role_document(&role, time::OffsetDateTime::now_utc()) {
+        Some(document) => json(200, document),
+        None => (StatusCode::NOT_FOUND, format!("no RAM role '{role}' on this instance")).into_response(),
+    }
 }

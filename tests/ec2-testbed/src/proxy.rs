@@ -16,6 +16,7 @@ use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::sts::{SessionKeys, SessionStats};
 use crate::wire::{call, decode_form, error_body, items, value, values};
 
 /// What to inject.
@@ -35,6 +36,10 @@ pub struct Faults {
     pub quotas: bool,
     /// Refuse (AuthFailure) requests signed with another access key id.
     pub expect_access_key: Option<String>,
+    /// Make STS keys last this long (DurationSeconds set on the SDK's behalf).
+    pub sts_duration: Option<Duration>,
+    /// Accept EC2 calls only when signed with a live key STS issued through this proxy.
+    pub require_session_keys: bool,
 }
 
 /// What the proxy did with one action.
@@ -70,6 +75,7 @@ struct State {
     created: Mutex<HashMap<String, String>>,
     buckets: BTreeMap<BucketId, TokenBucket>,
     profile: CloudProfile,
+    sessions: SessionKeys,
 }
 
 /// The running proxy.
@@ -110,6 +116,7 @@ impl Ec2Proxy {
             created: Mutex::new(HashMap::new()),
             buckets,
             profile,
+            sessions: SessionKeys::default(),
         });
         let listener =
             TcpListener::bind(listen).await.unwrap_or_else(|e| panic!("bind the proxy on {listen}: {e}"));
@@ -139,6 +146,11 @@ impl Ec2Proxy {
         self.state.counts.lock().expect("counts lock").clone()
     }
 
+    /// STS keys issued through the proxy and their use.
+    pub fn sessions(&self) -> SessionStats {
+        self.state.sessions.stats()
+    }
+
     /// Limit refusals by error code (which limit moto would not have enforced).
     pub fn limit_refusals(&self) -> BTreeMap<String, u64> {
         self.state.refusals.lock().expect("refusals lock").clone()
@@ -155,6 +167,7 @@ async fn serve_connection(state: Arc<State>, mut stream: TcpStream) {
                     200 => "OK",
                     400 => "Bad Request",
                     401 => "Unauthorized",
+                    403 => "Forbidden",
                     500 => "Internal Server Error",
                     503 => "Service Unavailable",
                     _ => "Status",
@@ -239,18 +252,28 @@ async fn handle(state: &State, head: &str, body: &str) -> Reply {
     count(state, &action, |c| c.received += 1);
     let faults = state.faults.lock().expect("faults lock").clone();
     let mutating = !action.starts_with("Describe");
-
-    if let Some(expected) = &faults.expect_access_key {
-        let key = header(head, "authorization")
-            .and_then(|a| a.split("Credential=").nth(1))
-            .and_then(|c| c.split('/').next())
-            .unwrap_or_default();
-        if key != expected {
-            return Reply::Answer(
-                401,
-                error_body("AuthFailure", "AWS was not able to validate the provided access credentials"),
-            );
-        }
+    if action.starts_with("AssumeRole") {
+        let (status, text) =
+            state.sessions.forward(&state.http, &state.upstream, form, faults.sts_duration).await;
+        count(state, &action, |c| c.forwarded += 1);
+        return Reply::Answer(status, text);
+    }
+    let key = header(head, "authorization")
+        .and_then(|a| a.split("Credential=").nth(1))
+        .and_then(|c| c.split('/').next())
+        .unwrap_or_default();
+    if faults.require_session_keys
+        && let Err((status, code, message)) = state.sessions.check(key, time::OffsetDateTime::now_utc())
+    {
+        return Reply::Answer(status, error_body(code, &message));
+    }
+    if let Some(expected) = &faults.expect_access_key
+        && key != expected
+    {
+        return Reply::Answer(
+            401,
+            error_body("AuthFailure", "AWS was not able to validate the provided access credentials"),
+        );
     }
     let faulty = faults.actions.as_ref().is_none_or(|only| only.contains(&action));
     if faulty && !faults.latency.is_zero() {
