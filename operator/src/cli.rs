@@ -10,6 +10,7 @@ use eni_ipam_api::duration::{parse_duration, parse_interval};
 pub use eni_ipam_api::knob_args::KnobArgs;
 use eni_ipam_cloud::CloudKind;
 
+pub use crate::alibaba_args::AlibabaArgs;
 use crate::simulate::{SimConfig, Strategy};
 
 /// eni-ipam operator: keeps a warm pool of ENI IPs on every node.
@@ -130,7 +131,7 @@ pub struct RunArgs {
     /// EC2 API endpoint override (e.g. a VPC endpoint or a test bed).
     #[arg(long, env = "ENI_IPAM_AWS_ENDPOINT")]
     pub aws_endpoint: Option<String>,
-    /// ECS/VPC API endpoint override (e.g. the emulator).
+    /// One endpoint for ECS, VPC and STS (e.g. the emulator); see --alibaba-ecs-endpoint and friends.
     #[arg(long, env = "ENI_IPAM_ALIBABA_ENDPOINT")]
     pub alibaba_endpoint: Option<String>,
     /// AWS region.
@@ -139,6 +140,8 @@ pub struct RunArgs {
     /// Alibaba Cloud region.
     #[arg(long, env = "ALIBABA_CLOUD_REGION_ID", default_value = "cn-hangzhou")]
     pub alibaba_region: String,
+    #[command(flatten)]
+    pub alibaba: AlibabaArgs,
     /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster).
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
@@ -306,14 +309,15 @@ pub struct SimulateArgs {
     /// The VPC whose instances form the fleet (with --endpoint).
     #[arg(long, env = "ENI_IPAM_VPC")]
     pub vpc: Option<String>,
-    /// AWS region (with --endpoint; credentials come from the usual AWS
-    /// environment variables, shared profile or instance role).
+    /// AWS region (with --endpoint; credentials come from the SDK's default
+    /// chain: environment keys, shared profile, IRSA, EKS Pod Identity, instance role).
     #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
     pub aws_region: String,
-    /// Alibaba region (with --endpoint; credentials from
-    /// ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET).
+    /// Alibaba region (with --endpoint; the identity as --alibaba-identity says).
     #[arg(long, env = "ALIBABA_CLOUD_REGION_ID", default_value = "cn-hangzhou")]
     pub alibaba_region: String,
+    #[command(flatten)]
+    pub alibaba: AlibabaArgs,
     /// Security group for new ENIs (repeatable; Alibaba requires one).
     #[arg(long = "security-group", value_name = "ID")]
     pub security_groups: Vec<String>,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use clap::Parser;
 use clap::error::ErrorKind;
 use eni_ipam_api::VpcId;
-use eni_ipam_cloud::alibaba::{AlibabaConfig, AlibabaProvider, CredentialSource};
+use eni_ipam_cloud::alibaba::AlibabaProvider;
 use eni_ipam_cloud::{CallGuard, CloudKind, CloudProfile, RetryPolicy};
 use eni_ipam_cloud_aws::{AwsConfig, AwsProvider};
 use eni_ipam_operator::cli::{Cli, Command, RunArgs, RunCloud, SimulateArgs, UninstallStep};
@@ -172,10 +172,8 @@ async fn run_async(args: &RunArgs) -> anyhow::Result<()> {
             Arc::new(AwsProvider::connect(aws, guard, &vpc).await?)
         }
         RunCloud::Alibaba => {
-            let mut alibaba = AlibabaConfig::new(args.alibaba_region.clone(), CredentialSource::Env);
-            if let Some(url) = &args.alibaba_endpoint {
-                alibaba = alibaba.with_endpoint(url);
-            }
+            let alibaba = args.alibaba.config(&args.alibaba_region, args.alibaba_endpoint.as_deref())?;
+            tracing::info!(identity = alibaba.credentials.kind(), ecs = %alibaba.ecs_endpoint(), vpc = %alibaba.vpc_endpoint(), "Alibaba Cloud");
             Arc::new(AlibabaProvider::new(alibaba, guard)?)
         }
     };
@@ -253,12 +251,12 @@ async fn aws_backend(
 }
 
 /// clap's message without its usage and tips, on one line.
-/// The Alibaba provider at `url`, credentials from the environment.
+/// The Alibaba provider at `url` (also the STS endpoint unless given apart).
 fn alibaba_backend(args: &SimulateArgs, url: &str, config: &simulate::SimConfig) -> anyhow::Result<Backend> {
     let vpc = VpcId::from(args.vpc.clone().unwrap_or_default());
     let retry = RetryPolicy::cloud_default(config.seed);
     let guard = Arc::new(CallGuard::for_profile(CloudProfile::alibaba(), config.limiter_margin, retry));
-    let alibaba = AlibabaConfig::new(args.alibaba_region.clone(), CredentialSource::Env).with_endpoint(url);
+    let alibaba = args.alibaba.config(&args.alibaba_region, Some(url))?;
     let provider = AlibabaProvider::new(alibaba, guard.clone())?;
     Ok(Backend::Endpoint { provider: Arc::new(provider), guard, vpc })
 }

@@ -19,6 +19,16 @@ ENINode CRD (spec.ipam), so a value the chart accepts is one the API accepts.
 {{- if and $le.enabled (ge (include "eni-ipam.milliseconds" $le.retryPeriod | int64) (include "eni-ipam.milliseconds" $le.renewDeadline | int64)) -}}
 {{- fail (printf "operator.leaderElection.retryPeriod (%s) must be shorter than renewDeadline (%s): the leader must get more than one try to renew" $le.retryPeriod $le.renewDeadline) -}}
 {{- end -}}
+{{- $rrsa := .Values.identity.alibaba.rrsa -}}
+{{- if and (eq .Values.cloud "alibaba") (or $rrsa.roleArn $rrsa.oidcProviderArn) (not (and $rrsa.roleArn $rrsa.oidcProviderArn)) -}}
+{{- fail "identity.alibaba.rrsa: roleArn and oidcProviderArn go together (RRSA without the webhook needs both); set the other or neither" -}}
+{{- end -}}
+{{- if and (eq .Values.cloud "alibaba") (eq .Values.identity.alibaba.mode "rrsa") (not (or $rrsa.roleName $rrsa.roleArn)) -}}
+{{- fail "identity.alibaba.mode is rrsa but neither identity.alibaba.rrsa.roleName (with ack-pod-identity-webhook) nor rrsa.roleArn and rrsa.oidcProviderArn are set" -}}
+{{- end -}}
+{{- if and (eq .Values.cloud "alibaba") (eq .Values.identity.alibaba.mode "access-key") (not .Values.credentials.existingSecret) -}}
+{{- fail "identity.alibaba.mode is access-key but credentials.existingSecret is empty: name the Secret holding the AccessKey" -}}
+{{- end -}}
 {{- if and (gt (int .Values.operator.replicas) 1) (not .Values.operator.leaderElection.enabled) -}}
 {{- fail (printf "operator.replicas is %d but operator.leaderElection.enabled is false: two operators would allocate for the same nodes; enable leader election or set replicas to 1" (int .Values.operator.replicas)) -}}
 {{- end -}}

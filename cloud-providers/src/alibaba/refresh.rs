@@ -22,7 +22,8 @@ pub fn refresh_at(fetched: OffsetDateTime, expires: OffsetDateTime) -> OffsetDat
 /// When to try again after a refresh failed at `now`, the keys expiring at
 /// `expires`: a quarter of the time left, within [1 s, 30 s].
 pub fn retry_after_failure(now: OffsetDateTime, expires: OffsetDateTime) -> OffsetDateTime {
-    now + ((expires - now) / 4).clamp(MIN_INTERVAL, MAX_RETRY_PAUSE)
+    let quarter: Duration = (expires - now) / 4;
+    now + quarter.clamp(MIN_INTERVAL, MAX_RETRY_PAUSE)
 }
 
 /// The refresh schedule of cached temporary keys.

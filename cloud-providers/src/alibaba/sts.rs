@@ -77,7 +77,9 @@ pub async fn assume_role_with_oidc(http: &reqwest::Client, role: &OidcRole) -> R
         return Err(fail(format!("the OIDC token file {} is empty", role.token_file.display())));
     }
     let params = request_params(role, token, time::OffsetDateTime::now_utc());
-    let url = format!("{}/", role.sts_endpoint.trim_end_matches('/'));
+    // ack-pod-identity-webhook injects a bare host (ALIBABA_CLOUD_STS_ENDPOINT=sts-vpc.<region>.aliyuncs.com).
+    let base = role.sts_endpoint.trim_end_matches('/');
+    let url = if base.contains("://") { format!("{base}/") } else { format!("https://{base}/") };
     let response = http
         .post(&url)
         .timeout(Duration::from_secs(10))

@@ -77,10 +77,10 @@ async fn identity_counts(emulator: &common::Emulator) -> (u64, u64, u64, u64) {
 
 /// Calls `parallel` list_subnets at once every 200 ms for `run`; every one must succeed.
 async fn keep_calling(p: &AlibabaProvider, run: Duration, parallel: usize) -> u32 {
-    let start = Instant::now();
+    let (start, vpc) = (Instant::now(), vpc());
     let mut calls = 0;
     while start.elapsed() < run {
-        let results = futures::future::join_all((0..parallel).map(|_| p.list_subnets(&vpc()))).await;
+        let results = futures::future::join_all((0..parallel).map(|_| p.list_subnets(&vpc))).await;
         for r in results {
             let subnets = r.unwrap_or_else(|e| panic!("call at {:?} failed: {e}", start.elapsed()));
             assert_eq!(subnets.len(), 1);

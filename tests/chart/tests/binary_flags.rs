@@ -102,6 +102,10 @@ const SCENARIOS: &[(&str, &[&str], &[&str])] = &[
         &["examples/alibaba-values.yaml"],
         &[
             "apiEndpoint=https://ecs.cn-hangzhou.aliyuncs.com",
+            "identity.alibaba.ecsEndpoint=https://ecs-vpc.cn-hangzhou.aliyuncs.com",
+            "identity.alibaba.vpcEndpoint=https://vpc-vpc.cn-hangzhou.aliyuncs.com",
+            "identity.alibaba.rrsa.stsEndpoint=sts-vpc.cn-hangzhou.aliyuncs.com",
+            "identity.alibaba.ramRole=eni-ipam-node",
             "agent.socketGroup=1000",
             "agent.datapath.enabled=false",
         ],

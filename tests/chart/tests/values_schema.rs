@@ -68,12 +68,23 @@ fn a_duration_the_binaries_cannot_read_is_refused() {
 }
 
 #[test]
-fn alibaba_without_an_access_key_secret_is_refused() {
-    let message = refusal(&["cloud=alibaba", "region=cn-hangzhou"]);
-    assert!(
-        message.contains("credentials.existingSecret: String length must be greater than or equal to 1"),
-        "{message}"
-    );
+fn half_an_alibaba_identity_is_refused_and_none_at_all_renders() {
+    let message = refusal(&["cloud=alibaba", "region=cn-hangzhou", "identity.alibaba.mode=rrsa"]);
+    assert!(message.contains("identity.alibaba.mode is rrsa but neither"), "{message}");
+    let message = refusal(&["cloud=alibaba", "identity.alibaba.rrsa.roleArn=acs:ram::1:role/eni-ipam"]);
+    assert!(message.contains("roleArn and oidcProviderArn go together"), "{message}");
+    let message = refusal(&["cloud=alibaba", "identity.alibaba.mode=access-key"]);
+    assert!(message.contains("credentials.existingSecret is empty"), "{message}");
+    let message = refusal(&["identity.alibaba.endpointKind=internal"]);
+    assert!(message.contains("identity.alibaba.endpointKind: identity.alibaba.endpointKind must be one of"), "{message}");
+    // RRSA through the webhook, the RAM role, auto: no Secret needed.
+    for sets in [
+        &["cloud=alibaba", "identity.alibaba.mode=rrsa", "identity.alibaba.rrsa.roleName=eni-ipam"][..],
+        &["cloud=alibaba", "identity.alibaba.mode=ram-role"],
+        &["cloud=alibaba"],
+    ] {
+        Helm::default().template(&[], sets).unwrap_or_else(|e| panic!("{sets:?} must render: {e}"));
+    }
 }
 
 #[test]
