@@ -9,7 +9,8 @@ use eni_ipam_api::duration::parse_duration;
 use eni_ipam_cloud::alibaba::credentials::DEFAULT_METADATA_URL;
 use eni_ipam_cloud::alibaba::identity::choose;
 use eni_ipam_cloud::alibaba::{
-    AlibabaConfig, EndpointKind, IdentityError, IdentityInputs, IdentityMode, IdentitySettings, regional_endpoint,
+    AlibabaConfig, EndpointKind, IdentityError, IdentityInputs, IdentityMode, IdentitySettings,
+    regional_endpoint,
 };
 
 /// How the operator authenticates to Alibaba Cloud and which endpoints it calls.

@@ -55,7 +55,9 @@ impl std::fmt::Display for AwsIdentity {
             Self::EnvironmentKeys => write!(f, "keys from {ENV_ACCESS_KEY_ID}"),
             Self::Profile(p) => write!(f, "shared profile {p}"),
             Self::WebIdentity { role_arn } => write!(f, "IRSA web identity, role {role_arn}"),
-            Self::ContainerCredentials { uri } => write!(f, "container credentials (EKS Pod Identity) at {uri}"),
+            Self::ContainerCredentials { uri } => {
+                write!(f, "container credentials (EKS Pod Identity) at {uri}")
+            }
             Self::InstanceRole => write!(f, "the instance role (IMDS)"),
         }
     }
@@ -82,7 +84,10 @@ pub enum AwsIdentityError {
 }
 
 /// What the chain will use, given the environment (`env(name)`, empty is unset).
-pub fn identity_of(static_keys: bool, env: &dyn Fn(&str) -> Option<String>) -> Result<AwsIdentity, AwsIdentityError> {
+pub fn identity_of(
+    static_keys: bool,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<AwsIdentity, AwsIdentityError> {
     let var = |name: &str| env(name).filter(|v| !v.trim().is_empty());
     if static_keys {
         return Ok(AwsIdentity::Static);
@@ -92,7 +97,10 @@ pub fn identity_of(static_keys: bool, env: &dyn Fn(&str) -> Option<String>) -> R
         (None, None) => {}
         (id, _) => {
             let missing = if id.is_some() { ENV_SECRET_ACCESS_KEY } else { ENV_ACCESS_KEY_ID };
-            return Err(AwsIdentityError::Incomplete { identity: "the environment's AccessKey", missing: vec![missing] });
+            return Err(AwsIdentityError::Incomplete {
+                identity: "the environment's AccessKey",
+                missing: vec![missing],
+            });
         }
     }
     if let Some(profile) = var(ENV_PROFILE) {
@@ -113,7 +121,10 @@ pub fn identity_of(static_keys: bool, env: &dyn Fn(&str) -> Option<String>) -> R
         return Ok(AwsIdentity::ContainerCredentials { uri });
     }
     if var(ENV_CONTAINER_TOKEN_FILE).is_some() {
-        return Err(AwsIdentityError::Incomplete { identity: "EKS Pod Identity", missing: vec![ENV_CONTAINER_FULL_URI] });
+        return Err(AwsIdentityError::Incomplete {
+            identity: "EKS Pod Identity",
+            missing: vec![ENV_CONTAINER_FULL_URI],
+        });
     }
     if var(ENV_EC2_METADATA_DISABLED).is_some_and(|v| v.eq_ignore_ascii_case("true")) {
         return Err(AwsIdentityError::NoneConfigured);
@@ -137,23 +148,43 @@ mod tests {
     fn which_identity_the_chain_uses() {
         const KEY: (&str, &str) = (ENV_ACCESS_KEY_ID, "AKID");
         const SECRET: (&str, &str) = (ENV_SECRET_ACCESS_KEY, "s");
-        const TOKEN: (&str, &str) = (ENV_WEB_IDENTITY_TOKEN_FILE, "/var/run/secrets/eks.amazonaws.com/serviceaccount/token");
+        const TOKEN: (&str, &str) =
+            (ENV_WEB_IDENTITY_TOKEN_FILE, "/var/run/secrets/eks.amazonaws.com/serviceaccount/token");
         const ROLE: (&str, &str) = (ENV_ROLE_ARN, "arn:aws:iam::1:role/eni-ipam");
         const POD_URI: (&str, &str) = (ENV_CONTAINER_FULL_URI, "http://169.254.170.23/v1/credentials");
-        const POD_TOKEN: (&str, &str) = (ENV_CONTAINER_TOKEN_FILE, "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token");
+        const POD_TOKEN: (&str, &str) = (
+            ENV_CONTAINER_TOKEN_FILE,
+            "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token",
+        );
         const NO_IMDS: (&str, &str) = (ENV_EC2_METADATA_DISABLED, "true");
         let rows: &[(bool, &[(&str, &str)], &str)] = &[
             (true, &[KEY, SECRET, TOKEN, ROLE], "static keys"),
             (false, &[KEY, SECRET, TOKEN, ROLE], "keys from AWS_ACCESS_KEY_ID"),
-            (false, &[TOKEN, ROLE, POD_URI, POD_TOKEN], "IRSA web identity, role arn:aws:iam::1:role/eni-ipam"),
-            (false, &[POD_URI, POD_TOKEN], "container credentials (EKS Pod Identity) at http://169.254.170.23/v1/credentials"),
+            (
+                false,
+                &[TOKEN, ROLE, POD_URI, POD_TOKEN],
+                "IRSA web identity, role arn:aws:iam::1:role/eni-ipam",
+            ),
+            (
+                false,
+                &[POD_URI, POD_TOKEN],
+                "container credentials (EKS Pod Identity) at http://169.254.170.23/v1/credentials",
+            ),
             (false, &[(ENV_PROFILE, "ops"), TOKEN, ROLE], "shared profile ops"),
             (false, &[], "the instance role (IMDS)"),
             (false, &[NO_IMDS], "error: no AWS identity is configured"),
             (false, &[ROLE], "error: IRSA is half configured: AWS_WEB_IDENTITY_TOKEN_FILE not set"),
             (false, &[TOKEN, NO_IMDS], "error: IRSA is half configured: AWS_ROLE_ARN not set"),
-            (false, &[POD_TOKEN], "error: EKS Pod Identity is half configured: AWS_CONTAINER_CREDENTIALS_FULL_URI not set"),
-            (false, &[KEY, TOKEN, ROLE], "error: the environment's AccessKey is half configured: AWS_SECRET_ACCESS_KEY not set"),
+            (
+                false,
+                &[POD_TOKEN],
+                "error: EKS Pod Identity is half configured: AWS_CONTAINER_CREDENTIALS_FULL_URI not set",
+            ),
+            (
+                false,
+                &[KEY, TOKEN, ROLE],
+                "error: the environment's AccessKey is half configured: AWS_SECRET_ACCESS_KEY not set",
+            ),
             (false, &[(ENV_ROLE_ARN, " "), NO_IMDS], "error: no AWS identity is configured"),
         ];
         for (static_keys, vars, want) in rows {

@@ -88,13 +88,11 @@ impl AwsProvider {
             .await;
         match probe {
             Ok(_) => Ok(provider),
-            Err(e) if e.class == ErrorClass::Auth => {
-                Err(AwsConnectError::Credentials {
-                    endpoint: endpoint_of(&provider.config),
-                    identity: identity.to_string(),
-                    cause: e,
-                })
-            }
+            Err(e) if e.class == ErrorClass::Auth => Err(AwsConnectError::Credentials {
+                endpoint: endpoint_of(&provider.config),
+                identity: identity.to_string(),
+                cause: e,
+            }),
             Err(e) if e.class == ErrorClass::Transient || e.class == ErrorClass::Throttled => {
                 Err(AwsConnectError::Unreachable { endpoint: endpoint_of(&provider.config), cause: e })
             }

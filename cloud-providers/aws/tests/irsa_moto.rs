@@ -20,7 +20,11 @@ use eni_ipam_ec2_testbed::{Console, Ec2Proxy, Faults, Moto};
 #[tokio::test]
 async fn irsa_keys_from_moto_sts_are_used_and_refreshed_across_expiry() {
     let moto = Moto::start();
-    let faults = Faults { sts_duration: Some(Duration::from_secs(14)), require_session_keys: true, ..Faults::default() };
+    let faults = Faults {
+        sts_duration: Some(Duration::from_secs(14)),
+        require_session_keys: true,
+        ..Faults::default()
+    };
     let proxy = Ec2Proxy::start(&moto.url, faults, 5).await;
     let console = Console::new(&moto.url);
     let vpc = console.create_vpc("10.0.0.0/16").await;
@@ -28,8 +32,11 @@ async fn irsa_keys_from_moto_sts_are_used_and_refreshed_across_expiry() {
 
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
-    std::fs::write(&token, "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6a3ViZS1zeXN0ZW06ZW5pLWlwYW0ifQ.c2ln")
-        .unwrap();
+    std::fs::write(
+        &token,
+        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6a3ViZS1zeXN0ZW06ZW5pLWlwYW0ifQ.c2ln",
+    )
+    .unwrap();
     let absent = dir.path().join("absent");
     // SAFETY: this test binary runs this one test; nothing else reads the environment concurrently.
     unsafe {
@@ -65,7 +72,11 @@ async fn irsa_keys_from_moto_sts_are_used_and_refreshed_across_expiry() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let s = proxy.sessions();
-    assert_eq!((s.expired_refusals, s.unknown_refusals), (0, 0), "every EC2 call carried a live STS key: {s:?}");
+    assert_eq!(
+        (s.expired_refusals, s.unknown_refusals),
+        (0, 0),
+        "every EC2 call carried a live STS key: {s:?}"
+    );
     assert_eq!(s.sts_calls, s.issued, "{s:?}");
     // The SDK's cache refreshes 5-10 s before expiry (10 s buffer, up to 5 s jitter):
     // 14 s keys are used for 4-9 s each, so 21 s take 3 to 7 exchanges.

@@ -37,7 +37,8 @@ async fn eks_pod_identity_keys_come_from_the_agent_with_the_pod_token() {
         axum::routing::get(move |headers: HeaderMap| {
             let counter = counter.clone();
             async move {
-                let presented = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
+                let presented =
+                    headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
                 if presented != POD_TOKEN {
                     return (axum::http::StatusCode::UNAUTHORIZED, "token".to_owned());
                 }
@@ -62,7 +63,13 @@ async fn eks_pod_identity_keys_come_from_the_agent_with_the_pod_token() {
     let absent = dir.path().join("absent");
     // SAFETY: this test binary runs this one test; nothing else reads the environment concurrently.
     unsafe {
-        for name in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN"] {
+        for name in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_PROFILE",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_ROLE_ARN",
+        ] {
             std::env::remove_var(name);
         }
         std::env::set_var("AWS_CONFIG_FILE", &absent);

@@ -113,11 +113,17 @@ mod tests {
         c.endpoint_kind = EndpointKind::Vpc;
         assert_eq!(c.ecs_endpoint(), "https://ecs-vpc.cn-beijing.aliyuncs.com");
         assert_eq!(c.vpc_endpoint(), "https://vpc-vpc.cn-beijing.aliyuncs.com");
-        assert_eq!(regional_endpoint("sts", EndpointKind::Vpc, "cn-beijing"), "https://sts-vpc.cn-beijing.aliyuncs.com");
+        assert_eq!(
+            regional_endpoint("sts", EndpointKind::Vpc, "cn-beijing"),
+            "https://sts-vpc.cn-beijing.aliyuncs.com"
+        );
         c = c.with_endpoint("http://127.0.0.1:9");
         assert_eq!(c.vpc_endpoint(), "http://127.0.0.1:9");
         c.ecs_endpoint = Some("https://ecs.internal.example".into());
-        assert_eq!((c.ecs_endpoint().as_str(), c.vpc_endpoint().as_str()), ("https://ecs.internal.example", "http://127.0.0.1:9"));
+        assert_eq!(
+            (c.ecs_endpoint().as_str(), c.vpc_endpoint().as_str()),
+            ("https://ecs.internal.example", "http://127.0.0.1:9")
+        );
         assert!("private".parse::<EndpointKind>().unwrap_err().contains("public or vpc"));
     }
 }

@@ -131,7 +131,10 @@ pub enum IdentityError {
 }
 
 /// The credential source for `settings.mode`, given `inputs`.
-pub fn choose(settings: &IdentitySettings, inputs: &IdentityInputs) -> Result<CredentialSource, IdentityError> {
+pub fn choose(
+    settings: &IdentitySettings,
+    inputs: &IdentityInputs,
+) -> Result<CredentialSource, IdentityError> {
     match settings.mode {
         IdentityMode::AccessKey => access_key(inputs),
         IdentityMode::Rrsa => rrsa(settings, inputs),
@@ -209,7 +212,8 @@ mod tests {
             access_key_id: has('k').then(|| "LTAIkey".into()),
             access_key_secret: has('s').then(|| "secret".into()),
             security_token: None,
-            oidc_token_file: has('f').then(|| PathBuf::from("/var/run/secrets/ack.alibabacloud.com/rrsa-tokens/token")),
+            oidc_token_file: has('f')
+                .then(|| PathBuf::from("/var/run/secrets/ack.alibabacloud.com/rrsa-tokens/token")),
             role_arn: has('r').then(|| "acs:ram::1:role/eni-ipam".into()),
             oidc_provider_arn: has('p').then(|| "acs:ram::1:oidc-provider/ack-rrsa-c1".into()),
             role_session_name: None,
@@ -242,12 +246,28 @@ mod tests {
             (Auto, "m", "ram-role node-role at http://100.100.100.200"),
             (Auto, "", "error: no Alibaba Cloud identity is configured"),
             // half configured: named, never skipped
-            (Auto, "k", "error: the AccessKey identity is half configured: ALIBABA_CLOUD_ACCESS_KEY_SECRET not set"),
-            (Auto, "rm", "error: the RRSA identity is half configured: ALIBABA_CLOUD_OIDC_TOKEN_FILE, ALIBABA_CLOUD_OIDC_PROVIDER_ARN not set"),
+            (
+                Auto,
+                "k",
+                "error: the AccessKey identity is half configured: ALIBABA_CLOUD_ACCESS_KEY_SECRET not set",
+            ),
+            (
+                Auto,
+                "rm",
+                "error: the RRSA identity is half configured: ALIBABA_CLOUD_OIDC_TOKEN_FILE, ALIBABA_CLOUD_OIDC_PROVIDER_ARN not set",
+            ),
             // explicit modes take only their own settings
-            (AccessKey, "frp", "error: the AccessKey identity is half configured: ALIBABA_CLOUD_ACCESS_KEY_ID, ALIBABA_CLOUD_ACCESS_KEY_SECRET not set"),
+            (
+                AccessKey,
+                "frp",
+                "error: the AccessKey identity is half configured: ALIBABA_CLOUD_ACCESS_KEY_ID, ALIBABA_CLOUD_ACCESS_KEY_SECRET not set",
+            ),
             (Rrsa, "ksfrp", &rrsa_ok),
-            (Rrsa, "ks", "error: the RRSA identity is half configured: ALIBABA_CLOUD_OIDC_TOKEN_FILE, ALIBABA_CLOUD_ROLE_ARN, ALIBABA_CLOUD_OIDC_PROVIDER_ARN not set"),
+            (
+                Rrsa,
+                "ks",
+                "error: the RRSA identity is half configured: ALIBABA_CLOUD_OIDC_TOKEN_FILE, ALIBABA_CLOUD_ROLE_ARN, ALIBABA_CLOUD_OIDC_PROVIDER_ARN not set",
+            ),
             (RamRole, "ks", "ram-role <asked> at http://100.100.100.200"),
             (RamRole, "m", "ram-role node-role at http://100.100.100.200"),
         ];
@@ -261,7 +281,9 @@ mod tests {
     fn rrsa_carries_the_session_name_and_duration() {
         let mut i = inputs("frp");
         i.role_session_name = Some("audit-me".into());
-        let Ok(CredentialSource::Oidc(role)) = choose(&settings(IdentityMode::Rrsa), &i) else { panic!("rrsa") };
+        let Ok(CredentialSource::Oidc(role)) = choose(&settings(IdentityMode::Rrsa), &i) else {
+            panic!("rrsa")
+        };
         assert_eq!((role.session_name.as_str(), role.duration.as_secs()), ("audit-me", 3600));
         let Ok(CredentialSource::Oidc(role)) = choose(&settings(IdentityMode::Rrsa), &inputs("frp")) else {
             panic!("rrsa")

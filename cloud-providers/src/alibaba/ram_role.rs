@@ -18,7 +18,11 @@ struct RamRoleDocument {
 }
 
 /// Fetches the role's keys; the role's name is asked first when not given.
-pub async fn fetch(http: &reqwest::Client, base: &str, role: Option<&str>) -> Result<Temporary, CredentialError> {
+pub async fn fetch(
+    http: &reqwest::Client,
+    base: &str,
+    role: Option<&str>,
+) -> Result<Temporary, CredentialError> {
     let base = format!("{}{RAM_ROLE_PATH}", base.trim_end_matches('/'));
     let role = match role {
         Some(r) => r.to_owned(),

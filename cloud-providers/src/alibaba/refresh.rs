@@ -59,16 +59,20 @@ mod tests {
     fn refresh_comes_before_expiry_and_never_twice_a_second() {
         // (fetched, expires, refresh at), seconds
         let rows = [
-            (0, 3600, 3300),  // an hour: 5 minutes before
-            (0, 900, 600),    // STS's shortest: 5 minutes before
-            (0, 600, 400),    // shorter than 15 minutes: at two thirds
-            (0, 6, 4),        // a test's 6 s keys: at 4 s
-            (0, 1, 1),        // 1 s: not before a second has passed
-            (100, 90, 101),   // already expired (clock skew): once a second at most
-            (100, 100, 101),  // expiring now: the same
+            (0, 3600, 3300), // an hour: 5 minutes before
+            (0, 900, 600),   // STS's shortest: 5 minutes before
+            (0, 600, 400),   // shorter than 15 minutes: at two thirds
+            (0, 6, 4),       // a test's 6 s keys: at 4 s
+            (0, 1, 1),       // 1 s: not before a second has passed
+            (100, 90, 101),  // already expired (clock skew): once a second at most
+            (100, 100, 101), // expiring now: the same
         ];
         for (fetched, expires, want) in rows {
-            assert_eq!(refresh_at(at(fetched), at(expires)), at(want), "fetched {fetched}, expires {expires}");
+            assert_eq!(
+                refresh_at(at(fetched), at(expires)),
+                at(want),
+                "fetched {fetched}, expires {expires}"
+            );
         }
     }
 

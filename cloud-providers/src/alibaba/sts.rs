@@ -63,7 +63,10 @@ pub fn request_params(role: &OidcRole, token: &str, now: time::OffsetDateTime) -
 }
 
 /// Exchanges the token in `role.token_file` for temporary keys.
-pub async fn assume_role_with_oidc(http: &reqwest::Client, role: &OidcRole) -> Result<Temporary, CredentialError> {
+pub async fn assume_role_with_oidc(
+    http: &reqwest::Client,
+    role: &OidcRole,
+) -> Result<Temporary, CredentialError> {
     let fail = |reason: String| CredentialError::Sts { reason };
     let token = std::fs::read_to_string(&role.token_file).map_err(|e| {
         fail(format!(
@@ -88,7 +91,11 @@ pub async fn assume_role_with_oidc(http: &reqwest::Client, role: &OidcRole) -> R
         .body(encode_pairs(&params))
         .send()
         .await
-        .map_err(|e| fail(format!("{ASSUME_ROLE_WITH_OIDC} at {url} failed: {e}; check the STS endpoint and the network")))?;
+        .map_err(|e| {
+            fail(format!(
+                "{ASSUME_ROLE_WITH_OIDC} at {url} failed: {e}; check the STS endpoint and the network"
+            ))
+        })?;
     let status = response.status().as_u16();
     let body = response.bytes().await.map_err(|e| fail(format!("reading the answer of {url}: {e}")))?;
     if !(200..300).contains(&status) {

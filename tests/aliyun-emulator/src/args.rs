@@ -146,8 +146,9 @@ impl Args {
                 provider_arn: provider_arn.clone(),
             });
         }
-        let mut emulator = Emulator::new(profile, self.region.clone(), VpcId::from(self.vpc.as_str()), keys, 1)
-            .with_identity(identity);
+        let mut emulator =
+            Emulator::new(profile, self.region.clone(), VpcId::from(self.vpc.as_str()), keys, 1)
+                .with_identity(identity);
         if let Some(path) = &self.seed {
             let text =
                 std::fs::read_to_string(path).with_context(|| format!("reading seed {}", path.display()))?;

@@ -142,12 +142,18 @@ impl Identity {
     }
 
     /// STS `AssumeRoleWithOIDC` (anonymous: the OIDC token is the proof).
-    pub fn assume_role_with_oidc(&self, params: &[(String, String)], now: OffsetDateTime) -> Result<Value, ApiError> {
+    pub fn assume_role_with_oidc(
+        &self,
+        params: &[(String, String)],
+        now: OffsetDateTime,
+    ) -> Result<Value, ApiError> {
         self.counts.sts_calls.fetch_add(1, Ordering::Relaxed);
         let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
         let need = |name: &str| {
-            get(name).filter(|v| !v.is_empty()).ok_or_else(|| {
-                ApiError { code: format!("Missing{name}"), status: 400, message: format!("{name} is mandatory for this action") }
+            get(name).filter(|v| !v.is_empty()).ok_or_else(|| ApiError {
+                code: format!("Missing{name}"),
+                status: 400,
+                message: format!("{name} is mandatory for this action"),
             })
         };
         let refuse = |code: &str, message: String| ApiError { code: code.into(), status: 401, message };
@@ -157,19 +163,34 @@ impl Identity {
         let (token, role, provider) = (need("OIDCToken")?, need("RoleArn")?, need("OIDCProviderArn")?);
         let session = need("RoleSessionName")?;
         let Some(trust) = &self.rrsa else {
-            return Err(refuse("AuthenticationFail.NoPermission", "no OIDC provider is registered (start the emulator with --rrsa-*)".into()));
+            return Err(refuse(
+                "AuthenticationFail.NoPermission",
+                "no OIDC provider is registered (start the emulator with --rrsa-*)".into(),
+            ));
         };
         if provider != trust.provider_arn {
-            return Err(refuse("AuthenticationFail.NoPermission", format!("OIDC provider '{provider}' is not registered")));
+            return Err(refuse(
+                "AuthenticationFail.NoPermission",
+                format!("OIDC provider '{provider}' is not registered"),
+            ));
         }
         if role != trust.role_arn {
-            return Err(refuse("AuthenticationFail.NoPermission", format!("role '{role}' does not trust provider '{provider}'")));
+            return Err(refuse(
+                "AuthenticationFail.NoPermission",
+                format!("role '{role}' does not trust provider '{provider}'"),
+            ));
         }
         if token.trim() != trust.oidc_token {
-            return Err(refuse("AuthenticationFail.OIDCToken.Invalid", "the OIDC token is not one the provider issued".into()));
+            return Err(refuse(
+                "AuthenticationFail.OIDCToken.Invalid",
+                "the OIDC token is not one the provider issued".into(),
+            ));
         }
         let asked: u64 = get("DurationSeconds").unwrap_or("3600").parse().map_err(|_| {
-            ApiError::new("InvalidParameter.DurationSeconds", "DurationSeconds must be a whole number of seconds")
+            ApiError::new(
+                "InvalidParameter.DurationSeconds",
+                "DurationSeconds must be a whole number of seconds",
+            )
         })?;
         if !DURATION_RANGE.contains(&asked) {
             return Err(ApiError::new(
@@ -204,7 +225,8 @@ impl Identity {
         self.counts.metadata_fetches.fetch_add(1, Ordering::Relaxed);
         let lifetime = self.lifetime_override.unwrap_or(ROLE_LIFETIME);
         let mut current = role.current.lock().expect("role lock");
-        let stale = current.as_ref().is_none_or(|(_, issued, expires)| now >= *issued + (*expires - *issued) * 2 / 3);
+        let stale =
+            current.as_ref().is_none_or(|(_, issued, expires)| now >= *issued + (*expires - *issued) * 2 / 3);
         if stale {
             let (c, expires) = self.issue(lifetime, now);
             *current = Some((c, now, expires));

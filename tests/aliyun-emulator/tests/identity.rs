@@ -14,13 +14,15 @@ use std::time::{Duration, Instant};
 
 use eni_ipam_api::VpcId;
 use eni_ipam_cloud::alibaba::{
-    AlibabaConfig, AlibabaProvider, CredentialProvider, CredentialSource, Credentials, OidcRole, SignatureVersion,
+    AlibabaConfig, AlibabaProvider, CredentialProvider, CredentialSource, Credentials, OidcRole,
+    SignatureVersion,
 };
 use eni_ipam_cloud::{CallGuard, CloudProfile, CloudProvider, ErrorClass, RetryPolicy};
 
 const ROLE: &str = "acs:ram::1234567890:role/eni-ipam-operator";
 const PROVIDER: &str = "acs:ram::1234567890:oidc-provider/ack-rrsa-c0ffee";
-const TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6a3ViZS1zeXN0ZW06ZW5pLWlwYW0ifQ.c2ln";
+const TOKEN: &str =
+    "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6a3ViZS1zeXN0ZW06ZW5pLWlwYW0ifQ.c2ln";
 
 fn rrsa_emulator(lifetime_seconds: u32) -> common::Emulator {
     let lifetime = lifetime_seconds.to_string();
@@ -56,7 +58,11 @@ fn token_file(dir: &tempfile::TempDir, content: &str) -> std::path::PathBuf {
     path
 }
 
-fn provider(emulator: &common::Emulator, credentials: CredentialSource, signature: SignatureVersion) -> AlibabaProvider {
+fn provider(
+    emulator: &common::Emulator,
+    credentials: CredentialSource,
+    signature: SignatureVersion,
+) -> AlibabaProvider {
     // One attempt per call: a refused key must show, not be retried away.
     let retry = RetryPolicy::new(Duration::from_millis(20), Duration::from_millis(100), 1, 3);
     let guard = CallGuard::new(CloudProfile::alibaba(), BTreeMap::new(), retry);
@@ -121,10 +127,19 @@ async fn a_key_past_its_expiry_or_with_a_wrong_token_is_refused_as_the_cloud_doe
         let fresh = provider(&emulator, CredentialSource::Static(keys.clone()), signature);
         assert_eq!(fresh.list_subnets(&vpc()).await.unwrap().len(), 1, "{signature:?}: fresh key works");
         let wrong = Credentials { security_token: Some("CAISforged".into()), ..keys.clone() };
-        let err = provider(&emulator, CredentialSource::Static(wrong), signature).list_subnets(&vpc()).await.unwrap_err();
-        assert_eq!((err.class, err.code.as_str()), (ErrorClass::Auth, "InvalidSecurityToken.MismatchWithAccessKey"));
+        let err = provider(&emulator, CredentialSource::Static(wrong), signature)
+            .list_subnets(&vpc())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.class, err.code.as_str()),
+            (ErrorClass::Auth, "InvalidSecurityToken.MismatchWithAccessKey")
+        );
         let bare = Credentials { security_token: None, ..keys.clone() };
-        let err = provider(&emulator, CredentialSource::Static(bare), signature).list_subnets(&vpc()).await.unwrap_err();
+        let err = provider(&emulator, CredentialSource::Static(bare), signature)
+            .list_subnets(&vpc())
+            .await
+            .unwrap_err();
         assert_eq!((err.class, err.code.as_str()), (ErrorClass::Auth, "MissingSecurityToken"));
     }
     tokio::time::sleep(Duration::from_millis(2300)).await;
@@ -138,7 +153,11 @@ async fn a_key_past_its_expiry_or_with_a_wrong_token_is_refused_as_the_cloud_doe
 async fn a_wrong_or_missing_oidc_token_is_a_clear_error() {
     let emulator = rrsa_emulator(900);
     let dir = tempfile::tempdir().unwrap();
-    let p = provider(&emulator, oidc(&emulator, &token_file(&dir, "eyJ.not-this-cluster.sig")), SignatureVersion::V3);
+    let p = provider(
+        &emulator,
+        oidc(&emulator, &token_file(&dir, "eyJ.not-this-cluster.sig")),
+        SignatureVersion::V3,
+    );
     let err = p.list_subnets(&vpc()).await.unwrap_err();
     assert_eq!((err.class, err.code.as_str()), (ErrorClass::Auth, "CredentialsUnavailable"), "{err}");
     for needle in ["AuthenticationFail.OIDCToken.Invalid", ROLE, "trust policy"] {
@@ -161,7 +180,8 @@ async fn a_failed_refresh_keeps_the_working_keys_and_is_retried_before_expiry() 
     assert_eq!(p.list_subnets(&vpc()).await.unwrap().len(), 1);
     // The next exchange (due at about 4 s) fails once.
     let plan = serde_json::json!({"errors": [{"action": "AssumeRoleWithOIDC", "code": "InternalError", "times": 1}]});
-    let set = reqwest::Client::new().post(format!("{}/_emulator/faults", emulator.url())).json(&plan).send().await;
+    let set =
+        reqwest::Client::new().post(format!("{}/_emulator/faults", emulator.url())).json(&plan).send().await;
     assert!(set.unwrap().status().is_success());
     keep_calling(&p, Duration::from_secs(7), 2).await;
     let (sts, issued, _, expired) = identity_counts(&emulator).await;

@@ -76,7 +76,10 @@ fn half_an_alibaba_identity_is_refused_and_none_at_all_renders() {
     let message = refusal(&["cloud=alibaba", "identity.alibaba.mode=access-key"]);
     assert!(message.contains("credentials.existingSecret is empty"), "{message}");
     let message = refusal(&["identity.alibaba.endpointKind=internal"]);
-    assert!(message.contains("identity.alibaba.endpointKind: identity.alibaba.endpointKind must be one of"), "{message}");
+    assert!(
+        message.contains("identity.alibaba.endpointKind: identity.alibaba.endpointKind must be one of"),
+        "{message}"
+    );
     // RRSA through the webhook, the RAM role, auto: no Secret needed.
     for sets in [
         &["cloud=alibaba", "identity.alibaba.mode=rrsa", "identity.alibaba.rrsa.roleName=eni-ipam"][..],
