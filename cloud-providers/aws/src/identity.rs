@@ -157,7 +157,8 @@ mod tests {
             "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token",
         );
         const NO_IMDS: (&str, &str) = (ENV_EC2_METADATA_DISABLED, "true");
-        let rows: &[(bool, &[(&str, &str)], &str)] = &[
+        type Row<'a> = (bool, &'a [(&'a str, &'a str)], &'a str);
+        let rows: &[Row] = &[
             (true, &[KEY, SECRET, TOKEN, ROLE], "static keys"),
             (false, &[KEY, SECRET, TOKEN, ROLE], "keys from AWS_ACCESS_KEY_ID"),
             (
