@@ -7,17 +7,14 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eni_ipam_api::VpcId;
 use eni_ipam_cloud::alibaba::{
-    AlibabaConfig, AlibabaProvider, CredentialProvider, CredentialSource, Credentials, OidcRole,
-    SignatureVersion,
+    AlibabaProvider, CredentialProvider, CredentialSource, Credentials, OidcRole, SignatureVersion,
 };
-use eni_ipam_cloud::{CallGuard, CloudProfile, CloudProvider, ErrorClass, RetryPolicy};
+use eni_ipam_cloud::{CloudProvider, ErrorClass, RetryPolicy};
 
 const ROLE: &str = "acs:ram::1234567890:role/eni-ipam-operator";
 const PROVIDER: &str = "acs:ram::1234567890:oidc-provider/ack-rrsa-c0ffee";
@@ -65,10 +62,7 @@ fn provider(
 ) -> AlibabaProvider {
     // One attempt per call: a refused key must show, not be retried away.
     let retry = RetryPolicy::new(Duration::from_millis(20), Duration::from_millis(100), 1, 3);
-    let guard = CallGuard::new(CloudProfile::alibaba(), BTreeMap::new(), retry);
-    let mut config = AlibabaConfig::new("cn-hangzhou", credentials).with_endpoint(emulator.url());
-    config.signature = signature;
-    AlibabaProvider::new(config, Arc::new(guard)).expect("provider")
+    common::alibaba_provider(emulator, credentials, signature, retry)
 }
 
 fn vpc() -> VpcId {

@@ -8,12 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eni_ipam_api::{InstanceId, SubnetId, VpcId};
-use eni_ipam_cloud::alibaba::{
-    AlibabaConfig, AlibabaProvider, CredentialSource, Credentials, SignatureVersion,
-};
+use eni_ipam_cloud::alibaba::{AlibabaProvider, CredentialSource, Credentials, SignatureVersion};
 use eni_ipam_cloud::{
-    Api, CallGuard, CloudProfile, CloudProvider, CreateEni, EniQuery, EniState, ErrorClass, RetryPolicy,
-    list_all_enis,
+    Api, CloudProvider, CreateEni, EniQuery, EniState, ErrorClass, RetryPolicy, list_all_enis,
 };
 
 fn provider_with(
@@ -21,13 +18,8 @@ fn provider_with(
     credentials: CredentialSource,
     signature: SignatureVersion,
 ) -> AlibabaProvider {
-    // No client-side limiter: the emulator's quotas are what is tested here.
     let retry = RetryPolicy::new(Duration::from_millis(50), Duration::from_secs(1), 30, 7);
-    let guard = CallGuard::new(CloudProfile::alibaba(), BTreeMap::new(), retry);
-    let mut config = AlibabaConfig::new("cn-hangzhou", credentials).with_endpoint(emulator.url());
-    config.signature = signature;
-    config.attach_timeout = Duration::from_secs(10);
-    AlibabaProvider::new(config, Arc::new(guard)).expect("provider")
+    common::alibaba_provider(emulator, credentials, signature, retry)
 }
 
 fn provider(emulator: &common::Emulator) -> AlibabaProvider {

@@ -78,6 +78,23 @@ pub fn seed(instance_type: &str, instances: u32, detached_enis: u32) -> Value {
     seed
 }
 
+/// An Alibaba provider on `emulator` with no client-side limiter (the
+/// emulator's quotas and answers are what the tests look at), retrying by `retry`.
+pub fn alibaba_provider(
+    emulator: &Emulator,
+    credentials: eni_ipam_cloud::alibaba::CredentialSource,
+    signature: eni_ipam_cloud::alibaba::SignatureVersion,
+    retry: eni_ipam_cloud::RetryPolicy,
+) -> eni_ipam_cloud::alibaba::AlibabaProvider {
+    use eni_ipam_cloud::alibaba::{AlibabaConfig, AlibabaProvider};
+    use eni_ipam_cloud::{CallGuard, CloudProfile};
+    let guard = CallGuard::new(CloudProfile::alibaba(), std::collections::BTreeMap::new(), retry);
+    let mut config = AlibabaConfig::new("cn-hangzhou", credentials).with_endpoint(emulator.url());
+    config.signature = signature;
+    config.attach_timeout = std::time::Duration::from_secs(10);
+    AlibabaProvider::new(config, std::sync::Arc::new(guard)).expect("provider")
+}
+
 /// The tools venv's Python, which holds Alibaba's official SDK
 /// (scripts/install-test-tools puts it there).
 pub fn tools_python() -> PathBuf {
