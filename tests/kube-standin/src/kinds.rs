@@ -101,5 +101,37 @@ pub const EVENTS: Kind = Kind {
     short: "",
 };
 
+/// Core v1 Services (kube-proxy's input in the bed).
+pub const SERVICES: Kind = Kind {
+    group: "",
+    version: "v1",
+    plural: "services",
+    kind: "Service",
+    namespaced: true,
+    status: true,
+    short: "svc",
+};
+/// discovery.k8s.io/v1 EndpointSlices (a Service's backends).
+pub const ENDPOINTSLICES: Kind = Kind {
+    group: "discovery.k8s.io",
+    version: "v1",
+    plural: "endpointslices",
+    kind: "EndpointSlice",
+    namespaced: true,
+    status: false,
+    short: "",
+};
+/// networking.k8s.io/v1 ServiceCIDRs (the cluster's service ranges, GA in 1.33).
+pub const SERVICECIDRS: Kind = Kind {
+    group: "networking.k8s.io",
+    version: "v1",
+    plural: "servicecidrs",
+    kind: "ServiceCIDR",
+    namespaced: false,
+    status: true,
+    short: "",
+};
+
 /// Every kind served.
-pub const KINDS: [Kind; 7] = [NODES, PODS, CORE_EVENTS, CONFIGMAPS, ENINODES, LEASES, EVENTS];
+pub const KINDS: [Kind; 10] =
+    [NODES, PODS, CORE_EVENTS, CONFIGMAPS, ENINODES, LEASES, EVENTS, SERVICES, ENDPOINTSLICES, SERVICECIDRS];
