@@ -50,6 +50,14 @@ struct veth_owner {
 	__u32 counter_slot;
 };
 
+/*
+ * Bit of skb->mark that the node's netfilter sets (eni-ipam's nft table, postrouting, after
+ * NAT) on packets of flows conntrack has NATed (kube-proxy's Service DNAT, masquerade,
+ * portmap's hostPort DNAT). The datapath sends the packets of such flows through the node's
+ * stack so conntrack can reverse the NAT.
+ */
+#define ENI_IPAM_NAT_MARK 0x01000000
+
 /* Slot of `endpoint_counters` for drops on attached veths without an endpoint. */
 #define ENI_IPAM_UNATTRIBUTED_SLOT 0
 

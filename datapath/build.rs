@@ -88,6 +88,7 @@ int main(void) {
     printf("pub const DROP_UNKNOWN_VETH: usize = %d;\n", ENI_IPAM_DROP_UNKNOWN_VETH);
     printf("pub const MAX_ENDPOINTS: usize = %d;\n", ENI_IPAM_MAX_ENDPOINTS);
     printf("pub const UNATTRIBUTED_SLOT: usize = %d;\n", ENI_IPAM_UNATTRIBUTED_SLOT);
+    printf("pub const NAT_MARK: usize = %d;\n", ENI_IPAM_NAT_MARK);
     SIZE(__sk_buff); OFF(__sk_buff, ifindex);
     return 0;
 }

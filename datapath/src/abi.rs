@@ -8,6 +8,9 @@ pub const DROP_REASONS: usize = 2;
 /// Maximum endpoints per node (`ENI_IPAM_MAX_ENDPOINTS`).
 pub const MAX_ENDPOINTS: usize = 4096;
 
+/// Bit of `skb->mark` the node's netfilter sets on packets of NATed flows (`ENI_IPAM_NAT_MARK`).
+pub const NAT_MARK: u32 = 0x0100_0000;
+
 /// Slot of `endpoint_counters` for drops on veths without an endpoint (`ENI_IPAM_UNATTRIBUTED_SLOT`).
 pub const UNATTRIBUTED_SLOT: u32 = 0;
 
@@ -137,6 +140,7 @@ mod tests {
         assert_eq!(DROP_REASONS, c::DROP_REASONS);
         assert_eq!(MAX_ENDPOINTS, c::MAX_ENDPOINTS);
         assert_eq!(UNATTRIBUTED_SLOT as usize, c::UNATTRIBUTED_SLOT);
+        assert_eq!(NAT_MARK as usize, c::NAT_MARK);
         assert_eq!(crate::DropReason::SpoofedSource as usize, c::DROP_SPOOFED_SOURCE);
         assert_eq!(crate::DropReason::UnknownVeth as usize, c::DROP_UNKNOWN_VETH);
     }
