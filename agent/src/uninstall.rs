@@ -6,8 +6,10 @@
 //! `eni-ipam-cni` plugin (any other file of that name is left alone), the `eni-ipam-cni`
 //! binary, the datapath's layout under `--bpf-pin-dir`, the pod veths the state file records
 //! with the interface index they still have (their /32 routes go with them), the managed
-//! neighbour entries the agent made on the ENIs it attached to, and the agent's own files
-//! (state, pool cache, socket). The ENIs, their IPs and the node's own routes stay.
+//! neighbour entries the agent made on the ENIs it attached to, the rules and routes carrying
+//! the agent's protocol number ([`crate::policy_routing::PROTOCOL`]) and its nft table
+//! `ip eni_ipam`, and the agent's own files (state, pool cache, socket). The ENIs, their IPs,
+//! the node's own routes and the sysctls (ip_forward, rp_filter) stay.
 //!
 //! Every step treats "already gone" as done, so a second run succeeds and reports nothing.
 //! A failed step does not stop the others; the run fails at the end, naming each one.
@@ -20,6 +22,7 @@ use crate::cli::NodePaths;
 use crate::cni::link::teardown;
 use crate::iproute::{self, run};
 use crate::node_links::ifindex_of;
+use crate::node_network::remove_all as remove_all_routing;
 use crate::state::StateStore;
 
 /// The plugin's binary name and `type` in a conflist.
@@ -72,6 +75,10 @@ pub fn uninstall_node(paths: &NodePaths) -> Result<UninstallReport, UninstallErr
             }
         }
         Err(e) => failures.push(e.to_string()),
+    }
+    match remove_all_routing() {
+        Ok(removed) => report.removed.extend(removed),
+        Err(e) => failures.push(format!("policy routing: {e}")),
     }
     remove_pod_veths(&paths.state_file, &mut report, &mut failures);
     remove_agent_files(paths, &mut report, &mut failures);

@@ -16,7 +16,11 @@ fn agent(dir: &std::path::Path, extra: &[&str]) -> (bool, String) {
         .arg(dir.join("agent.sock"))
         .arg("--state-file")
         .arg(dir.join("state.json"))
-        .args(if extra.contains(&"--datapath") { &[][..] } else { &["--datapath", "none"][..] })
+        .args(if extra.contains(&"--datapath") {
+            &[][..]
+        } else {
+            &["--datapath", "none", "--node-routing=false"][..]
+        })
         .args(extra)
         .stdout(Stdio::null())
         .output()

@@ -27,6 +27,8 @@ const POOL: [(Ipv4Addr, &str, Ipv4Addr); 2] = [
     (Ipv4Addr::new(10, 0, 1, 10), "10.0.1.0/24", Ipv4Addr::new(10, 0, 1, 1)),
 ];
 const METRICS_ADDR: &str = "127.0.0.1:9966";
+/// The cluster's service range (no apiserver here: given by flag).
+const SERVICE_CIDR: &str = "10.100.0.0/16";
 
 /// One node of the test bed with the agent running in it on the eBPF datapath.
 struct AgentNode {
@@ -74,6 +76,8 @@ impl AgentNode {
             "ebpf".into(),
             "--bpf-pin-dir".into(),
             bed.nodes[0].pins.path().display().to_string(),
+            "--service-cidr".into(),
+            SERVICE_CIDR.into(),
         ];
         Self { agent, pods: BTreeMap::new(), bed, _dir: dir, tag: tag.to_owned() }
     }
@@ -300,7 +304,8 @@ fn the_datapath_flag_fails_in_one_line_naming_what_is_missing_root() {
 }
 
 /// What of the node namespace an agent may change: links, routes (every table), rules,
-/// qdiscs, TCX programs per link, and the neighbour entries that are not a plain ARP cache.
+/// qdiscs, TCX programs per link, the neighbour entries that are not a plain ARP cache, and
+/// nft tables.
 #[derive(Debug, PartialEq, Eq)]
 struct NodeView {
     links: BTreeSet<String>,
@@ -309,6 +314,7 @@ struct NodeView {
     qdiscs: BTreeSet<String>,
     tcx_programs: BTreeMap<String, usize>,
     pinned_or_managed_neighbours: BTreeSet<String>,
+    nft_tables: BTreeSet<String>,
 }
 
 impl NodeView {
@@ -346,7 +352,11 @@ impl NodeView {
             })
             .map(|n| format!("{} {} {}", n["dst"], n["dev"], n["lladdr"]))
             .collect();
+        let nft = node.command("nft").args(["list", "tables"]).output().expect("run nft");
+        assert!(nft.status.success(), "nft list tables: {}", String::from_utf8_lossy(&nft.stderr));
+        let nft_tables = String::from_utf8_lossy(&nft.stdout).lines().map(str::to_owned).collect();
         Self {
+            nft_tables,
             links,
             routes: texts(json(&["-j", "route", "show", "table", "all"])),
             rules: texts(json(&["-j", "rule", "show"])),

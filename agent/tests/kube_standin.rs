@@ -73,7 +73,7 @@ async fn agent_registers_from_either_cloud_and_reports_coalesced_usage() {
                 Command::new(AGENT)
                     .args(["--node-name", "n1", "--kube-url", &url, "--metrics-addr", "127.0.0.1:0"])
                     .args(["--ipam-node-update-rate", "1s", "--eninode-resync", "200ms"])
-                    .args(["--subnet", "subnet-1=10.1.0.0/16", "--datapath", "none"])
+                    .args(["--subnet", "subnet-1=10.1.0.0/16", "--datapath", "none", "--node-routing=false"])
                     .arg("--socket")
                     .arg(&socket)
                     .arg("--state-file")
@@ -242,7 +242,7 @@ async fn the_agent_cleans_its_node_on_termination_only_while_its_eninode_request
         KillOnDrop(
             Command::new(AGENT)
                 .args(["--node-name", "n1", "--kube-url", &url, "--metrics-addr", "127.0.0.1:0"])
-                .args(["--eninode-resync", "100ms", "--datapath", "none"])
+                .args(["--eninode-resync", "100ms", "--datapath", "none", "--node-routing=false"])
                 .arg(format!("--socket={}", dir.path().join("agent.sock").display()))
                 .arg(format!("--state-file={}", state.display()))
                 .arg(format!("--cni-conf-dir={}", conf_dir.display()))

@@ -1,0 +1,257 @@
+//! The agent's rtnetlink client: links, IPv4 addresses, routes and rules of the network
+//! namespace it runs in, over one synchronous `NETLINK_ROUTE` socket (the agent calls it from
+//! blocking sections; the messages are netlink-packet-route's). No tool is spawned and no
+//! output parsed: a failure carries the kernel's errno and names the object it was about.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkHeader,
+    NetlinkMessage, NetlinkPayload,
+};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+use netlink_packet_route::route::RouteMessage;
+use netlink_packet_route::rule::RuleMessage;
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+
+/// A netlink request the kernel refused (or that could not be made).
+#[derive(Debug, thiserror::Error)]
+#[error("{action}: {} (errno {errno})", std::io::Error::from_raw_os_error(*errno))]
+pub struct NetlinkError {
+    /// What was asked, naming the object (`add rule 1536: from 10.0.1.5/32 lookup 10003`).
+    pub action: String,
+    /// The kernel's errno (positive).
+    pub errno: i32,
+}
+
+impl NetlinkError {
+    /// The object is not there (a delete of something already gone).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self.errno, libc::ENOENT | libc::ESRCH | libc::ENODEV)
+    }
+
+    /// The object exists already (an exclusive create of something present).
+    pub fn is_exists(&self) -> bool {
+        self.errno == libc::EEXIST
+    }
+
+    fn io(action: &str, error: std::io::Error) -> Self {
+        Self { action: action.to_owned(), errno: error.raw_os_error().unwrap_or(libc::EIO) }
+    }
+}
+
+/// A link of the namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    /// Interface index.
+    pub index: u32,
+    /// Interface name.
+    pub name: String,
+    /// Hardware address (empty for links without one, such as `lo` on some kernels).
+    pub mac: Vec<u8>,
+}
+
+/// One open `NETLINK_ROUTE` socket. Requests are sequential; one per caller at a time.
+pub struct Netlink {
+    socket: Socket,
+    sequence: u32,
+}
+
+impl std::fmt::Debug for Netlink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Netlink").field("sequence", &self.sequence).finish()
+    }
+}
+
+impl Netlink {
+    /// Opens a socket in the calling thread's network namespace.
+    pub fn open() -> Result<Self, NetlinkError> {
+        let action = "open a NETLINK_ROUTE socket";
+        let mut socket = Socket::new(NETLINK_ROUTE).map_err(|e| NetlinkError::io(action, e))?;
+        socket.bind_auto().map_err(|e| NetlinkError::io(action, e))?;
+        socket.connect(&SocketAddr::new(0, 0)).map_err(|e| NetlinkError::io(action, e))?;
+        // Strict checking makes the kernel honour the family of a dump request.
+        let _ = socket.set_netlink_get_strict_chk(true);
+        Ok(Self { socket, sequence: 0 })
+    }
+
+    /// Every link.
+    pub fn links(&mut self) -> Result<Vec<Link>, NetlinkError> {
+        let answers = self.dump("list links", RouteNetlinkMessage::GetLink(LinkMessage::default()))?;
+        Ok(answers
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(link) => Some(link_of(&link)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Every IPv4 address with the index of its link.
+    pub fn ipv4_addresses(&mut self) -> Result<Vec<(u32, Ipv4Addr)>, NetlinkError> {
+        let mut request = AddressMessage::default();
+        request.header.family = AddressFamily::Inet;
+        let answers = self.dump("list IPv4 addresses", RouteNetlinkMessage::GetAddress(request))?;
+        let mut found = Vec::new();
+        for answer in answers {
+            let RouteNetlinkMessage::NewAddress(address) = answer else { continue };
+            let local = address.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
+                _ => None,
+            });
+            let any = address.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
+                _ => None,
+            });
+            if let Some(ip) = local.or(any) {
+                found.push((address.header.index, ip));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Every IPv4 rule.
+    pub fn rules(&mut self) -> Result<Vec<RuleMessage>, NetlinkError> {
+        let mut request = RuleMessage::default();
+        request.header.family = AddressFamily::Inet;
+        let answers = self.dump("list IPv4 rules", RouteNetlinkMessage::GetRule(request))?;
+        Ok(answers
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewRule(rule) => Some(rule),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Adds a rule; `Ok(false)` when an equal rule exists already.
+    pub fn add_rule(&mut self, rule: RuleMessage, what: &str) -> Result<bool, NetlinkError> {
+        let action = format!("add rule {what}");
+        match self.ack(&action, RouteNetlinkMessage::NewRule(rule), NLM_F_CREATE | NLM_F_EXCL) {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_exists() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes the first rule matching the given fields; `Ok(false)` when none matched.
+    pub fn delete_rule(&mut self, rule: RuleMessage, what: &str) -> Result<bool, NetlinkError> {
+        let action = format!("delete rule {what}");
+        match self.ack(&action, RouteNetlinkMessage::DelRule(rule), 0) {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every IPv4 route of every table.
+    pub fn routes(&mut self) -> Result<Vec<RouteMessage>, NetlinkError> {
+        let mut request = RouteMessage::default();
+        request.header.address_family = AddressFamily::Inet;
+        let answers = self.dump("list IPv4 routes", RouteNetlinkMessage::GetRoute(request))?;
+        Ok(answers
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewRoute(route) => Some(route),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Adds or replaces a route (same table, destination, TOS and priority).
+    pub fn replace_route(&mut self, route: RouteMessage, what: &str) -> Result<(), NetlinkError> {
+        let action = format!("replace route {what}");
+        self.ack(&action, RouteNetlinkMessage::NewRoute(route), NLM_F_CREATE | NLM_F_REPLACE)
+    }
+
+    /// Deletes a route; `Ok(false)` when it was gone.
+    pub fn delete_route(&mut self, route: RouteMessage, what: &str) -> Result<bool, NetlinkError> {
+        let action = format!("delete route {what}");
+        match self.ack(&action, RouteNetlinkMessage::DelRoute(route), 0) {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends a request the kernel acknowledges.
+    fn ack(&mut self, action: &str, message: RouteNetlinkMessage, flags: u16) -> Result<(), NetlinkError> {
+        self.exchange(action, message, NLM_F_REQUEST | NLM_F_ACK | flags).map(|_| ())
+    }
+
+    /// Sends a dump request; every answer.
+    fn dump(
+        &mut self,
+        action: &str,
+        message: RouteNetlinkMessage,
+    ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
+        self.exchange(action, message, NLM_F_REQUEST | NLM_F_DUMP)
+    }
+
+    fn exchange(
+        &mut self,
+        action: &str,
+        message: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
+        self.sequence = self.sequence.wrapping_add(1);
+        let sequence = self.sequence;
+        let mut header = NetlinkHeader::default();
+        header.flags = flags;
+        header.sequence_number = sequence;
+        let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(message));
+        packet.finalize();
+        let mut buffer = vec![0; packet.buffer_len()];
+        packet.serialize(&mut buffer);
+        self.socket.send(&buffer, 0).map_err(|e| NetlinkError::io(action, e))?;
+        let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
+        let mut answers = Vec::new();
+        loop {
+            let (bytes, _) = self.socket.recv_from_full().map_err(|e| NetlinkError::io(action, e))?;
+            let mut offset = 0;
+            while offset < bytes.len() {
+                let parsed = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes[offset..]);
+                let length =
+                    u32::from_ne_bytes(bytes[offset..offset + 4].try_into().unwrap_or([0; 4])) as usize;
+                if length == 0 {
+                    break;
+                }
+                offset += (length + 3) & !3;
+                let Ok(reply) = parsed else {
+                    // An object this crate cannot decode: not one of the agent's.
+                    tracing::debug!(%action, "skipped a netlink message that does not decode");
+                    continue;
+                };
+                if reply.header.sequence_number != sequence {
+                    continue;
+                }
+                match reply.payload {
+                    NetlinkPayload::Done(_) => return Ok(answers),
+                    NetlinkPayload::Error(error) => match error.code {
+                        None if !dump => return Ok(answers),
+                        None => {}
+                        Some(code) => {
+                            return Err(NetlinkError { action: action.to_owned(), errno: -code.get() });
+                        }
+                    },
+                    NetlinkPayload::InnerMessage(inner) => answers.push(inner),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+fn link_of(message: &LinkMessage) -> Link {
+    let mut link = Link { index: message.header.index, name: String::new(), mac: Vec::new() };
+    for attribute in &message.attributes {
+        match attribute {
+            LinkAttribute::IfName(name) => link.name = name.clone(),
+            LinkAttribute::Address(mac) => link.mac = mac.clone(),
+            _ => {}
+        }
+    }
+    link
+}
