@@ -116,13 +116,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         tracing::warn!(node = %cli.node_name, %key, "a pod holds an IP that is no longer in the pool");
     }
     let ipam = Arc::new(ipam);
+    if cli.datapath == DatapathMode::Ebpf && kube.is_none() && cli.service_cidrs.is_empty() {
+        anyhow::bail!("{}", service_ranges::MISSING);
+    }
     let datapath = start_datapath(&cli)?;
     let with_datapath = datapath.is_some();
     let mut host_routes = with_datapath
         .then(|| HostRoutes::new(cli.service_cidrs.clone(), cli.host_routes.clone(), kube.clone()));
-    if with_datapath && kube.is_none() && cli.service_cidrs.is_empty() {
-        anyhow::bail!("{}", service_ranges::MISSING);
-    }
     let endpoints = Arc::new(Endpoints::new(ipam.clone(), datapath, start_node_network(&cli)?));
     endpoints::log_start(
         &endpoints.reconcile().context("cannot reconcile the node's networking with the IPAM state")?,
