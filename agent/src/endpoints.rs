@@ -218,7 +218,7 @@ impl Endpoints {
                 .pool_entry
                 .as_ref()
                 .ok_or_else(|| routing("the IP is no longer in the node's pool".into()))?;
-            network.add_pod(ip, entry).map_err(|e| routing(e.to_string()))?;
+            network.add_pod(ip, entry, endpoint.host_veth_ifindex).map_err(|e| routing(e.to_string()))?;
         }
         let Some(datapath) = node.datapath.as_mut() else { return Ok(allocation) };
         let eni = match early {

@@ -10,7 +10,7 @@ use netlink_packet_core::{
     NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+use netlink_packet_route::link::{AfSpecInet, AfSpecUnspec, InetDevConf, LinkAttribute, LinkMessage};
 use netlink_packet_route::route::RouteMessage;
 use netlink_packet_route::rule::RuleMessage;
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
@@ -87,6 +87,33 @@ impl Netlink {
                 _ => None,
             })
             .collect())
+    }
+
+    /// Sets a link's IPv4 `forwarding` to 1 and, if given, its `rp_filter` (the
+    /// `net.ipv4.conf.<link>.*` sysctls, through netlink: /proc/sys is read-only in a
+    /// container).
+    pub fn enable_forwarding(
+        &mut self,
+        index: u32,
+        rp_filter: Option<i32>,
+        name: &str,
+    ) -> Result<(), NetlinkError> {
+        let mut conf = InetDevConf::default();
+        conf.forwarding = 1;
+        if let Some(mode) = rp_filter {
+            conf.rp_filter = mode;
+        }
+        let mut link = LinkMessage::default();
+        link.header.index = index;
+        link.attributes =
+            vec![LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet(vec![AfSpecInet::DevConfRequest(
+                conf,
+            )])])];
+        let what = match rp_filter {
+            Some(mode) => format!("set forwarding=1 rp_filter={mode} on link {name} (#{index})"),
+            None => format!("set forwarding=1 on link {name} (#{index})"),
+        };
+        self.ack(&what, RouteNetlinkMessage::SetLink(link), 0)
     }
 
     /// Every IPv4 address with the index of its link.

@@ -11,6 +11,10 @@
 //! - the set `eni_links`: interface indexes of the pool's ENI links and of the links of the
 //!   main table's default routes (where NodePort traffic arrives).
 //!
+//! The sysctls: `rp_filter=2` (loose) and `forwarding=1` on the ENI links, `forwarding=1` on
+//! pod veths, set per link over netlink ([`crate::netlink::Netlink::enable_forwarding`]);
+//! `net.ipv4.ip_forward=1` when it can be written ([`enable_ip_forward`]).
+//!
 //! The table is written whole with `nft -f -` (one transaction: the old table goes and the
 //! new one comes atomically) at start and when the ENI links change, never per pod; the
 //! image carries the `nftables` package for it.
@@ -102,23 +106,21 @@ fn nft(args: &[&str], input: Option<&str>) -> Result<(), NftError> {
     }
 }
 
-/// `net.ipv4.ip_forward=1` (pods are forwarded) and `rp_filter=2` (loose) on every ENI link:
-/// a pod's reply arrives on its ENI while the main table routes its source elsewhere.
-pub fn set_sysctls(eni_link_names: &BTreeSet<String>) -> Result<(), String> {
-    write_sysctl("net/ipv4/ip_forward", "1")?;
-    for name in eni_link_names {
-        write_sysctl(&format!("net/ipv4/conf/{name}/rp_filter"), "2")?;
-    }
-    Ok(())
-}
-
-fn write_sysctl(key: &str, value: &str) -> Result<(), String> {
-    let path = format!("/proc/sys/{key}");
-    match std::fs::read_to_string(&path) {
-        Ok(current) if current.trim() == value => return Ok(()),
+/// `net.ipv4.ip_forward=1` when /proc/sys can be written (the agent's container usually
+/// has it read-only): the links that matter get `forwarding=1` over netlink anyway (see
+/// [`crate::node_network`]); a node where it stays 0 is reported, not refused.
+pub fn enable_ip_forward() -> Result<(), String> {
+    let path = "/proc/sys/net/ipv4/ip_forward";
+    match std::fs::read_to_string(path) {
+        Ok(current) if current.trim() == "1" => return Ok(()),
         _ => {}
     }
-    std::fs::write(&path, value).map_err(|e| format!("cannot set {} = {value}: {e}", key.replace('/', ".")))
+    std::fs::write(path, "1").map_err(|e| {
+        format!(
+            "net.ipv4.ip_forward is 0 and cannot be set ({e}): pod veths and ENI links get forwarding=1 \
+             one by one; set net.ipv4.ip_forward=1 on the node to cover every link"
+        )
+    })
 }
 
 #[cfg(test)]

@@ -39,6 +39,9 @@ pub enum NetworkError {
     Node(String),
 }
 
+/// `rp_filter` 2: a packet passes when its source is routable by any link.
+const LOOSE_RP_FILTER: i32 = 2;
+
 /// Policy routing, the nft table and sysctls of this network namespace.
 #[derive(Debug)]
 pub struct NodeNetwork {
@@ -68,9 +71,10 @@ impl NodeNetwork {
         Ok(NetworkReport { changes, eni_links, skipped })
     }
 
-    /// CNI ADD: the table of the pod's ENI (and the ENI in the nft set, the first time) and the
-    /// pod's rules.
-    pub fn add_pod(&mut self, ip: Ipv4Addr, entry: &PoolIp) -> Result<(), NetworkError> {
+    /// CNI ADD: forwarding on the pod's veth (host end, index `veth`), the table of the pod's
+    /// ENI (and the ENI in the nft set, the first time) and the pod's rules.
+    pub fn add_pod(&mut self, ip: Ipv4Addr, entry: &PoolIp, veth: u32) -> Result<(), NetworkError> {
+        self.router.netlink().enable_forwarding(veth, None, &format!("veth of {ip}"))?;
         let links = self.router.netlink().links()?;
         let (table, route) = policy_routing::eni_route(entry, &links).map_err(NetworkError::Node)?;
         self.router.put_table(table, route)?;
@@ -103,9 +107,15 @@ impl NodeNetwork {
         let mut eni_links = pool_links.clone();
         eni_links.extend(self.default_route_links()?);
         let names: BTreeMap<u32, &str> = links.iter().map(|l| (l.index, l.name.as_str())).collect();
-        let eni_names: BTreeSet<String> =
-            eni_links.iter().filter_map(|i| names.get(i)).map(|n| (*n).to_owned()).collect();
-        node_netfilter::set_sysctls(&eni_names).map_err(NetworkError::Node)?;
+        if let Err(reason) = node_netfilter::enable_ip_forward() {
+            tracing::warn!("{reason}");
+        }
+        for index in &eni_links {
+            let name = names.get(index).copied().unwrap_or("?");
+            // A pod's reply arrives on its ENI while the main table routes its source
+            // elsewhere: loose reverse-path filtering.
+            self.router.netlink().enable_forwarding(*index, Some(LOOSE_RP_FILTER), name)?;
+        }
         node_netfilter::install(&eni_links)?;
         // What is remembered is the pool's part: the default routes are read again each time.
         self.eni_links = Some(pool_links.clone());

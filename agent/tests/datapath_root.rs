@@ -13,8 +13,8 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Agent, address_of};
 use common::agent_node::{AgentNode, POOL, VPC_HOST};
+use common::{Agent, address_of};
 use eni_ipam_datapath::{EndpointInfo, MacAddr};
 use eni_ipam_netns_testbed::{Netns, traffic};
 use serde_json::{Value, json};
