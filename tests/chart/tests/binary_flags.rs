@@ -94,7 +94,8 @@ const SCENARIOS: &[(&str, &[&str], &[&str])] = &[
             "eni.subnetIds={subnet-0abc1234}",
             "eni.subnetTags.tier=pods",
             "eni.securityGroups={sg-0abc1234}",
-            "agent.datapath.hostRoutes={10.96.0.0/12}",
+            "agent.datapath.hostRoutes={203.0.113.0/24}",
+            "agent.datapath.serviceCIDRs={10.96.0.0/12}",
         ],
     ),
     (
