@@ -313,7 +313,7 @@ fn eni_side(entry: Option<&PoolIp>) -> Result<EniSide, String> {
             entry.subnet_cidr
         )
     })?;
-    let gateway_mac = gateway_mac(&eni.name, gateway, GATEWAY_ARP_WAIT)
+    let gateway_mac = gateway_mac(&eni, gateway, GATEWAY_ARP_WAIT)
         .map_err(|reason| format!("ENI {}: {reason}", entry.eni))?;
     Ok(EniSide { ifindex: eni.ifindex, mac, gateway_mac })
 }

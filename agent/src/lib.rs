@@ -9,7 +9,6 @@ pub mod cni;
 pub mod datapath_metrics;
 pub mod endpoints;
 pub mod ipam;
-pub mod iproute;
 pub mod kube_side;
 pub mod live_containers;
 pub mod metrics;

@@ -10,7 +10,13 @@ use netlink_packet_core::{
     NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{AfSpecInet, AfSpecUnspec, InetDevConf, LinkAttribute, LinkMessage};
+use netlink_packet_route::link::{
+    AfSpecInet, AfSpecUnspec, InetDevConf, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
+    LinkMessage,
+};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourExtFlags, NeighbourMessage, NeighbourState,
+};
 use netlink_packet_route::route::RouteMessage;
 use netlink_packet_route::rule::RuleMessage;
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
@@ -52,6 +58,26 @@ pub struct Link {
     /// Hardware address (empty for links without one, such as `lo` on some kernels).
     pub mac: Vec<u8>,
 }
+
+/// An IPv4 neighbour entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Neighbour {
+    /// The neighbour's address.
+    pub ip: Ipv4Addr,
+    /// Its hardware address, when the entry has one.
+    pub mac: Option<Vec<u8>>,
+    /// `NUD_*` state bits.
+    pub state: u16,
+    /// Whether the kernel keeps it resolved (`NTF_EXT_MANAGED`).
+    pub managed: bool,
+}
+
+/// `NUD_INCOMPLETE`.
+pub const NUD_INCOMPLETE: u16 = 0x01;
+/// `NUD_FAILED`.
+pub const NUD_FAILED: u16 = 0x20;
+/// `NUD_PERMANENT`.
+pub const NUD_PERMANENT: u16 = 0x80;
 
 /// One open `NETLINK_ROUTE` socket. Requests are sequential; one per caller at a time.
 pub struct Netlink {
@@ -116,6 +142,86 @@ impl Netlink {
         self.ack(&what, RouteNetlinkMessage::SetLink(link), 0)
     }
 
+    /// The link called `name`, if there is one.
+    pub fn link(&mut self, name: &str) -> Result<Option<Link>, NetlinkError> {
+        let mut request = LinkMessage::default();
+        request.attributes = vec![LinkAttribute::IfName(name.to_owned())];
+        let action = format!("read link {name}");
+        match self.exchange(&action, RouteNetlinkMessage::GetLink(request), NLM_F_REQUEST | NLM_F_ACK) {
+            Ok(answers) => Ok(answers.iter().find_map(|m| match m {
+                RouteNetlinkMessage::NewLink(link) => Some(link_of(link)),
+                _ => None,
+            })),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes the link called `name` (both ends of a veth); `Ok(false)` when there was none.
+    pub fn delete_link(&mut self, name: &str) -> Result<bool, NetlinkError> {
+        let mut request = LinkMessage::default();
+        request.attributes = vec![LinkAttribute::IfName(name.to_owned())];
+        match self.ack(&format!("delete link {name}"), RouteNetlinkMessage::DelLink(request), 0) {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates the veth pair `name` <-> `peer`, the peer moved into the network namespace open
+    /// as `peer_netns`; an MTU of 0 keeps the kernel's default.
+    pub fn add_veth(
+        &mut self,
+        name: &str,
+        peer: &str,
+        peer_netns: &std::fs::File,
+        mtu: u32,
+    ) -> Result<(), NetlinkError> {
+        use std::os::fd::AsRawFd;
+        let mut peer_link = LinkMessage::default();
+        peer_link.attributes =
+            vec![LinkAttribute::IfName(peer.to_owned()), LinkAttribute::NetNsFd(peer_netns.as_raw_fd())];
+        let mut link = LinkMessage::default();
+        link.attributes = vec![LinkAttribute::IfName(name.to_owned())];
+        if mtu != 0 {
+            peer_link.attributes.push(LinkAttribute::Mtu(mtu));
+            link.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        link.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Veth),
+            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_link))),
+        ]));
+        let action = format!("create veth {name} <-> {peer}");
+        self.ack(&action, RouteNetlinkMessage::NewLink(link), NLM_F_CREATE | NLM_F_EXCL)
+    }
+
+    /// Brings link `index` up.
+    pub fn set_up(&mut self, index: u32, name: &str) -> Result<(), NetlinkError> {
+        let mut link = LinkMessage::default();
+        link.header.index = index;
+        link.header.flags = LinkFlags::Up;
+        link.header.change_mask = LinkFlags::Up;
+        self.ack(&format!("bring up link {name}"), RouteNetlinkMessage::SetLink(link), 0)
+    }
+
+    /// Adds `ip/prefix` to link `index`.
+    pub fn add_address(
+        &mut self,
+        index: u32,
+        ip: Ipv4Addr,
+        prefix: u8,
+        name: &str,
+    ) -> Result<(), NetlinkError> {
+        let mut address = AddressMessage::default();
+        address.header.family = AddressFamily::Inet;
+        address.header.prefix_len = prefix;
+        address.header.index = index;
+        address.attributes =
+            vec![AddressAttribute::Local(IpAddr::V4(ip)), AddressAttribute::Address(IpAddr::V4(ip))];
+        let action = format!("add address {ip}/{prefix} to {name}");
+        self.ack(&action, RouteNetlinkMessage::NewAddress(address), NLM_F_CREATE | NLM_F_REPLACE)
+    }
+
     /// Every IPv4 address with the index of its link.
     pub fn ipv4_addresses(&mut self) -> Result<Vec<(u32, Ipv4Addr)>, NetlinkError> {
         let mut request = AddressMessage::default();
@@ -137,6 +243,87 @@ impl Netlink {
             }
         }
         Ok(found)
+    }
+
+    /// The IPv4 neighbour entries of link `index`.
+    pub fn neighbours(&mut self, index: u32, name: &str) -> Result<Vec<Neighbour>, NetlinkError> {
+        let mut request = NeighbourMessage::default();
+        request.header.family = AddressFamily::Inet;
+        // A dump filters by attribute (a header index is refused under strict checking).
+        request.attributes = vec![NeighbourAttribute::IfIndex(index)];
+        let action = format!("list the neighbours on {name}");
+        let answers = self.dump(&action, RouteNetlinkMessage::GetNeighbour(request))?;
+        let mut found = Vec::new();
+        for answer in answers {
+            let RouteNetlinkMessage::NewNeighbour(entry) = answer else { continue };
+            if entry.header.ifindex != index {
+                continue;
+            }
+            let mut neighbour = Neighbour {
+                ip: Ipv4Addr::UNSPECIFIED,
+                mac: None,
+                state: u16::from(entry.header.state),
+                managed: false,
+            };
+            let mut has_ip = false;
+            for attribute in entry.attributes {
+                match attribute {
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => {
+                        neighbour.ip = ip;
+                        has_ip = true;
+                    }
+                    NeighbourAttribute::LinkLayerAddress(mac) => neighbour.mac = Some(mac),
+                    NeighbourAttribute::ExtFlags(flags) => {
+                        neighbour.managed = flags.contains(NeighbourExtFlags::Managed)
+                    }
+                    _ => {}
+                }
+            }
+            if has_ip {
+                found.push(neighbour);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Adds or replaces the neighbour `ip` on link `index`: permanent at `mac`, or, without
+    /// one, `managed` (the kernel resolves it at once and keeps it resolved; Linux 5.16+).
+    pub fn replace_neighbour(
+        &mut self,
+        index: u32,
+        ip: Ipv4Addr,
+        mac: Option<[u8; 6]>,
+        what: &str,
+    ) -> Result<(), NetlinkError> {
+        let mut entry = NeighbourMessage::default();
+        entry.header.family = AddressFamily::Inet;
+        entry.header.ifindex = index;
+        entry.attributes = vec![NeighbourAttribute::Destination(NeighbourAddress::Inet(ip))];
+        match mac {
+            Some(mac) => {
+                entry.header.state = NeighbourState::Permanent;
+                entry.attributes.push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+            }
+            None => {
+                entry.header.state = NeighbourState::None;
+                entry.attributes.push(NeighbourAttribute::ExtFlags(NeighbourExtFlags::Managed));
+            }
+        }
+        let action = format!("replace neighbour {what}");
+        self.ack(&action, RouteNetlinkMessage::NewNeighbour(entry), NLM_F_CREATE | NLM_F_REPLACE)
+    }
+
+    /// Deletes the neighbour `ip` on link `index`; `Ok(false)` when it was gone.
+    pub fn delete_neighbour(&mut self, index: u32, ip: Ipv4Addr, what: &str) -> Result<bool, NetlinkError> {
+        let mut entry = NeighbourMessage::default();
+        entry.header.family = AddressFamily::Inet;
+        entry.header.ifindex = index;
+        entry.attributes = vec![NeighbourAttribute::Destination(NeighbourAddress::Inet(ip))];
+        match self.ack(&format!("delete neighbour {what}"), RouteNetlinkMessage::DelNeighbour(entry), 0) {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Every IPv4 rule.
@@ -255,6 +442,10 @@ impl Netlink {
                     continue;
                 }
                 match reply.payload {
+                    // A dump that failed says so in its DONE message.
+                    NetlinkPayload::Done(done) if done.code < 0 => {
+                        return Err(NetlinkError { action: action.to_owned(), errno: -done.code });
+                    }
                     NetlinkPayload::Done(_) => return Ok(answers),
                     NetlinkPayload::Error(error) => match error.code {
                         None if !dump => return Ok(answers),
@@ -269,6 +460,29 @@ impl Netlink {
             }
         }
     }
+}
+
+/// Runs `f` on a thread that has entered the network namespace at `path` (the calling
+/// thread stays where it is); `f` opens its own [`Netlink`] there.
+pub fn in_netns<T: Send>(
+    path: &std::path::Path,
+    f: impl FnOnce() -> Result<T, NetlinkError> + Send,
+) -> Result<T, NetlinkError> {
+    use std::os::fd::AsRawFd;
+    let action = format!("enter network namespace {}", path.display());
+    let netns = std::fs::File::open(path).map_err(|e| NetlinkError::io(&action, e))?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // SAFETY: setns only changes this thread's namespace; the fd is open.
+                if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(NetlinkError::io(&action, std::io::Error::last_os_error()));
+                }
+                f()
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 fn link_of(message: &LinkMessage) -> Link {

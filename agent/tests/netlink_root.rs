@@ -41,6 +41,20 @@ fn links_addresses_sysctls_rules_and_routes_through_netlink_root() {
         assert_eq!(read("/proc/sys/net/ipv4/conf/nla/rp_filter"), "2");
         assert_eq!(read("/proc/sys/net/ipv4/conf/nlb/forwarding"), "0", "only the link asked for");
 
+        // Neighbours: a permanent entry is read back with its MAC; a managed one is made.
+        let gateway = Ipv4Addr::new(192, 0, 2, 1);
+        netlink.replace_neighbour(index, gateway, Some([0x0a, 0, 0, 0, 0, 9]), "test").unwrap();
+        let entries = netlink.neighbours(index, "nla").unwrap();
+        let entry = entries.iter().find(|n| n.ip == gateway).unwrap_or_else(|| panic!("{entries:?}"));
+        assert_eq!(entry.mac.as_deref(), Some(&[0x0a, 0, 0, 0, 0, 9][..]), "{entries:?}");
+        assert!(!entry.managed);
+        let other = Ipv4Addr::new(192, 0, 2, 2);
+        netlink.replace_neighbour(index, other, None, "test").unwrap();
+        let entries = netlink.neighbours(index, "nla").unwrap();
+        assert!(entries.iter().any(|n| n.ip == other && n.managed), "{entries:?}");
+        assert!(netlink.delete_neighbour(index, other, "test").unwrap());
+        assert!(!netlink.delete_neighbour(index, other, "test").unwrap());
+
         // A rule: added once (an equal one is reported, not doubled), listed, deleted once.
         let mut rule = RuleMessage::default();
         rule.header.family = AddressFamily::Inet;
