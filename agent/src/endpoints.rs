@@ -109,14 +109,6 @@ impl Endpoints {
         }
     }
 
-    /// The node's IPv4 addresses, read over the policy routing's netlink socket (`None`
-    /// without node routing).
-    pub fn node_addresses(&self) -> Option<Result<BTreeSet<Ipv4Addr>, String>> {
-        let mut guard = self.lock();
-        let network = guard.network.as_mut()?;
-        Some(network.node_addresses().map_err(|e| e.to_string()))
-    }
-
     /// Start: the policy routing of every allocation with a registered veth (nothing else of
     /// ours stays); with eBPF, attaches to every pool ENI found on the node, installs the
     /// endpoint of every allocation whose veth still exists, and removes every other

@@ -161,11 +161,7 @@ impl Netlink {
     pub fn delete_link(&mut self, name: &str) -> Result<bool, NetlinkError> {
         let mut request = LinkMessage::default();
         request.attributes = vec![LinkAttribute::IfName(name.to_owned())];
-        match self.ack(&format!("delete link {name}"), RouteNetlinkMessage::DelLink(request), 0) {
-            Ok(()) => Ok(true),
-            Err(e) if e.is_not_found() => Ok(false),
-            Err(e) => Err(e),
-        }
+        self.delete(&format!("delete link {name}"), RouteNetlinkMessage::DelLink(request))
     }
 
     /// Creates the veth pair `name` <-> `peer`, the peer moved into the network namespace open
@@ -319,11 +315,7 @@ impl Netlink {
         entry.header.family = AddressFamily::Inet;
         entry.header.ifindex = index;
         entry.attributes = vec![NeighbourAttribute::Destination(NeighbourAddress::Inet(ip))];
-        match self.ack(&format!("delete neighbour {what}"), RouteNetlinkMessage::DelNeighbour(entry), 0) {
-            Ok(()) => Ok(true),
-            Err(e) if e.is_not_found() => Ok(false),
-            Err(e) => Err(e),
-        }
+        self.delete(&format!("delete neighbour {what}"), RouteNetlinkMessage::DelNeighbour(entry))
     }
 
     /// Every IPv4 rule.
@@ -353,11 +345,7 @@ impl Netlink {
     /// Deletes the first rule matching the given fields; `Ok(false)` when none matched.
     pub fn delete_rule(&mut self, rule: RuleMessage, what: &str) -> Result<bool, NetlinkError> {
         let action = format!("delete rule {what}");
-        match self.ack(&action, RouteNetlinkMessage::DelRule(rule), 0) {
-            Ok(()) => Ok(true),
-            Err(e) if e.is_not_found() => Ok(false),
-            Err(e) => Err(e),
-        }
+        self.delete(&action, RouteNetlinkMessage::DelRule(rule))
     }
 
     /// Every IPv4 route of every table.
@@ -383,7 +371,12 @@ impl Netlink {
     /// Deletes a route; `Ok(false)` when it was gone.
     pub fn delete_route(&mut self, route: RouteMessage, what: &str) -> Result<bool, NetlinkError> {
         let action = format!("delete route {what}");
-        match self.ack(&action, RouteNetlinkMessage::DelRoute(route), 0) {
+        self.delete(&action, RouteNetlinkMessage::DelRoute(route))
+    }
+
+    /// Sends a delete request; `Ok(false)` when the object was gone already.
+    fn delete(&mut self, action: &str, message: RouteNetlinkMessage) -> Result<bool, NetlinkError> {
+        match self.ack(action, message, 0) {
             Ok(()) => Ok(true),
             Err(e) if e.is_not_found() => Ok(false),
             Err(e) => Err(e),

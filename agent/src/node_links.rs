@@ -141,7 +141,8 @@ mod tests {
             managed: false,
         };
         let good = [0x0a, 0, 0, 0, 0, 1];
-        let cases: &[(&str, Vec<Neighbour>, Option<[u8; 6]>)] = &[
+        type Case = (&'static str, Vec<Neighbour>, Option<[u8; 6]>);
+        let cases: &[Case] = &[
             ("permanent", vec![entry(Some(good), NUD_PERMANENT)], Some(good)),
             ("failed", vec![entry(None, NUD_FAILED)], None),
             ("incomplete", vec![entry(Some(good), NUD_INCOMPLETE)], None),

@@ -92,11 +92,6 @@ impl NodeNetwork {
         Ok(self.router.remove_pod(ip)?)
     }
 
-    /// The node's IPv4 addresses (for the datapath's host routes).
-    pub fn node_addresses(&mut self) -> Result<BTreeSet<Ipv4Addr>, NetworkError> {
-        Ok(self.router.netlink().ipv4_addresses()?.into_iter().map(|(_, ip)| ip).collect())
-    }
-
     /// Writes the nft table with `pool_links` plus the links of the main table's default
     /// routes, and the sysctls of those links; the set written.
     fn write_netfilter(

@@ -223,20 +223,9 @@ impl PolicyRouter {
     /// What the node has of ours. Rules and routes of ours in another shape (an older agent's)
     /// are returned apart, to be deleted.
     pub fn current(&mut self) -> Result<(Routing, Vec<RuleMessage>, Vec<RouteMessage>), NetlinkError> {
-        let mut routing = Routing::default();
-        let mut odd_rules = Vec::new();
+        let (rules, odd_rules) = self.current_rules()?;
+        let mut routing = Routing { rules, ..Default::default() };
         let mut odd_routes = Vec::new();
-        for message in self.netlink.rules()? {
-            if rule_protocol(&message) != Some(PROTOCOL) {
-                continue;
-            }
-            match parse_rule(&message) {
-                Some(rule) => {
-                    routing.rules.insert(rule);
-                }
-                None => odd_rules.push(message),
-            }
-        }
         for message in self.netlink.routes()? {
             if u8::from(message.header.protocol) != PROTOCOL {
                 continue;
@@ -249,6 +238,24 @@ impl PolicyRouter {
             }
         }
         Ok((routing, odd_rules, odd_routes))
+    }
+
+    /// The rules of ours, and those of ours in another shape.
+    fn current_rules(&mut self) -> Result<(BTreeSet<Rule>, Vec<RuleMessage>), NetlinkError> {
+        let mut rules = BTreeSet::new();
+        let mut odd = Vec::new();
+        for message in self.netlink.rules()? {
+            if rule_protocol(&message) != Some(PROTOCOL) {
+                continue;
+            }
+            match parse_rule(&message) {
+                Some(rule) => {
+                    rules.insert(rule);
+                }
+                None => odd.push(message),
+            }
+        }
+        Ok((rules, odd))
     }
 
     /// Makes the node's rules and tables of ours equal to `desired`; what it changed.
@@ -290,9 +297,8 @@ impl PolicyRouter {
     /// Installs both rules of a pod on `table` (after deleting a rule of ours that sends it
     /// elsewhere, left by an IP that moved to another ENI).
     pub fn add_pod(&mut self, ip: Ipv4Addr, table: u32) -> Result<(), NetlinkError> {
-        let (current, _, _) = self.current()?;
+        let (current, _) = self.current_rules()?;
         let stale: Vec<Rule> = current
-            .rules
             .iter()
             .filter(|r| matches!(r, Rule::FromPod(pod, t) if *pod == ip && *t != table))
             .copied()
@@ -301,7 +307,7 @@ impl PolicyRouter {
             self.netlink.delete_rule(rule_message(&rule, true), &rule.to_string())?;
         }
         for rule in [Rule::ToPod(ip), Rule::FromPod(ip, table)] {
-            if !current.rules.contains(&rule) {
+            if !current.contains(&rule) {
                 self.netlink.add_rule(rule_message(&rule, true), &rule.to_string())?;
             }
         }

@@ -21,7 +21,7 @@ use serde_json::Value;
 fn our_rules(ns: &Netns) -> BTreeSet<String> {
     entries(ns, &["-j", "rule", "show"])
         .iter()
-        .filter(|r| r["protocol"] == PROTOCOL.to_string())
+        .filter(|r| r["protocol"].as_str() == Some(PROTOCOL.to_string().as_str()))
         .map(|r| {
             let mut text = format!("{}:", r["priority"]);
             if r["src"] != "all" {
@@ -42,7 +42,7 @@ fn our_rules(ns: &Netns) -> BTreeSet<String> {
 fn our_routes(ns: &Netns) -> BTreeSet<String> {
     entries(ns, &["-j", "route", "show", "table", "all"])
         .iter()
-        .filter(|r| r["protocol"] == PROTOCOL.to_string())
+        .filter(|r| r["protocol"].as_str() == Some(PROTOCOL.to_string().as_str()))
         .map(|r| format!("table {}: {} via {} dev {}", r["table"], r["dst"], r["gateway"], r["dev"]))
         .map(|t| t.replace('"', ""))
         .collect()
