@@ -270,6 +270,11 @@ fn uninstall_leaves_the_node_as_before_the_agent_and_sigterm_alone_keeps_everyth
     assert_eq!(installed.tcx_programs.values().sum::<usize>(), 4, "both ENIs and both veths: {installed:#?}");
     assert!(installed.routes.len() > before.routes.len(), "the pods' /32 routes");
     assert!(
+        installed.rules.iter().filter(|r| r.contains("\"protocol\":\"225\"")).count() == 5,
+        "the marked rule and both rules of each pod: {installed:#?}"
+    );
+    assert!(installed.nft_tables.contains(&"table ip eni_ipam".to_owned()), "{installed:#?}");
+    assert!(
         installed.pinned_or_managed_neighbours.len() > before.pinned_or_managed_neighbours.len(),
         "ENI 1's gateway is a managed neighbour: {installed:#?}"
     );
