@@ -273,7 +273,7 @@ fn uninstall_leaves_the_node_as_before_the_agent_and_sigterm_alone_keeps_everyth
         installed.rules.iter().filter(|r| r.contains("\"protocol\":\"225\"")).count() == 5,
         "the marked rule and both rules of each pod: {installed:#?}"
     );
-    assert!(installed.nft_tables.contains(&"table ip eni_ipam".to_owned()), "{installed:#?}");
+    assert!(installed.nft_tables.contains("table ip eni_ipam"), "{installed:#?}");
     assert!(
         installed.pinned_or_managed_neighbours.len() > before.pinned_or_managed_neighbours.len(),
         "ENI 1's gateway is a managed neighbour: {installed:#?}"
