@@ -57,7 +57,8 @@ pub enum AgentCommand {
     /// Remove from this node what the agent installed, and nothing else.
     ///
     /// Removes the eBPF datapath (TCX links, pinned programs and maps), the veths and routes
-    /// of its pods, the CNI configuration and plugin, its state and socket. Safe to run twice;
+    /// of its pods, its ip rules and route tables, the nft table `ip eni_ipam`, the CNI
+    /// configuration and plugin, its state and socket. Safe to run twice;
     /// run it with the agent stopped, with the paths the agent used.
     Uninstall(UninstallArgs),
 }
@@ -157,13 +158,25 @@ pub struct Cli {
     #[arg(long = "eni-security-group", env = "ENI_IPAM_ENI_SECURITY_GROUPS", value_delimiter = ' ')]
     pub eni_security_groups: Vec<String>,
     /// Pod datapath: `ebpf` loads (or adopts after a restart) the eBPF programs and keeps their
-    /// maps equal to the IPAM; `none` leaves pods to kernel routing (hosts without eBPF, tests).
+    /// maps equal to the IPAM; `none` leaves pods to the kernel's policy routing alone (hosts
+    /// without eBPF). Both keep the node's policy routing (see --node-routing).
     #[arg(long, env = "ENI_IPAM_DATAPATH", value_enum, default_value_t = DatapathMode::Ebpf)]
     pub datapath: DatapathMode,
-    /// Destination pods reach through the node's own stack instead of their ENI (node
-    /// addresses, the service CIDR): CIDR, repeat or separate by spaces. Only with `--datapath=ebpf`.
+    /// Extra destinations pods reach through the node's own stack instead of their ENI
+    /// (externalIPs, load-balancer IPs), besides the service ranges and the node's addresses:
+    /// CIDR, repeat or separate by spaces. Only with `--datapath=ebpf`.
     #[arg(long = "host-route", env = "ENI_IPAM_HOST_ROUTES", value_delimiter = ' ', value_parser = parse_prefix)]
     pub host_routes: Vec<Ipv4Prefix>,
+    /// The cluster's service range (the apiserver's --service-cluster-ip-range): CIDR, repeat or
+    /// separate by spaces. The eBPF datapath sends pods' traffic to it through the node's
+    /// stack; needed with `--datapath=ebpf` when the cluster serves no ServiceCIDR (before 1.33).
+    #[arg(long = "service-cidr", env = "ENI_IPAM_SERVICE_CIDRS", value_delimiter = ' ', value_parser = parse_prefix)]
+    pub service_cidrs: Vec<Ipv4Prefix>,
+    /// Policy routing per ENI and pod, the nft table `ip eni_ipam` and the sysctls it needs, in
+    /// the agent's network namespace (the node's). `false` leaves the node's routing alone: only
+    /// where something else keeps pod traffic on its ENI.
+    #[arg(long, env = "ENI_IPAM_NODE_ROUTING", default_value_t = true, action = clap::ArgAction::Set)]
+    pub node_routing: bool,
 }
 
 impl Cli {
@@ -191,7 +204,7 @@ fn parse_tag(text: &str) -> Result<(String, String), String> {
 pub enum DatapathMode {
     /// eBPF programs on pod veths and ENIs (production).
     Ebpf,
-    /// No datapath: the kernel routes pod traffic.
+    /// No eBPF: the kernel routes pod traffic by the agent's policy routing.
     None,
 }
 

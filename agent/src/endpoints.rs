@@ -1,8 +1,9 @@
-//! Keeps the eBPF datapath equal to the IPAM: on start it attaches to the pool's ENIs and
-//! reconciles the endpoint map with the persisted allocations; on CNI ADD it records the
-//! pod's veth (persisted first) and installs the endpoint; on DEL it frees the IP and removes
-//! the endpoint. One lock orders the IPAM change and the map change of every call, so a DEL
-//! can never be overtaken by the ADD it follows.
+//! Keeps the node's networking equal to the IPAM: on start it reconciles the policy routing
+//! ([`NodeNetwork`]: per-ENI tables, per-pod rules, the nft table) and, with eBPF, attaches to
+//! the pool's ENIs and reconciles the endpoint map with the persisted allocations; on CNI ADD
+//! it records the pod's veth (persisted first), installs the pod's rules and the endpoint; on
+//! DEL it frees the IP and removes both. One lock orders the IPAM change and the kernel
+//! changes of every call, so a DEL can never be overtaken by the ADD it follows.
 //!
 //! Who knows what: the CNI plugin knows the pod's veth and MAC; the agent knows which ENI
 //! owns the IP and its MAC (the pool), finds that ENI's link by MAC, and reads the VPC
@@ -20,6 +21,7 @@ use tracing::{info, warn};
 use crate::allocator::{Allocation, PodEndpoint};
 use crate::ipam::{Ipam, IpamError};
 use crate::node_links::{GATEWAY_ARP_WAIT, NodeLink, gateway_mac, ifindex_of, link_with_mac};
+use crate::node_network::{NetworkReport, NodeNetwork};
 use crate::pool::PoolIp;
 
 /// Why an endpoint could not be installed or removed.
@@ -37,6 +39,9 @@ pub enum EndpointError {
     /// The datapath refused.
     #[error("pod IP {ip}: {source}")]
     Datapath { ip: String, source: DatapathError },
+    /// The pod's policy routing could not be set.
+    #[error("pod IP {ip}: policy routing: {reason}")]
+    Routing { ip: String, reason: String },
 }
 
 /// What [`Endpoints::reconcile`] did on start.
@@ -50,6 +55,8 @@ pub struct StartReport {
     pub removed: Vec<Ipv4Addr>,
     /// Allocations left to kernel routing, and why (veth gone, ENI not found, ...).
     pub skipped: Vec<String>,
+    /// What the policy routing reconcile did (`None` with `--node-routing=false`).
+    pub network: Option<NetworkReport>,
 }
 
 /// One endpoint's counters, with the owner for metric labels.
@@ -63,10 +70,17 @@ pub struct EndpointStats {
     pub counters: EndpointCounters,
 }
 
-/// The IPAM with the datapath it drives (`None` with `--datapath=none`).
+/// The IPAM with the node networking and the datapath it drives.
 pub struct Endpoints {
     ipam: Arc<Ipam>,
-    datapath: Mutex<Option<Datapath>>,
+    node: Mutex<Node>,
+}
+
+/// What the lock guards: the eBPF datapath (`None` with `--datapath=none`) and the policy
+/// routing (`None` with `--node-routing=false`).
+struct Node {
+    datapath: Option<Datapath>,
+    network: Option<NodeNetwork>,
 }
 
 impl std::fmt::Debug for Endpoints {
@@ -76,22 +90,47 @@ impl std::fmt::Debug for Endpoints {
 }
 
 impl Endpoints {
-    /// Wraps the IPAM and, unless `None`, the loaded or adopted datapath.
-    pub fn new(ipam: Arc<Ipam>, datapath: Option<Datapath>) -> Self {
-        Self { ipam, datapath: Mutex::new(datapath) }
+    /// Wraps the IPAM and, unless `None`, the loaded or adopted datapath and the node's
+    /// policy routing.
+    pub fn new(ipam: Arc<Ipam>, datapath: Option<Datapath>, network: Option<NodeNetwork>) -> Self {
+        Self { ipam, node: Mutex::new(Node { datapath, network }) }
     }
 
     /// Whether an eBPF datapath is in use.
     pub fn has_datapath(&self) -> bool {
-        self.lock().is_some()
+        self.lock().datapath.is_some()
     }
 
-    /// Start: attaches to every pool ENI found on the node, installs the endpoint of every
-    /// allocation whose veth still exists, and removes every other endpoint and pod link.
+    /// Sets the prefixes pods reach through the node's stack (no-op without a datapath).
+    pub fn set_host_routes(&self, prefixes: &[eni_ipam_datapath::Ipv4Prefix]) -> Result<(), DatapathError> {
+        match self.lock().datapath.as_mut() {
+            Some(datapath) => datapath.set_host_routes(prefixes),
+            None => Ok(()),
+        }
+    }
+
+    /// Start: the policy routing of every allocation with a registered veth (nothing else of
+    /// ours stays); with eBPF, attaches to every pool ENI found on the node, installs the
+    /// endpoint of every allocation whose veth still exists, and removes every other
+    /// endpoint and pod link.
     pub fn reconcile(&self) -> Result<StartReport, EndpointError> {
         let mut guard = self.lock();
-        let Some(datapath) = guard.as_mut() else { return Ok(StartReport::default()) };
+        let node = &mut *guard;
         let mut report = StartReport::default();
+        if let Some(network) = node.network.as_mut() {
+            let enis = self.ipam.pool_enis();
+            let allocations = self.ipam.list();
+            let pods: Vec<(Ipv4Addr, Option<PoolIp>)> = allocations
+                .iter()
+                .filter(|a| a.endpoint.is_some())
+                .filter_map(|a| Some((a.ip.parse().ok()?, self.ipam.pool_entry(&a.ip))))
+                .collect();
+            let done = network
+                .reconcile(&enis, pods.iter().map(|(ip, entry)| (*ip, entry.as_ref())))
+                .map_err(|e| EndpointError::Routing { ip: "(reconcile)".into(), reason: e.to_string() })?;
+            report.network = Some(done);
+        }
+        let Some(datapath) = node.datapath.as_mut() else { return Ok(report) };
         let macs: BTreeSet<String> = self.ipam.pool_macs();
         for mac in macs {
             match eni_link(&mac) {
@@ -158,9 +197,22 @@ impl Endpoints {
             (entry, side)
         });
         let mut guard = self.lock();
+        let node = &mut *guard;
         let recorded = self.ipam.set_endpoint(&request.container_id, &request.if_name, endpoint.clone())?;
         let allocation = recorded.allocation;
-        let Some(datapath) = guard.as_mut() else { return Ok(allocation) };
+        if let Some(network) = node.network.as_mut() {
+            let routing = |reason: String| EndpointError::Routing { ip: allocation.ip.clone(), reason };
+            let ip: Ipv4Addr = allocation
+                .ip
+                .parse()
+                .map_err(|_| routing(format!("{:?} is not an IPv4 address", allocation.ip)))?;
+            let entry = recorded
+                .pool_entry
+                .as_ref()
+                .ok_or_else(|| routing("the IP is no longer in the node's pool".into()))?;
+            network.add_pod(ip, entry, endpoint.host_veth_ifindex).map_err(|e| routing(e.to_string()))?;
+        }
+        let Some(datapath) = node.datapath.as_mut() else { return Ok(allocation) };
         let eni = match early {
             Some((entry, side)) if entry == recorded.pool_entry => side,
             _ => eni_side(recorded.pool_entry.as_ref()),
@@ -183,9 +235,16 @@ impl Endpoints {
     /// Idempotent like [`Ipam::release`].
     pub fn release(&self, container_id: &str, if_name: &str) -> Result<Option<Allocation>, EndpointError> {
         let mut guard = self.lock();
+        let node = &mut *guard;
         let freed = self.ipam.release(container_id, if_name)?;
-        let (Some(datapath), Some(allocation)) = (guard.as_mut(), freed.as_ref()) else { return Ok(freed) };
+        let Some(allocation) = freed.as_ref() else { return Ok(freed) };
         let Ok(ip) = allocation.ip.parse::<Ipv4Addr>() else { return Ok(freed) };
+        if let Some(network) = node.network.as_mut() {
+            network
+                .remove_pod(ip)
+                .map_err(|e| EndpointError::Routing { ip: allocation.ip.clone(), reason: e.to_string() })?;
+        }
+        let Some(datapath) = node.datapath.as_mut() else { return Ok(freed) };
         let failed = |source| EndpointError::Datapath { ip: allocation.ip.clone(), source };
         datapath.remove_endpoint(ip).map_err(failed)?;
         if let Some(endpoint) = &allocation.endpoint {
@@ -198,7 +257,7 @@ impl Endpoints {
     /// Counters of every endpoint in the datapath (empty without one).
     pub fn stats(&self) -> Result<Vec<EndpointStats>, DatapathError> {
         let guard = self.lock();
-        let Some(datapath) = guard.as_ref() else { return Ok(Vec::new()) };
+        let Some(datapath) = guard.datapath.as_ref() else { return Ok(Vec::new()) };
         let owners: BTreeMap<String, String> = self.ipam.used();
         Ok(datapath
             .counters()?
@@ -211,8 +270,8 @@ impl Endpoints {
             .collect())
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<Datapath>> {
-        self.datapath.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Node> {
+        self.node.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -246,7 +305,7 @@ fn eni_side(entry: Option<&PoolIp>) -> Result<EniSide, String> {
             entry.subnet_cidr
         )
     })?;
-    let gateway_mac = gateway_mac(&eni.name, gateway, GATEWAY_ARP_WAIT)
+    let gateway_mac = gateway_mac(&eni, gateway, GATEWAY_ARP_WAIT)
         .map_err(|reason| format!("ENI {}: {reason}", entry.eni))?;
     Ok(EniSide { ifindex: eni.ifindex, mac, gateway_mac })
 }
@@ -295,6 +354,20 @@ fn eni_link(mac: &str) -> Result<NodeLink, String> {
 
 /// Logs what the start reconcile did (warnings for what was left to kernel routing).
 pub fn log_start(report: &StartReport) {
+    if let Some(network) = &report.network {
+        let changes = &network.changes;
+        info!(
+            tables = ?changes.put_tables.iter().map(|(t, _)| t).collect::<Vec<_>>(),
+            rules_added = changes.add_rules.len(),
+            rules_removed = ?changes.delete_rules.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            tables_removed = ?changes.delete_tables.iter().map(|(t, _)| t).collect::<Vec<_>>(),
+            eni_links = ?network.eni_links,
+            "policy routing reconciled with the IPAM state"
+        );
+        for skipped in &network.skipped {
+            warn!("policy routing: {skipped}");
+        }
+    }
     let enis: Vec<&str> = report.enis.iter().map(|l| l.name.as_str()).collect();
     info!(?enis, endpoints = report.endpoints, removed = ?report.removed, "datapath reconciled with the IPAM state");
     for skipped in &report.skipped {

@@ -180,6 +180,11 @@ impl Ipam {
         self.lock().pool.ips.values().map(|e| e.mac.clone()).filter(|m| !m.is_empty()).collect()
     }
 
+    /// The distinct ENIs (with their subnet and gateway) of the pool.
+    pub fn pool_enis(&self) -> BTreeSet<PoolIp> {
+        self.lock().pool.ips.values().cloned().collect()
+    }
+
     /// Every allocation, ordered by container id.
     pub fn list(&self) -> Vec<Allocation> {
         self.lock().state.allocations.values().cloned().collect()

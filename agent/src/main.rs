@@ -9,29 +9,42 @@ use eni_ipam_agent::cli::{AgentCommand, Cli, DatapathMode, Invocation};
 use eni_ipam_agent::endpoints::{self, Endpoints};
 use eni_ipam_agent::ipam::Ipam;
 use eni_ipam_agent::metrics::{Metrics, admin_router};
+use eni_ipam_agent::node_network::NodeNetwork;
 use eni_ipam_agent::pool::{NodePool, SubnetMap, parse_subnet_flag};
 use eni_ipam_agent::server::{ApiState, bind_socket, resolve_group, router};
+use eni_ipam_agent::service_ranges::{self, HostRoutes};
 use eni_ipam_agent::state::StateStore;
 use eni_ipam_agent::uninstall_mark::UninstallArming;
 use eni_ipam_agent::{kube_side, live_containers, uninstall};
 use eni_ipam_datapath::Datapath;
 
-/// Loads or adopts the datapath and sets its host routes; errors say how to run without it.
+/// Loads or adopts the datapath; errors say how to run without it.
 fn start_datapath(cli: &Cli) -> anyhow::Result<Option<Datapath>> {
     if cli.datapath == DatapathMode::None {
-        tracing::info!("--datapath=none: pod traffic is left to kernel routing");
+        tracing::info!("--datapath=none: pod traffic is routed by the kernel's policy routing");
         return Ok(None);
     }
     let pin_dir = &cli.paths.bpf_pin_dir;
-    let mut datapath = Datapath::load_or_adopt(pin_dir).with_context(|| {
+    let datapath = Datapath::load_or_adopt(pin_dir).with_context(|| {
         format!(
             "cannot start the eBPF datapath (pins under {}); fix the node or run with --datapath=none",
             pin_dir.display()
         )
     })?;
-    datapath.set_host_routes(&cli.host_routes).context("cannot set the datapath's host routes")?;
     Ok(Some(datapath))
 }
+
+/// The node's policy routing, unless `--node-routing=false`.
+fn start_node_network(cli: &Cli) -> anyhow::Result<Option<NodeNetwork>> {
+    if !cli.node_routing {
+        tracing::warn!("--node-routing=false: the node's rules, tables and nft table are left alone");
+        return Ok(None);
+    }
+    Ok(Some(NodeNetwork::open().context("cannot open netlink for the node's policy routing")?))
+}
+
+/// How often the service ranges and the node's addresses are read again.
+const HOST_ROUTES_REFRESH: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn main() -> std::process::ExitCode {
     let invocation = Invocation::try_parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit());
@@ -103,16 +116,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         tracing::warn!(node = %cli.node_name, %key, "a pod holds an IP that is no longer in the pool");
     }
     let ipam = Arc::new(ipam);
+    if cli.datapath == DatapathMode::Ebpf && kube.is_none() && cli.service_cidrs.is_empty() {
+        anyhow::bail!("{}", service_ranges::MISSING);
+    }
     let datapath = start_datapath(&cli)?;
     let with_datapath = datapath.is_some();
-    let endpoints = Arc::new(Endpoints::new(ipam.clone(), datapath));
+    let mut host_routes = with_datapath
+        .then(|| HostRoutes::new(cli.service_cidrs.clone(), cli.host_routes.clone(), kube.clone()));
+    let endpoints = Arc::new(Endpoints::new(ipam.clone(), datapath, start_node_network(&cli)?));
     endpoints::log_start(
-        &endpoints.reconcile().context("cannot reconcile the datapath with the IPAM state")?,
+        &endpoints.reconcile().context("cannot reconcile the node's networking with the IPAM state")?,
     );
+    if let Some(routes) = host_routes.as_mut() {
+        routes.refresh(&endpoints).await.map_err(anyhow::Error::msg)?;
+    }
     let metrics = Arc::new(Metrics::new(with_datapath.then(|| endpoints.clone())));
 
     let gid = cli.socket_group.as_deref().map(resolve_group).transpose()?;
     let listener = bind_socket(&cli.paths.socket, gid)?;
+    let refresh_endpoints = endpoints.clone();
     let api = router(ApiState { ipam: ipam.clone(), endpoints, metrics: metrics.clone() });
     let admin = tokio::net::TcpListener::bind(&cli.metrics_addr)
         .await
@@ -158,8 +180,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let admin_app = admin_router(ipam.clone(), metrics.clone());
     tokio::spawn(async move { axum::serve(admin, admin_app).await });
+    let refresh = async move {
+        match host_routes {
+            Some(routes) => routes.run(refresh_endpoints, HOST_ROUTES_REFRESH).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         served = axum::serve(listener, api) => served.context("agent socket server stopped")?,
+        failed = refresh => anyhow::bail!("{}", failed.err().unwrap_or_default()),
         signal = eni_ipam_admin::process::stop_requested() => tracing::info!(?signal, "stopping"),
     }
     if arming.is_armed() {

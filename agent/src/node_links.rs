@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use eni_ipam_datapath::MacAddr;
 
-use crate::iproute::{self, run};
+use crate::netlink::{NUD_FAILED, NUD_INCOMPLETE, Neighbour, Netlink};
 
 /// A link of the node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,43 +61,43 @@ pub fn ifindex_of(name: &str) -> Option<u32> {
     (index != 0).then_some(index)
 }
 
-/// The MAC the neighbour table holds for `ip` on link `dev` (`ip -j neigh show`), when
-/// resolved. The VPC gateway of an ENI's subnet is reached through it.
-fn neighbour_mac(dev: &str, ip: Ipv4Addr) -> Result<Option<MacAddr>, String> {
-    let step = format!("read the neighbour {ip} on {dev}");
-    let stdout = run(&step, iproute::ip(&["-j", "neigh", "show", "to", &ip.to_string(), "dev", dev]), None)
-        .map_err(|e| e.to_string())?;
-    Ok(parse_neighbour(&stdout))
+/// The MAC the neighbour table holds for `ip` on `link`, when resolved. The VPC gateway of
+/// an ENI's subnet is reached through it.
+fn neighbour_mac(netlink: &mut Netlink, link: &NodeLink, ip: Ipv4Addr) -> Result<Option<MacAddr>, String> {
+    let entries = netlink.neighbours(link.ifindex, &link.name).map_err(|e| e.to_string())?;
+    Ok(usable_mac(entries.iter().filter(|n| n.ip == ip)))
 }
 
 /// How long the agent waits for the VPC gateway to answer the ARP it asked the kernel for.
 pub const GATEWAY_ARP_WAIT: Duration = Duration::from_secs(2);
 
-/// The MAC of the VPC gateway `gateway` on ENI link `dev`. A freshly attached ENI carries no
+/// The MAC of the VPC gateway `gateway` on ENI `link`. A freshly attached ENI carries no
 /// traffic of its own, so nothing has made the kernel resolve its gateway yet: then the agent
 /// installs a *managed* neighbour entry (Linux 5.16+), which the kernel resolves at once and
 /// keeps resolved, and waits up to `wait` for the answer.
-pub fn gateway_mac(dev: &str, gateway: Ipv4Addr, wait: Duration) -> Result<MacAddr, String> {
-    if let Some(mac) = neighbour_mac(dev, gateway)? {
+pub fn gateway_mac(link: &NodeLink, gateway: Ipv4Addr, wait: Duration) -> Result<MacAddr, String> {
+    let dev = &link.name;
+    let mut netlink = Netlink::open().map_err(|e| e.to_string())?;
+    if let Some(mac) = neighbour_mac(&mut netlink, link, gateway)? {
         return Ok(mac);
     }
-    let gw = gateway.to_string();
-    let step = format!("`ip neigh replace {gw} dev {dev} managed`");
-    run(&step, iproute::ip(&["neigh", "replace", &gw, "dev", dev, "managed"]), None).map_err(|e| {
-        format!(
-            "the VPC gateway {gateway} is not resolved on ENI link {dev} and {e}: managed neighbours \
-             need Linux 5.16+ and iproute2 5.16+; or add a neighbour entry for the gateway yourself"
-        )
-    })?;
+    netlink.replace_neighbour(link.ifindex, gateway, None, &format!("{gateway} dev {dev} managed")).map_err(
+        |e| {
+            format!(
+                "the VPC gateway {gateway} is not resolved on ENI link {dev} and {e}: managed neighbours \
+             need Linux 5.16+; or add a neighbour entry for the gateway yourself"
+            )
+        },
+    )?;
     let deadline = Instant::now() + wait;
     loop {
-        if let Some(mac) = neighbour_mac(dev, gateway)? {
+        if let Some(mac) = neighbour_mac(&mut netlink, link, gateway)? {
             return Ok(mac);
         }
         if Instant::now() >= deadline {
             return Err(format!(
                 "the VPC gateway {gateway} did not answer ARP on ENI link {dev} within {wait:?}: check that \
-                 the ENI is attached and in that subnet, and `ip neigh show {gw} dev {dev} nud all`"
+                 the ENI is attached and in that subnet, and `ip neigh show {gateway} dev {dev} nud all`"
             ));
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -106,24 +106,21 @@ pub fn gateway_mac(dev: &str, gateway: Ipv4Addr, wait: Duration) -> Result<MacAd
 
 /// The MAC of the first usable entry: resolved (not FAILED or INCOMPLETE) and a unicast
 /// address (a NOARP entry holds the broadcast MAC, which is no gateway).
-fn parse_neighbour(json: &str) -> Option<MacAddr> {
-    let entries: serde_json::Value = serde_json::from_str(json).ok()?;
-    entries.as_array()?.iter().find_map(|entry| {
-        let unusable = entry["state"]
-            .as_array()
-            .is_some_and(|states| states.iter().any(|s| s == "FAILED" || s == "INCOMPLETE"));
-        if unusable {
+fn usable_mac<'a>(entries: impl IntoIterator<Item = &'a Neighbour>) -> Option<MacAddr> {
+    entries.into_iter().find_map(|entry| {
+        if entry.state & (NUD_FAILED | NUD_INCOMPLETE) != 0 {
             return None;
         }
-        let mac: MacAddr = entry["lladdr"].as_str()?.parse().ok()?;
-        let unicast = mac.0[0] & 1 == 0 && mac.0 != [0; 6];
-        unicast.then_some(mac)
+        let mac: [u8; 6] = entry.mac.as_deref()?.try_into().ok()?;
+        let unicast = mac[0] & 1 == 0 && mac != [0; 6];
+        unicast.then_some(MacAddr(mac))
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netlink::NUD_PERMANENT;
 
     #[test]
     fn loopback_is_found_by_name_and_its_zero_mac() {
@@ -135,20 +132,31 @@ mod tests {
 
     #[test]
     fn neighbour_entries_are_read_when_resolved() {
-        let reachable = r#"[{"dst":"10.0.0.1","lladdr":"0a:00:00:00:00:01","state":["PERMANENT"]}]"#;
-        assert_eq!(parse_neighbour(reachable), Some("0a:00:00:00:00:01".parse().unwrap()));
-        let failed = r#"[{"dst":"10.0.0.1","state":["FAILED"]}]"#;
-        assert_eq!(parse_neighbour(failed), None);
-        let incomplete = r#"[{"dst":"10.0.0.1","lladdr":"0a:00:00:00:00:01","state":["INCOMPLETE"]}]"#;
-        assert_eq!(parse_neighbour(incomplete), None);
-        let noarp = r#"[{"dst":"10.0.0.1","lladdr":"ff:ff:ff:ff:ff:ff","state":["NOARP"]}]"#;
-        assert_eq!(parse_neighbour(noarp), None, "the broadcast MAC is no gateway");
-        let zero = r#"[{"dst":"10.0.0.1","lladdr":"00:00:00:00:00:00","state":["NOARP"]}]"#;
-        assert_eq!(parse_neighbour(zero), None);
-        let stale_then_good = r#"[{"dst":"10.0.0.1","state":["FAILED"]},
-            {"dst":"10.0.0.1","lladdr":"0a:00:00:00:00:02","state":["REACHABLE"]}]"#;
-        assert_eq!(parse_neighbour(stale_then_good), Some("0a:00:00:00:00:02".parse().unwrap()));
-        assert_eq!(parse_neighbour("[]"), None);
-        assert_eq!(parse_neighbour(""), None);
+        const REACHABLE: u16 = 0x02;
+        const NOARP: u16 = 0x40;
+        let entry = |mac: Option<[u8; 6]>, state: u16| Neighbour {
+            ip: Ipv4Addr::new(10, 0, 0, 1),
+            mac: mac.map(|m| m.to_vec()),
+            state,
+            managed: false,
+        };
+        let good = [0x0a, 0, 0, 0, 0, 1];
+        type Case = (&'static str, Vec<Neighbour>, Option<[u8; 6]>);
+        let cases: &[Case] = &[
+            ("permanent", vec![entry(Some(good), NUD_PERMANENT)], Some(good)),
+            ("failed", vec![entry(None, NUD_FAILED)], None),
+            ("incomplete", vec![entry(Some(good), NUD_INCOMPLETE)], None),
+            ("the broadcast MAC is no gateway", vec![entry(Some([0xff; 6]), NOARP)], None),
+            ("zero MAC", vec![entry(Some([0; 6]), NOARP)], None),
+            (
+                "failed, then a good one",
+                vec![entry(None, NUD_FAILED), entry(Some(good), REACHABLE)],
+                Some(good),
+            ),
+            ("none", vec![], None),
+        ];
+        for (name, entries, want) in cases {
+            assert_eq!(usable_mac(entries), want.map(MacAddr), "{name}");
+        }
     }
 }

@@ -74,7 +74,7 @@ fn endpoint_error(err: EndpointError) -> Response {
     let status = match &err {
         EndpointError::Ipam(ipam) => ipam_status(ipam),
         EndpointError::Invalid(_) => StatusCode::BAD_REQUEST,
-        EndpointError::Unresolved { .. } | EndpointError::Datapath { .. } => {
+        EndpointError::Unresolved { .. } | EndpointError::Datapath { .. } | EndpointError::Routing { .. } => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
     };
@@ -241,7 +241,7 @@ mod tests {
         let pool = NodePool { capacity: 30, ..NodePool::on_one_eni(pool_size) };
         let (ipam, _) = Ipam::open("node-a", StateStore::new(dir.join("state.json")), pool, None).unwrap();
         let ipam = Arc::new(ipam);
-        let endpoints = Arc::new(Endpoints::new(ipam.clone(), None));
+        let endpoints = Arc::new(Endpoints::new(ipam.clone(), None, None));
         router(ApiState { ipam, endpoints, metrics: Arc::new(Metrics::default()) })
     }
 

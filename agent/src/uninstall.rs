@@ -6,8 +6,10 @@
 //! `eni-ipam-cni` plugin (any other file of that name is left alone), the `eni-ipam-cni`
 //! binary, the datapath's layout under `--bpf-pin-dir`, the pod veths the state file records
 //! with the interface index they still have (their /32 routes go with them), the managed
-//! neighbour entries the agent made on the ENIs it attached to, and the agent's own files
-//! (state, pool cache, socket). The ENIs, their IPs and the node's own routes stay.
+//! neighbour entries the agent made on the ENIs it attached to, the rules and routes carrying
+//! the agent's protocol number ([`crate::policy_routing::PROTOCOL`]) and its nft table
+//! `ip eni_ipam`, and the agent's own files (state, pool cache, socket). The ENIs, their IPs,
+//! the node's own routes and the sysctls (ip_forward, rp_filter) stay.
 //!
 //! Every step treats "already gone" as done, so a second run succeeds and reports nothing.
 //! A failed step does not stop the others; the run fails at the end, naming each one.
@@ -18,8 +20,9 @@ use eni_ipam_datapath::remove_pins;
 
 use crate::cli::NodePaths;
 use crate::cni::link::teardown;
-use crate::iproute::{self, run};
+use crate::netlink::Netlink;
 use crate::node_links::ifindex_of;
+use crate::node_network::remove_all as remove_all_routing;
 use crate::state::StateStore;
 
 /// The plugin's binary name and `type` in a conflist.
@@ -72,6 +75,10 @@ pub fn uninstall_node(paths: &NodePaths) -> Result<UninstallReport, UninstallErr
             }
         }
         Err(e) => failures.push(e.to_string()),
+    }
+    match remove_all_routing() {
+        Ok(removed) => report.removed.extend(removed),
+        Err(e) => failures.push(format!("policy routing: {e}")),
     }
     remove_pod_veths(&paths.state_file, &mut report, &mut failures);
     remove_agent_files(paths, &mut report, &mut failures);
@@ -133,32 +140,20 @@ fn remove_pod_veths(state_file: &Path, report: &mut UninstallReport, failures: &
 /// The managed neighbour entries on ENI link `dev`: the agent makes them to learn the VPC
 /// gateway's MAC; nothing else on these nodes asks for managed entries.
 fn remove_managed_neighbours(dev: &str, report: &mut UninstallReport, failures: &mut Vec<String>) {
-    let listed =
-        run(&format!("list neighbours on {dev}"), iproute::ip(&["-j", "neigh", "show", "dev", dev]), None);
-    let text = match listed {
-        Ok(text) => text,
-        Err(e) => return failures.push(e.to_string()),
-    };
-    for dst in managed_neighbours(&text) {
-        let step = format!("delete the managed neighbour {dst} on {dev}");
-        match run(&step, iproute::ip(&["neigh", "del", &dst, "dev", dev]), None) {
-            Ok(_) => report.removed.push(format!("managed neighbour {dst} on {dev}")),
-            Err(e) if e.detail.contains("No such file") => {}
-            Err(e) => failures.push(e.to_string()),
+    let Some(index) = ifindex_of(dev) else { return };
+    let removed = Netlink::open().and_then(|mut netlink| {
+        let mut removed = Vec::new();
+        for entry in netlink.neighbours(index, dev)?.into_iter().filter(|n| n.managed) {
+            if netlink.delete_neighbour(index, entry.ip, &format!("{} dev {dev}", entry.ip))? {
+                removed.push(format!("managed neighbour {} on {dev}", entry.ip));
+            }
         }
+        Ok(removed)
+    });
+    match removed {
+        Ok(removed) => report.removed.extend(removed),
+        Err(e) => failures.push(e.to_string()),
     }
-}
-
-/// Destinations of the entries flagged `managed` in `ip -j neigh show` output.
-fn managed_neighbours(json: &str) -> Vec<String> {
-    let entries: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
-    entries
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| e.get("managed").is_some())
-        .filter_map(|e| e["dst"].as_str().map(str::to_owned))
-        .collect()
 }
 
 fn remove_agent_files(paths: &NodePaths, report: &mut UninstallReport, failures: &mut Vec<String>) {
@@ -244,13 +239,5 @@ mod tests {
         for (text, ours) in table {
             assert_eq!(is_our_cni_config(text), *ours, "{text}");
         }
-    }
-
-    #[test]
-    fn only_managed_neighbours_are_listed() {
-        let json = r#"[{"dst":"10.0.1.1","lladdr":"0a:00:00:00:00:01","managed":null,"state":["REACHABLE"]},
-                      {"dst":"10.0.1.7","lladdr":"0a:00:00:00:00:07","state":["STALE"]}]"#;
-        assert_eq!(managed_neighbours(json), ["10.0.1.1"]);
-        assert!(managed_neighbours("").is_empty());
     }
 }

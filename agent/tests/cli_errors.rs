@@ -16,7 +16,11 @@ fn agent(dir: &std::path::Path, extra: &[&str]) -> (bool, String) {
         .arg(dir.join("agent.sock"))
         .arg("--state-file")
         .arg(dir.join("state.json"))
-        .args(if extra.contains(&"--datapath") { &[][..] } else { &["--datapath", "none"][..] })
+        .args(if extra.contains(&"--datapath") {
+            &[][..]
+        } else {
+            &["--datapath", "none", "--node-routing=false"][..]
+        })
         .args(extra)
         .stdout(Stdio::null())
         .output()
@@ -68,6 +72,16 @@ fn bad_flags_and_files_are_named() {
     assert!(!ok && stderr.contains("is not an IPv4 CIDR like 10.96.0.0/12"), "{stderr}");
     let (ok, stderr) = agent(dir.path(), &["--datapath", "xdp"]);
     assert!(!ok && stderr.contains("[possible values: ebpf, none]"), "{stderr}");
+    // The eBPF datapath without a cluster to list ServiceCIDRs from needs the service range.
+    std::fs::write(dir.path().join("pool.json"), r#"{"ips": {}}"#).unwrap();
+    let pool = dir.path().join("pool.json").display().to_string();
+    let (ok, stderr) = agent(dir.path(), &["--datapath", "ebpf", "--pool-file", &pool]);
+    assert!(
+        !ok && stderr.contains("--service-cidr") && stderr.contains("agent.datapath.serviceCIDRs"),
+        "{stderr}"
+    );
+    let (ok, stderr) = agent(dir.path(), &["--service-cidr", "10.100.0.0"]);
+    assert!(!ok && stderr.contains("is not an IPv4 CIDR"), "{stderr}");
 }
 
 fn plugin(env: &[(&str, &str)], stdin: &[u8]) -> (i32, Value) {

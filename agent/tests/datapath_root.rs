@@ -9,141 +9,15 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpStream};
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Agent, address_of, run_plugin};
-use eni_ipam_datapath::{Datapath, EndpointInfo, MacAddr};
-use eni_ipam_netns_testbed::{Netns, Testbed, traffic};
+use common::agent_node::{AgentNode, POOL, VPC_HOST};
+use common::{Agent, address_of};
+use eni_ipam_datapath::{EndpointInfo, MacAddr};
+use eni_ipam_netns_testbed::{Netns, traffic};
 use serde_json::{Value, json};
-
-/// An address of the VPC fabric itself (the router answers it), outside every pod subnet.
-const VPC_HOST: Ipv4Addr = Ipv4Addr::new(10, 0, 200, 1);
-/// Pool IP per ENI of the node: ENI index -> (IP, subnet, gateway).
-const POOL: [(Ipv4Addr, &str, Ipv4Addr); 2] = [
-    (Ipv4Addr::new(10, 0, 0, 10), "10.0.0.0/24", Ipv4Addr::new(10, 0, 0, 1)),
-    (Ipv4Addr::new(10, 0, 1, 10), "10.0.1.0/24", Ipv4Addr::new(10, 0, 1, 1)),
-];
-const METRICS_ADDR: &str = "127.0.0.1:9966";
-
-/// One node of the test bed with the agent running in it on the eBPF datapath.
-struct AgentNode {
-    // Fields drop in this order: the agent first, then pods, namespaces and pins.
-    agent: Agent,
-    pods: BTreeMap<String, Netns>,
-    bed: Testbed,
-    _dir: tempfile::TempDir,
-    tag: String,
-}
-
-impl AgentNode {
-    fn start(tag: &str) -> Self {
-        let mut node = Self::prepare(tag);
-        node.agent.restart();
-        node
-    }
-
-    /// The node and the agent's configuration, the agent not started yet.
-    fn prepare(tag: &str) -> Self {
-        let bed = Testbed::new(tag, 1, &[]);
-        bed.router.own_address(VPC_HOST);
-        let mut ips = serde_json::Map::new();
-        for (eni, (ip, cidr, gateway)) in POOL.iter().enumerate() {
-            bed.assign_in_vpc(*ip, 0, eni);
-            if eni == 0 {
-                // Given, as an admin may pin it.
-                bed.resolve_vpc_gateway(0, eni, *gateway);
-            } else {
-                // Resolved by the agent over ARP: the router answers for it, as the VPC does.
-                bed.router.own_address(gateway);
-            }
-            let mac = bed.nodes[0].enis[eni].mac.to_string();
-            ips.insert(
-                ip.to_string(),
-                json!({"eni": format!("eni-{eni}"), "mac": mac, "subnetCidr": cidr, "gateway": gateway.to_string()}),
-            );
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let mut agent = Agent::configure(dir.path(), &json!({ "ips": ips }));
-        agent.netns = Some(bed.nodes[0].ns.path());
-        agent.metrics_addr = METRICS_ADDR.into();
-        agent.datapath_args = vec![
-            "--datapath".into(),
-            "ebpf".into(),
-            "--bpf-pin-dir".into(),
-            bed.nodes[0].pins.path().display().to_string(),
-        ];
-        Self { agent, pods: BTreeMap::new(), bed, _dir: dir, tag: tag.to_owned() }
-    }
-
-    fn config(&self) -> Value {
-        json!({"cniVersion": "1.0.0", "name": "eni", "type": "eni-ipam-cni", "socket": self.agent.socket, "timeoutSeconds": 5})
-    }
-
-    /// CNI ADD of a new pod through the real plugin, run in the node namespace; its IP.
-    fn add_pod(&mut self, container: &str) -> Ipv4Addr {
-        let pod = Netns::create(format!("eni-{}-{}-{container}", std::process::id(), self.tag));
-        self.pods.insert(container.to_owned(), pod);
-        address_of(&self.cni("ADD", container).unwrap()).parse().unwrap()
-    }
-
-    fn del_pod(&mut self, container: &str) {
-        self.cni("DEL", container);
-    }
-
-    /// Runs the plugin as the runtime would, in the node namespace; its output.
-    fn cni(&self, command: &str, container: &str) -> Option<Value> {
-        let pod = self.pods[container].path();
-        let node = self.bed.nodes[0].ns.name();
-        let run =
-            run_plugin(command, container, pod.to_str().unwrap(), "eth0", &self.config(), Some(node), "");
-        assert!(run.ok, "{command} {container}: {}\nagent log:\n{}", run.raw, self.agent_log());
-        run.stdout
-    }
-
-    /// The ENI index owning `ip` in the pool.
-    fn owning_eni(ip: Ipv4Addr) -> usize {
-        POOL.iter().position(|(pool_ip, _, _)| *pool_ip == ip).expect("a pool IP")
-    }
-
-    /// Packets the router received from each of the node's ENIs.
-    fn router_rx(&self) -> Vec<u64> {
-        self.bed.nodes[0].enis.iter().map(|e| self.bed.router.rx_packets(&e.router_link)).collect()
-    }
-
-    /// GET /metrics on the agent's admin port, inside the node namespace.
-    fn metrics(&self) -> String {
-        self.bed.nodes[0].ns.run(|| {
-            let mut stream = TcpStream::connect(METRICS_ADDR).expect("connect to the agent's admin port");
-            stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n").unwrap();
-            let mut text = String::new();
-            stream.read_to_string(&mut text).unwrap();
-            text
-        })
-    }
-
-    /// The datapath as the agent pinned it, adopted by the test to look inside.
-    fn pinned(&self) -> Datapath {
-        Datapath::load_or_adopt(self.bed.nodes[0].pins.path()).expect("adopt the agent's pins")
-    }
-
-    fn pod_link_pins(&self) -> Vec<String> {
-        let dir = self.bed.nodes[0].pins.path().join("links");
-        let mut names: Vec<String> = std::fs::read_dir(&dir)
-            .map(|entries| entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
-            .unwrap_or_default();
-        names.retain(|n| n.starts_with("pod-"));
-        names.sort();
-        names
-    }
-
-    fn agent_log(&self) -> String {
-        std::fs::read_to_string(self.agent.dir.join("agent.log")).unwrap_or_default()
-    }
-}
 
 /// The value of the sample of `metric` whose labels include every `labels` pair.
 fn sample(metrics: &str, metric: &str, labels: &[(&str, &str)]) -> Option<u64> {
@@ -286,6 +160,7 @@ fn the_datapath_flag_fails_in_one_line_naming_what_is_missing_root() {
     let not_bpffs = dir.path().join("pins");
     agent.datapath_args =
         vec!["--datapath".into(), "ebpf".into(), "--bpf-pin-dir".into(), not_bpffs.display().to_string()];
+    agent.datapath_args.extend(["--service-cidr".into(), "10.100.0.0/16".into()]);
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| agent.restart()));
     assert!(outcome.is_err(), "the agent must not start without bpffs under its pin directory");
     let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap();
@@ -300,7 +175,8 @@ fn the_datapath_flag_fails_in_one_line_naming_what_is_missing_root() {
 }
 
 /// What of the node namespace an agent may change: links, routes (every table), rules,
-/// qdiscs, TCX programs per link, and the neighbour entries that are not a plain ARP cache.
+/// qdiscs, TCX programs per link, the neighbour entries that are not a plain ARP cache, and
+/// nft tables.
 #[derive(Debug, PartialEq, Eq)]
 struct NodeView {
     links: BTreeSet<String>,
@@ -309,6 +185,7 @@ struct NodeView {
     qdiscs: BTreeSet<String>,
     tcx_programs: BTreeMap<String, usize>,
     pinned_or_managed_neighbours: BTreeSet<String>,
+    nft_tables: BTreeSet<String>,
 }
 
 impl NodeView {
@@ -346,7 +223,11 @@ impl NodeView {
             })
             .map(|n| format!("{} {} {}", n["dst"], n["dev"], n["lladdr"]))
             .collect();
+        let nft = node.command("nft").args(["list", "tables"]).output().expect("run nft");
+        assert!(nft.status.success(), "nft list tables: {}", String::from_utf8_lossy(&nft.stderr));
+        let nft_tables = String::from_utf8_lossy(&nft.stdout).lines().map(str::to_owned).collect();
         Self {
+            nft_tables,
             links,
             routes: texts(json(&["-j", "route", "show", "table", "all"])),
             rules: texts(json(&["-j", "rule", "show"])),
@@ -388,6 +269,11 @@ fn uninstall_leaves_the_node_as_before_the_agent_and_sigterm_alone_keeps_everyth
     assert_eq!(installed.links.len(), before.links.len() + 2, "two pod veths: {installed:#?}");
     assert_eq!(installed.tcx_programs.values().sum::<usize>(), 4, "both ENIs and both veths: {installed:#?}");
     assert!(installed.routes.len() > before.routes.len(), "the pods' /32 routes");
+    assert!(
+        installed.rules.iter().filter(|r| r.contains("\"protocol\":\"225\"")).count() == 5,
+        "the marked rule and both rules of each pod: {installed:#?}"
+    );
+    assert!(installed.nft_tables.contains("table ip eni_ipam"), "{installed:#?}");
     assert!(
         installed.pinned_or_managed_neighbours.len() > before.pinned_or_managed_neighbours.len(),
         "ENI 1's gateway is a managed neighbour: {installed:#?}"

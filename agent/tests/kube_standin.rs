@@ -3,7 +3,8 @@
 //! the operator's `spec.pool`, the release handshake answered, a burst of
 //! 200 allocations written to `status.used` in a few coalesced applies, and the
 //! uninstall handshake: a termination cleans the node only while its ENINode
-//! requests it (the agent answers the request, and takes its answer back).
+//! requests it (the agent answers the request, and takes its answer back); the service
+//! ranges listed from ServiceCIDRs.
 
 mod common;
 
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::AGENT;
 use eni_ipam_agent::cni::agent_client::AgentClient;
-use eni_ipam_kube_standin::{ENINODES, KubeStandin, NODES};
+use eni_ipam_kube_standin::{ENINODES, KubeStandin, NODES, SERVICECIDRS};
 use serde_json::{Value, json};
 
 struct KillOnDrop(Child);
@@ -73,7 +74,7 @@ async fn agent_registers_from_either_cloud_and_reports_coalesced_usage() {
                 Command::new(AGENT)
                     .args(["--node-name", "n1", "--kube-url", &url, "--metrics-addr", "127.0.0.1:0"])
                     .args(["--ipam-node-update-rate", "1s", "--eninode-resync", "200ms"])
-                    .args(["--subnet", "subnet-1=10.1.0.0/16", "--datapath", "none"])
+                    .args(["--subnet", "subnet-1=10.1.0.0/16", "--datapath", "none", "--node-routing=false"])
                     .arg("--socket")
                     .arg(&socket)
                     .arg("--state-file")
@@ -242,7 +243,7 @@ async fn the_agent_cleans_its_node_on_termination_only_while_its_eninode_request
         KillOnDrop(
             Command::new(AGENT)
                 .args(["--node-name", "n1", "--kube-url", &url, "--metrics-addr", "127.0.0.1:0"])
-                .args(["--eninode-resync", "100ms", "--datapath", "none"])
+                .args(["--eninode-resync", "100ms", "--datapath", "none", "--node-routing=false"])
                 .arg(format!("--socket={}", dir.path().join("agent.sock").display()))
                 .arg(format!("--state-file={}", state.display()))
                 .arg(format!("--cni-conf-dir={}", conf_dir.display()))
@@ -285,4 +286,25 @@ async fn the_agent_cleans_its_node_on_termination_only_while_its_eninode_request
     assert!(!state.exists() && !state.parent().unwrap().exists(), "state and its folder gone: {}", log());
     assert!(!dir.path().join("agent.sock").exists());
     assert!(log().contains("uninstall requested on the ENINode"), "{}", log());
+}
+
+/// The service ranges come from the ServiceCIDR API as the stand-in serves it (IPv4 ones;
+/// an IPv6 range is not the datapath's), and an empty list is "none known".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_ranges_are_listed_from_servicecidrs() {
+    use eni_ipam_agent::service_ranges::{self, ApiRanges};
+    let (url, standin) = KubeStandin::start().await;
+    let client = eni_ipam_agent::kube_side::client(Some(&url)).await.unwrap();
+    assert_eq!(service_ranges::list(Some(&client)).await, ApiRanges::Listed(vec![]));
+    assert!(service_ranges::service_ranges(&[], &ApiRanges::Listed(vec![])).is_err());
+    standin
+        .create(
+            SERVICECIDRS,
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "ServiceCIDR",
+                   "metadata": {"name": "kubernetes"}, "spec": {"cidrs": ["10.100.0.0/16", "fd00:10:96::/108"]}}),
+        )
+        .unwrap();
+    let listed = service_ranges::list(Some(&client)).await;
+    assert_eq!(listed, ApiRanges::Listed(service_ranges::ipv4_ranges(["10.100.0.0/16"])));
+    assert_eq!(service_ranges::list(None).await, ApiRanges::NoCluster);
 }

@@ -1,14 +1,40 @@
 //! Main-plugin networking: a veth pair with one end in the pod's netns, the
 //! pod address as a /32, a default route through a link-local gateway whose
 //! neighbour entry is the host end's MAC, and a host route to the pod. Done
-//! with iproute2 (`ip`, and `nsenter` to enter the pod netns), like the
-//! reference plugins' shell equivalents; the host end is where the agent
-//! attaches the eBPF datapath once the plugin registers it.
+//! over netlink ([`crate::netlink`]): the pod's side from a thread that entered
+//! the pod's netns, no tool spawned. The host end is where the agent attaches
+//! the eBPF datapath once the plugin registers it.
 
-use crate::iproute::{IprouteError, in_netns, ip, run};
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use netlink_packet_route::AddressFamily;
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol};
+use netlink_packet_route::route::{RouteScope, RouteType};
+
+use crate::netlink::{Netlink, NetlinkError, in_netns};
+
+/// Why a step of the pod's link setup failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{step} failed: {detail}")]
+pub struct LinkError {
+    /// What was being done.
+    pub step: String,
+    /// The kernel's answer (with its errno).
+    pub detail: String,
+}
+
+impl LinkError {
+    fn new(step: &str, error: impl std::fmt::Display) -> Self {
+        Self { step: step.to_owned(), detail: error.to_string() }
+    }
+}
 
 /// The pod's default gateway: link-local, answered by the host end of the veth.
 pub const POD_GATEWAY: &str = "169.254.1.1";
+const GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+/// The kernel's main table.
+const MAIN_TABLE: u32 = 254;
 
 /// The host end's name: `eni` + 12 hex digits of a hash of container id and interface
 /// (15 characters, the kernel's limit), stable so DEL finds what ADD made.
@@ -22,14 +48,8 @@ pub fn host_veth_name(container_id: &str, if_name: &str) -> String {
     format!("eni{:012x}", hash & 0xffff_ffff_ffff)
 }
 
-fn link_mac(show: &str) -> Option<String> {
-    let links: serde_json::Value = serde_json::from_str(show).ok()?;
-    links.get(0)?.get("address")?.as_str().map(str::to_owned)
-}
-
-fn link_index(show: &str) -> Option<u32> {
-    let links: serde_json::Value = serde_json::from_str(show).ok()?;
-    links.get(0)?.get("ifindex")?.as_u64()?.try_into().ok()
+fn mac_text(mac: &[u8]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 /// What [`setup`] made.
@@ -52,81 +72,126 @@ pub fn setup(
     host_if: &str,
     pod_ip: &str,
     mtu: u32,
-) -> Result<PodLink, IprouteError> {
-    if !std::path::Path::new(netns).exists() {
-        return Err(IprouteError { step: format!("open netns {netns}"), detail: "no such file".into() });
-    }
+) -> Result<PodLink, LinkError> {
+    let step = format!("open netns {netns}");
+    let pod_netns = std::fs::File::open(netns).map_err(|e| LinkError::new(&step, e))?;
+    let ip: Ipv4Addr =
+        pod_ip.parse().map_err(|_| LinkError::new("read the pod IP", format!("{pod_ip:?} is not IPv4")))?;
+    let mut netlink = Netlink::open().map_err(|e| LinkError::new("open netlink", e))?;
     // A retried ADD: start from scratch (deleting one end removes both).
-    let _ = run("delete old host veth", ip(&["link", "del", host_if]), None);
-    let _ = run("delete old pod interface", in_netns(netns, &["link", "del", if_name]), None);
-    let mut add = vec!["link", "add", host_if];
-    let mtu_text = mtu.to_string();
-    if mtu != 0 {
-        add.extend(["mtu", &mtu_text]);
-    }
-    add.extend(["type", "veth", "peer", "name", if_name, "netns", netns]);
-    if mtu != 0 {
-        add.extend(["mtu", &mtu_text]);
-    }
-    run(&format!("create veth {host_if} <-> {if_name} in {netns}"), ip(&add), None)?;
-    let result = configure(netns, if_name, host_if, pod_ip);
+    let step = format!("delete old host veth {host_if}");
+    netlink.delete_link(host_if).map_err(|e| LinkError::new(&step, e))?;
+    let step = format!("delete old pod interface {if_name} in {netns}");
+    in_netns(Path::new(netns), || Netlink::open()?.delete_link(if_name))
+        .map_err(|e| LinkError::new(&step, e))?;
+    let step = format!("create veth {host_if} <-> {if_name} in {netns}");
+    netlink.add_veth(host_if, if_name, &pod_netns, mtu).map_err(|e| LinkError::new(&step, e))?;
+    let result = configure(&mut netlink, netns, if_name, host_if, ip);
     if result.is_err() {
-        let _ = run("undo veth", ip(&["link", "del", host_if]), None);
+        let _ = netlink.delete_link(host_if);
     }
     result
 }
 
-fn configure(netns: &str, if_name: &str, host_if: &str, pod_ip: &str) -> Result<PodLink, IprouteError> {
-    let host_show = run("read host veth", ip(&["-j", "link", "show", host_if]), None)?;
-    let host_mac = link_mac(&host_show).ok_or_else(|| IprouteError {
-        step: format!("read MAC of {host_if}"),
-        detail: "no address".into(),
-    })?;
-    let host_ifindex = link_index(&host_show).ok_or_else(|| IprouteError {
-        step: format!("read index of {host_if}"),
-        detail: "no ifindex".into(),
-    })?;
-    let pod_commands = format!(
-        "link set lo up\n\
-         link set {if_name} up\n\
-         addr add {pod_ip}/32 dev {if_name}\n\
-         route add {POD_GATEWAY} dev {if_name} scope link\n\
-         route add default via {POD_GATEWAY} dev {if_name} onlink\n\
-         neigh replace {POD_GATEWAY} lladdr {host_mac} dev {if_name} nud permanent\n"
-    );
-    run(&format!("configure {if_name} in {netns}"), in_netns(netns, &["-batch", "-"]), Some(&pod_commands))?;
-    let pod_mac =
-        link_mac(&run("read pod interface", in_netns(netns, &["-j", "link", "show", if_name]), None)?)
-            .unwrap_or_default();
-    run(&format!("bring up {host_if}"), ip(&["link", "set", host_if, "up"]), None)?;
-    run(
-        &format!("route {pod_ip} to {host_if}"),
-        ip(&["route", "replace", &format!("{pod_ip}/32"), "dev", host_if, "scope", "link"]),
-        None,
-    )?;
-    Ok(PodLink { host_if: host_if.to_owned(), host_mac, host_ifindex, pod_mac })
+fn configure(
+    netlink: &mut Netlink,
+    netns: &str,
+    if_name: &str,
+    host_if: &str,
+    ip: Ipv4Addr,
+) -> Result<PodLink, LinkError> {
+    let step = format!("read host veth {host_if}");
+    let host = netlink
+        .link(host_if)
+        .map_err(|e| LinkError::new(&step, e))?
+        .ok_or_else(|| LinkError::new(&step, "it vanished"))?;
+    let host_mac: [u8; 6] = host.mac.as_slice().try_into().map_err(|_| LinkError::new(&step, "no MAC"))?;
+    let step = format!("configure {if_name} in {netns}");
+    let pod_mac = in_netns(Path::new(netns), || {
+        let mut pod = Netlink::open()?;
+        pod.set_up(1, "lo")?;
+        let link = pod
+            .link(if_name)?
+            .ok_or(NetlinkError { action: format!("find {if_name}"), errno: libc::ENODEV })?;
+        pod.set_up(link.index, if_name)?;
+        pod.add_address(link.index, ip, 32, if_name)?;
+        pod.replace_route(
+            route(link.index, GATEWAY, 32, None),
+            &format!("{POD_GATEWAY} dev {if_name} scope link"),
+        )?;
+        pod.replace_route(
+            route(link.index, Ipv4Addr::UNSPECIFIED, 0, Some(GATEWAY)),
+            &format!("default via {POD_GATEWAY} dev {if_name} onlink"),
+        )?;
+        pod.replace_neighbour(
+            link.index,
+            GATEWAY,
+            Some(host_mac),
+            &format!("{POD_GATEWAY} dev {if_name} permanent"),
+        )?;
+        Ok(mac_text(&link.mac))
+    })
+    .map_err(|e| LinkError::new(&step, e))?;
+    let step = format!("bring up {host_if}");
+    netlink.set_up(host.index, host_if).map_err(|e| LinkError::new(&step, e))?;
+    let step = format!("route {ip} to {host_if}");
+    netlink
+        .replace_route(route(host.index, ip, 32, None), &format!("{ip}/32 dev {host_if} scope link"))
+        .map_err(|e| LinkError::new(&step, e))?;
+    Ok(PodLink {
+        host_if: host_if.to_owned(),
+        host_mac: mac_text(&host_mac),
+        host_ifindex: host.index,
+        pod_mac,
+    })
+}
+
+/// A main-table route to `destination/prefix` out of link `oif`: through `gateway` (onlink),
+/// or, without one, on the link itself (scope link).
+fn route(oif: u32, destination: Ipv4Addr, prefix: u8, gateway: Option<Ipv4Addr>) -> RouteMessage {
+    let mut message = RouteMessage::default();
+    message.header.address_family = AddressFamily::Inet;
+    message.header.destination_prefix_length = prefix;
+    message.header.table = MAIN_TABLE as u8;
+    message.header.protocol = RouteProtocol::Boot;
+    message.header.kind = RouteType::Unicast;
+    message.attributes = vec![RouteAttribute::Table(MAIN_TABLE), RouteAttribute::Oif(oif)];
+    if prefix > 0 {
+        message.attributes.push(RouteAttribute::Destination(RouteAddress::Inet(destination)));
+    }
+    match gateway {
+        Some(gateway) => {
+            message.header.scope = RouteScope::Universe;
+            message.header.flags = RouteFlags::Onlink;
+            message.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
+        }
+        None => message.header.scope = RouteScope::Link,
+    }
+    message
 }
 
 /// Removes the pair (idempotent: a missing link is success).
-pub fn teardown(host_if: &str) -> Result<(), IprouteError> {
-    match run(&format!("delete {host_if}"), ip(&["link", "del", host_if]), None) {
-        Ok(_) => Ok(()),
-        Err(e) if e.detail.contains("Cannot find device") || e.detail.contains("does not exist") => Ok(()),
-        Err(e) => Err(e),
-    }
+pub fn teardown(host_if: &str) -> Result<(), LinkError> {
+    let step = format!("delete {host_if}");
+    Netlink::open()
+        .and_then(|mut netlink| netlink.delete_link(host_if))
+        .map(|_| ())
+        .map_err(|e| LinkError::new(&step, e))
 }
 
 /// Whether the pod interface carries `pod_ip` (for CHECK).
-pub fn check(netns: &str, if_name: &str, pod_ip: &str) -> Result<(), IprouteError> {
-    let out =
-        run(&format!("read {if_name} in {netns}"), in_netns(netns, &["-j", "addr", "show", if_name]), None)?;
-    if out.contains(&format!("\"local\":\"{pod_ip}\"")) {
+pub fn check(netns: &str, if_name: &str, pod_ip: &str) -> Result<(), LinkError> {
+    let step = format!("read {if_name} in {netns}");
+    let found = in_netns(Path::new(netns), || {
+        let mut pod = Netlink::open()?;
+        let Some(link) = pod.link(if_name)? else { return Ok(false) };
+        Ok(pod.ipv4_addresses()?.iter().any(|(index, ip)| *index == link.index && ip.to_string() == pod_ip))
+    })
+    .map_err(|e| LinkError::new(&step, e))?;
+    if found {
         Ok(())
     } else {
-        Err(IprouteError {
-            step: format!("check {if_name} in {netns}"),
-            detail: format!("{pod_ip} is not on it"),
-        })
+        Err(LinkError::new(&format!("check {if_name} in {netns}"), format!("{pod_ip} is not on it")))
     }
 }
 

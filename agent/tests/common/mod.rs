@@ -42,7 +42,8 @@ pub struct Agent {
     pub state: PathBuf,
     /// Extra flags for the next (re)start.
     pub extra_args: Vec<String>,
-    /// Datapath flags (default `--datapath none`: the host's bpffs is left alone).
+    /// Datapath flags (default `--datapath none --node-routing=false`: the host's bpffs, rules
+    /// and nft tables are left alone when the agent runs in the test's own namespace).
     pub datapath_args: Vec<String>,
     /// Network namespace the agent runs in (through `nsenter --net`, which keeps bpffs);
     /// `None` for the test's own.
@@ -67,7 +68,7 @@ impl Agent {
             socket: dir.join("agent.sock"),
             state: dir.join("state.json"),
             extra_args: Vec::new(),
-            datapath_args: vec!["--datapath".into(), "none".into()],
+            datapath_args: vec!["--datapath".into(), "none".into(), "--node-routing=false".into()],
             netns: None,
             metrics_addr: "127.0.0.1:0".into(),
             child: None,
@@ -227,3 +228,4 @@ pub fn run_cni(
 pub fn address_of(result: &Value) -> String {
     result["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_owned()
 }
+pub mod agent_node;

@@ -51,6 +51,10 @@ const BINARIES: &[Binary] = &[
             ("live-containers-file", "the runtime's CNI GC call tells the agent which containers live"),
             ("capacity", "a per-node number (instance type, subnets): 0 takes the pool size"),
             ("kube-url", "the pod uses its service account"),
+            (
+                "node-routing",
+                "tests that run the agent in a shared namespace; a cluster needs the policy routing",
+            ),
             ("pre-allocate", KNOB_FLAG),
             ("min-allocate", KNOB_FLAG),
             ("max-allocate", KNOB_FLAG),
@@ -94,7 +98,8 @@ const SCENARIOS: &[(&str, &[&str], &[&str])] = &[
             "eni.subnetIds={subnet-0abc1234}",
             "eni.subnetTags.tier=pods",
             "eni.securityGroups={sg-0abc1234}",
-            "agent.datapath.hostRoutes={10.96.0.0/12}",
+            "agent.datapath.hostRoutes={203.0.113.0/24}",
+            "agent.datapath.serviceCIDRs={10.96.0.0/12}",
         ],
     ),
     (

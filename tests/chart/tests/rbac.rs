@@ -53,6 +53,7 @@ fn each_component_gets_only_what_it_uses() {
                 "[eni-ipam.io] eninodes/status: patch",
                 "[] nodes: get",
                 "[] pods: list",
+                "[networking.k8s.io] servicecidrs: list",
             ],
         ),
         // The uninstall hook Jobs (templates/uninstall/rbac.yaml): request, then delete ENINodes;
@@ -120,5 +121,5 @@ fn agent_capabilities_follow_the_values() {
     };
     assert_eq!(caps(&[]), serde_json::json!(["BPF", "NET_ADMIN"]));
     assert_eq!(caps(&["agent.socketGroup=cni"]), serde_json::json!(["BPF", "NET_ADMIN", "CHOWN"]));
-    assert_eq!(caps(&["agent.datapath.enabled=false"]), Value::Null);
+    assert_eq!(caps(&["agent.datapath.enabled=false"]), serde_json::json!(["NET_ADMIN"]), "policy routing");
 }

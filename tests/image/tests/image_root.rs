@@ -147,6 +147,8 @@ fn image_runs_every_program_of_the_chart_and_installs_a_static_cni_plugin_as_roo
     // What the daemons need at run time, from Debian's packages.
     let ip = image.run(&[], &["ip", "-V"]);
     assert!(ip.status.success() && stdout_of(&ip).contains("iproute2"), "iproute2: {}", report(&ip));
+    let nft = image.run(&[], &["nft", "--version"]);
+    assert!(nft.status.success() && stdout_of(&nft).contains("nftables"), "nftables: {}", report(&nft));
     let root = image.root();
     let bundle =
         std::fs::metadata(root.join("etc/ssl/certs/ca-certificates.crt")).expect("CA bundle in the image");
