@@ -23,10 +23,12 @@ fn start_datapath(cli: &Cli) -> anyhow::Result<Option<Datapath>> {
         return Ok(None);
     }
     let pin_dir = &cli.paths.bpf_pin_dir;
-    let mut datapath = Datapath::load_or_adopt(pin_dir).with_context(|| {
+    let mut datapath = Datapath::load_or_adopt_with(pin_dir, cli.tc_attach).with_context(|| {
         format!(
-            "cannot start the eBPF datapath (pins under {}); fix the node or run with --datapath=none",
-            pin_dir.display()
+            "cannot start the eBPF datapath (pins under {}, --tc-attach={}); fix the node or run with \
+             --datapath=none",
+            pin_dir.display(),
+            cli.tc_attach
         )
     })?;
     datapath.set_host_routes(&cli.host_routes).context("cannot set the datapath's host routes")?;
