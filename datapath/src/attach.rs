@@ -72,7 +72,9 @@ impl FromStr for AttachMode {
             "auto" => Ok(AttachMode::Auto),
             "tcx" => Ok(AttachMode::Tcx),
             "netlink" => Ok(AttachMode::Netlink),
-            other => Err(format!("unknown TC attach mode `{other}`: use one of {}", AttachMode::NAMES.join(", "))),
+            other => {
+                Err(format!("unknown TC attach mode `{other}`: use one of {}", AttachMode::NAMES.join(", ")))
+            }
         }
     }
 }
@@ -103,7 +105,12 @@ pub(crate) fn detach(pins: &PinLayout, hook: &Hook, ifindex: u32) -> Result<(), 
     remove_filter(pins, hook, ifindex)
 }
 
-fn attach_link(pin: &Path, hook: &Hook, ifindex: u32, program: &mut SchedClassifier) -> Result<(), DatapathError> {
+fn attach_link(
+    pin: &Path,
+    hook: &Hook,
+    ifindex: u32,
+    program: &mut SchedClassifier,
+) -> Result<(), DatapathError> {
     let name = interface_name(ifindex)?;
     let failed = |action, source| program_error(hook, action, pin, source);
     let program_id = program.info().map_err(|e| failed("read program info", e))?.id();
@@ -120,8 +127,11 @@ fn attach_link(pin: &Path, hook: &Hook, ifindex: u32, program: &mut SchedClassif
             }
             Some(id) if attached.contains(&id) => {
                 // Our link on this interface runs another build: swap the program in place.
-                let link = SchedClassifierLink::try_from(link).map_err(|e| pin_error(pin, "open TCX link", e))?;
-                let id = program.attach_to_link(link).map_err(|e| failed("replace the program of the TCX link", e))?;
+                let link =
+                    SchedClassifierLink::try_from(link).map_err(|e| pin_error(pin, "open TCX link", e))?;
+                let id = program
+                    .attach_to_link(link)
+                    .map_err(|e| failed("replace the program of the TCX link", e))?;
                 drop(program.take_link(id).map_err(|e| failed("take link", e))?);
                 info!(program = hook.program, interface = %name, ifindex, "replaced the program on its TCX link");
                 return Ok(());
@@ -182,7 +192,8 @@ pub(crate) fn remove_filter(pins: &PinLayout, hook: &Hook, ifindex: u32) -> Resu
         return Ok(());
     }
     if let Ok(name) = interface_name(ifindex) {
-        let link = SchedClassifierLink::attached(&name, hook.direction.tc(), hook.priority, FILTER_HANDLE, None);
+        let link =
+            SchedClassifierLink::attached(&name, hook.direction.tc(), hook.priority, FILTER_HANDLE, None);
         match link.map(|l| l.detach()) {
             Ok(Ok(())) => info!(program = hook.program, interface = %name, "tc filter deleted"),
             Ok(Err(e)) if netlink_code(&e) == Some(libc::ENOENT) => {}

@@ -123,13 +123,14 @@ impl Datapath {
         probe(pins.root())?;
         let mode = mode.resolve()?;
         pins.create(object)?;
-        let mut ebpf = EbpfLoader::new().default_map_pin_directory(pins.maps(object)).load(object.bytes).map_err(
-            |source| DatapathError::LoadObject {
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(pins.maps(object))
+            .load(object.bytes)
+            .map_err(|source| DatapathError::LoadObject {
                 object: object.name,
                 pin_dir: pins.root().to_owned(),
                 source: Box::new(source),
-            },
-        )?;
+            })?;
         let mut adopted = 0;
         let mut programs = BTreeMap::new();
         for name in Hook::programs() {

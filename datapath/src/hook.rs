@@ -50,16 +50,25 @@ pub(crate) struct Hook {
     pub(crate) priority: u16,
 }
 
-/// Handle of every netlink filter of the datapath (`tc filter ... handle 0:0xe1`).
+/// Priority of the datapath's netlink filters (`tc filter ... pref 225`).
+pub(crate) const FILTER_PRIORITY: u16 = 0xe1;
+
+/// Handle of every netlink filter of the datapath (`tc filter ... handle 0xe1`).
 pub(crate) const FILTER_HANDLE: TcHandle = TcHandle::new(0, 0xe1);
 
 /// Every hook of the datapath.
 pub(crate) const HOOKS: &[Hook] = &[
-    Hook { name: "pod", program: "from_pod", target: Target::Pod, direction: Direction::Ingress, priority: 0xe1 },
-    Hook { name: "eni", program: "from_eni", target: Target::Eni, direction: Direction::Ingress, priority: 0xe1 },
+    Hook::new("pod", "from_pod", Target::Pod, Direction::Ingress),
+    Hook::new("eni", "from_eni", Target::Eni, Direction::Ingress),
 ];
 
 impl Hook {
+    /// A hook whose netlink filter sits at [`FILTER_PRIORITY`] (each hook has its own
+    /// interface kind and direction, hence its own `clsact` parent).
+    const fn new(name: &'static str, program: &'static str, target: Target, direction: Direction) -> Self {
+        Hook { name, program, target, direction, priority: FILTER_PRIORITY }
+    }
+
     /// The hooks of one kind of interface.
     pub(crate) fn of(target: Target) -> impl Iterator<Item = &'static Hook> {
         HOOKS.iter().filter(move |hook| hook.target == target)

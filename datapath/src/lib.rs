@@ -22,10 +22,10 @@ mod tc_netlink;
 
 pub use attach::AttachMode;
 pub use datapath::{DEFAULT_PIN_DIR, Datapath, Origin, ReconcileReport};
+pub use endpoint::{DropReason, EndpointCounters, EndpointInfo, InvalidMacAddr, Ipv4Prefix, MacAddr};
+pub use error::DatapathError;
 pub use object::DatapathObject;
 #[doc(hidden)]
 pub use object::{CURRENT, UPGRADE_TEST_NEXT};
-pub use endpoint::{DropReason, EndpointCounters, EndpointInfo, InvalidMacAddr, Ipv4Prefix, MacAddr};
-pub use error::DatapathError;
 pub use probe::{MIN_KERNEL, MissingFeature, TCX_KERNEL, probe, tcx_supported};
 pub use removal::{PinsRemoved, remove_pins, tc_filter_count, tcx_ingress_programs, tcx_programs};

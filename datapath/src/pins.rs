@@ -56,7 +56,8 @@ impl PinLayout {
     /// Creates the directories `object` pins into.
     pub(crate) fn create(&self, object: &DatapathObject) -> Result<(), DatapathError> {
         for dir in [self.programs(object), self.maps(object), self.links(), self.filters(), self.clsact()] {
-            std::fs::create_dir_all(&dir).map_err(|source| DatapathError::PinDirectory { path: dir, source })?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|source| DatapathError::PinDirectory { path: dir, source })?;
         }
         Ok(())
     }
@@ -68,7 +69,9 @@ impl PinLayout {
             let Ok(entries) = std::fs::read_dir(self.root.join(sub)) else {
                 continue;
             };
-            stale.extend(entries.filter_map(Result::ok).filter(|e| e.file_name() != current).map(|e| e.path()));
+            stale.extend(
+                entries.filter_map(Result::ok).filter(|e| e.file_name() != current).map(|e| e.path()),
+            );
         }
         stale.sort();
         stale
@@ -82,7 +85,9 @@ pub(crate) fn remove_pin_tree(path: &Path) -> Result<(), DatapathError> {
     match result {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(DatapathError::Pin { pin: path.to_owned(), action: "remove", source: Box::new(source) }),
+        Err(source) => {
+            Err(DatapathError::Pin { pin: path.to_owned(), action: "remove", source: Box::new(source) })
+        }
     }
 }
 

@@ -150,7 +150,6 @@ fn remove_dir(path: &Path) -> Result<(), DatapathError> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

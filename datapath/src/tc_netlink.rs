@@ -2,7 +2,11 @@
 //! still has filters on its `clsact` qdisc, and deleting that qdisc. Plain `NETLINK_ROUTE`
 //! messages; errors carry the kernel's own code.
 
-use std::{io, mem::size_of, os::fd::{AsRawFd, FromRawFd, OwnedFd}};
+use std::{
+    io,
+    mem::size_of,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+};
 
 /// `clsact`'s handle (`ffff:`), and its parent (`TC_H_CLSACT`).
 const CLSACT_HANDLE: u32 = 0xffff_0000;
@@ -46,8 +50,9 @@ pub(crate) fn clsact_filter_count(ifindex: u32) -> io::Result<usize> {
     let mut count = 0;
     for parent in [CLSACT_INGRESS, CLSACT_EGRESS] {
         let tc = TcMsg { ifindex: ifindex as i32, parent, ..TcMsg::default() };
-        let replies = request(libc::RTM_GETTFILTER, (libc::NLM_F_DUMP) as u16, tc)?;
-        count += replies.iter().filter(|kind| **kind == libc::RTM_NEWTFILTER).count();
+        let replies = request(libc::RTM_GETTFILTER, libc::NLM_F_DUMP as u16, tc)?;
+        // A dump lists each priority's classifier (handle 0), then its filters.
+        count += replies.iter().filter(|(kind, tc)| *kind == libc::RTM_NEWTFILTER && tc.handle != 0).count();
     }
     Ok(count)
 }
@@ -55,7 +60,8 @@ pub(crate) fn clsact_filter_count(ifindex: u32) -> io::Result<usize> {
 /// Deletes the `clsact` qdisc of `ifindex` (and with it any filter left on it). Returns
 /// false when there was none.
 pub(crate) fn delete_clsact(ifindex: u32) -> io::Result<bool> {
-    let tc = TcMsg { ifindex: ifindex as i32, handle: CLSACT_HANDLE, parent: TC_H_CLSACT, ..TcMsg::default() };
+    let tc =
+        TcMsg { ifindex: ifindex as i32, handle: CLSACT_HANDLE, parent: TC_H_CLSACT, ..TcMsg::default() };
     match request(libc::RTM_DELQDISC, libc::NLM_F_ACK as u16, tc) {
         Ok(_) => Ok(true),
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EINVAL | libc::ENODEV)) => Ok(false),
@@ -63,11 +69,12 @@ pub(crate) fn delete_clsact(ifindex: u32) -> io::Result<bool> {
     }
 }
 
-/// Sends one request and returns the types of the messages received until the dump ends or
-/// the kernel acknowledges.
-fn request(kind: u16, flags: u16, tc: TcMsg) -> io::Result<Vec<u16>> {
+/// Sends one request and returns the messages received (type and TC header) until the dump
+/// ends or the kernel acknowledges.
+fn request(kind: u16, flags: u16, tc: TcMsg) -> io::Result<Vec<(u16, TcMsg)>> {
     // SAFETY: plain socket(2); the descriptor is owned right away.
-    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
+    let fd =
+        unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -99,7 +106,7 @@ fn request(kind: u16, flags: u16, tc: TcMsg) -> io::Result<Vec<u16>> {
     if sent < 0 {
         return Err(io::Error::last_os_error());
     }
-    let mut kinds = Vec::new();
+    let mut replies = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         // SAFETY: receives into a buffer we own, of the length passed.
@@ -116,13 +123,20 @@ fn request(kind: u16, flags: u16, tc: TcMsg) -> io::Result<Vec<u16>> {
                 return Err(io::Error::other("truncated netlink message"));
             }
             match i32::from(header.kind) {
-                libc::NLMSG_DONE => return Ok(kinds),
+                libc::NLMSG_DONE => return Ok(replies),
                 libc::NLMSG_ERROR => {
                     let payload = &rest[size_of::<NlMsgHdr>()..len];
-                    let code = payload.get(..4).map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(0);
-                    return if code == 0 { Ok(kinds) } else { Err(io::Error::from_raw_os_error(-code)) };
+                    let code =
+                        payload.get(..4).map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(0);
+                    return if code == 0 { Ok(replies) } else { Err(io::Error::from_raw_os_error(-code)) };
                 }
-                _ => kinds.push(header.kind),
+                _ if len >= size_of::<Request>() => {
+                    // SAFETY: the message holds a header and a TC header; read unaligned.
+                    let tc: TcMsg =
+                        unsafe { std::ptr::read_unaligned(rest[size_of::<NlMsgHdr>()..].as_ptr().cast()) };
+                    replies.push((header.kind, tc));
+                }
+                _ => {}
             }
             rest = &rest[len.next_multiple_of(4).min(rest.len())..];
         }

@@ -16,9 +16,9 @@ const PINGS: u32 = 300;
 
 /// (TCX programs, tc filters) at TC ingress of `dev` on node `node`.
 fn hooks(bed: &Testbed, node: usize, dev: &str) -> (usize, usize) {
-    bed.nodes[node].ns.run(|| {
-        (tcx_programs(dev, TcAttachType::Ingress).unwrap().len(), tc_filter_count(dev).unwrap())
-    })
+    bed.nodes[node]
+        .ns
+        .run(|| (tcx_programs(dev, TcAttachType::Ingress).unwrap().len(), tc_filter_count(dev).unwrap()))
 }
 
 fn has_clsact(bed: &Testbed, node: usize, dev: &str) -> bool {

@@ -52,7 +52,15 @@ fn upgrade_during_traffic(tag: &str, mode: AttachMode) {
         assert_eq!(datapath.origin(), Origin::Upgrading);
         assert_eq!(datapath.program_ids().unwrap().len(), old_ids.len());
         assert_only(bed.nodes[node].pins.path(), &UPGRADE_TEST_NEXT);
-        assert!(bed.nodes[node].pins.path().join("maps").join(UPGRADE_TEST_NEXT.layout).join("upgrade_test").exists());
+        assert!(
+            bed.nodes[node]
+                .pins
+                .path()
+                .join("maps")
+                .join(UPGRADE_TEST_NEXT.layout)
+                .join("upgrade_test")
+                .exists()
+        );
     }
     let new_ids = bed.datapath(0).program_ids().unwrap();
     for (program, id) in &new_ids {

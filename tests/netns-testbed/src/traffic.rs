@@ -189,7 +189,8 @@ pub fn spawn_tcp_stream(
         }
     });
     client.spawn(move || {
-        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect to stream server");
+        let mut stream =
+            TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect to stream server");
         stream.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
         let started = std::time::Instant::now();
         let mut sent = 0u64;
@@ -220,7 +221,13 @@ fn retransmissions(stream: &TcpStream) -> (u32, u32) {
     let mut len = info.len() as libc::socklen_t;
     // SAFETY: getsockopt(TCP_INFO) writes at most `len` bytes into the buffer we own.
     let rc = unsafe {
-        libc::getsockopt(stream.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, info.as_mut_ptr().cast(), &mut len)
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
     };
     assert_eq!(rc, 0, "getsockopt(TCP_INFO): {}", std::io::Error::last_os_error());
     assert!(len as usize >= 220, "TCP_INFO too short ({len} bytes): kernel before 4.19?");
