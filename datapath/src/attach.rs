@@ -7,7 +7,12 @@
 //!   at the same priority and handle, which the kernel swaps atomically.
 //!
 //! Attaching in one mode removes the attachment of the other mode at the same hook after
-//! the new one is in place, so switching `--tc-attach` loses no packet either.
+//! the new one is in place, so switching `--tc-attach` loses no packet either, with one
+//! exception: adding (or deleting) a `clsact` qdisc deactivates the device's transmit queues
+//! for a moment (the kernel's `qdisc_graft`), so a packet leaving by that interface just
+//! then can be dropped. The qdisc is therefore added once, on the first netlink attachment
+//! to an interface, and deleted only when the interface is detached for good (pod gone,
+//! uninstall), never on a switch to TCX.
 
 use std::{path::Path, str::FromStr};
 
@@ -94,7 +99,7 @@ pub(crate) fn attach(
         unpin(&pins.links().join(&record))
     } else {
         attach_link(&pins.links().join(&record), hook, ifindex, program)?;
-        remove_filter(pins, hook, ifindex)
+        delete_filter(pins, hook, ifindex)
     }
 }
 
@@ -102,7 +107,8 @@ pub(crate) fn attach(
 /// success.
 pub(crate) fn detach(pins: &PinLayout, hook: &Hook, ifindex: u32) -> Result<(), DatapathError> {
     unpin(&pins.links().join(hook.record_name(ifindex)))?;
-    remove_filter(pins, hook, ifindex)
+    delete_filter(pins, hook, ifindex)?;
+    remove_clsact_if_unused(pins, ifindex)
 }
 
 fn attach_link(
@@ -184,9 +190,8 @@ fn attach_filter(
     Ok(())
 }
 
-/// Deletes our filter at `hook` of `ifindex` if it is recorded, and the `clsact` qdisc if the
-/// datapath added it and no filter of anyone is left on it.
-pub(crate) fn remove_filter(pins: &PinLayout, hook: &Hook, ifindex: u32) -> Result<(), DatapathError> {
+/// Deletes our filter at `hook` of `ifindex` if it is recorded (the qdisc stays).
+fn delete_filter(pins: &PinLayout, hook: &Hook, ifindex: u32) -> Result<(), DatapathError> {
     let record = pins.filters().join(hook.record_name(ifindex));
     if !record.exists() {
         return Ok(());
@@ -201,8 +206,7 @@ pub(crate) fn remove_filter(pins: &PinLayout, hook: &Hook, ifindex: u32) -> Resu
             Err(_) => {} // the interface is gone, and its filters with it
         }
     }
-    remove_record(&record)?;
-    remove_clsact_if_unused(pins, ifindex)
+    remove_record(&record)
 }
 
 /// Deletes the `clsact` qdisc of `ifindex` when the datapath added it and it holds no filter.

@@ -1,6 +1,7 @@
 //! The two ways of attaching (needs root): netlink filters outlive the agent, switching
-//! `--tc-attach` between restarts loses no packet, and the uninstall leaves neither filter
-//! nor `clsact` qdisc behind, but keeps a qdisc that still holds someone else's filter.
+//! `--tc-attach` between restarts loses no packet (once the `clsact` qdiscs exist: adding
+//! one deactivates the device's queues for a moment), and the uninstall leaves neither
+//! filter nor `clsact` qdisc behind, but keeps a qdisc that still holds someone else's filter.
 
 use eni_ipam_netns_testbed as testbed;
 
@@ -12,7 +13,7 @@ use testbed::{PodSpec, Testbed, traffic};
 
 const POD_A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 11);
 const POD_B: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 20);
-const PINGS: u32 = 300;
+const PINGS: u32 = 400;
 
 /// (TCX programs, tc filters) at TC ingress of `dev` on node `node`.
 fn hooks(bed: &Testbed, node: usize, dev: &str) -> (usize, usize) {
@@ -35,17 +36,17 @@ fn switching_attach_modes_loses_no_packet_and_uninstall_leaves_nothing() {
         2,
         &[PodSpec { node: 0, eni: 1, ip: POD_A }, PodSpec { node: 1, eni: 0, ip: POD_B }],
     );
-    bed.attach_mode = AttachMode::Tcx;
+    bed.attach_mode = AttachMode::Netlink;
     bed.start_datapath(0);
     bed.start_datapath(1);
     let eni = bed.nodes[0].enis[1].name.clone();
     let veth = bed.pods[0].veth.clone();
-    assert_eq!((hooks(&bed, 0, &eni), hooks(&bed, 0, &veth)), ((1, 0), (1, 0)), "TCX links only");
+    assert_eq!((hooks(&bed, 0, &eni), hooks(&bed, 0, &veth)), ((0, 1), (0, 1)), "tc filters only");
 
     let ping = traffic::spawn_ping(&bed.pods[0].ns, POD_B, PINGS, "0.01", None);
-    std::thread::sleep(Duration::from_millis(500));
-    // Restart both agents with --tc-attach=netlink, then again with tcx, during the ping.
-    for mode in [AttachMode::Netlink, AttachMode::Tcx, AttachMode::Netlink] {
+    std::thread::sleep(Duration::from_millis(300));
+    // Restart both agents with --tc-attach=tcx, netlink, tcx, netlink during the ping.
+    for mode in [AttachMode::Tcx, AttachMode::Netlink, AttachMode::Tcx, AttachMode::Netlink] {
         bed.attach_mode = mode;
         for node in 0..2 {
             bed.nodes[node].datapath = None;
@@ -54,9 +55,9 @@ fn switching_attach_modes_loses_no_packet_and_uninstall_leaves_nothing() {
         }
         let expected = if mode == AttachMode::Tcx { (1, 0) } else { (0, 1) };
         assert_eq!((hooks(&bed, 0, &eni), hooks(&bed, 0, &veth)), (expected, expected), "{mode}");
-        std::thread::sleep(Duration::from_millis(300));
+        assert!(has_clsact(&bed, 0, &eni), "{mode}: the clsact qdisc stays");
+        std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(has_clsact(&bed, 0, &eni), "netlink mode adds a clsact qdisc");
     // The agents exit: the filters stay and keep forwarding.
     bed.nodes[0].datapath = None;
     bed.nodes[1].datapath = None;
