@@ -130,11 +130,14 @@ impl AgentNode {
         Datapath::load_or_adopt(self.bed.nodes[0].pins.path()).expect("adopt the agent's pins")
     }
 
+    /// Pod veth attachments: TCX link pins (`links/`) or tc filter records (`filters/`).
     fn pod_link_pins(&self) -> Vec<String> {
-        let dir = self.bed.nodes[0].pins.path().join("links");
-        let mut names: Vec<String> = std::fs::read_dir(&dir)
-            .map(|entries| entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
-            .unwrap_or_default();
+        let pins = self.bed.nodes[0].pins.path();
+        let mut names: Vec<String> = ["links", "filters"]
+            .iter()
+            .filter_map(|sub| std::fs::read_dir(pins.join(sub)).ok())
+            .flat_map(|entries| entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()))
+            .collect();
         names.retain(|n| n.starts_with("pod-"));
         names.sort();
         names
@@ -300,14 +303,15 @@ fn the_datapath_flag_fails_in_one_line_naming_what_is_missing_root() {
 }
 
 /// What of the node namespace an agent may change: links, routes (every table), rules,
-/// qdiscs, TCX programs per link, and the neighbour entries that are not a plain ARP cache.
+/// qdiscs, TC programs per link (TCX links and tc filters at ingress), and the neighbour
+/// entries that are not a plain ARP cache.
 #[derive(Debug, PartialEq, Eq)]
 struct NodeView {
     links: BTreeSet<String>,
     routes: BTreeSet<String>,
     rules: BTreeSet<String>,
     qdiscs: BTreeSet<String>,
-    tcx_programs: BTreeMap<String, usize>,
+    tc_programs: BTreeMap<String, usize>,
     pinned_or_managed_neighbours: BTreeSet<String>,
 }
 
@@ -329,12 +333,13 @@ impl NodeView {
             .map(|q| format!("{} {} {}", q["dev"], q["kind"], q["handle"]))
             .collect::<BTreeSet<_>>();
         let names: Vec<String> = links.iter().cloned().collect();
-        let tcx_programs = node.run(move || {
+        let tc_programs = node.run(move || {
             names
                 .into_iter()
                 .map(|name| {
                     let ids = eni_ipam_datapath::tcx_ingress_programs(&name).expect("query TCX programs");
-                    (name, ids.len())
+                    let filters = eni_ipam_datapath::tc_filter_count(&name).expect("query tc filters");
+                    (name, ids.len() + filters)
                 })
                 .collect()
         });
@@ -351,7 +356,7 @@ impl NodeView {
             routes: texts(json(&["-j", "route", "show", "table", "all"])),
             rules: texts(json(&["-j", "rule", "show"])),
             qdiscs,
-            tcx_programs,
+            tc_programs,
             pinned_or_managed_neighbours: neighbours,
         }
     }
@@ -386,7 +391,7 @@ fn uninstall_leaves_the_node_as_before_the_agent_and_sigterm_alone_keeps_everyth
 
     let installed = NodeView::of(&node.bed.nodes[0].ns);
     assert_eq!(installed.links.len(), before.links.len() + 2, "two pod veths: {installed:#?}");
-    assert_eq!(installed.tcx_programs.values().sum::<usize>(), 4, "both ENIs and both veths: {installed:#?}");
+    assert_eq!(installed.tc_programs.values().sum::<usize>(), 4, "both ENIs and both veths: {installed:#?}");
     assert!(installed.routes.len() > before.routes.len(), "the pods' /32 routes");
     assert!(
         installed.pinned_or_managed_neighbours.len() > before.pinned_or_managed_neighbours.len(),
@@ -399,12 +404,12 @@ fn uninstall_leaves_the_node_as_before_the_agent_and_sigterm_alone_keeps_everyth
     std::thread::sleep(Duration::from_millis(300));
     let status = node.agent.terminate();
     assert!(status.success(), "a terminated agent exits cleanly: {status}\n{}", node.agent_log());
-    assert!(node.bed.nodes[0].pins.path().join("links").exists(), "the pins stay");
+    assert!(node.bed.nodes[0].pins.path().join("programs").exists(), "the pins stay");
     assert!(
         conf_dir.join("05-eni-ipam.conflist").exists() && node.agent.state.exists(),
         "the CNI conf and state stay"
     );
-    assert_eq!(NodeView::of(&node.bed.nodes[0].ns).tcx_programs, installed.tcx_programs);
+    assert_eq!(NodeView::of(&node.bed.nodes[0].ns).tc_programs, installed.tc_programs);
     node.agent.restart();
     let summary = traffic::summary(ping.wait_with_output().unwrap());
     assert_eq!((summary.transmitted, summary.received), (PINGS, PINGS), "{}", summary.output);
