@@ -27,7 +27,7 @@ use crate::{
     DatapathError,
     datapath::interface_name,
     hook::{FILTER_HANDLE, Hook},
-    pins::PinLayout,
+    pins::{PinLayout, remove_pin_tree},
     probe::{MissingFeature, tcx_supported},
     tc_netlink,
 };
@@ -206,7 +206,7 @@ fn delete_filter(pins: &PinLayout, hook: &Hook, ifindex: u32) -> Result<(), Data
             Err(_) => {} // the interface is gone, and its filters with it
         }
     }
-    remove_record(&record)
+    remove_pin_tree(&record)
 }
 
 /// Deletes the `clsact` qdisc of `ifindex` when the datapath added it and it holds no filter.
@@ -225,13 +225,13 @@ pub(crate) fn remove_clsact_if_unused(pins: &PinLayout, ifindex: u32) -> Result<
     if interface_name(ifindex).is_ok() {
         if tc_netlink::clsact_filter_count(ifindex).map_err(query)? > 0 {
             debug!(ifindex, "clsact qdisc still holds filters of others: kept");
-            return remove_record(&marker);
+            return remove_pin_tree(&marker);
         }
         if tc_netlink::delete_clsact(ifindex).map_err(query)? {
             info!(ifindex, "clsact qdisc deleted");
         }
     }
-    remove_record(&marker)
+    remove_pin_tree(&marker)
 }
 
 fn is_exists(error: &TcError) -> bool {
@@ -255,14 +255,6 @@ fn make_record(path: &Path) -> Result<(), DatapathError> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(source) => Err(pin_error(path, "record the attachment", source)),
-    }
-}
-
-fn remove_record(path: &Path) -> Result<(), DatapathError> {
-    match std::fs::remove_dir(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(pin_error(path, "remove the attachment record", source)),
     }
 }
 

@@ -70,7 +70,7 @@ pub fn remove_pins(pin_dir: &Path) -> Result<PinsRemoved, DatapathError> {
             remove_pin_tree(&path)?;
             removed.pins.push(path);
         }
-        remove_dir(&dir)?;
+        remove_pin_tree(&dir)?;
     }
     let left: Vec<PathBuf> = std::fs::read_dir(pin_dir)
         .map_err(|source| pin_error(pin_dir, "list the pin directory", source))?
@@ -78,7 +78,7 @@ pub fn remove_pins(pin_dir: &Path) -> Result<PinsRemoved, DatapathError> {
         .map(|e| e.path())
         .collect();
     if left.is_empty() {
-        remove_dir(pin_dir)?;
+        remove_pin_tree(pin_dir)?;
     }
     removed.foreign = left;
     info!(
@@ -139,14 +139,6 @@ fn list(dir: &Path) -> Result<Vec<PathBuf>, DatapathError> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(source) => Err(pin_error(dir, "list pins", source)),
-    }
-}
-
-fn remove_dir(path: &Path) -> Result<(), DatapathError> {
-    match std::fs::remove_dir(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(pin_error(path, "remove the directory", source)),
     }
 }
 

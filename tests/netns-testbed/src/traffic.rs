@@ -48,6 +48,14 @@ pub fn spawn_ping(
         .expect("spawn ping (install iputils-ping: scripts/install-test-tools)")
 }
 
+impl PingSummary {
+    /// Panics with ping's output unless all `count` requests were sent and answered.
+    pub fn assert_all_answered(&self, count: u32) {
+        let expected = (u64::from(count), u64::from(count));
+        assert_eq!((self.transmitted, self.received), expected, "{}", self.output);
+    }
+}
+
 pub fn summary(output: Output) -> PingSummary {
     let text =
         String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
