@@ -162,3 +162,39 @@ fn filter_program_ids(ns: &testbed::Netns, dev: &str) -> Vec<u32> {
         .map(|w| w[1].parse().expect("program id"))
         .collect()
 }
+
+/// Releases before versioned pins left `programs/<program>` and `maps/<map>` (flat) and
+/// TCX links under `links/`: a new agent takes them over like any other build's.
+#[test]
+fn flat_pins_of_earlier_releases_are_taken_over_without_loss() {
+    testbed::require_root_and_bpffs();
+    let mut bed = Testbed::new(
+        "upgrade-flat",
+        2,
+        &[PodSpec { node: 0, eni: 1, ip: POD_A }, PodSpec { node: 1, eni: 0, ip: POD_B }],
+    );
+    bed.attach_mode = AttachMode::Tcx;
+    for node in 0..2 {
+        bed.start_datapath(node);
+    }
+    // Rearrange node 0's pins the way an earlier release laid them out (bpffs renames pins).
+    bed.nodes[0].datapath = None;
+    let pins = bed.nodes[0].pins.path().to_owned();
+    for (sub, version) in [("programs", CURRENT.version), ("maps", CURRENT.layout)] {
+        for entry in std::fs::read_dir(pins.join(sub).join(version)).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::rename(entry.path(), pins.join(sub).join(entry.file_name())).unwrap();
+        }
+        std::fs::remove_dir(pins.join(sub).join(version)).unwrap();
+    }
+    assert!(pins.join("programs/from_pod").exists() && pins.join("maps/endpoints").exists());
+
+    let ping = traffic::spawn_ping(&bed.pods[0].ns, POD_B, 200, "0.01", None);
+    std::thread::sleep(Duration::from_millis(500));
+    let datapath = bed.start_datapath(0);
+    assert_eq!(datapath.origin(), Origin::Upgrading);
+    let ids = datapath.program_ids().unwrap();
+    assert_only(&pins, &CURRENT);
+    assert_eq!(attached_ids(&bed, 0, AttachMode::Tcx), expected(&bed, 0, &ids));
+    traffic::summary(ping.wait_with_output().unwrap()).assert_all_answered(200);
+}
