@@ -185,3 +185,17 @@ int from_eni(struct __sk_buff *skb)
 	set_macs(eth, eth->h_dest, pod->pod_mac);
 	return bpf_redirect_peer(pod->pod_veth_ifindex, 0);
 }
+
+#ifdef ENI_IPAM_UPGRADE_TEST
+/*
+ * Only in the "next version" object build.rs compiles for datapath/tests/upgrade.rs: one
+ * more map, so the object and its map layout both differ from this build's.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} upgrade_test SEC(".maps");
+#endif

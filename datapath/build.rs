@@ -10,6 +10,27 @@ use std::{
 const BPF_SOURCES: &[&str] = &["eni_ipam.bpf.c"];
 const HEADER: &str = "eni_ipam.h";
 
+/// One compiled build of the sources.
+struct Variant {
+    constant: &'static str,
+    suffix: &'static str,
+    defines: &'static [&'static str],
+    doc: &'static str,
+}
+
+/// The datapath, and the "next version" only the upgrade test loads: the same programs
+/// compiled with `ENI_IPAM_UPGRADE_TEST`, which adds a map (so both the object and its map
+/// layout differ, as in a real upgrade).
+const VARIANTS: &[Variant] = &[
+    Variant { constant: "CURRENT", suffix: "", defines: &[], doc: ": the datapath this build loads" },
+    Variant {
+        constant: "UPGRADE_TEST_NEXT",
+        suffix: "_upgrade_test",
+        defines: &["-DENI_IPAM_UPGRADE_TEST"],
+        doc: " with `-DENI_IPAM_UPGRADE_TEST`: a next version for the upgrade test only",
+    },
+];
+
 fn main() {
     // The manifest dir at run time, not compile time: one compiled build script may serve
     // several checkouts of the project that share a target dir.
@@ -21,19 +42,48 @@ fn main() {
     println!("cargo:rerun-if-changed={}", bpf_dir.join(HEADER).display());
 
     let arch_include = format!("-I/usr/include/{}-linux-gnu", multiarch());
+    let header = std::fs::read(bpf_dir.join(HEADER)).expect("read bpf/eni_ipam.h");
+    let mut objects = String::new();
     for source in BPF_SOURCES {
         let src = bpf_dir.join(source);
         println!("cargo:rerun-if-changed={}", src.display());
-        let object = out_dir.join(source.replace(".c", ".o"));
-        run(
-            Command::new(&clang)
-                .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror", &arch_include, "-c"])
-                .arg(&src)
-                .arg("-o")
-                .arg(&object),
-            &clang,
-        );
+        for variant in VARIANTS {
+            let object = out_dir.join(source.replace(".bpf.c", &format!("{}.bpf.o", variant.suffix)));
+            run(
+                Command::new(&clang)
+                    .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror", &arch_include])
+                    .args(variant.defines)
+                    .arg("-c")
+                    .arg(&src)
+                    .arg("-o")
+                    .arg(&object),
+                &clang,
+            );
+            let preprocessed = capture(
+                Command::new(&clang)
+                    .args(["-E", "-P", "-target", "bpf", &arch_include])
+                    .args(variant.defines)
+                    .arg(&src),
+                &clang,
+            );
+            let bytes = std::fs::read(&object).expect("read the compiled eBPF object");
+            let mut layout = header.clone();
+            layout.extend(variant.defines.join(" ").bytes());
+            layout.extend(map_definitions(&preprocessed).bytes());
+            objects.push_str(&format!(
+                "/// `{source}`{}.\n{}pub static {}: DatapathObject = DatapathObject {{\n    \
+                 name: {name:?},\n    bytes: aya::include_bytes_aligned!({object:?}),\n    \
+                 version: {version:?},\n    layout: {layout:?},\n}};\n",
+                variant.doc,
+                if variant.suffix.is_empty() { "" } else { "#[doc(hidden)]\n" },
+                variant.constant,
+                name = object.file_name().and_then(|n| n.to_str()).expect("object file name"),
+                version = short_hash(&bytes),
+                layout = short_hash(&layout),
+            ));
+        }
     }
+    std::fs::write(out_dir.join("objects.rs"), objects).expect("write objects.rs into OUT_DIR");
 
     let probe_src = out_dir.join("c_layout.c");
     let probe_bin = out_dir.join("c_layout");
@@ -42,6 +92,32 @@ fn main() {
     let output = Command::new(&probe_bin).output().expect("run the generated c_layout program");
     assert!(output.status.success(), "c_layout failed: {}", String::from_utf8_lossy(&output.stderr));
     std::fs::write(out_dir.join("c_layout.rs"), output.stdout).expect("write c_layout.rs into OUT_DIR");
+}
+
+/// The map definitions of a preprocessed source (each `struct { ... } name` placed in
+/// section `.maps`): with the shared header, what decides whether maps can be shared.
+fn map_definitions(preprocessed: &str) -> String {
+    let mut definitions = String::new();
+    let mut rest = preprocessed;
+    while let Some(at) = rest.find("section(\".maps\")") {
+        let before = &rest[..at];
+        let start = before.rfind("struct {").unwrap_or(0);
+        definitions.push_str(&before[start..]);
+        rest = &rest[at + 1..];
+    }
+    definitions
+}
+
+/// First 16 hex digits of the SHA-256 of `bytes`: names a pin directory.
+fn short_hash(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+fn capture(command: &mut Command, clang: &str) -> String {
+    let output = command.output().unwrap_or_else(|error| panic!("cannot run `{clang}` ({error})"));
+    assert!(output.status.success(), "`{command:?}` failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).expect("the preprocessor prints UTF-8")
 }
 
 fn multiarch() -> String {

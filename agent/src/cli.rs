@@ -5,12 +5,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use eni_ipam_api::duration::parse_interval;
 use eni_ipam_api::knob_args::KnobArgs;
 
 use crate::kube_side::SpecDefaults;
-use eni_ipam_datapath::{DEFAULT_PIN_DIR, Ipv4Prefix};
+use eni_ipam_datapath::{AttachMode, DEFAULT_PIN_DIR, Ipv4Prefix};
 
 /// What `main` runs: the agent (flags only, as the DaemonSet runs it) or a one-off task.
 #[derive(Debug)]
@@ -177,6 +178,16 @@ pub struct Cli {
     /// where something else keeps pod traffic on its ENI.
     #[arg(long, env = "ENI_IPAM_NODE_ROUTING", default_value_t = true, action = clap::ArgAction::Set)]
     pub node_routing: bool,
+    /// How the eBPF programs attach to TC hooks: `tcx` (pinned links, Linux >= 6.6), `netlink`
+    /// (clsact qdisc and tc filters, Linux >= 5.10), `auto` (tcx when the kernel has it).
+    /// Only with `--datapath=ebpf`.
+    #[arg(
+        long = "tc-attach",
+        env = "ENI_IPAM_TC_ATTACH",
+        default_value = "auto",
+        value_parser = PossibleValuesParser::new(AttachMode::NAMES).try_map(|name| name.parse::<AttachMode>())
+    )]
+    pub tc_attach: AttachMode,
 }
 
 impl Cli {
@@ -230,5 +241,21 @@ mod tests {
         assert_eq!(cli.node_name, "n1");
         assert!(Invocation::try_parse_from(["eni-ipam-agent"]).is_err(), "the agent needs --node-name");
         assert!(Invocation::try_parse_from(["eni-ipam-agent", "uninstall", "--node-name", "n1"]).is_err());
+    }
+
+    #[test]
+    fn the_tc_attach_mode_is_auto_unless_named() {
+        let parse = |extra: &[&str]| {
+            let argv = [&["eni-ipam-agent", "--node-name", "n1"][..], extra].concat();
+            Invocation::try_parse_from(argv).map(|invocation| match invocation {
+                Invocation::Agent(cli) => cli.tc_attach,
+                task => panic!("{task:?}"),
+            })
+        };
+        assert_eq!(parse(&[]).unwrap(), AttachMode::Auto);
+        assert_eq!(parse(&["--tc-attach", "netlink"]).unwrap(), AttachMode::Netlink);
+        assert_eq!(parse(&["--tc-attach=tcx"]).unwrap(), AttachMode::Tcx);
+        let error = parse(&["--tc-attach", "tc"]).unwrap_err().to_string();
+        assert!(error.contains("[possible values: auto, tcx, netlink]"), "{error}");
     }
 }

@@ -25,10 +25,12 @@ fn start_datapath(cli: &Cli) -> anyhow::Result<Option<Datapath>> {
         return Ok(None);
     }
     let pin_dir = &cli.paths.bpf_pin_dir;
-    let datapath = Datapath::load_or_adopt(pin_dir).with_context(|| {
+    let datapath = Datapath::load_or_adopt_with(pin_dir, cli.tc_attach).with_context(|| {
         format!(
-            "cannot start the eBPF datapath (pins under {}); fix the node or run with --datapath=none",
-            pin_dir.display()
+            "cannot start the eBPF datapath (pins under {}, --tc-attach={}); fix the node or run with \
+             --datapath=none",
+            pin_dir.display(),
+            cli.tc_attach
         )
     })?;
     Ok(Some(datapath))
@@ -124,12 +126,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut host_routes = with_datapath
         .then(|| HostRoutes::new(cli.service_cidrs.clone(), cli.host_routes.clone(), kube.clone()));
     let endpoints = Arc::new(Endpoints::new(ipam.clone(), datapath, start_node_network(&cli)?));
-    endpoints::log_start(
-        &endpoints.reconcile().context("cannot reconcile the node's networking with the IPAM state")?,
-    );
+    // Before the reconcile: an upgrade swaps the new programs in at its end, and they must find
+    // the service ranges in their maps by then.
     if let Some(routes) = host_routes.as_mut() {
         routes.refresh(&endpoints).await.map_err(anyhow::Error::msg)?;
     }
+    endpoints::log_start(
+        &endpoints.reconcile().context("cannot reconcile the node's networking with the IPAM state")?,
+    );
     let metrics = Arc::new(Metrics::new(with_datapath.then(|| endpoints.clone())));
 
     let gid = cli.socket_group.as_deref().map(resolve_group).transpose()?;

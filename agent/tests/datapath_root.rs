@@ -183,7 +183,7 @@ struct NodeView {
     routes: BTreeSet<String>,
     rules: BTreeSet<String>,
     qdiscs: BTreeSet<String>,
-    tcx_programs: BTreeMap<String, usize>,
+    tc_programs: BTreeMap<String, usize>,
     pinned_or_managed_neighbours: BTreeSet<String>,
     nft_tables: BTreeSet<String>,
 }
@@ -206,12 +206,13 @@ impl NodeView {
             .map(|q| format!("{} {} {}", q["dev"], q["kind"], q["handle"]))
             .collect::<BTreeSet<_>>();
         let names: Vec<String> = links.iter().cloned().collect();
-        let tcx_programs = node.run(move || {
+        let tc_programs = node.run(move || {
             names
                 .into_iter()
                 .map(|name| {
                     let ids = eni_ipam_datapath::tcx_ingress_programs(&name).expect("query TCX programs");
-                    (name, ids.len())
+                    let filters = eni_ipam_datapath::tc_filter_count(&name).expect("query tc filters");
+                    (name, ids.len() + filters)
                 })
                 .collect()
         });
@@ -232,7 +233,7 @@ impl NodeView {
             routes: texts(json(&["-j", "route", "show", "table", "all"])),
             rules: texts(json(&["-j", "rule", "show"])),
             qdiscs,
-            tcx_programs,
+            tc_programs,
             pinned_or_managed_neighbours: neighbours,
         }
     }
@@ -267,7 +268,7 @@ fn uninstall_leaves_the_node_as_before_the_agent_and_sigterm_alone_keeps_everyth
 
     let installed = NodeView::of(&node.bed.nodes[0].ns);
     assert_eq!(installed.links.len(), before.links.len() + 2, "two pod veths: {installed:#?}");
-    assert_eq!(installed.tcx_programs.values().sum::<usize>(), 4, "both ENIs and both veths: {installed:#?}");
+    assert_eq!(installed.tc_programs.values().sum::<usize>(), 4, "both ENIs and both veths: {installed:#?}");
     assert!(installed.routes.len() > before.routes.len(), "the pods' /32 routes");
     assert!(
         installed.rules.iter().filter(|r| r.contains("\"protocol\":\"225\"")).count() == 5,
@@ -285,12 +286,12 @@ fn uninstall_leaves_the_node_as_before_the_agent_and_sigterm_alone_keeps_everyth
     std::thread::sleep(Duration::from_millis(300));
     let status = node.agent.terminate();
     assert!(status.success(), "a terminated agent exits cleanly: {status}\n{}", node.agent_log());
-    assert!(node.bed.nodes[0].pins.path().join("links").exists(), "the pins stay");
+    assert!(node.bed.nodes[0].pins.path().join("programs").exists(), "the pins stay");
     assert!(
         conf_dir.join("05-eni-ipam.conflist").exists() && node.agent.state.exists(),
         "the CNI conf and state stay"
     );
-    assert_eq!(NodeView::of(&node.bed.nodes[0].ns).tcx_programs, installed.tcx_programs);
+    assert_eq!(NodeView::of(&node.bed.nodes[0].ns).tc_programs, installed.tc_programs);
     node.agent.restart();
     let summary = traffic::summary(ping.wait_with_output().unwrap());
     assert_eq!((summary.transmitted, summary.received), (PINGS, PINGS), "{}", summary.output);

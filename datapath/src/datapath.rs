@@ -1,12 +1,16 @@
-//! The loaded datapath: programs and maps pinned in bpffs, adopted again after a restart.
+//! The loaded datapath: programs and maps pinned in bpffs, adopted again after a restart and
+//! replaced on an upgrade without losing a packet.
 //!
-//! Pin layout under the pin directory (default [`DEFAULT_PIN_DIR`]):
-//! - `maps/endpoints`, `maps/pod_veths`, `maps/host_routes`, `maps/endpoint_counters`
-//! - `programs/from_pod`, `programs/from_eni`
-//! - `links/pod-<ifindex>`, `links/eni-<ifindex>` (TCX links, TC ingress)
+//! The pin directory (default [`DEFAULT_PIN_DIR`]) is laid out by build (see `pins.rs`):
+//! `programs/<object version>/`, `maps/<map layout>/`, and the attachments (`links/` for
+//! TCX, `filters/` and `clsact/` for netlink). Everything the kernel needs to forward packets
+//! outlives the process, so dropping a [`Datapath`] (the agent exiting) leaves traffic
+//! flowing; [`Datapath::load_or_adopt`] picks the pins up.
 //!
-//! Everything the kernel needs to forward packets is pinned, so dropping a [`Datapath`]
-//! (the agent exiting) leaves traffic flowing; [`Datapath::load_or_adopt`] picks the pins up.
+//! Upgrade (pins of another build found): the new programs are loaded next to the old ones
+//! (with new, empty maps when the layout changed), the caller fills the maps
+//! ([`Datapath::reconcile`]), and only then are the new programs swapped in on every
+//! attachment, atomically, and the old pins removed. Until then the old programs forward.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -17,22 +21,22 @@ use std::{
 use aya::{
     EbpfLoader,
     maps::{HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuValues, lpm_trie::Key},
-    programs::{SchedClassifier, TcAttachType, links::FdLink},
+    programs::SchedClassifier,
 };
 use tracing::{debug, info};
 
 use crate::{
-    DatapathError, EndpointCounters, EndpointInfo, Ipv4Prefix,
+    AttachMode, DatapathError, DatapathObject, EndpointCounters, EndpointInfo, Ipv4Prefix,
     abi::{CounterValue, EndpointKey, EndpointValue, MAX_ENDPOINTS, UNATTRIBUTED_SLOT, VethOwner},
-    hook::Hook,
+    attach::{self, pin_error},
+    hook::{self, Hook, Target},
+    object::CURRENT,
+    pins::{PinLayout, remove_pin_tree},
     probe::probe,
 };
 
 /// Where the agent pins the datapath.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/eni-ipam";
-
-const OBJECT_NAME: &str = "eni_ipam.bpf.o";
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/eni_ipam.bpf.o"));
 
 const ENDPOINTS: &str = "endpoints";
 const POD_VETHS: &str = "pod_veths";
@@ -45,10 +49,13 @@ const UNATTRIBUTED: Ipv4Addr = Ipv4Addr::UNSPECIFIED;
 /// Whether [`Datapath::load_or_adopt`] found a running datapath or started a new one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Origin {
-    /// Programs were loaded and pinned now.
+    /// Programs were loaded and pinned now; no other build was found.
     Loaded,
-    /// Pinned programs (and their attached links) were found and are kept as they are.
+    /// This build's pinned programs were found and are kept as they are.
     Adopted,
+    /// Pins of another build were found: this build's programs replace them on
+    /// [`Datapath::reconcile`] (or [`Datapath::complete_upgrade`]).
+    Upgrading,
 }
 
 /// What [`Datapath::reconcile`] changed.
@@ -60,14 +67,19 @@ pub struct ReconcileReport {
     pub removed: Vec<Ipv4Addr>,
     /// Pod veth links detached because no desired endpoint uses that veth.
     pub detached_pod_veths: Vec<u32>,
+    /// Pins of other builds removed after this build's programs took over (an upgrade).
+    pub retired: Vec<PathBuf>,
 }
 
 /// Handle on the pinned datapath of this node.
 pub struct Datapath {
-    pin_dir: PathBuf,
+    pins: PinLayout,
     origin: Origin,
-    from_pod: SchedClassifier,
-    from_eni: SchedClassifier,
+    mode: AttachMode,
+    object: &'static DatapathObject,
+    /// Pins of other builds are still in place (their programs may still be attached).
+    upgrade_pending: bool,
+    programs: BTreeMap<&'static str, SchedClassifier>,
     endpoints: HashMap<MapData, EndpointKey, EndpointValue>,
     pod_veths: HashMap<MapData, u32, VethOwner>,
     counters: PerCpuArray<MapData, CounterValue>,
@@ -76,120 +88,213 @@ pub struct Datapath {
 
 impl std::fmt::Debug for Datapath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Datapath").field("pin_dir", &self.pin_dir).field("origin", &self.origin).finish()
+        f.debug_struct("Datapath")
+            .field("pin_dir", &self.pins.root())
+            .field("origin", &self.origin)
+            .field("mode", &self.mode)
+            .field("version", &self.object.version)
+            .finish()
     }
 }
 
 impl Datapath {
-    /// Probes the kernel, then loads and pins the programs and maps under `pin_dir`, or adopts
-    /// them if they are pinned already (agent restart: traffic is not interrupted).
+    /// [`Datapath::load_or_adopt_with`] in [`AttachMode::Auto`].
     pub fn load_or_adopt(pin_dir: impl AsRef<Path>) -> Result<Self, DatapathError> {
-        let pin_dir = pin_dir.as_ref().to_owned();
-        probe(&pin_dir)?;
-        for sub in ["maps", "programs", "links"] {
-            let dir = pin_dir.join(sub);
-            std::fs::create_dir_all(&dir)
-                .map_err(|source| DatapathError::PinDirectory { path: dir, source })?;
-        }
+        Self::load_or_adopt_with(pin_dir, AttachMode::Auto)
+    }
+
+    /// Probes the kernel, then loads and pins this build's programs and maps under
+    /// `pin_dir`, or adopts them if they are pinned already (agent restart: traffic is not
+    /// interrupted). Pins of another build are kept, still forwarding, until
+    /// [`Datapath::reconcile`] has filled the maps (see [`Origin::Upgrading`]).
+    pub fn load_or_adopt_with(pin_dir: impl AsRef<Path>, mode: AttachMode) -> Result<Self, DatapathError> {
+        Self::load_object(pin_dir, mode, &CURRENT)
+    }
+
+    /// [`Datapath::load_or_adopt_with`] for another compiled object (the upgrade test loads
+    /// a "next version" this way).
+    #[doc(hidden)]
+    pub fn load_object(
+        pin_dir: impl AsRef<Path>,
+        mode: AttachMode,
+        object: &'static DatapathObject,
+    ) -> Result<Self, DatapathError> {
+        let pins = PinLayout::new(pin_dir.as_ref());
+        probe(pins.root())?;
+        let mode = mode.resolve()?;
+        pins.create(object)?;
         let mut ebpf = EbpfLoader::new()
-            .default_map_pin_directory(pin_dir.join("maps"))
-            .load(OBJECT)
+            .default_map_pin_directory(pins.maps(object))
+            .load(object.bytes)
             .map_err(|source| DatapathError::LoadObject {
-                object: OBJECT_NAME,
-                pin_dir: pin_dir.clone(),
+                object: object.name,
+                pin_dir: pins.root().to_owned(),
                 source: Box::new(source),
             })?;
         let mut adopted = 0;
-        for hook in Hook::ALL {
-            let pin = hook.program_pin(&pin_dir);
+        let mut programs = BTreeMap::new();
+        for name in Hook::programs() {
+            let pin = pins.programs(object).join(name);
+            let failed = |action, source| DatapathError::Program {
+                program: name,
+                action,
+                pin: pin.clone(),
+                source: Box::new(source),
+            };
             if pin.exists() {
                 adopted += 1;
-                continue;
+            } else {
+                let program: &mut SchedClassifier = ebpf
+                    .program_mut(name)
+                    .ok_or(DatapathError::Missing { object: object.name, kind: "program", name })?
+                    .try_into()
+                    .map_err(|e| failed("type check", e))?;
+                program.load().map_err(|e| failed("load (verifier)", e))?;
+                program.pin(&pin).map_err(|e| pin_error(&pin, "pin program", e))?;
+                info!(program = name, pin = %pin.display(), "loaded and pinned eBPF program");
             }
-            let program: &mut SchedClassifier = ebpf
-                .program_mut(hook.program())
-                .ok_or(DatapathError::Missing { object: OBJECT_NAME, kind: "program", name: hook.program() })?
-                .try_into()
-                .map_err(|source| program_error(hook, "type check", &pin, source))?;
-            program.load().map_err(|source| program_error(hook, "load (verifier)", &pin, source))?;
-            program.pin(&pin).map_err(|source| pin_error(&pin, "pin program", source))?;
-            info!(program = hook.program(), pin = %pin.display(), "loaded and pinned eBPF program");
+            programs.insert(name, SchedClassifier::from_pin(&pin).map_err(|e| failed("open pinned", e))?);
         }
-        let origin = if adopted == Hook::ALL.len() { Origin::Adopted } else { Origin::Loaded };
-        let open = |hook: Hook| {
-            let pin = hook.program_pin(&pin_dir);
-            SchedClassifier::from_pin(&pin).map_err(|source| program_error(hook, "open pinned", &pin, source))
+        let stale = pins.stale(object);
+        let origin = if !stale.is_empty() {
+            Origin::Upgrading
+        } else if adopted == programs.len() {
+            Origin::Adopted
+        } else {
+            Origin::Loaded
         };
         let datapath = Self {
-            from_pod: open(Hook::Pod)?,
-            from_eni: open(Hook::Eni)?,
-            endpoints: take_map(&mut ebpf, ENDPOINTS)?,
-            pod_veths: take_map(&mut ebpf, POD_VETHS)?,
-            counters: take_map(&mut ebpf, COUNTERS)?,
-            host_routes: take_map(&mut ebpf, HOST_ROUTES)?,
-            pin_dir,
+            endpoints: take_map(&mut ebpf, object, ENDPOINTS)?,
+            pod_veths: take_map(&mut ebpf, object, POD_VETHS)?,
+            counters: take_map(&mut ebpf, object, COUNTERS)?,
+            host_routes: take_map(&mut ebpf, object, HOST_ROUTES)?,
+            programs,
+            pins,
             origin,
+            mode,
+            object,
+            upgrade_pending: !stale.is_empty(),
         };
-        info!(pin_dir = %datapath.pin_dir.display(), ?origin, "eBPF datapath ready");
+        info!(
+            pin_dir = %datapath.pins.root().display(),
+            ?origin,
+            %mode,
+            version = object.version,
+            layout = object.layout,
+            stale = ?stale,
+            "eBPF datapath ready"
+        );
         Ok(datapath)
     }
 
     pub fn pin_dir(&self) -> &Path {
-        &self.pin_dir
+        self.pins.root()
     }
 
     pub fn origin(&self) -> Origin {
         self.origin
     }
 
-    /// Attaches `from_pod` to TC ingress of a pod's host-side veth (in the calling thread's
-    /// network namespace). Idempotent: an attached, pinned link is kept.
+    /// The attach mode in use (`Tcx` or `Netlink`, never `Auto`).
+    pub fn attach_mode(&self) -> AttachMode {
+        self.mode
+    }
+
+    /// Kernel ids of the loaded programs, by program name.
+    pub fn program_ids(&self) -> Result<BTreeMap<&'static str, u32>, DatapathError> {
+        self.programs
+            .iter()
+            .map(|(name, program)| {
+                let pin = self.pins.programs(self.object).join(name);
+                let info = program.info().map_err(|source| DatapathError::Program {
+                    program: name,
+                    action: "read program info",
+                    pin,
+                    source: Box::new(source),
+                })?;
+                Ok((*name, info.id()))
+            })
+            .collect()
+    }
+
+    /// Attaches the pod hooks (`from_pod` at TC ingress) to a pod's host-side veth, in the
+    /// calling thread's network namespace. Idempotent.
     pub fn attach_pod(&mut self, veth_ifindex: u32) -> Result<(), DatapathError> {
-        self.attach(Hook::Pod, veth_ifindex)
+        self.attach_target(Target::Pod, veth_ifindex)
     }
 
-    /// Attaches `from_eni` to TC ingress of an ENI. Idempotent.
+    /// Attaches the ENI hooks (`from_eni` at TC ingress) to an ENI. Idempotent.
     pub fn attach_eni(&mut self, eni_ifindex: u32) -> Result<(), DatapathError> {
-        self.attach(Hook::Eni, eni_ifindex)
+        self.attach_target(Target::Eni, eni_ifindex)
     }
 
-    /// Detaches `from_pod` from a pod veth (no-op if not attached).
+    /// Detaches the pod hooks from a pod veth (no-op if not attached).
     pub fn detach_pod(&mut self, veth_ifindex: u32) -> Result<(), DatapathError> {
-        unpin_link(&Hook::Pod.link_pin(&self.pin_dir, veth_ifindex))
+        Hook::of(Target::Pod).try_for_each(|hook| attach::detach(&self.pins, hook, veth_ifindex))
     }
 
-    /// Detaches `from_eni` from an ENI (no-op if not attached).
+    /// Detaches the ENI hooks from an ENI (no-op if not attached).
     pub fn detach_eni(&mut self, eni_ifindex: u32) -> Result<(), DatapathError> {
-        unpin_link(&Hook::Eni.link_pin(&self.pin_dir, eni_ifindex))
+        Hook::of(Target::Eni).try_for_each(|hook| attach::detach(&self.pins, hook, eni_ifindex))
     }
 
-    fn attach(&mut self, hook: Hook, ifindex: u32) -> Result<(), DatapathError> {
-        let pin = hook.link_pin(&self.pin_dir, ifindex);
-        let name = interface_name(ifindex)?;
-        let program = match hook {
-            Hook::Pod => &mut self.from_pod,
-            Hook::Eni => &mut self.from_eni,
-        };
-        let program_id =
-            program.info().map_err(|source| program_error(hook, "read program info", &pin, source))?.id();
-        let (_, attached) = SchedClassifier::query_tcx(&name, TcAttachType::Ingress)
-            .map_err(|source| program_error(hook, "query TCX links", &pin, source))?;
-        let is_attached = attached.iter().any(|p| p.id() == program_id);
-        if is_attached && pin.exists() {
-            debug!(program = hook.program(), interface = %name, ifindex, "already attached");
-            return Ok(());
+    fn attach_target(&mut self, target: Target, ifindex: u32) -> Result<(), DatapathError> {
+        for hook in Hook::of(target) {
+            if self.upgrade_pending && self.is_recorded(hook, ifindex) {
+                // The old build keeps forwarding here until the maps are filled.
+                debug!(program = hook.program, ifindex, "upgrade pending: swapped in on reconcile");
+                continue;
+            }
+            self.attach_hook(hook, ifindex)?;
         }
-        // A pin without an attachment is a link whose interface went away (ifindex reused).
-        unpin_link(&pin)?;
-        let link_id = program
-            .attach(&name, TcAttachType::Ingress)
-            .map_err(|source| program_error(hook, "attach (TCX ingress)", &pin, source))?;
-        let link =
-            program.take_link(link_id).map_err(|source| program_error(hook, "take link", &pin, source))?;
-        let link = FdLink::try_from(link).map_err(|source| pin_error(&pin, "convert link", source))?;
-        link.pin(&pin).map_err(|source| pin_error(&pin, "pin link", source))?;
-        info!(program = hook.program(), interface = %name, ifindex, pin = %pin.display(), "attached");
         Ok(())
+    }
+
+    fn attach_hook(&mut self, hook: &Hook, ifindex: u32) -> Result<(), DatapathError> {
+        let program = self.programs.get_mut(hook.program).ok_or(DatapathError::Missing {
+            object: self.object.name,
+            kind: "program",
+            name: hook.program,
+        })?;
+        attach::attach(&self.pins, self.mode, hook, ifindex, program)
+    }
+
+    fn is_recorded(&self, hook: &Hook, ifindex: u32) -> bool {
+        let record = hook.record_name(ifindex);
+        self.pins.links().join(&record).exists() || self.pins.filters().join(&record).exists()
+    }
+
+    /// Every attachment recorded in the pin directory (either mode), by hook and ifindex.
+    fn recorded(&self) -> BTreeSet<(&'static str, u32)> {
+        [self.pins.links(), self.pins.filters()]
+            .iter()
+            .flat_map(|dir| hook::records(dir))
+            .map(|(hook, ifindex, _)| (hook.name, ifindex))
+            .collect()
+    }
+
+    /// Finishes an upgrade (no-op otherwise): puts this build's programs on every recorded
+    /// attachment, in this datapath's attach mode (each swap is atomic), then removes the
+    /// pins of other builds. Call it once the maps are filled; [`Datapath::reconcile`] does.
+    pub fn complete_upgrade(&mut self) -> Result<Vec<PathBuf>, DatapathError> {
+        if !self.upgrade_pending {
+            return Ok(Vec::new());
+        }
+        for (name, ifindex) in self.recorded() {
+            let hook = Hook::named(name).expect("records name known hooks");
+            match self.attach_hook(hook, ifindex) {
+                Ok(()) => {}
+                Err(DatapathError::NoSuchInterface { .. }) => attach::detach(&self.pins, hook, ifindex)?,
+                Err(error) => return Err(error),
+            }
+        }
+        let stale = self.pins.stale(self.object);
+        for path in &stale {
+            remove_pin_tree(path)?;
+        }
+        self.upgrade_pending = false;
+        info!(version = self.object.version, retired = ?stale, "upgrade complete: the pins of other builds are removed");
+        Ok(stale)
     }
 
     /// Adds or replaces the endpoint of `pod_ip`. Its counters start at zero when new and
@@ -278,7 +383,8 @@ impl Datapath {
 
     /// Makes the maps equal to `desired` (the agent's IPAM state): writes every desired
     /// endpoint, removes the others with their counters, and detaches pod veths no desired
-    /// endpoint uses. ENI links are left alone (the agent detaches ENIs explicitly).
+    /// endpoint uses. ENI links are left alone (the agent detaches ENIs explicitly). Then,
+    /// the maps being filled, completes a pending upgrade ([`Datapath::complete_upgrade`]).
     pub fn reconcile(
         &mut self,
         desired: &BTreeMap<Ipv4Addr, EndpointInfo>,
@@ -301,16 +407,23 @@ impl Datapath {
         for ifindex in stale_owners {
             remove_if_present(self.pod_veths.remove(&ifindex), POD_VETHS, ifindex)?;
         }
-        for ifindex in Hook::Pod.pinned_links(&self.pin_dir) {
-            if !wanted_veths.contains(&ifindex) {
-                self.detach_pod(ifindex)?;
-                report.detached_pod_veths.push(ifindex);
-            }
+        let pod_hooks: Vec<&str> = Hook::of(Target::Pod).map(|hook| hook.name).collect();
+        let stale_veths: BTreeSet<u32> = self
+            .recorded()
+            .into_iter()
+            .filter(|(hook, ifindex)| pod_hooks.contains(hook) && !wanted_veths.contains(ifindex))
+            .map(|(_, ifindex)| ifindex)
+            .collect();
+        for ifindex in stale_veths {
+            self.detach_pod(ifindex)?;
+            report.detached_pod_veths.push(ifindex);
         }
+        report.retired = self.complete_upgrade()?;
         info!(
             upserted = report.upserted.len(),
             removed = report.removed.len(),
             detached = report.detached_pod_veths.len(),
+            retired = report.retired.len(),
             "datapath reconciled"
         );
         Ok(report)
@@ -351,7 +464,7 @@ impl Datapath {
         let zero =
             PerCpuValues::try_from(vec![CounterValue::default(); possible_cpus()?]).map_err(|source| {
                 DatapathError::Pin {
-                    pin: self.pin_dir.join("maps").join(COUNTERS),
+                    pin: self.pins.maps(self.object).join(COUNTERS),
                     action: "build per-CPU zero counters",
                     source: Box::new(source),
                 }
@@ -371,9 +484,10 @@ impl Datapath {
 
 fn take_map<V: TryFrom<Map, Error = aya::maps::MapError>>(
     ebpf: &mut aya::Ebpf,
+    object: &DatapathObject,
     name: &'static str,
 ) -> Result<V, DatapathError> {
-    let map = ebpf.take_map(name).ok_or(DatapathError::Missing { object: OBJECT_NAME, kind: "map", name })?;
+    let map = ebpf.take_map(name).ok_or(DatapathError::Missing { object: object.name, kind: "map", name })?;
     V::try_from(map).map_err(|source| DatapathError::map(name, "-", "open", source))
 }
 
@@ -390,17 +504,6 @@ fn remove_if_present(
             Ok(())
         }
         Err(source) => Err(DatapathError::map(map, key, "remove", source)),
-    }
-}
-
-fn unpin_link(pin: &Path) -> Result<(), DatapathError> {
-    match std::fs::remove_file(pin) {
-        Ok(()) => {
-            info!(pin = %pin.display(), "link unpinned (detached)");
-            Ok(())
-        }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(pin_error(pin, "unpin link", source)),
     }
 }
 
@@ -421,21 +524,4 @@ fn possible_cpus() -> Result<usize, DatapathError> {
         action: "read the number of possible CPUs",
         source: Box::new(source),
     })
-}
-
-fn program_error(
-    hook: Hook,
-    action: &'static str,
-    pin: &Path,
-    source: aya::programs::ProgramError,
-) -> DatapathError {
-    DatapathError::Program { program: hook.program(), action, pin: pin.to_owned(), source: Box::new(source) }
-}
-
-fn pin_error(
-    pin: &Path,
-    action: &'static str,
-    source: impl std::error::Error + Send + Sync + 'static,
-) -> DatapathError {
-    DatapathError::Pin { pin: pin.to_owned(), action, source: Box::new(source) }
 }

@@ -1,54 +1,118 @@
-//! The two attachment points of the datapath and where their programs and links are pinned.
+//! Where the datapath's programs attach: one row of [`HOOKS`] per program and attachment
+//! point, and the names under which each attachment is recorded in the pin directory.
+//!
+//! Adding a program is adding a row: the loader loads, attaches, upgrades and removes every
+//! hook the same way.
 
 use std::path::{Path, PathBuf};
 
-/// Where a program attaches (always TC ingress, as a TCX link).
+use aya::programs::{TcAttachType, tc::TcHandle};
+
+/// The kind of interface a hook attaches to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Hook {
-    /// Host side of a pod's veth: packets from the pod.
+pub(crate) enum Target {
+    /// Host side of a pod's veth.
     Pod,
-    /// An ENI: packets from the VPC.
+    /// An ENI.
     Eni,
 }
 
-impl Hook {
-    pub(crate) const ALL: [Hook; 2] = [Hook::Pod, Hook::Eni];
+/// TC direction of a hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Direction {
+    /// Packets arriving on the interface.
+    Ingress,
+    /// Packets leaving by the interface (no hook of the current programs yet).
+    #[allow(dead_code)]
+    Egress,
+}
 
+impl Direction {
+    pub(crate) fn tc(self) -> TcAttachType {
+        match self {
+            Direction::Ingress => TcAttachType::Ingress,
+            Direction::Egress => TcAttachType::Egress,
+        }
+    }
+}
+
+/// One program attached at one TC hook of one kind of interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Hook {
+    /// Names the attachment records: `links/<name>-<ifindex>`, `filters/<name>-<ifindex>`.
+    pub(crate) name: &'static str,
     /// Program (function) name in `bpf/eni_ipam.bpf.c`.
-    pub(crate) fn program(self) -> &'static str {
-        match self {
-            Hook::Pod => "from_pod",
-            Hook::Eni => "from_eni",
-        }
+    pub(crate) program: &'static str,
+    pub(crate) target: Target,
+    pub(crate) direction: Direction,
+    /// Priority of the netlink (`tc filter`) attachment; with [`FILTER_HANDLE`] it finds our
+    /// filter again after a restart or an upgrade.
+    pub(crate) priority: u16,
+}
+
+/// Priority of the datapath's netlink filters (`tc filter ... pref 225`).
+pub(crate) const FILTER_PRIORITY: u16 = 0xe1;
+
+/// Handle of every netlink filter of the datapath (`tc filter ... handle 0xe1`).
+pub(crate) const FILTER_HANDLE: TcHandle = TcHandle::new(0, 0xe1);
+
+/// Every hook of the datapath.
+pub(crate) const HOOKS: &[Hook] = &[
+    Hook::new("pod", "from_pod", Target::Pod, Direction::Ingress),
+    Hook::new("eni", "from_eni", Target::Eni, Direction::Ingress),
+];
+
+impl Hook {
+    /// A hook whose netlink filter sits at [`FILTER_PRIORITY`] (each hook has its own
+    /// interface kind and direction, hence its own `clsact` parent).
+    const fn new(name: &'static str, program: &'static str, target: Target, direction: Direction) -> Self {
+        Hook { name, program, target, direction, priority: FILTER_PRIORITY }
     }
 
-    fn link_prefix(self) -> &'static str {
-        match self {
-            Hook::Pod => "pod-",
-            Hook::Eni => "eni-",
-        }
+    /// The hooks of one kind of interface.
+    pub(crate) fn of(target: Target) -> impl Iterator<Item = &'static Hook> {
+        HOOKS.iter().filter(move |hook| hook.target == target)
     }
 
-    pub(crate) fn program_pin(self, pin_dir: &Path) -> PathBuf {
-        pin_dir.join("programs").join(self.program())
+    /// The hook whose records are named `name`.
+    pub(crate) fn named(name: &str) -> Option<&'static Hook> {
+        HOOKS.iter().find(|hook| hook.name == name)
     }
 
-    pub(crate) fn link_pin(self, pin_dir: &Path, ifindex: u32) -> PathBuf {
-        pin_dir.join("links").join(format!("{}{ifindex}", self.link_prefix()))
+    /// The distinct program names of the datapath.
+    pub(crate) fn programs() -> Vec<&'static str> {
+        let mut programs: Vec<&'static str> = HOOKS.iter().map(|hook| hook.program).collect();
+        programs.sort_unstable();
+        programs.dedup();
+        programs
     }
 
-    /// Interface indexes that have a pinned link of this hook.
-    pub(crate) fn pinned_links(self, pin_dir: &Path) -> Vec<u32> {
-        let Ok(entries) = std::fs::read_dir(pin_dir.join("links")) else {
-            return Vec::new();
-        };
-        entries
-            .filter_map(Result::ok)
-            .filter_map(|entry| {
-                entry.file_name().to_str()?.strip_prefix(self.link_prefix())?.parse::<u32>().ok()
-            })
-            .collect()
+    pub(crate) fn record_name(&self, ifindex: u32) -> String {
+        format!("{}-{ifindex}", self.name)
     }
+}
+
+/// Parses a record name `<hook>-<ifindex>`.
+pub(crate) fn parse_record(name: &str) -> Option<(&'static Hook, u32)> {
+    let (hook, ifindex) = name.rsplit_once('-')?;
+    Some((Hook::named(hook)?, ifindex.parse().ok()?))
+}
+
+/// The attachments recorded in `dir` (a `links/` or `filters/` directory), by hook and
+/// interface index; unknown names are left out.
+pub(crate) fn records(dir: &Path) -> Vec<(&'static Hook, u32, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<_> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let (hook, ifindex) = parse_record(entry.file_name().to_str()?)?;
+            Some((hook, ifindex, entry.path()))
+        })
+        .collect();
+    found.sort_by(|a, b| a.2.cmp(&b.2));
+    found
 }
 
 #[cfg(test)]
@@ -56,10 +120,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn link_pins_are_named_by_hook_and_ifindex() {
-        let dir = Path::new("/sys/fs/bpf/eni-ipam");
-        assert_eq!(Hook::Pod.link_pin(dir, 7), Path::new("/sys/fs/bpf/eni-ipam/links/pod-7"));
-        assert_eq!(Hook::Eni.link_pin(dir, 3), Path::new("/sys/fs/bpf/eni-ipam/links/eni-3"));
-        assert_eq!(Hook::Eni.program_pin(dir), Path::new("/sys/fs/bpf/eni-ipam/programs/from_eni"));
+    fn record_names_round_trip() {
+        for hook in HOOKS {
+            assert_eq!(parse_record(&hook.record_name(42)), Some((hook, 42)));
+        }
+        assert_eq!(parse_record("pod-7").map(|(h, i)| (h.program, i)), Some(("from_pod", 7)));
+        assert_eq!(parse_record("eni-3").map(|(h, i)| (h.program, i)), Some(("from_eni", 3)));
+        assert_eq!(parse_record("pod-x"), None);
+        assert_eq!(parse_record("someone-else-1"), None);
+        assert_eq!(parse_record("pod7"), None);
+    }
+
+    #[test]
+    fn hooks_are_distinct_per_interface_and_direction() {
+        for (i, a) in HOOKS.iter().enumerate() {
+            for b in &HOOKS[i + 1..] {
+                assert_ne!(a.name, b.name, "record names must differ");
+                assert!(
+                    (a.target, a.direction) != (b.target, b.direction),
+                    "{} and {} share a TC hook: one filter handle each is assumed",
+                    a.name,
+                    b.name
+                );
+            }
+        }
+        assert_eq!(Hook::of(Target::Pod).map(|h| h.program).collect::<Vec<_>>(), ["from_pod"]);
+        assert_eq!(Hook::programs(), ["from_eni", "from_pod"]);
     }
 }

@@ -9,15 +9,23 @@
 //! exiting does not interrupt traffic; only [`remove_pins`] (on uninstall) takes it off the node.
 
 pub mod abi;
+mod attach;
 mod datapath;
 mod endpoint;
 mod error;
 mod hook;
+mod object;
+mod pins;
 mod probe;
 mod removal;
+mod tc_netlink;
 
+pub use attach::AttachMode;
 pub use datapath::{DEFAULT_PIN_DIR, Datapath, Origin, ReconcileReport};
 pub use endpoint::{DropReason, EndpointCounters, EndpointInfo, InvalidMacAddr, Ipv4Prefix, MacAddr};
 pub use error::DatapathError;
-pub use probe::{MIN_KERNEL, MissingFeature, probe};
-pub use removal::{PinsRemoved, remove_pins, tcx_ingress_programs};
+pub use object::DatapathObject;
+#[doc(hidden)]
+pub use object::{CURRENT, UPGRADE_TEST_NEXT};
+pub use probe::{MIN_KERNEL, MissingFeature, TCX_KERNEL, probe, tcx_supported};
+pub use removal::{PinsRemoved, remove_pins, tc_filter_count, tcx_ingress_programs, tcx_programs};

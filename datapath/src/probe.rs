@@ -8,8 +8,12 @@ use std::{
     path::{Path, PathBuf},
 };
 
-/// TCX (pinnable TC links) arrived in Linux 6.6; without it links cannot outlive the agent.
-pub const MIN_KERNEL: (u32, u32) = (6, 6);
+/// The oldest kernel the datapath runs on (attached through netlink): `bpf_redirect_peer`
+/// arrived in 5.10, with LPM tries and LRU hashes long before it.
+pub const MIN_KERNEL: (u32, u32) = (5, 10);
+
+/// TCX (pinnable TC links, `--tc-attach=tcx`) arrived in Linux 6.6.
+pub const TCX_KERNEL: (u32, u32) = (6, 6);
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 const CAP_NET_ADMIN: u32 = 12;
@@ -32,14 +36,35 @@ pub enum MissingFeature {
     Btf,
 
     #[error(
-        "TCX links need Linux >= {}.{}, this kernel is {release}: upgrade the node's kernel",
+        "the eBPF datapath needs Linux >= {}.{} (bpf_redirect_peer), this kernel is {release}: \
+         upgrade the node's kernel or run the agent with --datapath=none",
         MIN_KERNEL.0,
         MIN_KERNEL.1
+    )]
+    Kernel { release: String },
+
+    #[error(
+        "TCX links need Linux >= {}.{}, this kernel is {release}: use --tc-attach=netlink (or auto) \
+         or upgrade the node's kernel",
+        TCX_KERNEL.0,
+        TCX_KERNEL.1
     )]
     Tcx { release: String },
 }
 
-/// Checks capabilities, bpffs at `pin_dir` (or its nearest existing ancestor), BTF and TCX.
+impl MissingFeature {
+    pub(crate) fn tcx() -> Self {
+        MissingFeature::Tcx { release: kernel_release() }
+    }
+}
+
+/// Whether this kernel attaches TC programs as TCX links.
+pub fn tcx_supported() -> bool {
+    kernel_at_least(&kernel_release(), TCX_KERNEL)
+}
+
+/// Checks capabilities, bpffs at `pin_dir` (or its nearest existing ancestor), BTF and the
+/// kernel version ([`MIN_KERNEL`]; TCX is checked when the attach mode is resolved).
 pub fn probe(pin_dir: &Path) -> Result<(), MissingFeature> {
     for (cap, name) in [(CAP_BPF, "CAP_BPF"), (CAP_NET_ADMIN, "CAP_NET_ADMIN")] {
         if !has_effective_capability(cap) {
@@ -52,7 +77,7 @@ pub fn probe(pin_dir: &Path) -> Result<(), MissingFeature> {
     }
     let release = kernel_release();
     if !kernel_at_least(&release, MIN_KERNEL) {
-        return Err(MissingFeature::Tcx { release });
+        return Err(MissingFeature::Kernel { release });
     }
     Ok(())
 }
@@ -136,6 +161,8 @@ mod tests {
         assert!(kernel_at_least("6.6.0", (6, 6)));
         assert!(!kernel_at_least("6.5.13-generic", (6, 6)));
         assert!(!kernel_at_least("5.15.0", (6, 6)));
+        assert!(kernel_at_least("5.10.238-231.953.amzn2.x86_64", MIN_KERNEL));
+        assert!(!kernel_at_least("5.4.0-1", MIN_KERNEL));
         assert!(!kernel_at_least("garbage", (6, 6)));
     }
 

@@ -1,20 +1,23 @@
-//! Taking the datapath off the node for good (`eni-ipam-agent uninstall`): every link pin is
-//! removed, which detaches its TCX link, then the program and map pins, then the pin
-//! directory. Only the layout [`crate::Datapath`] creates is touched; anything else found
-//! under the pin directory is left in place and reported. Running it again finds nothing
-//! and succeeds.
+//! Taking the datapath off the node for good (`eni-ipam-agent uninstall`): every TCX link pin
+//! is removed (which detaches the link), every recorded netlink filter deleted, and the
+//! `clsact` qdiscs the datapath added deleted when no filter of anyone is left on them; then
+//! the program and map pins of every build, then the pin directory. Only the layout
+//! [`crate::Datapath`] creates is touched; anything else found under the pin directory is
+//! left in place and reported. Running it again finds nothing and succeeds.
 
 use std::path::{Path, PathBuf};
 
 use aya::programs::{SchedClassifier, TcAttachType};
 use tracing::info;
 
-use crate::DatapathError;
-use crate::datapath::interface_name;
-use crate::hook::Hook;
-
-/// The sub-directories [`crate::Datapath::load_or_adopt`] creates under the pin directory.
-const PIN_SUBDIRS: [&str; 3] = ["links", "programs", "maps"];
+use crate::{
+    DatapathError,
+    attach::{self, pin_error},
+    datapath::interface_name,
+    hook::{self, Target},
+    pins::{PinLayout, SUBDIRS, remove_pin_tree},
+    tc_netlink,
+};
 
 /// What [`remove_pins`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -22,38 +25,52 @@ pub struct PinsRemoved {
     /// ENIs the datapath was attached to, by name as found before detaching (an ENI whose
     /// index names no link any more is left out).
     pub eni_links: Vec<String>,
-    /// Pod veths (host side) whose link was detached, by interface index.
+    /// Pod veths (host side) whose hooks were detached, by interface index.
     pub pod_veths: Vec<u32>,
-    /// Pins removed (links, programs, maps).
+    /// Pins and records removed (links, filters, qdisc records, program and map directories).
     pub pins: Vec<PathBuf>,
     /// Entries under the pin directory that are not the datapath's, left in place.
     pub foreign: Vec<PathBuf>,
 }
 
-/// Detaches and unpins everything the datapath pinned under `pin_dir`. A missing directory
-/// is success (already removed, or never installed).
+/// Detaches and unpins everything the datapath pinned or attached under `pin_dir`, in the
+/// calling thread's network namespace. A missing directory is success (already removed, or
+/// never installed).
 pub fn remove_pins(pin_dir: &Path) -> Result<PinsRemoved, DatapathError> {
     let mut removed = PinsRemoved::default();
     if !pin_dir.exists() {
         return Ok(removed);
     }
-    removed.eni_links =
-        Hook::Eni.pinned_links(pin_dir).into_iter().filter_map(|i| interface_name(i).ok()).collect();
-    removed.pod_veths = Hook::Pod.pinned_links(pin_dir);
-    // Links first: once they are gone no packet runs the programs, whose pins go next.
-    for sub in PIN_SUBDIRS {
+    let pins = PinLayout::new(pin_dir);
+    let mut attachments = hook::records(&pins.links());
+    attachments.extend(hook::records(&pins.filters()));
+    for (hook, ifindex, path) in attachments {
+        match hook.target {
+            Target::Eni => removed.eni_links.extend(interface_name(ifindex).ok()),
+            Target::Pod => removed.pod_veths.push(ifindex),
+        }
+        // Links first: once they are gone no packet runs the programs, whose pins go next.
+        attach::detach(&pins, hook, ifindex)?;
+        removed.pins.push(path);
+    }
+    removed.eni_links.sort();
+    removed.eni_links.dedup();
+    removed.pod_veths.sort_unstable();
+    removed.pod_veths.dedup();
+    for marker in list(&pins.clsact())? {
+        if let Some(ifindex) = marker.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse().ok()) {
+            attach::remove_clsact_if_unused(&pins, ifindex)?;
+        }
+        remove_pin_tree(&marker)?;
+        removed.pins.push(marker);
+    }
+    for sub in SUBDIRS {
         let dir = pin_dir.join(sub);
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(source) => return Err(pin_error(&dir, "list pins", source)),
-        };
-        for entry in entries {
-            let path = entry.map_err(|source| pin_error(&dir, "list pins", source))?.path();
-            remove_file(&path)?;
+        for path in list(&dir)? {
+            remove_pin_tree(&path)?;
             removed.pins.push(path);
         }
-        remove_dir(&dir)?;
+        remove_pin_tree(&dir)?;
     }
     let left: Vec<PathBuf> = std::fs::read_dir(pin_dir)
         .map_err(|source| pin_error(pin_dir, "list the pin directory", source))?
@@ -61,7 +78,7 @@ pub fn remove_pins(pin_dir: &Path) -> Result<PinsRemoved, DatapathError> {
         .map(|e| e.path())
         .collect();
     if left.is_empty() {
-        remove_dir(pin_dir)?;
+        remove_pin_tree(pin_dir)?;
     }
     removed.foreign = left;
     info!(
@@ -77,30 +94,52 @@ pub fn remove_pins(pin_dir: &Path) -> Result<PinsRemoved, DatapathError> {
 /// Ids of the programs attached to TC ingress of `interface` as TCX links (anyone's), in the
 /// calling thread's network namespace: what is left to check after an uninstall.
 pub fn tcx_ingress_programs(interface: &str) -> Result<Vec<u32>, DatapathError> {
-    let (_, programs) = SchedClassifier::query_tcx(interface, TcAttachType::Ingress).map_err(|source| {
+    tcx_programs(interface, TcAttachType::Ingress)
+}
+
+/// Ids of the programs attached to `interface` as TCX links (anyone's) at ingress or egress.
+pub fn tcx_programs(interface: &str, direction: TcAttachType) -> Result<Vec<u32>, DatapathError> {
+    let (_, programs) = SchedClassifier::query_tcx(interface, direction).map_err(|source| {
         DatapathError::Query { interface: interface.to_owned(), source: Box::new(source) }
     })?;
     Ok(programs.iter().map(|p| p.id()).collect())
 }
 
-fn remove_file(path: &Path) -> Result<(), DatapathError> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(pin_error(path, "unpin", source)),
+/// Number of `tc` filters (anyone's) on the `clsact` qdisc of `interface`, ingress and
+/// egress; 0 when it has no `clsact` qdisc. What is left to check after an uninstall in
+/// netlink mode.
+pub fn tc_filter_count(interface: &str) -> Result<usize, DatapathError> {
+    let query = |source: std::io::Error| DatapathError::Query {
+        interface: interface.to_owned(),
+        source: Box::new(aya::programs::tc::TcError::IoError(source).into()),
+    };
+    let ifindex = interface_index(interface).map_err(query)?;
+    tc_netlink::clsact_filter_count(ifindex).map_err(query)
+}
+
+fn interface_index(interface: &str) -> std::io::Result<u32> {
+    let name = std::ffi::CString::new(interface).map_err(std::io::Error::other)?;
+    // SAFETY: a NUL-terminated name.
+    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
+        0 => Err(std::io::Error::last_os_error()),
+        ifindex => Ok(ifindex),
     }
 }
 
-fn remove_dir(path: &Path) -> Result<(), DatapathError> {
-    match std::fs::remove_dir(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(pin_error(path, "remove the directory", source)),
+/// Entries of `dir`; none if it does not exist.
+fn list(dir: &Path) -> Result<Vec<PathBuf>, DatapathError> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            let mut paths = entries
+                .map(|e| e.map(|e| e.path()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|source| pin_error(dir, "list pins", source))?;
+            paths.sort();
+            Ok(paths)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(source) => Err(pin_error(dir, "list pins", source)),
     }
-}
-
-fn pin_error(path: &Path, action: &'static str, source: std::io::Error) -> DatapathError {
-    DatapathError::Pin { pin: path.to_owned(), action, source: Box::new(source) }
 }
 
 #[cfg(test)]
@@ -119,18 +158,21 @@ mod tests {
         // Plain files stand in for pins: the removal only unlinks, as on bpffs.
         let dir = tempfile::tempdir().unwrap();
         let pins = dir.path().join("eni-ipam");
-        for sub in PIN_SUBDIRS {
+        for sub in SUBDIRS {
             std::fs::create_dir_all(pins.join(sub)).unwrap();
         }
         std::fs::write(pins.join("links/pod-4242"), b"").unwrap();
         std::fs::write(pins.join("links/eni-1"), b"").unwrap();
-        std::fs::write(pins.join("programs/from_pod"), b"").unwrap();
-        std::fs::write(pins.join("maps/endpoints"), b"").unwrap();
+        std::fs::create_dir_all(pins.join("programs/0123456789abcdef")).unwrap();
+        std::fs::write(pins.join("programs/0123456789abcdef/from_pod"), b"").unwrap();
+        std::fs::write(pins.join("programs/from_pod"), b"").unwrap(); // before versioned pins
+        std::fs::create_dir_all(pins.join("maps/fedcba9876543210")).unwrap();
+        std::fs::write(pins.join("maps/fedcba9876543210/endpoints"), b"").unwrap();
         std::fs::write(pins.join("someone-elses"), b"").unwrap();
         let removed = remove_pins(&pins).unwrap();
         assert_eq!(removed.pod_veths, [4242]);
         assert_eq!(removed.eni_links, ["lo"], "ifindex 1 is the loopback here");
-        assert_eq!(removed.pins.len(), 4);
+        assert_eq!(removed.pins.len(), 5, "{:?}", removed.pins);
         assert_eq!(removed.foreign, [pins.join("someone-elses")]);
         assert!(pins.join("someone-elses").exists() && !pins.join("maps").exists());
         std::fs::remove_file(pins.join("someone-elses")).unwrap();

@@ -138,11 +138,14 @@ impl AgentNode {
         Datapath::load_or_adopt(self.bed.nodes[0].pins.path()).expect("adopt the agent's pins")
     }
 
+    /// Pod veth attachments: TCX link pins (`links/`) or tc filter records (`filters/`).
     pub fn pod_link_pins(&self) -> Vec<String> {
-        let dir = self.bed.nodes[0].pins.path().join("links");
-        let mut names: Vec<String> = std::fs::read_dir(&dir)
-            .map(|entries| entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
-            .unwrap_or_default();
+        let pins = self.bed.nodes[0].pins.path();
+        let mut names: Vec<String> = ["links", "filters"]
+            .iter()
+            .filter_map(|sub| std::fs::read_dir(pins.join(sub)).ok())
+            .flat_map(|entries| entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()))
+            .collect();
         names.retain(|n| n.starts_with("pod-"));
         names.sort();
         names

@@ -252,3 +252,18 @@ fn the_webhook_skips_kube_system_the_release_namespace_and_the_admins_list() {
     assert_eq!(selector["operator"], "NotIn");
     assert_eq!(selector["values"], serde_json::json!(["kube-system", "eni-ipam", "monitoring"]));
 }
+
+#[test]
+fn the_tc_attach_mode_reaches_the_agent_and_only_known_modes_install() {
+    let agent_mode = |sets: &[&str]| {
+        let objects = parse_documents(&Helm::default().render(&[], sets));
+        let all = containers(&objects);
+        let line = command_line(container(&all, "agent"), &eni_ipam_agent::cli::Cli::command());
+        eni_ipam_agent::cli::Cli::try_parse_from(&line.argv).expect("agent args parse").tc_attach.to_string()
+    };
+    assert_eq!(agent_mode(&[]), "auto");
+    assert_eq!(agent_mode(&["agent.datapath.tcAttach=netlink"]), "netlink");
+    assert_eq!(agent_mode(&["agent.datapath.tcAttach=tcx"]), "tcx");
+    let refused = Helm::default().template(&[], &["agent.datapath.tcAttach=tc"]).unwrap_err();
+    assert!(refused.contains("tcAttach"), "{refused}");
+}

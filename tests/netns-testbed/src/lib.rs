@@ -13,7 +13,7 @@ pub mod traffic;
 
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
-use eni_ipam_datapath::{Datapath, EndpointInfo, MacAddr};
+use eni_ipam_datapath::{AttachMode, Datapath, DatapathObject, EndpointInfo, MacAddr};
 pub use netns::{Netns, PinDir, require_root_and_bpffs};
 
 pub const ENIS_PER_NODE: usize = 2;
@@ -59,6 +59,9 @@ pub struct Testbed {
     pub pods: Vec<Pod>,
     pub nodes: Vec<Node>,
     pub router: Netns,
+    /// How [`Testbed::start_datapath`] attaches the programs: `ENI_IPAM_TEST_TC_ATTACH`
+    /// (`auto`, `tcx`, `netlink`) or `auto`.
+    pub attach_mode: AttachMode,
 }
 
 impl Testbed {
@@ -68,7 +71,11 @@ impl Testbed {
         let prefix = format!("eni-{}-{tag}", std::process::id());
         let router = Netns::create(format!("{prefix}-router"));
         router.sysctl("net.ipv4.ip_forward", "1");
-        let mut bed = Self { pods: Vec::new(), nodes: Vec::new(), router };
+        let attach_mode = match std::env::var("ENI_IPAM_TEST_TC_ATTACH") {
+            Ok(mode) => mode.parse().unwrap_or_else(|e| panic!("ENI_IPAM_TEST_TC_ATTACH: {e}")),
+            Err(_) => AttachMode::Auto,
+        };
+        let mut bed = Self { pods: Vec::new(), nodes: Vec::new(), router, attach_mode };
         for n in 0..nodes {
             let ns = Netns::create(format!("{prefix}-node{n}"));
             let mut enis = Vec::new();
@@ -140,13 +147,19 @@ impl Testbed {
     /// What the agent does on start: load (or adopt), attach to ENIs and pod veths, and
     /// reconcile the maps with its state.
     pub fn start_datapath(&mut self, node: usize) -> &mut Datapath {
+        self.start_datapath_from(node, &eni_ipam_datapath::CURRENT)
+    }
+
+    /// [`Testbed::start_datapath`] with another build of the programs (upgrade tests).
+    pub fn start_datapath_from(&mut self, node: usize, object: &'static DatapathObject) -> &mut Datapath {
         let desired = self.desired(node);
         let veths: Vec<u32> = desired.values().map(|e| e.pod_veth_ifindex).collect();
         let n = &mut self.nodes[node];
         let enis: Vec<u32> = n.enis.iter().map(|e| e.ifindex).collect();
         let pin_dir = n.pins.path().to_owned();
+        let mode = self.attach_mode;
         let datapath = n.ns.run(move || {
-            let mut datapath = Datapath::load_or_adopt(&pin_dir).expect("load the datapath");
+            let mut datapath = Datapath::load_object(&pin_dir, mode, object).expect("load the datapath");
             for eni in enis {
                 datapath.attach_eni(eni).expect("attach to ENI");
             }
