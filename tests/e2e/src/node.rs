@@ -41,6 +41,9 @@ pub struct AgentSetup {
     pub agent_metrics_addr: String,
     /// `--metrics-addr` of the device plugin, as the chart renders it (host network).
     pub device_plugin_metrics_addr: String,
+    /// The datapath flags of the agent as the chart renders them (`--datapath`,
+    /// `--tc-attach`, `--service-cidr`, `--host-route`).
+    pub datapath_args: Vec<String>,
 }
 
 /// A node.
@@ -112,9 +115,13 @@ impl Node {
     }
 
     /// How the kubelet runs the CNI plugin here.
-    pub fn cni(netns: &Path, dir: &Path) -> Cni {
+    pub fn cni(netns: &Path, dir: &Path, conflist: &serde_json::Value) -> Cni {
+        let ours = binary("eni-ipam-cni");
+        let here = ours.parent().expect("a binary has a folder").to_owned();
         Cni {
-            plugin: binary("eni-ipam-cni"),
+            conflist: conflist.clone(),
+            // Ours, and the standard plugins (portmap) where Debian's package puts them.
+            bin_dirs: vec![here, PathBuf::from("/usr/lib/cni"), PathBuf::from("/opt/cni/bin")],
             node_netns: netns.to_owned(),
             agent_socket: dir.join("agent.sock"),
         }
@@ -135,7 +142,8 @@ impl Node {
             .arg("--")
             .arg(binary("eni-ipam-agent"))
             .args(["--node-name", &self.name, "--kube-url", &self.setup.kube_url])
-            .args(["--metrics-addr", &self.setup.agent_metrics_addr, "--datapath", "ebpf"])
+            .args(["--metrics-addr", &self.setup.agent_metrics_addr])
+            .args(&self.setup.datapath_args)
             .arg("--bpf-pin-dir")
             .arg(self.pins.path())
             .arg("--socket")
