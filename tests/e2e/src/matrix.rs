@@ -199,8 +199,9 @@ pub async fn run(bed: &mut Bed, rounds: u32, say: &(dyn Fn(&str) + Sync)) -> Vec
     let far_name = records[1].0.clone();
     let far_ip = records[1].1;
     let mut echo = Vec::new();
-    for ns in [&client.0, &near.0, &far.0, &hostport.0, &node_ns[0], &node_ns[1]] {
-        echo.push(tokio::task::block_in_place(|| Echo::start(ns, ECHO_PORT)));
+    let nodes = [(node_ns[0].clone(), node_ip[0]), (node_ns[1].clone(), node_ip[1])];
+    for (ns, ip) in [&client, &near, &far, &hostport, &nodes[0], &nodes[1]] {
+        echo.push(tokio::task::block_in_place(|| Echo::start(ns, *ip, ECHO_PORT)));
     }
     let running =
         Running { _echo: echo, _dnsmasq: dns::dnsmasq(&dns_pod.0, &records, &bed.dir.join("dnsmasq.log")) };
@@ -291,7 +292,7 @@ fn exchange(name: &str, from: &From, targets: &[SocketAddrV4], rounds: u32) -> C
                     }
                 }
                 cell.datagrams += 1;
-                if !udp_exchange(*to, round) {
+                if !udp_exchange(from.source, *to, round) {
                     cell.lost += 1;
                 }
             }

@@ -66,15 +66,17 @@ pub struct Node {
     pins: PinDir,
 }
 
-/// Gives the node namespace at `netns` a veth to the host: host side `host_ip/30`,
-/// node side the next address. Returns the host side's link name and the node's address.
+/// Gives the node namespace at `netns` a veth to the host (the bed's way to the apiserver
+/// and the cloud): host side `host_ip/30`, node side the next address, of link scope. Returns the host side's link name and the node's address.
 pub fn management_link(netns_name: &str, link: &str, host_ip: Ipv4Addr) -> (String, Ipv4Addr) {
     let node_ip = Ipv4Addr::from(u32::from(host_ip) + 1);
     let _ = Command::new("ip").args(["link", "del", link]).output();
     run("ip", &["link", "add", link, "type", "veth", "peer", "name", "mgmt", "netns", netns_name]);
     run("ip", &["addr", "add", &format!("{host_ip}/30"), "dev", link]);
     run("ip", &["link", "set", link, "up"]);
-    run("ip", &["-n", netns_name, "addr", "add", &format!("{node_ip}/30"), "dev", "mgmt"]);
+    // Link scope: the node's own traffic elsewhere (masquerade, replies, probes) takes its
+    // primary ENI's address, as on a cloud node, which has no such link.
+    run("ip", &["-n", netns_name, "addr", "add", &format!("{node_ip}/30"), "dev", "mgmt", "scope", "link"]);
     run("ip", &["-n", netns_name, "link", "set", "mgmt", "up"]);
     (link.to_owned(), node_ip)
 }

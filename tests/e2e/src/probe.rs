@@ -16,18 +16,19 @@ use eni_ipam_netns_testbed::netns::run_in;
 /// How long a client waits for a connection or an answer.
 pub const PATIENCE: Duration = Duration::from_millis(1500);
 
-/// A TCP and UDP echo server on `0.0.0.0:port` of a namespace.
+/// A TCP and UDP echo server on one address and port of a namespace (a UDP server bound
+/// to the address answers from it, whatever other addresses the namespace has).
 pub struct Echo {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Echo {
-    /// Starts one in the network namespace at `netns`.
-    pub fn start(netns: &Path, port: u16) -> Self {
+    /// Starts one on `ip:port` in the network namespace at `netns`.
+    pub fn start(netns: &Path, ip: Ipv4Addr, port: u16) -> Self {
         let (tcp, udp) = run_in(netns, || {
-            let tcp = TcpListener::bind(("0.0.0.0", port)).expect("bind the TCP echo server");
-            let udp = UdpSocket::bind(("0.0.0.0", port)).expect("bind the UDP echo server");
+            let tcp = TcpListener::bind((ip, port)).expect("bind the TCP echo server");
+            let udp = UdpSocket::bind((ip, port)).expect("bind the UDP echo server");
             (tcp, udp)
         });
         tcp.set_nonblocking(true).expect("non-blocking listener");
@@ -137,9 +138,10 @@ pub fn tcp_exchange(source: Option<Ipv4Addr>, to: SocketAddrV4, round: u32) -> R
     Ok(())
 }
 
-/// One UDP datagram to `to` and its echo; false if it did not come back (from `to`).
-pub fn udp_exchange(to: SocketAddrV4, round: u32) -> bool {
-    let Ok(socket) = UdpSocket::bind("0.0.0.0:0") else { return false };
+/// One UDP datagram from `source` (any address when `None`) to `to` and its echo; false if
+/// it did not come back (from `to`).
+pub fn udp_exchange(source: Option<Ipv4Addr>, to: SocketAddrV4, round: u32) -> bool {
+    let Ok(socket) = UdpSocket::bind((source.unwrap_or(Ipv4Addr::UNSPECIFIED), 0)) else { return false };
     let _ = socket.set_read_timeout(Some(PATIENCE));
     let payload = format!("eni-ipam matrix datagram {round:06}");
     if socket.send_to(payload.as_bytes(), to).is_err() {

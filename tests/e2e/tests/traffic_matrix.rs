@@ -10,15 +10,17 @@ use eni_ipam_e2e::node::Knobs;
 
 const ROUNDS: u32 = 3;
 
-/// Namespaces and pin folders this process made (named after its pid).
+/// Network namespaces and pin folders this process made: the fabric's (`eni-<pid>-`),
+/// the kubelets' pod sandboxes (`e2e<pid>-`) and the agents' pins (`eni-ipam-test-<pid>-`).
 fn leftovers() -> Vec<String> {
-    let pid = std::process::id().to_string();
+    let pid = std::process::id();
+    let ours = [format!("eni-{pid}-"), format!("e2e{}-", pid % 100_000), format!("eni-ipam-test-{pid}-")];
     let netns = std::fs::read_dir("/var/run/netns").into_iter().flatten().flatten();
     let pins = std::fs::read_dir("/sys/fs/bpf").into_iter().flatten().flatten();
     netns
         .chain(pins)
-        .map(|e| e.path().display().to_string())
-        .filter(|p| p.contains(&pid) || p.contains(&format!("e2e{}", std::process::id() % 100_000)))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| ours.iter().any(|prefix| name.starts_with(prefix)))
         .collect()
 }
 
