@@ -114,7 +114,7 @@ async fn main() {
                 cloud: *cloud,
                 datapath: *datapath,
                 nodes: args.nodes as usize,
-                knobs: Knobs { pre_allocate: args.pre_allocate, max_allocate: args.max_allocate },
+                knobs: matrix::KNOBS,
             };
             let dir = args
                 .dir

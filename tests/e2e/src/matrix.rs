@@ -3,8 +3,9 @@
 //! server behind a ClusterIP (`dns.rs`), hostPort through the chained portmap plugin, an
 //! outside client, and the VPC's source check counting what a real VPC would drop.
 //!
-//! Pods, pinned to nodes: `client` and `near` on node 0, `far`, `dns` and `hostport` on
-//! node 1; the outside client is `fabric::OUTSIDE_CLIENT` behind the VPC router. Each cell makes `rounds` TCP exchanges (connect, echo) and, where the target
+//! Pods, pinned to nodes, each with an address of a secondary ENI (on EC2 pods are created
+//! until one gets such an address): `client` and `near` on node 0, `far`, `dns` and
+//! `hostport` on node 1; the outside client is `fabric::OUTSIDE_CLIENT` behind the VPC router. Each cell makes `rounds` TCP exchanges (connect, echo) and, where the target
 //! speaks UDP, `rounds` UDP datagrams; it counts failed connections, datagrams not echoed,
 //! and the source-check drops while it ran.
 
@@ -19,6 +20,7 @@ use serde_json::{Value, json};
 use crate::bed::Bed;
 use crate::daemon::Daemon;
 use crate::dns;
+use crate::node::Knobs;
 use crate::probe::{Echo, tcp_exchange, udp_exchange};
 
 /// The port every echo server listens on (pods and nodes).
@@ -141,6 +143,9 @@ fn primary_address(netns: &std::path::Path) -> Ipv4Addr {
         })
 }
 
+/// Pool knobs of a matrix bed: room for the pods that fill an EC2 primary ENI first.
+pub const KNOBS: Knobs = Knobs { pre_allocate: 3, max_allocate: 24 };
+
 /// Brings a bed with two nodes or more up for the matrix and runs every cell `rounds` times.
 pub async fn run(bed: &mut Bed, rounds: u32, say: &(dyn Fn(&str) + Sync)) -> Vec<Cell> {
     assert!(bed.config.nodes >= 2, "the matrix needs two nodes");
@@ -152,20 +157,21 @@ pub async fn run(bed: &mut Bed, rounds: u32, say: &(dyn Fn(&str) + Sync)) -> Vec
     let echo_ports = json!([]);
     let host_ports = json!([{"containerPort": ECHO_PORT, "hostPort": HOST_PORT, "protocol": "TCP"},
         {"containerPort": ECHO_PORT, "hostPort": HOST_PORT, "protocol": "UDP"}]);
-    for (name, node, ports) in [
-        ("client", &n0, &echo_ports),
-        ("near", &n0, &echo_ports),
-        ("far", &n1, &echo_ports),
-        ("dns", &n1, &echo_ports),
-        ("hostport", &n1, &host_ports),
+    let mut names = std::collections::BTreeMap::new();
+    for (role, node, ports) in [
+        ("client", 0, &echo_ports),
+        ("near", 0, &echo_ports),
+        ("far", 1, &echo_ports),
+        ("dns", 1, &echo_ports),
+        ("hostport", 1, &host_ports),
     ] {
-        bed.create_pod_on(name, node, ports.clone()).await;
+        names.insert(role, on_secondary_eni(bed, role, node, ports).await);
     }
-    bed.wait_all_running(Duration::from_secs(90)).await;
-    let pod = |name: &str| {
-        let node = if ["client", "near"].contains(&name) { 0 } else { 1 };
+    let pod = |role: &str| {
+        let node = if ["client", "near"].contains(&role) { 0 } else { 1 };
         let running = bed.nodes[node].kubelet.running();
-        let p = running.get(&format!("default/{name}")).unwrap_or_else(|| panic!("pod {name} runs")).clone();
+        let key = format!("default/{}", names[role]);
+        let p = running.get(&key).unwrap_or_else(|| panic!("pod {key} runs")).clone();
         (p.netns.path(), p.ip)
     };
     let (client, near, far, dns_pod, hostport) =
@@ -258,6 +264,35 @@ pub async fn run(bed: &mut Bed, rounds: u32, say: &(dyn Fn(&str) + Sync)) -> Vec
     cells.push(cell);
     drop(running);
     cells
+}
+
+/// Creates pods `role-0`, `role-1`, ... on node `node` until one runs with an address of a
+/// secondary ENI (device index 1 and up: where a VPC's source check bites when the node's
+/// stack routes by the main table), and returns its name. Pods that got an address of the
+/// primary ENI stay (they hold those addresses), but those with `ports` (hostPorts) are
+/// deleted. On ECS every pod address is on a secondary ENI; on EC2 the primary ENI's
+/// addresses are used first.
+async fn on_secondary_eni(bed: &Bed, role: &str, node: usize, ports: &Value) -> String {
+    let node_name = bed.nodes[node].name.clone();
+    for attempt in 0..24 {
+        let name = format!("{role}-{attempt}");
+        bed.create_pod_on(&name, &node_name, ports.clone()).await;
+        bed.wait_all_running(Duration::from_secs(90)).await;
+        let key = format!("default/{name}");
+        let ip =
+            bed.pod_ips().get(&key).map(|(_, ip)| *ip).unwrap_or_else(|| panic!("{key} runs with an IP"));
+        let enis = bed.cloud.enis().await;
+        let eni = enis.iter().find(|e| e.secondary_ips.contains(&ip));
+        if eni.is_some_and(|e| e.device_index.unwrap_or(0) >= 1) {
+            return name;
+        }
+        if ports.as_array().is_some_and(|p| !p.is_empty()) {
+            bed.delete_pod(&name);
+        }
+    }
+    panic!(
+        "no pod on {node_name} got an address of a secondary ENI in 24 tries: raise the bed's max-allocate"
+    );
 }
 
 /// Waits until kube-proxy's rules for every Service are on every node.

@@ -6,7 +6,6 @@
 use eni_ipam_e2e::bed::{Bed, BedConfig, DatapathMode};
 use eni_ipam_e2e::cloud::CloudKind;
 use eni_ipam_e2e::matrix::{self, table};
-use eni_ipam_e2e::node::Knobs;
 
 const ROUNDS: u32 = 3;
 
@@ -28,8 +27,7 @@ async fn every_datapath(cloud: CloudKind) {
     let mut failures = Vec::new();
     let mut tables = Vec::new();
     for datapath in DatapathMode::ALL {
-        let config =
-            BedConfig { cloud, datapath, nodes: 2, knobs: Knobs { pre_allocate: 3, max_allocate: 10 } };
+        let config = BedConfig { cloud, datapath, nodes: 2, knobs: matrix::KNOBS };
         let dir = std::env::var_os("ENI_E2E_DIR").map(|d| {
             std::path::PathBuf::from(d)
                 .join(format!("matrix-{cloud}-{}", datapath.to_string().replace('/', "-")))
