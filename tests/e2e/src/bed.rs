@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use eni_ipam_cloud::tag;
-use eni_ipam_kube_standin::{ENINODES, KubeStandin, LEASES, NODES, PODS, Pki};
+use eni_ipam_kube_standin::{ENINODES, KubeStandin, LEASES, NODES, PODS, Pki, SERVICECIDRS};
 use eni_ipam_netns_testbed::fabric::Fabric;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -21,15 +21,62 @@ use tokio::task::JoinHandle;
 use crate::chart::{self, ChartControlPlane, PodSupply, arg_value};
 use crate::cloud::{CLUSTER, Cloud, CloudCounts, CloudKind};
 use crate::daemon::Daemon;
+use crate::kube_proxy::{self, ProxiedNodes};
 use crate::kubelet::{Kubelet, pod_key};
 use crate::node::{AgentSetup, Knobs, Node, management_link};
 use crate::scheduler;
+
+/// The cluster's service range (EKS's default), served as a ServiceCIDR and given to the
+/// chart as `agent.datapath.serviceCIDRs`.
+pub const SERVICE_CIDR: &str = "10.100.0.0/16";
+
+/// Which datapath the agents run, as chart values choose it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DatapathMode {
+    /// eBPF programs attached through TCX links (`agent.datapath.tcAttach: tcx`).
+    EbpfTcx,
+    /// eBPF programs attached through netlink to a clsact qdisc (`tcAttach: netlink`).
+    EbpfNetlink,
+    /// No eBPF: the node's stack with policy routing (`agent.datapath.enabled: false`).
+    None,
+}
+
+impl std::fmt::Display for DatapathMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::EbpfTcx => "ebpf/tcx",
+            Self::EbpfNetlink => "ebpf/netlink",
+            Self::None => "none",
+        })
+    }
+}
+
+impl DatapathMode {
+    /// Every datapath.
+    pub const ALL: [Self; 3] = [Self::EbpfTcx, Self::EbpfNetlink, Self::None];
+
+    /// The chart values that choose it.
+    pub fn chart_values(self) -> Vec<String> {
+        let mut values = vec![format!("agent.datapath.serviceCIDRs={{{SERVICE_CIDR}}}")];
+        match self {
+            Self::EbpfTcx => {
+                values.extend(["agent.datapath.enabled=true".into(), "agent.datapath.tcAttach=tcx".into()])
+            }
+            Self::EbpfNetlink => values
+                .extend(["agent.datapath.enabled=true".into(), "agent.datapath.tcAttach=netlink".into()]),
+            Self::None => values.push("agent.datapath.enabled=false".into()),
+        }
+        values
+    }
+}
 
 /// What a bed is made of.
 #[derive(Clone, Debug)]
 pub struct BedConfig {
     /// The cloud.
     pub cloud: CloudKind,
+    /// The agents' datapath.
+    pub datapath: DatapathMode,
     /// Nodes.
     pub nodes: usize,
     /// Pool knobs of every node.
@@ -71,6 +118,7 @@ pub struct Bed {
     /// When each pod was created, and when it was first seen Running.
     pub pods: Arc<Mutex<BTreeMap<String, PodTimes>>>,
     fabric: Arc<Mutex<Fabric>>,
+    proxied: ProxiedNodes,
     tag: String,
     host_links: Vec<String>,
     webhook: Option<Daemon>,
@@ -101,8 +149,11 @@ impl Bed {
         let cloud = Arc::new(Cloud::start(config.cloud, config.nodes).await);
         let (_, standin) = KubeStandin::start_on(SocketAddr::from(([0, 0, 0, 0], 0))).await;
         std::fs::write(dir.join("kubeconfig"), standin.kubeconfig()).expect("write the kubeconfig");
-        let chart = ChartControlPlane::render(&chart_values(&cloud, host_address(0)));
+        let chart = ChartControlPlane::render(&chart_values(&cloud, host_address(0), config.datapath));
         let fabric = Arc::new(Mutex::new(Fabric::new(&tag)));
+        let range = json!({"apiVersion": "networking.k8s.io/v1", "kind": "ServiceCIDR",
+            "metadata": {"name": "kubernetes"}, "spec": {"cidrs": [SERVICE_CIDR]}});
+        standin.create(SERVICECIDRS, range).expect("create the ServiceCIDR");
         let mut bed = Self {
             config,
             cloud,
@@ -113,6 +164,7 @@ impl Bed {
             dir,
             pods: Arc::new(Mutex::new(BTreeMap::new())),
             fabric,
+            proxied: ProxiedNodes::default(),
             tag,
             host_links: Vec::new(),
             webhook: None,
@@ -123,7 +175,18 @@ impl Bed {
         bed.tasks.push(bed.follow_cloud());
         bed.tasks.push(scheduler::spawn(bed.standin.clone()));
         bed.tasks.push(bed.watch_pods());
+        bed.tasks.push(kube_proxy::spawn(bed.standin.clone(), bed.proxied.clone()));
         bed
+    }
+
+    /// The VPC fabric (router, node namespaces, outside client, source check).
+    pub fn fabric(&self) -> std::sync::MutexGuard<'_, Fabric> {
+        self.fabric.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Packets the VPC's source check dropped so far, all ENIs together.
+    pub fn source_check_drops(&self) -> u64 {
+        self.fabric().source_check_drops().values().sum()
     }
 
     /// Starts the webhook replica the chart's Deployment runs, on node [`WEBHOOK_NODE`]'s
@@ -175,7 +238,7 @@ impl Bed {
     pub fn start_operator(&mut self, i: usize) {
         let (identity, n) = (self.operators[i].identity.clone(), self.operators[i].node);
         let host = host_address(n);
-        let rendered = ChartControlPlane::render(&chart_values(&self.cloud, host));
+        let rendered = ChartControlPlane::render(&chart_values(&self.cloud, host, self.config.datapath));
         let kubeconfig = self.dir.join(format!("kubeconfig-{}", self.nodes[n].name));
         std::fs::write(&kubeconfig, self.standin.kubeconfig_via(host.into())).expect("write a kubeconfig");
         let (secret, node_env) = (self.cloud.secret(), self.cloud.node_env());
@@ -278,7 +341,7 @@ impl Bed {
                 &name,
                 &node_dir,
                 self.standin.clone(),
-                Node::cni(&netns, &node_dir),
+                Node::cni(&netns, &node_dir, &self.chart.conflist),
                 &self.tag,
             );
             let setup = AgentSetup {
@@ -287,10 +350,12 @@ impl Bed {
                 knobs: self.config.knobs,
                 agent_metrics_addr: self.chart.agent_metrics_addr.clone(),
                 device_plugin_metrics_addr: self.chart.device_plugin_metrics_addr.clone(),
+                datapath_args: self.chart.agent_datapath_args.clone(),
             };
             let node = tokio::task::block_in_place(|| {
                 Node::start(&name, instance, netns, address, &node_dir, kubelet, setup)
             });
+            self.proxied.lock().expect("kube-proxy nodes").push((name.clone(), node.netns.clone()));
             self.nodes.push(node);
             eprintln!("  {name} joined: instance {}, agent and device plugin up", self.nodes[i].instance.id);
             names.push(name);
@@ -346,6 +411,20 @@ impl Bed {
         let pod = json!({"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": "default", "labels": {"app": "e2e"}},
             "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]}});
+        self.post_pod(name, pod).await;
+    }
+
+    /// Creates a pod bound to node `node` (as a DaemonSet's or a pinned pod is) with
+    /// container `ports` (`hostPort`s among them).
+    pub async fn create_pod_on(&self, name: &str, node: &str, ports: Value) {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "labels": {"app": name}},
+            "spec": {"nodeName": node,
+                "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10", "ports": ports}]}});
+        self.post_pod(name, pod).await;
+    }
+
+    async fn post_pod(&self, name: &str, pod: Value) {
         let url = format!("http://127.0.0.1:{}/api/v1/namespaces/default/pods", self.standin.addr().port());
         self.pods.lock().expect("pods").insert(format!("default/{name}"), (Instant::now(), None));
         let answer = self.http.post(&url).json(&pod).send().await.expect("POST a pod to the stand-in");
@@ -472,9 +551,10 @@ fn host_address(i: usize) -> Ipv4Addr {
 
 /// The chart's values for this bed: its cloud as a node reaches it through `host`, and
 /// timings short enough for a test (2 s lease, 2 s release delay, a GC pass every few s).
-fn chart_values(cloud: &Cloud, host: Ipv4Addr) -> Vec<String> {
+fn chart_values(cloud: &Cloud, host: Ipv4Addr, datapath: DatapathMode) -> Vec<String> {
     let gc = format!("{}ms", GC_PERIOD.as_millis());
     let mut values = cloud.chart_values(host);
+    values.extend(datapath.chart_values());
     values.extend([
         format!("clusterName={CLUSTER}"),
         "pool.releaseDelay=2s".into(),

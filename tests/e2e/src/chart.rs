@@ -40,6 +40,27 @@ pub struct ChartControlPlane {
     pub agent_metrics_addr: String,
     /// `--metrics-addr` of the device plugin container of the DaemonSet.
     pub device_plugin_metrics_addr: String,
+    /// The agent's datapath flags (`--datapath`, `--tc-attach`, `--service-cidr`,
+    /// `--host-route`), as the DaemonSet passes them.
+    pub agent_datapath_args: Vec<String>,
+    /// The CNI network configuration list the chart installs on every node.
+    pub conflist: Value,
+}
+
+/// Flags of the agent that choose and configure its datapath (the bed keeps its own pin folder).
+const DATAPATH_FLAGS: [&str; 4] = ["--datapath=", "--tc-attach=", "--service-cidr=", "--host-route="];
+
+/// The conflist in the chart's CNI ConfigMap (its only key).
+fn conflist_of(objects: &[Value]) -> Value {
+    let map = objects
+        .iter()
+        .find(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == "eni-ipam-cni")
+        .expect("the chart renders the CNI ConfigMap");
+    let text = map["data"]
+        .as_object()
+        .and_then(|d| d.values().next()?.as_str())
+        .expect("the ConfigMap has the conflist");
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("the chart's conflist is not JSON ({e}): {text}"))
 }
 
 fn strings(value: &Value) -> Vec<String> {
@@ -71,6 +92,9 @@ impl ChartControlPlane {
         for container in [&operator, &webhook] {
             assert!(container.host_network, "the chart runs {} on the host network", container.label());
         }
+        let agent = container_of(&all, "DaemonSet/eni-ipam-agent", "agent");
+        let agent_datapath_args =
+            agent.args.iter().filter(|a| DATAPATH_FLAGS.iter().any(|f| a.starts_with(f))).cloned().collect();
         let metrics_of = |name: &str| {
             let container = container_of(&all, "DaemonSet/eni-ipam-agent", name);
             arg_value(&container.args, "--metrics-addr").expect("the chart sets --metrics-addr").to_owned()
@@ -104,6 +128,8 @@ impl ChartControlPlane {
             excluded_namespaces: excluded,
             agent_metrics_addr: metrics_of("agent"),
             device_plugin_metrics_addr: metrics_of("device-plugin"),
+            agent_datapath_args,
+            conflist: conflist_of(&objects),
         }
     }
 

@@ -245,6 +245,7 @@ impl Cloud {
                     primary_ip: e.primary_ip,
                     secondary_ips: e.secondary_ips.clone(),
                     gateway: subnet.gateway,
+                    prefix_len: subnet.cidr.split('/').nth(1).and_then(|p| p.parse().ok()).unwrap_or(32),
                 })
             })
             .collect()

@@ -7,7 +7,10 @@
 //!   ids not held by another pod (`Allocate` is called), else it fails with
 //!   `UnexpectedAdmissionError` as kubelet does;
 //! - the pod-resources `List` service (which pods hold which ids);
-//! - the pod sandbox: a network namespace per pod, the CNI plugin run for ADD
+//! - the pod sandbox: a network namespace per pod, the chart's CNI network
+//!   configuration list run as libcni runs it (ADD through every plugin in
+//!   order, each given the previous one's result; DEL in reverse order; the
+//!   `portMappings` capability filled from the pod's `hostPort`s) for ADD
 //!   (retried every second while it fails, as kubelet retries a sandbox) and
 //!   DEL when the pod is deleted; the pod's status gets its IP and `Running`.
 //!
@@ -53,6 +56,10 @@ pub struct RunningPod {
     pub netns: Netns,
     /// Its IP.
     pub ip: Ipv4Addr,
+    /// The `portMappings` runtime config it was added with.
+    pub port_mappings: Value,
+    /// The result of its ADD (the chain's last), given back on DEL.
+    pub result: Value,
 }
 
 #[derive(Default)]
@@ -73,11 +80,13 @@ struct State {
     registrations: u64,
 }
 
-/// How to run the CNI plugin on this node.
+/// How to run the CNI plugins on this node.
 #[derive(Clone, Debug)]
 pub struct Cni {
-    /// The plugin binary.
-    pub plugin: PathBuf,
+    /// The network configuration list (the chart's conflist).
+    pub conflist: Value,
+    /// Folders searched for the plugin binaries (`CNI_PATH`).
+    pub bin_dirs: Vec<PathBuf>,
     /// Network namespace of the node (the plugin runs in it).
     pub node_netns: PathBuf,
     /// The agent's socket.
@@ -156,6 +165,11 @@ impl KubeletLink {
     }
 }
 
+/// The first address of a CNI result.
+fn pod_ip(result: &Value) -> Option<Ipv4Addr> {
+    result["ips"][0]["address"].as_str()?.split('/').next()?.parse().ok()
+}
+
 #[tonic::async_trait]
 impl PodResourcesLister for PodResourcesView {
     async fn list(
@@ -187,6 +201,40 @@ impl PodResourcesLister for PodResourcesView {
 
 #[derive(Clone)]
 struct PodResourcesView(Arc<Mutex<State>>);
+
+/// The `portMappings` runtime config of a pod: its containers' ports with a `hostPort`.
+pub fn port_mappings(pod: &Value) -> Value {
+    let mappings: Vec<Value> = pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
+        .filter(|p| p["hostPort"].as_u64().is_some_and(|h| h > 0))
+        .map(|p| {
+            json!({"hostPort": p["hostPort"], "containerPort": p["containerPort"],
+                "protocol": p["protocol"].as_str().unwrap_or("TCP").to_ascii_lowercase()})
+        })
+        .collect();
+    Value::Array(mappings)
+}
+
+/// The configuration one plugin of `conflist` gets on stdin (as libcni builds it): the
+/// plugin's object with the list's `cniVersion` and `name`, the previous plugin's result,
+/// and the runtime config of the capabilities it declares.
+pub fn plugin_config(conflist: &Value, plugin: &Value, prev: Option<&Value>, port_mappings: &Value) -> Value {
+    let mut config = plugin.clone();
+    config["cniVersion"] = conflist["cniVersion"].clone();
+    config["name"] = conflist["name"].clone();
+    if let Some(prev) = prev {
+        config["prevResult"] = prev.clone();
+    }
+    if plugin["capabilities"]["portMappings"] == true
+        && port_mappings.as_array().is_some_and(|m| !m.is_empty())
+    {
+        config["runtimeConfig"] = json!({"portMappings": port_mappings});
+    }
+    config
+}
 
 /// `namespace/name` of a pod object.
 pub fn pod_key(pod: &Value) -> String {
@@ -333,7 +381,10 @@ impl Kubelet {
                 .collect()
         };
         for (key, pod) in gone {
-            if self.cni_run("DEL", &key, &pod.container, &pod.netns).await.is_ok() {
+            let done = self
+                .cni_run("DEL", &key, &pod.container, &pod.netns, &pod.port_mappings, Some(&pod.result))
+                .await;
+            if done.is_ok() {
                 let mut state = self.state.lock().expect("kubelet state");
                 state.running.remove(&key);
                 state.held.remove(&key);
@@ -352,7 +403,7 @@ impl Kubelet {
             if !self.admit(&key, &pod).await {
                 continue;
             }
-            self.start_sandbox(&key).await;
+            self.start_sandbox(&key, &pod).await;
         }
     }
 
@@ -389,67 +440,125 @@ impl Kubelet {
         true
     }
 
-    async fn start_sandbox(&self, key: &str) {
+    async fn start_sandbox(&self, key: &str, pod: &Value) {
+        let mappings = port_mappings(pod);
         let container = {
             let mut serial = self.serial.lock().expect("serial");
             *serial += 1;
             format!("{}{:06}", self.node.replace('-', ""), *serial)
         };
         let netns = Netns::create(format!("{}-p{}", self.tag, container));
-        match self.cni_run("ADD", key, &container, &netns).await {
-            Ok(ip) => {
-                let ip = ip.expect("ADD prints an address");
+        match self.cni_run("ADD", key, &container, &netns, &mappings, None).await {
+            Ok(result) => {
+                let Some(ip) = pod_ip(&result) else {
+                    tracing::warn!(node = %self.node, pod = %key, %result, "CNI ADD printed no address");
+                    let _ = self.cni_run("DEL", key, &container, &netns, &mappings, Some(&result)).await;
+                    return;
+                };
                 let (ns, name) = key.split_once('/').expect("a pod key");
                 let status = json!({"status": {"phase": "Running", "podIP": ip.to_string(),
                     "podIPs": [{"ip": ip.to_string()}],
                     "conditions": [{"type": "Ready", "status": "True"}]}});
                 if self.standin.merge_patch(PODS, ns, name, status, true).is_err() {
                     // Deleted meanwhile: undo at once.
-                    let _ = self.cni_run("DEL", key, &container, &netns).await;
+                    let _ = self.cni_run("DEL", key, &container, &netns, &mappings, Some(&result)).await;
                     return;
                 }
-                let pod = Arc::new(RunningPod { container, netns, ip });
+                let pod = Arc::new(RunningPod { container, netns, ip, port_mappings: mappings, result });
                 self.state.lock().expect("kubelet state").running.insert(key.to_owned(), pod);
             }
             Err(e) => {
                 self.state.lock().expect("kubelet state").add_failures += 1;
                 tracing::debug!(node = %self.node, pod = %key, error = %e, "CNI ADD failed; retrying");
                 // kubelet tears a failed sandbox down before the next try.
-                let _ = self.cni_run("DEL", key, &container, &netns).await;
+                let _ = self.cni_run("DEL", key, &container, &netns, &mappings, None).await;
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
     }
 
-    /// Runs the plugin as a runtime does; the address on ADD.
+    /// Runs the conflist as a runtime does (libcni): ADD through each plugin in order with
+    /// the previous result, DEL in reverse order; the last ADD result.
     async fn cni_run(
         &self,
         command: &str,
         key: &str,
         container: &str,
         netns: &Netns,
-    ) -> Result<Option<Ipv4Addr>, String> {
+        mappings: &Value,
+        cached: Option<&Value>,
+    ) -> Result<Value, String> {
+        let conflist = &self.cni.conflist;
+        let mut plugins: Vec<Value> = conflist["plugins"].as_array().cloned().unwrap_or_default();
+        if plugins.is_empty() {
+            return Err(format!("the CNI network configuration has no plugins: {conflist}"));
+        }
+        if command == "DEL" {
+            plugins.reverse();
+        }
+        let mut prev = cached.cloned();
+        let mut last = Value::Null;
+        let mut errors = Vec::new();
+        for plugin in &plugins {
+            let mut config = plugin_config(conflist, plugin, prev.as_ref(), mappings);
+            if config["type"] == "eni-ipam-cni" {
+                // The agent's socket, where the chart's hostPath volume puts it on this node.
+                config["socket"] = json!(self.cni.agent_socket);
+            }
+            match self.cni_exec(command, key, container, netns, &config).await {
+                Ok(result) if command == "ADD" => {
+                    prev = Some(result.clone());
+                    last = result;
+                }
+                Ok(_) => {}
+                // DEL goes on through every plugin, as libcni does, and reports the first error.
+                Err(e) if command == "DEL" => errors.push(e),
+                Err(e) => return Err(e),
+            }
+        }
+        match errors.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(last),
+        }
+    }
+
+    /// Runs one plugin binary (`type`, found in the CNI path) in the node's namespace.
+    async fn cni_exec(
+        &self,
+        command: &str,
+        key: &str,
+        container: &str,
+        netns: &Netns,
+        config: &Value,
+    ) -> Result<Value, String> {
         let (ns, name) = key.split_once('/').expect("a pod key");
-        let config = json!({"cniVersion": "1.0.0", "name": "eni-ipam", "type": "eni-ipam-cni",
-            "socket": self.cni.agent_socket, "timeoutSeconds": 5});
+        let kind = config["type"].as_str().unwrap_or_default();
+        let binary =
+            self.cni.bin_dirs.iter().map(|d| d.join(kind)).find(|p| p.exists()).ok_or_else(|| {
+                format!(
+                    "CNI plugin {kind} is in none of {:?} (scripts/install-test-tools)",
+                    self.cni.bin_dirs
+                )
+            })?;
+        let cni_path = std::env::join_paths(&self.cni.bin_dirs).map_err(|e| e.to_string())?;
         let mut child = tokio::process::Command::new("nsenter")
             .arg(format!("--net={}", self.cni.node_netns.display()))
             .arg("--")
-            .arg(&self.cni.plugin)
+            .arg(&binary)
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", container)
             .env("CNI_NETNS", netns.path())
             .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", "/opt/cni/bin")
+            .env("CNI_PATH", cni_path)
             .env("CNI_ARGS", format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name}"))
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| format!("spawn the CNI plugin: {e}"))?;
+            .map_err(|e| format!("spawn the CNI plugin {kind}: {e}"))?;
         {
             use tokio::io::AsyncWriteExt;
             let mut stdin = child.stdin.take().expect("piped stdin");
@@ -457,23 +566,19 @@ impl Kubelet {
         }
         let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
             .await
-            .map_err(|_| format!("CNI {command} of {key} hung for 20 s"))?
+            .map_err(|_| format!("CNI {command} ({kind}) of {key} hung for 20 s"))?
             .map_err(|e| e.to_string())?;
         if !out.status.success() {
             return Err(format!(
-                "CNI {command} of {key}: {} {}",
+                "CNI {command} ({kind}) of {key}: {} {}",
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
         if command != "ADD" {
-            return Ok(None);
+            return Ok(Value::Null);
         }
-        let result: Value =
-            serde_json::from_slice(&out.stdout).map_err(|e| format!("CNI ADD output: {e}"))?;
-        let address = result["ips"][0]["address"].as_str().unwrap_or_default();
-        let ip = address.split('/').next().and_then(|a| a.parse().ok());
-        ip.map(Some).ok_or_else(|| format!("CNI ADD of {key} printed no address: {result}"))
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("CNI ADD ({kind}) output: {e}"))
     }
 
     /// Stops serving (the bed is torn down).
@@ -481,5 +586,47 @@ impl Kubelet {
         for task in self.tasks.lock().expect("tasks").drain(..) {
             task.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_plugin_gets_the_list_header_the_previous_result_and_its_capabilities() {
+        let conflist = json!({"cniVersion": "1.0.0", "name": "eni-ipam", "plugins": [
+            {"type": "eni-ipam-cni", "socket": "/s"},
+            {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}]});
+        let pod = json!({"spec": {"containers": [{"ports": [
+            {"containerPort": 8080, "hostPort": 18080, "protocol": "UDP"},
+            {"containerPort": 9090},
+            {"containerPort": 7070, "hostPort": 17070}]}]}});
+        let mappings = port_mappings(&pod);
+        assert_eq!(
+            mappings,
+            json!([{"hostPort": 18080, "containerPort": 8080, "protocol": "udp"},
+                {"hostPort": 17070, "containerPort": 7070, "protocol": "tcp"}]),
+            "only ports with a hostPort, protocol lower-case (TCP when unset)"
+        );
+        let first = plugin_config(&conflist, &conflist["plugins"][0], None, &mappings);
+        assert_eq!(
+            first,
+            json!({"type": "eni-ipam-cni", "socket": "/s", "cniVersion": "1.0.0", "name": "eni-ipam"}),
+            "no capability declared: no runtimeConfig; the first plugin has no prevResult"
+        );
+        let prev = json!({"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.5/32"}]});
+        let second = plugin_config(&conflist, &conflist["plugins"][1], Some(&prev), &mappings);
+        assert_eq!(second["prevResult"], prev);
+        assert_eq!(second["runtimeConfig"], json!({"portMappings": mappings}));
+        assert_eq!(second["snat"], true);
+        assert_eq!(
+            second["capabilities"],
+            json!({"portMappings": true}),
+            "libcni passes the object as it is"
+        );
+        let no_ports = plugin_config(&conflist, &conflist["plugins"][1], Some(&prev), &json!([]));
+        assert!(no_ports.get("runtimeConfig").is_none(), "a pod without hostPort gets no runtimeConfig");
+        assert_eq!(pod_ip(&prev), Some(Ipv4Addr::new(10, 0, 0, 5)));
     }
 }

@@ -2,14 +2,17 @@
 //! Brings up a cloud, the stand-in apiserver, the webhook, two operators and
 //! nodes, runs the scenarios with progress, prints the summary table, and with
 //! `--stay` keeps everything up so `kubectl --kubeconfig <dir>/kubeconfig get
-//! eninodes,pods -o wide` can look at it. Needs root (namespaces, eBPF).
+//! eninodes,pods -o wide` can look at it. Then, per datapath (eBPF over TCX, over
+//! netlink, none), a fresh bed runs the traffic matrix of issue 29 and prints it.
+//! Needs root (namespaces, eBPF, iptables).
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Parser;
-use eni_ipam_e2e::bed::{Bed, BedConfig};
+use eni_ipam_e2e::bed::{Bed, BedConfig, DatapathMode};
 use eni_ipam_e2e::cloud::CloudKind;
+use eni_ipam_e2e::matrix;
 use eni_ipam_e2e::node::Knobs;
 use eni_ipam_e2e::report::table;
 use eni_ipam_e2e::scenarios::{Run, Size};
@@ -42,6 +45,18 @@ struct Args {
     /// Most IPs in a node's pool.
     #[arg(long, default_value_t = 10)]
     max_allocate: u32,
+    /// Datapaths the traffic matrix runs on, one bed each (repeat or comma-separate).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = DatapathMode::ALL)]
+    datapath: Vec<DatapathMode>,
+    /// Rounds per matrix cell (default 10, 50 with --full).
+    #[arg(long)]
+    rounds: Option<u32>,
+    /// Skip the scenarios, run only the traffic matrix.
+    #[arg(long)]
+    matrix_only: bool,
+    /// Skip the traffic matrix.
+    #[arg(long)]
+    no_matrix: bool,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
@@ -58,8 +73,12 @@ async fn main() {
     let mut tables = Vec::new();
     let count = args.cloud.len();
     for (i, cloud) in args.cloud.iter().enumerate() {
+        if args.matrix_only {
+            continue;
+        }
         let config = BedConfig {
             cloud: *cloud,
+            datapath: args.datapath.first().copied().unwrap_or(DatapathMode::EbpfTcx),
             nodes: args.nodes as usize,
             knobs: Knobs { pre_allocate: args.pre_allocate, max_allocate: args.max_allocate },
         };
@@ -87,7 +106,40 @@ async fn main() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+    let rounds = args.rounds.unwrap_or(if args.full { 50 } else { 10 });
+    let mut failed = 0;
+    for cloud in args.cloud.iter().filter(|_| !args.no_matrix) {
+        for datapath in &args.datapath {
+            let config = BedConfig {
+                cloud: *cloud,
+                datapath: *datapath,
+                nodes: args.nodes as usize,
+                knobs: matrix::KNOBS,
+            };
+            let dir = args
+                .dir
+                .as_ref()
+                .map(|d| d.join(format!("matrix-{cloud}-{}", datapath.to_string().replace('/', "-"))));
+            let mut bed = Bed::start(config, dir).await;
+            let cells = matrix::run(&mut bed, rounds, &progress).await;
+            drop(bed);
+            failed += cells.iter().filter(|c| !c.clean()).count();
+            let text = matrix::table(
+                &format!(
+                    "## traffic matrix: {cloud}, datapath {datapath}, {} nodes, {rounds} rounds",
+                    args.nodes
+                ),
+                &cells,
+            );
+            println!("{text}");
+            tables.push(text);
+        }
+    }
     for t in tables {
         println!("{t}");
+    }
+    if failed > 0 {
+        eprintln!("{failed} cells of the traffic matrix failed");
+        std::process::exit(1);
     }
 }

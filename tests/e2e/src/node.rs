@@ -41,6 +41,9 @@ pub struct AgentSetup {
     pub agent_metrics_addr: String,
     /// `--metrics-addr` of the device plugin, as the chart renders it (host network).
     pub device_plugin_metrics_addr: String,
+    /// The datapath flags of the agent as the chart renders them (`--datapath`,
+    /// `--tc-attach`, `--service-cidr`, `--host-route`).
+    pub datapath_args: Vec<String>,
 }
 
 /// A node.
@@ -63,15 +66,17 @@ pub struct Node {
     pins: PinDir,
 }
 
-/// Gives the node namespace at `netns` a veth to the host: host side `host_ip/30`,
-/// node side the next address. Returns the host side's link name and the node's address.
+/// Gives the node namespace at `netns` a veth to the host (the bed's way to the apiserver
+/// and the cloud): host side `host_ip/30`, node side the next address, of link scope. Returns the host side's link name and the node's address.
 pub fn management_link(netns_name: &str, link: &str, host_ip: Ipv4Addr) -> (String, Ipv4Addr) {
     let node_ip = Ipv4Addr::from(u32::from(host_ip) + 1);
     let _ = Command::new("ip").args(["link", "del", link]).output();
     run("ip", &["link", "add", link, "type", "veth", "peer", "name", "mgmt", "netns", netns_name]);
     run("ip", &["addr", "add", &format!("{host_ip}/30"), "dev", link]);
     run("ip", &["link", "set", link, "up"]);
-    run("ip", &["-n", netns_name, "addr", "add", &format!("{node_ip}/30"), "dev", "mgmt"]);
+    // Link scope: the node's own traffic elsewhere (masquerade, replies, probes) takes its
+    // primary ENI's address, as on a cloud node, which has no such link.
+    run("ip", &["-n", netns_name, "addr", "add", &format!("{node_ip}/30"), "dev", "mgmt", "scope", "link"]);
     run("ip", &["-n", netns_name, "link", "set", "mgmt", "up"]);
     (link.to_owned(), node_ip)
 }
@@ -112,9 +117,13 @@ impl Node {
     }
 
     /// How the kubelet runs the CNI plugin here.
-    pub fn cni(netns: &Path, dir: &Path) -> Cni {
+    pub fn cni(netns: &Path, dir: &Path, conflist: &serde_json::Value) -> Cni {
+        let ours = binary("eni-ipam-cni");
+        let here = ours.parent().expect("a binary has a folder").to_owned();
         Cni {
-            plugin: binary("eni-ipam-cni"),
+            conflist: conflist.clone(),
+            // Ours, and the standard plugins (portmap) where Debian's package puts them.
+            bin_dirs: vec![here, PathBuf::from("/usr/lib/cni"), PathBuf::from("/opt/cni/bin")],
             node_netns: netns.to_owned(),
             agent_socket: dir.join("agent.sock"),
         }
@@ -135,7 +144,8 @@ impl Node {
             .arg("--")
             .arg(binary("eni-ipam-agent"))
             .args(["--node-name", &self.name, "--kube-url", &self.setup.kube_url])
-            .args(["--metrics-addr", &self.setup.agent_metrics_addr, "--datapath", "ebpf"])
+            .args(["--metrics-addr", &self.setup.agent_metrics_addr])
+            .args(&self.setup.datapath_args)
             .arg("--bpf-pin-dir")
             .arg(self.pins.path())
             .arg("--socket")

@@ -4,14 +4,19 @@
 //! The chart is rendered with `helm` (scripts/install-test-tools) to start the
 //! operator and the webhook as it does.
 
-use eni_ipam_e2e::bed::{Bed, BedConfig};
+use eni_ipam_e2e::bed::{Bed, BedConfig, DatapathMode};
 use eni_ipam_e2e::cloud::CloudKind;
 use eni_ipam_e2e::node::Knobs;
 use eni_ipam_e2e::report::table;
 use eni_ipam_e2e::scenarios::{Run, Size};
 
 async fn every_scenario(cloud: CloudKind) {
-    let config = BedConfig { cloud, nodes: 3, knobs: Knobs { pre_allocate: 3, max_allocate: 10 } };
+    let config = BedConfig {
+        cloud,
+        datapath: DatapathMode::EbpfTcx,
+        nodes: 3,
+        knobs: Knobs { pre_allocate: 3, max_allocate: 10 },
+    };
     let dir = std::env::var_os("ENI_E2E_DIR").map(|d| std::path::PathBuf::from(d).join(cloud.to_string()));
     let mut bed = Bed::start(config, dir).await;
     let progress = |line: &str| eprintln!("{line}");

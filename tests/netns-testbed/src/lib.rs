@@ -9,6 +9,7 @@
 
 pub mod fabric;
 pub mod netns;
+pub mod source_check;
 pub mod traffic;
 
 use std::{collections::BTreeMap, net::Ipv4Addr};

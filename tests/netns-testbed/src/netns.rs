@@ -110,16 +110,7 @@ impl Netns {
     /// Runs `f` on a thread that has entered this namespace (the datapath attaches by
     /// ifindex in the calling thread's namespace; sockets are created in it).
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = self.path();
-        std::thread::scope(|scope| {
-            scope
-                .spawn(move || {
-                    enter(&path);
-                    f()
-                })
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
+        run_in(&self.path(), f)
     }
 
     /// Like [`Netns::run`] on a detached thread.
@@ -163,6 +154,20 @@ impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
     }
+}
+
+/// Runs `f` on a thread that has entered the network namespace at `path` (sockets made
+/// there stay in it).
+pub fn run_in<T: Send>(path: &Path, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                enter(path);
+                f()
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 fn enter(path: &Path) {

@@ -19,9 +19,9 @@ use eni_ipam_netns_testbed::traffic::ping;
 fn listing(cloud: &FakeCloud) -> Vec<CloudEni> {
     let console = cloud.console();
     let subnets = console.list_subnets(&VpcId::from("vpc-fabric"));
+    let cidr = |e: &Eni| subnets.iter().find(|s| s.id == e.subnet).expect("the ENI's subnet").cidr.clone();
     let gateway = |e: &Eni| {
-        let cidr = &subnets.iter().find(|s| s.id == e.subnet).expect("the ENI's subnet").cidr;
-        let base: Ipv4Addr = cidr.split('/').next().unwrap().parse().unwrap();
+        let base: Ipv4Addr = cidr(e).split('/').next().unwrap().parse().unwrap();
         Ipv4Addr::from(u32::from(base) + 1)
     };
     console
@@ -35,6 +35,7 @@ fn listing(cloud: &FakeCloud) -> Vec<CloudEni> {
             primary_ip: e.primary_ip,
             secondary_ips: e.secondary_ips.clone(),
             gateway: gateway(e),
+            prefix_len: cidr(e).split('/').nth(1).unwrap().parse().unwrap(),
         })
         .collect()
 }
@@ -92,10 +93,40 @@ fn enis_attached_in_the_cloud_are_plugged_routed_and_unplugged() {
         let node = fabric.node(&instance.to_string());
         let link = Fabric::eni_link(1);
         node.ip(&["addr", "add", &format!("{}/32", eni.secondary_ips[0]), "dev", &link]);
-        node.ip(&["route", "add", "default", "via", &eni.gateway.to_string(), "dev", &link, "onlink"]);
+        let peer = if eni.id == eni_a.id { eni_b } else { eni_a };
+        let to_peer = format!("{}/32", peer.secondary_ips[0]);
+        node.ip(&["route", "add", &to_peer, "via", &eni.gateway.to_string(), "dev", &link, "onlink"]);
     }
     let reply = ping(fabric.node(&a.to_string()), eni_b.secondary_ips[0], 3, "0.05", None);
     assert_eq!(reply.received, 3, "A reaches B over the fabric: {reply:?}");
+    let drops = |fabric: &Fabric| fabric.source_check_drops().values().sum::<u64>();
+    assert_eq!(drops(&fabric), 0, "every address A and B sent from is their ENI's own");
+
+    // The primary ENI is set up as DHCP does: primary address with the subnet's prefix, and
+    // the default route through the subnet's gateway.
+    let primary_b =
+        view.iter().find(|e| e.instance.as_deref() == Some(&b.to_string()) && e.device_index == 0).unwrap();
+    let primary_a =
+        view.iter().find(|e| e.instance.as_deref() == Some(&a.to_string()) && e.device_index == 0).unwrap();
+    let addresses = fabric.node(&b.to_string()).ip_text(&["-4", "-o", "addr", "show", "dev", "eni0"]);
+    assert!(addresses.contains(&format!("{}/24", primary_b.primary_ip)), "{addresses}");
+    let default = fabric.node(&b.to_string()).ip_text(&["route", "show", "default"]);
+    assert!(default.contains(&format!("via {} dev eni0", primary_b.gateway)), "{default}");
+
+    // A sends from ENI 1's address out of its primary ENI: the VPC drops it and counts it
+    // against the primary ENI.
+    let spoofed =
+        ping(fabric.node(&a.to_string()), primary_b.primary_ip, 3, "0.05", Some(eni_a.secondary_ips[0]));
+    assert_eq!(spoofed.received, 0, "the source check drops it: {spoofed:?}");
+    let by_eni = fabric.source_check_drops();
+    assert_eq!(by_eni.get(&primary_a.id).copied(), Some(3), "{by_eni:?}");
+    assert_eq!(drops(&fabric), 3, "{by_eni:?}");
+    let own = ping(fabric.node(&a.to_string()), primary_b.primary_ip, 3, "0.05", None);
+    assert_eq!(own.received, 3, "from the primary ENI's own address it passes: {own:?}");
+
+    // A client outside the VPC reaches a node's primary address through the router.
+    let outside = ping(fabric.outside_client(), primary_b.primary_ip, 3, "0.05", None);
+    assert_eq!(outside.received, 3, "{outside:?}");
 
     // An address that moves to another ENI between two syncs (one node released it, another
     // got it) is routed to its new link, whatever order the listing comes in.
@@ -127,6 +158,7 @@ fn enis_attached_in_the_cloud_are_plugged_routed_and_unplugged() {
     cloud.console().settle(Instant::now() + Duration::from_secs(1));
     let detached = fabric.sync(&listing(&cloud));
     assert_eq!(detached.unplugged, vec![enis[1].to_string()]);
+    assert_eq!(drops(&fabric), 3, "an unplugged ENI's drops are kept");
     let links = fabric.node(&b.to_string()).ip(&["-o", "link", "show"]);
     assert!(!String::from_utf8_lossy(&links.stdout).contains(&Fabric::eni_link(1)), "B's ENI 1 is gone");
 }
