@@ -1,9 +1,11 @@
 //! The loaded datapath: programs and maps pinned in bpffs, adopted again after a restart.
 //!
 //! Pin layout under the pin directory (default [`DEFAULT_PIN_DIR`]):
-//! - `maps/endpoints`, `maps/pod_veths`, `maps/host_routes`, `maps/endpoint_counters`
-//! - `programs/from_pod`, `programs/from_eni`
-//! - `links/pod-<ifindex>`, `links/eni-<ifindex>` (TCX links, TC ingress)
+//! - `maps/endpoints`, `maps/pod_veths`, `maps/host_routes`, `maps/endpoint_counters`,
+//!   `maps/nat_flows`
+//! - `programs/from_pod`, `programs/from_eni`, `programs/nat_learn`
+//! - `links/pod-<ifindex>`, `links/eni-<ifindex>` (TCX links, TC ingress),
+//!   `links/pod-egress-<ifindex>`, `links/eni-egress-<ifindex>` (`nat_learn`, TC egress)
 //!
 //! Everything the kernel needs to forward packets is pinned, so dropping a [`Datapath`]
 //! (the agent exiting) leaves traffic flowing; [`Datapath::load_or_adopt`] picks the pins up.
@@ -17,13 +19,13 @@ use std::{
 use aya::{
     EbpfLoader,
     maps::{HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuValues, lpm_trie::Key},
-    programs::{SchedClassifier, TcAttachType, links::FdLink},
+    programs::{SchedClassifier, links::FdLink},
 };
 use tracing::{debug, info};
 
 use crate::{
     DatapathError, EndpointCounters, EndpointInfo, Ipv4Prefix,
-    abi::{CounterValue, EndpointKey, EndpointValue, MAX_ENDPOINTS, UNATTRIBUTED_SLOT, VethOwner},
+    abi::{CounterValue, EndpointKey, EndpointValue, MAX_ENDPOINTS, NatFlowKey, UNATTRIBUTED_SLOT, VethOwner},
     hook::Hook,
     probe::probe,
 };
@@ -38,6 +40,7 @@ const ENDPOINTS: &str = "endpoints";
 const POD_VETHS: &str = "pod_veths";
 const COUNTERS: &str = "endpoint_counters";
 const HOST_ROUTES: &str = "host_routes";
+const NAT_FLOWS: &str = "nat_flows";
 
 /// Reported as the endpoint of the counters of drops on attached veths without an endpoint.
 const UNATTRIBUTED: Ipv4Addr = Ipv4Addr::UNSPECIFIED;
@@ -68,10 +71,12 @@ pub struct Datapath {
     origin: Origin,
     from_pod: SchedClassifier,
     from_eni: SchedClassifier,
+    nat_learn: SchedClassifier,
     endpoints: HashMap<MapData, EndpointKey, EndpointValue>,
     pod_veths: HashMap<MapData, u32, VethOwner>,
     counters: PerCpuArray<MapData, CounterValue>,
     host_routes: LpmTrie<MapData, u32, u32>,
+    nat_flows: HashMap<MapData, NatFlowKey, u64>,
 }
 
 impl std::fmt::Debug for Datapath {
@@ -100,7 +105,9 @@ impl Datapath {
                 source: Box::new(source),
             })?;
         let mut adopted = 0;
-        for hook in Hook::ALL {
+        let mut programs: Vec<Hook> = Hook::ALL.to_vec();
+        programs.dedup_by_key(|hook| hook.program());
+        for &hook in &programs {
             let pin = hook.program_pin(&pin_dir);
             if pin.exists() {
                 adopted += 1;
@@ -115,7 +122,7 @@ impl Datapath {
             program.pin(&pin).map_err(|source| pin_error(&pin, "pin program", source))?;
             info!(program = hook.program(), pin = %pin.display(), "loaded and pinned eBPF program");
         }
-        let origin = if adopted == Hook::ALL.len() { Origin::Adopted } else { Origin::Loaded };
+        let origin = if adopted == programs.len() { Origin::Adopted } else { Origin::Loaded };
         let open = |hook: Hook| {
             let pin = hook.program_pin(&pin_dir);
             SchedClassifier::from_pin(&pin).map_err(|source| program_error(hook, "open pinned", &pin, source))
@@ -123,10 +130,12 @@ impl Datapath {
         let datapath = Self {
             from_pod: open(Hook::Pod)?,
             from_eni: open(Hook::Eni)?,
+            nat_learn: open(Hook::PodEgress)?,
             endpoints: take_map(&mut ebpf, ENDPOINTS)?,
             pod_veths: take_map(&mut ebpf, POD_VETHS)?,
             counters: take_map(&mut ebpf, COUNTERS)?,
             host_routes: take_map(&mut ebpf, HOST_ROUTES)?,
+            nat_flows: take_map(&mut ebpf, NAT_FLOWS)?,
             pin_dir,
             origin,
         };
@@ -142,25 +151,40 @@ impl Datapath {
         self.origin
     }
 
-    /// Attaches `from_pod` to TC ingress of a pod's host-side veth (in the calling thread's
-    /// network namespace). Idempotent: an attached, pinned link is kept.
+    /// Attaches `nat_learn` to TC egress and then `from_pod` to TC ingress of a pod's
+    /// host-side veth (in the calling thread's network namespace). Idempotent: an attached,
+    /// pinned link is kept.
     pub fn attach_pod(&mut self, veth_ifindex: u32) -> Result<(), DatapathError> {
+        self.attach(Hook::PodEgress, veth_ifindex)?;
         self.attach(Hook::Pod, veth_ifindex)
     }
 
-    /// Attaches `from_eni` to TC ingress of an ENI. Idempotent.
+    /// Attaches `nat_learn` to TC egress and then `from_eni` to TC ingress of an ENI.
+    /// Idempotent.
     pub fn attach_eni(&mut self, eni_ifindex: u32) -> Result<(), DatapathError> {
+        self.attach(Hook::EniEgress, eni_ifindex)?;
         self.attach(Hook::Eni, eni_ifindex)
     }
 
-    /// Detaches `from_pod` from a pod veth (no-op if not attached).
+    /// Detaches `from_pod` and `nat_learn` from a pod veth (no-op if not attached).
     pub fn detach_pod(&mut self, veth_ifindex: u32) -> Result<(), DatapathError> {
-        unpin_link(&Hook::Pod.link_pin(&self.pin_dir, veth_ifindex))
+        unpin_link(&Hook::Pod.link_pin(&self.pin_dir, veth_ifindex))?;
+        unpin_link(&Hook::PodEgress.link_pin(&self.pin_dir, veth_ifindex))
     }
 
-    /// Detaches `from_eni` from an ENI (no-op if not attached).
+    /// Detaches `from_eni` and `nat_learn` from an ENI (no-op if not attached).
     pub fn detach_eni(&mut self, eni_ifindex: u32) -> Result<(), DatapathError> {
-        unpin_link(&Hook::Eni.link_pin(&self.pin_dir, eni_ifindex))
+        unpin_link(&Hook::Eni.link_pin(&self.pin_dir, eni_ifindex))?;
+        unpin_link(&Hook::EniEgress.link_pin(&self.pin_dir, eni_ifindex))
+    }
+
+    /// The reply tuples of NATed flows `nat_learn` has recorded (replies that go through the
+    /// node's stack), with the last time a packet of each flow was seen (kernel monotonic ns).
+    pub fn nat_flows(&self) -> Result<Vec<(NatFlowKey, u64)>, DatapathError> {
+        self.nat_flows
+            .iter()
+            .map(|entry| entry.map_err(|source| DatapathError::map(NAT_FLOWS, "*", "iterate", source)))
+            .collect()
     }
 
     fn attach(&mut self, hook: Hook, ifindex: u32) -> Result<(), DatapathError> {
@@ -169,10 +193,11 @@ impl Datapath {
         let program = match hook {
             Hook::Pod => &mut self.from_pod,
             Hook::Eni => &mut self.from_eni,
+            Hook::PodEgress | Hook::EniEgress => &mut self.nat_learn,
         };
         let program_id =
             program.info().map_err(|source| program_error(hook, "read program info", &pin, source))?.id();
-        let (_, attached) = SchedClassifier::query_tcx(&name, TcAttachType::Ingress)
+        let (_, attached) = SchedClassifier::query_tcx(&name, hook.attach_type())
             .map_err(|source| program_error(hook, "query TCX links", &pin, source))?;
         let is_attached = attached.iter().any(|p| p.id() == program_id);
         if is_attached && pin.exists() {
@@ -182,8 +207,8 @@ impl Datapath {
         // A pin without an attachment is a link whose interface went away (ifindex reused).
         unpin_link(&pin)?;
         let link_id = program
-            .attach(&name, TcAttachType::Ingress)
-            .map_err(|source| program_error(hook, "attach (TCX ingress)", &pin, source))?;
+            .attach(&name, hook.attach_type())
+            .map_err(|source| program_error(hook, "attach (TCX)", &pin, source))?;
         let link =
             program.take_link(link_id).map_err(|source| program_error(hook, "take link", &pin, source))?;
         let link = FdLink::try_from(link).map_err(|source| pin_error(&pin, "convert link", source))?;

@@ -1,24 +1,39 @@
-//! The two attachment points of the datapath and where their programs and links are pinned.
+//! The attachment points of the datapath and where their programs and links are pinned.
 
 use std::path::{Path, PathBuf};
 
-/// Where a program attaches (always TC ingress, as a TCX link).
+use aya::programs::TcAttachType;
+
+/// Where a program attaches (TC ingress or egress, as a TCX link).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Hook {
-    /// Host side of a pod's veth: packets from the pod.
+    /// Ingress of the host side of a pod's veth: packets from the pod (`from_pod`).
     Pod,
-    /// An ENI: packets from the VPC.
+    /// Ingress of an ENI: packets from the VPC (`from_eni`).
     Eni,
+    /// Egress of the host side of a pod's veth: packets the node's stack sends to the pod
+    /// (`nat_learn`).
+    PodEgress,
+    /// Egress of an ENI: packets leaving for the VPC (`nat_learn`).
+    EniEgress,
 }
 
 impl Hook {
-    pub(crate) const ALL: [Hook; 2] = [Hook::Pod, Hook::Eni];
+    pub(crate) const ALL: [Hook; 4] = [Hook::Pod, Hook::Eni, Hook::PodEgress, Hook::EniEgress];
 
     /// Program (function) name in `bpf/eni_ipam.bpf.c`.
     pub(crate) fn program(self) -> &'static str {
         match self {
             Hook::Pod => "from_pod",
             Hook::Eni => "from_eni",
+            Hook::PodEgress | Hook::EniEgress => "nat_learn",
+        }
+    }
+
+    pub(crate) fn attach_type(self) -> TcAttachType {
+        match self {
+            Hook::Pod | Hook::Eni => TcAttachType::Ingress,
+            Hook::PodEgress | Hook::EniEgress => TcAttachType::Egress,
         }
     }
 
@@ -26,6 +41,8 @@ impl Hook {
         match self {
             Hook::Pod => "pod-",
             Hook::Eni => "eni-",
+            Hook::PodEgress => "pod-egress-",
+            Hook::EniEgress => "eni-egress-",
         }
     }
 
@@ -61,5 +78,7 @@ mod tests {
         assert_eq!(Hook::Pod.link_pin(dir, 7), Path::new("/sys/fs/bpf/eni-ipam/links/pod-7"));
         assert_eq!(Hook::Eni.link_pin(dir, 3), Path::new("/sys/fs/bpf/eni-ipam/links/eni-3"));
         assert_eq!(Hook::Eni.program_pin(dir), Path::new("/sys/fs/bpf/eni-ipam/programs/from_eni"));
+        assert_eq!(Hook::PodEgress.link_pin(dir, 7), Path::new("/sys/fs/bpf/eni-ipam/links/pod-egress-7"));
+        assert_eq!(Hook::EniEgress.program_pin(dir), Path::new("/sys/fs/bpf/eni-ipam/programs/nat_learn"));
     }
 }
