@@ -7,7 +7,9 @@
 //! Shared by the datapath's tests (which drive the `Datapath` library directly) and the
 //! agent's (which run the agent and CNI binaries in a node namespace). Needs root and bpffs.
 
+pub mod echo;
 pub mod fabric;
+pub mod frames;
 pub mod netns;
 pub mod traffic;
 
