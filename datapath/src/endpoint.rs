@@ -160,6 +160,21 @@ impl EndpointCounters {
         self.drops[reason as usize]
     }
 
+    /// What was counted between `earlier` (a reading of the same endpoint) and `self`.
+    pub fn since(&self, earlier: &EndpointCounters) -> EndpointCounters {
+        let mut drops = [0; DROP_REASONS];
+        for (d, (now, then)) in drops.iter_mut().zip(self.drops.iter().zip(earlier.drops)) {
+            *d = now.saturating_sub(then);
+        }
+        EndpointCounters {
+            tx_packets: self.tx_packets.saturating_sub(earlier.tx_packets),
+            tx_bytes: self.tx_bytes.saturating_sub(earlier.tx_bytes),
+            rx_packets: self.rx_packets.saturating_sub(earlier.rx_packets),
+            rx_bytes: self.rx_bytes.saturating_sub(earlier.rx_bytes),
+            drops,
+        }
+    }
+
     pub(crate) fn sum<'a>(per_cpu: impl IntoIterator<Item = &'a CounterValue>) -> Self {
         per_cpu.into_iter().fold(Self::default(), |mut total, cpu| {
             total.tx_packets += cpu.tx_packets;
@@ -215,6 +230,26 @@ mod tests {
         assert_eq!(total.drops(DropReason::Ipv6), 0);
         assert_eq!(total.drops(DropReason::NotIp), 4);
         assert_eq!(total.drops(DropReason::Malformed), 2);
+    }
+
+    #[test]
+    fn counters_since_an_earlier_reading_are_the_difference() {
+        let earlier = EndpointCounters::sum(&[CounterValue {
+            tx_packets: 1,
+            tx_bytes: 10,
+            drops: [0, 0, 2, 0, 0, 0],
+            ..Default::default()
+        }]);
+        let now = EndpointCounters::sum(&[CounterValue {
+            tx_packets: 4,
+            tx_bytes: 40,
+            rx_packets: 1,
+            rx_bytes: 5,
+            drops: [1, 0, 5, 0, 0, 0],
+        }]);
+        let d = now.since(&earlier);
+        assert_eq!((d.tx_packets, d.tx_bytes, d.rx_packets, d.rx_bytes), (3, 30, 1, 5));
+        assert_eq!((d.drops(DropReason::SpoofedSource), d.drops(DropReason::ArpSpoofed)), (1, 3));
     }
 
     #[test]
