@@ -149,9 +149,9 @@ fn spoofed_malformed_nonlinear_and_gso_ipv4_are_checked() {
 
     // GSO (a TCP super-packet of 1000-byte segments, as a vnet-header device hands over).
     let gso = Some(VnetHeader::tcp_gso(1000));
-    let spoofed_gso = frames::tcp(macs, (FOREIGN, 4000), (POD_B, 80), BIG);
+    let spoofed_gso = frames::tcp(macs, (FOREIGN, 4000), (POD_B, 80), 64, BIG);
     only_drops(&send_from_a(&mut bed, &[spoofed_gso], gso), DropReason::SpoofedSource, 1);
-    let own_gso = frames::tcp(macs, (POD_A, 4000), (POD_A2, 80), BIG);
+    let own_gso = frames::tcp(macs, (POD_A, 4000), (POD_A2, 80), 64, BIG);
     let sent = send_from_a(&mut bed, &[own_gso.clone()], gso);
     only_drops(&sent, DropReason::SpoofedSource, 0);
     assert_eq!(sent.tx_bytes, own_gso.len() as u64, "the GSO packet is forwarded whole: {sent:?}");

@@ -67,10 +67,11 @@ pub fn tcp(
     (src_mac, dst_mac): (MacAddr, MacAddr),
     (src, sport): (Ipv4Addr, u16),
     (dst, dport): (Ipv4Addr, u16),
+    ttl: u8,
     payload_len: usize,
 ) -> Vec<u8> {
     let mut f = ethernet(dst_mac, src_mac, ETH_P_IP);
-    f.extend_from_slice(&ipv4_header(src, dst, IPPROTO_TCP, 64, 20 + payload_len));
+    f.extend_from_slice(&ipv4_header(src, dst, IPPROTO_TCP, ttl, 20 + payload_len));
     let mut tcp = [0u8; 20];
     tcp[0..2].copy_from_slice(&sport.to_be_bytes());
     tcp[2..4].copy_from_slice(&dport.to_be_bytes());
