@@ -6,7 +6,7 @@
 //! (b) iperf3 throughput pod to pod across two nodes, eBPF fast path vs kernel policy routing
 //!     (`ip rule from <pod ip> lookup <table per ENI>`), interleaved, as a ratio.
 //!
-//! `cargo run --release -p eni-ipam-datapath --example perf [-- --seconds 3 --runs 3 --repeat 1000000 --invocations 200 --baseline 13b8e45]`
+//! `cargo run --release -p eni-ipam-datapath --example perf [-- --seconds 3 --runs 3 --repeat 20000 --invocations 200 --baseline 13b8e45]`
 
 use std::{
     net::Ipv4Addr,
@@ -43,15 +43,6 @@ const TTL: u8 = 255;
 const CLIENT_PORT: u16 = 40000;
 const NAT_PORT: u16 = 8080;
 
-#[derive(Clone, Copy)]
-enum Mode {
-    /// `repeat TTL-1` (every run forwards and decrements the TTL), `invocations` times; the
-    /// median is reported.
-    Forward { invocations: u32 },
-    /// One invocation with `repeat N` (the frame is not modified).
-    Repeat(u32),
-}
-
 /// One row of the per-packet table.
 struct Case {
     what: &'static str,
@@ -67,7 +58,7 @@ struct Case {
 fn main() {
     let seconds = arg("--seconds", 3);
     let runs = arg("--runs", 3);
-    let repeat = arg("--repeat", 1_000_000);
+    let repeat = arg("--repeat", 20_000);
     let invocations = arg("--invocations", 200);
     let baseline_rev = text_arg("--baseline", "13b8e45");
     let mut bed = Testbed::new(
@@ -88,20 +79,17 @@ fn main() {
         "== per-packet cost, bpftool prog run pinned ...: this build vs {baseline_rev} (built from git in this run)"
     );
     let cases = cases(&bed);
-    let mode = |verdict| if verdict == TC_ACT_REDIRECT { Mode::Forward { invocations } } else { Mode::Repeat(repeat) };
     println!("| case | verdict (this build / {baseline_rev}) | this build ns | {baseline_rev} ns | ratio |");
     println!("|---|---|---:|---:|---:|");
     let node0 = &bed.nodes[0];
     for case in &cases {
-        let ours = node0.pins.path().join("programs").join(case.program);
-        let new_ns = cost(&node0.ns, &find_pin(&ours), case, case.verdicts.0, mode(case.verdicts.0));
-        let (old_ns, old_verdict) = match case.verdicts.1 {
-            Some(verdict) => {
-                let pin = baseline.program(case.program);
-                (Some(cost(&node0.ns, &pin, case, verdict, mode(verdict))), verdict_name(verdict))
-            }
-            None => (None, "-"),
-        };
+        let ours = find_pin(&node0.pins.path().join("programs").join(case.program));
+        let mut programs = vec![(ours, case.verdicts.0)];
+        programs.extend(case.verdicts.1.map(|verdict| (baseline.program(case.program), verdict)));
+        let measured = costs(&node0.ns, &programs, case, invocations, repeat);
+        let new_ns = measured[0];
+        let old_ns = measured.get(1).copied();
+        let old_verdict = case.verdicts.1.map_or("-", verdict_name);
         let ratio = old_ns.map_or("-".to_owned(), |old| format!("{:.2}", new_ns as f64 / old.max(1) as f64));
         println!(
             "| {} | {} / {} | {new_ns} | {} | {ratio} |",
@@ -111,7 +99,11 @@ fn main() {
             old_ns.map_or("-".to_owned(), |n| n.to_string()),
         );
     }
-    println!("(forwarding rows: median of {invocations} invocations x repeat {}; others: repeat {repeat})", TTL - 1);
+    println!(
+        "(each cell: median over {invocations} invocations, this build's and the baseline's alternating; \
+         repeat {} per invocation when the program forwards (it decrements the TTL of the reused frame), {repeat} otherwise)",
+        TTL - 1
+    );
     drop(baseline);
 
     println!(
@@ -318,9 +310,11 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// Average ns per run of a pinned program over the case's frame, with the skb's device and
-/// mark set.
-fn cost(ns: &Netns, program: &Path, case: &Case, verdict: u64, mode: Mode) -> u64 {
+/// Average ns per run of each pinned program over the case's frame (with the skb's device
+/// and mark set): the median over `invocations` invocations, the programs alternating so that
+/// the machine's load weighs on each alike. A program that forwards decrements the TTL of the
+/// frame, which the test run reuses across repeats: it runs TTL-1 repeats per invocation.
+fn costs(ns: &Netns, programs: &[(PathBuf, u64)], case: &Case, invocations: u32, repeat: u32) -> Vec<u64> {
     let dir = tempfile_dir("frame");
     let (data, ctx) = (dir.join("frame"), dir.join("ctx"));
     std::fs::write(&data, &case.frame).unwrap();
@@ -328,15 +322,21 @@ fn cost(ns: &Netns, program: &Path, case: &Case, verdict: u64, mode: Mode) -> u6
     skb[c_layout::OFFSETOF___sk_buff_ifindex..][..4].copy_from_slice(&case.ifindex.to_ne_bytes());
     skb[c_layout::OFFSETOF___sk_buff_mark..][..4].copy_from_slice(&case.mark.to_ne_bytes());
     std::fs::write(&ctx, skb).unwrap();
-    let (invocations, repeat) = match mode {
-        Mode::Forward { invocations } => (invocations, u32::from(TTL - 1)),
-        Mode::Repeat(repeat) => (1, repeat),
-    };
-    let mut durations: Vec<u64> =
-        (0..invocations).map(|_| bpftool_prog_run(ns, program, &data, &ctx, repeat, verdict)).collect();
+    let mut durations = vec![Vec::new(); programs.len()];
+    for _ in 0..invocations {
+        for ((program, verdict), samples) in programs.iter().zip(&mut durations) {
+            let repeat = if *verdict == TC_ACT_REDIRECT { u32::from(TTL - 1) } else { repeat };
+            samples.push(bpftool_prog_run(ns, program, &data, &ctx, repeat, *verdict));
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
-    durations.sort_unstable();
-    durations[durations.len() / 2]
+    durations
+        .into_iter()
+        .map(|mut samples| {
+            samples.sort_unstable();
+            samples[samples.len() / 2]
+        })
+        .collect()
 }
 
 fn bpftool_prog_run(ns: &Netns, program: &Path, data: &Path, ctx: &Path, repeat: u32, verdict: u64) -> u64 {
