@@ -5,7 +5,7 @@
 //!   `maps/nat_flows`
 //! - `programs/from_pod`, `programs/from_eni`, `programs/nat_learn`
 //! - `links/pod-<ifindex>`, `links/eni-<ifindex>` (TCX links, TC ingress),
-//!   `links/pod-egress-<ifindex>`, `links/eni-egress-<ifindex>` (`nat_learn`, TC egress)
+//!   `links/egress-pod-<ifindex>`, `links/egress-eni-<ifindex>` (`nat_learn`, TC egress)
 //!
 //! Everything the kernel needs to forward packets is pinned, so dropping a [`Datapath`]
 //! (the agent exiting) leaves traffic flowing; [`Datapath::load_or_adopt`] picks the pins up.

@@ -41,8 +41,8 @@ impl Hook {
         match self {
             Hook::Pod => "pod-",
             Hook::Eni => "eni-",
-            Hook::PodEgress => "pod-egress-",
-            Hook::EniEgress => "eni-egress-",
+            Hook::PodEgress => "egress-pod-",
+            Hook::EniEgress => "egress-eni-",
         }
     }
 
@@ -78,7 +78,7 @@ mod tests {
         assert_eq!(Hook::Pod.link_pin(dir, 7), Path::new("/sys/fs/bpf/eni-ipam/links/pod-7"));
         assert_eq!(Hook::Eni.link_pin(dir, 3), Path::new("/sys/fs/bpf/eni-ipam/links/eni-3"));
         assert_eq!(Hook::Eni.program_pin(dir), Path::new("/sys/fs/bpf/eni-ipam/programs/from_eni"));
-        assert_eq!(Hook::PodEgress.link_pin(dir, 7), Path::new("/sys/fs/bpf/eni-ipam/links/pod-egress-7"));
+        assert_eq!(Hook::PodEgress.link_pin(dir, 7), Path::new("/sys/fs/bpf/eni-ipam/links/egress-pod-7"));
         assert_eq!(Hook::EniEgress.program_pin(dir), Path::new("/sys/fs/bpf/eni-ipam/programs/nat_learn"));
     }
 }
