@@ -130,6 +130,20 @@ impl AgentNode {
         Datapath::load_or_adopt(self.bed.nodes[0].pins.path()).expect("adopt the agent's pins")
     }
 
+    /// `count` UDP echoes 10 ms apart from a pod to the VPC host, in the background; the echo
+    /// server comes along (keep it until they are done).
+    fn spawn_vpc_echoes(
+        &self,
+        container: &str,
+        count: u64,
+    ) -> (echo::EchoServer, std::thread::JoinHandle<echo::UdpSummary>) {
+        let server = echo::EchoServer::udp(&self.bed.router, VPC_HOST);
+        let interval = Duration::from_millis(10);
+        let client =
+            echo::spawn_udp_echo_client(&self.pods[container], server.addr, count as u32, 56, interval);
+        (server, client)
+    }
+
     fn pod_link_pins(&self) -> Vec<String> {
         let dir = self.bed.nodes[0].pins.path().join("links");
         let mut names: Vec<String> = std::fs::read_dir(&dir)
@@ -253,9 +267,7 @@ fn agent_sigkill_and_restart_during_a_10ms_ping_loses_nothing_and_reconciles_roo
     node.agent.extra_args = vec!["--live-containers-file".into(), live.display().to_string()];
 
     const PINGS: u64 = 300;
-    let vpc_host = echo::EchoServer::udp(&node.bed.router, VPC_HOST);
-    let ping =
-        echo::spawn_udp_echo_client(&node.pods["ctra"], vpc_host.addr, PINGS as u32, 56, Duration::from_millis(10));
+    let (_vpc_host, ping) = node.spawn_vpc_echoes("ctra", PINGS);
     let started = Instant::now();
     while pinned.endpoint_counters(a).unwrap().tx_packets < PINGS / 6 {
         assert!(started.elapsed() < Duration::from_secs(10), "the ping never got going through the datapath");
@@ -399,9 +411,7 @@ fn uninstall_leaves_the_node_as_before_the_agent_and_sigterm_alone_keeps_everyth
 
     // SIGTERM without the uninstall mark (a restart, an upgrade): nothing goes, no packet is lost.
     const PINGS: u64 = 200;
-    let vpc_host = echo::EchoServer::udp(&node.bed.router, VPC_HOST);
-    let ping =
-        echo::spawn_udp_echo_client(&node.pods["ctra"], vpc_host.addr, PINGS as u32, 56, Duration::from_millis(10));
+    let (_vpc_host, ping) = node.spawn_vpc_echoes("ctra", PINGS);
     std::thread::sleep(Duration::from_millis(300));
     let status = node.agent.terminate();
     assert!(status.success(), "a terminated agent exits cleanly: {status}\n{}", node.agent_log());

@@ -147,8 +147,14 @@ fn cases(bed: &Testbed) -> Vec<Case> {
         mark: 0,
         verdicts,
     };
-    let from_eni =
-        |what, frame, verdicts| Case { what, program: "from_eni", frame, ifindex: eni1.ifindex, mark: 0, verdicts };
+    let from_eni = |what, frame, verdicts| Case {
+        what,
+        program: "from_eni",
+        frame,
+        ifindex: eni1.ifindex,
+        mark: 0,
+        verdicts,
+    };
     let nat_learn = |what, frame, mark| Case {
         what,
         program: "nat_learn",
@@ -159,7 +165,8 @@ fn cases(bed: &Testbed) -> Vec<Case> {
     };
     let udp = |macs, src, dst| frames::udp(macs, (src, 4000), (dst, 4000), TTL, 22);
     let nat_reply = frames::udp(pod, (POD_A, CLIENT_PORT), (POD_B, NAT_PORT), TTL, 22);
-    let nat_request = frames::udp((veth_mac, a.endpoint.pod_mac), (POD_B, NAT_PORT), (POD_A, CLIENT_PORT), TTL, 22);
+    let nat_request =
+        frames::udp((veth_mac, a.endpoint.pod_mac), (POD_B, NAT_PORT), (POD_A, CLIENT_PORT), TTL, 22);
     let redirect = (TC_ACT_REDIRECT, Some(TC_ACT_REDIRECT));
     let stack = (TC_ACT_OK, Some(TC_ACT_OK));
     vec![
@@ -174,7 +181,11 @@ fn cases(bed: &Testbed) -> Vec<Case> {
         ),
         from_pod("from_pod: UDP to a pod on the same node", udp(pod, POD_A, POD_A2), redirect),
         from_pod("from_pod: reply of a NATed flow (stack / redirect)", nat_reply, redirect_or_stack()),
-        from_pod("from_pod: ICMP to another node (stack / redirect)", icmp(pod, POD_A, POD_B), redirect_or_stack()),
+        from_pod(
+            "from_pod: ICMP to another node (stack / redirect)",
+            icmp(pod, POD_A, POD_B),
+            redirect_or_stack(),
+        ),
         from_pod(
             "from_pod: spoofed source, dropped and counted",
             udp(pod, UNKNOWN, POD_B),
@@ -225,7 +236,11 @@ impl Baseline {
                 .args(["show", &format!("{rev}:{file}")])
                 .output()
                 .expect("run git");
-            assert!(output.status.success(), "git show {rev}:{file}: {}", String::from_utf8_lossy(&output.stderr));
+            assert!(
+                output.status.success(),
+                "git show {rev}:{file}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
             std::fs::write(src.join(Path::new(file).file_name().unwrap()), output.stdout).unwrap();
         }
         // The same flags as datapath/build.rs.
@@ -302,7 +317,11 @@ fn arg(name: &str, default: u32) -> u32 {
 
 fn text_arg(name: &str, default: &str) -> String {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.to_owned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| default.to_owned())
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

@@ -25,7 +25,9 @@ use tracing::{debug, info};
 
 use crate::{
     DatapathError, EndpointCounters, EndpointInfo, Ipv4Prefix,
-    abi::{CounterValue, EndpointKey, EndpointValue, MAX_ENDPOINTS, NatFlowKey, UNATTRIBUTED_SLOT, VethOwner},
+    abi::{
+        CounterValue, EndpointKey, EndpointValue, MAX_ENDPOINTS, NatFlowKey, UNATTRIBUTED_SLOT, VethOwner,
+    },
     hook::Hook,
     probe::probe,
 };

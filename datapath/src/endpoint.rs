@@ -219,8 +219,20 @@ mod tests {
     #[test]
     fn counters_sum_over_cpus() {
         let cpus = [
-            CounterValue { tx_packets: 1, tx_bytes: 100, rx_packets: 2, rx_bytes: 200, drops: [3, 0, 1, 0, 0, 2] },
-            CounterValue { tx_packets: 4, tx_bytes: 400, rx_packets: 5, rx_bytes: 500, drops: [6, 7, 0, 0, 4, 0] },
+            CounterValue {
+                tx_packets: 1,
+                tx_bytes: 100,
+                rx_packets: 2,
+                rx_bytes: 200,
+                drops: [3, 0, 1, 0, 0, 2],
+            },
+            CounterValue {
+                tx_packets: 4,
+                tx_bytes: 400,
+                rx_packets: 5,
+                rx_bytes: 500,
+                drops: [6, 7, 0, 0, 4, 0],
+            },
         ];
         let total = EndpointCounters::sum(&cpus);
         assert_eq!((total.tx_packets, total.tx_bytes, total.rx_packets, total.rx_bytes), (5, 500, 7, 700));

@@ -1,31 +1,14 @@
 //! Pod to pod across two nodes, each pod's IP on a different ENI (needs root).
 
+mod common;
+
 use eni_ipam_netns_testbed as testbed;
 
 use std::{net::Ipv4Addr, time::Duration};
 
+use common::{POD_A, POD_B, two_nodes};
 use eni_ipam_datapath::DropReason;
-use testbed::{PodSpec, Testbed, echo, traffic};
-
-const POD_A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 11);
-const POD_A2: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 10);
-const POD_B: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 20);
-
-/// Pod A on node 0 / ENI 1, pod A2 on node 0 / ENI 0 (idle), pod B on node 1 / ENI 0.
-fn two_nodes(tag: &str) -> Testbed {
-    let mut bed = Testbed::new(
-        tag,
-        2,
-        &[
-            PodSpec { node: 0, eni: 1, ip: POD_A },
-            PodSpec { node: 0, eni: 0, ip: POD_A2 },
-            PodSpec { node: 1, eni: 0, ip: POD_B },
-        ],
-    );
-    bed.start_datapath(0);
-    bed.start_datapath(1);
-    bed
-}
+use testbed::{Testbed, echo, traffic};
 
 const LINKS: [&str; 4] = ["n0e0", "n0e1", "n1e0", "n1e1"];
 
@@ -37,9 +20,15 @@ fn router_rx_during(bed: &Testbed, f: impl FnOnce()) -> Vec<u64> {
 }
 
 fn assert_left_by_owning_enis(delta: &[u64], at_least: u64) {
-    assert!(delta[1] >= at_least, "pod A's requests must arrive on node 0's ENI 1 (n0e1): rx deltas {delta:?}");
+    assert!(
+        delta[1] >= at_least,
+        "pod A's requests must arrive on node 0's ENI 1 (n0e1): rx deltas {delta:?}"
+    );
     assert_eq!(delta[0], 0, "nothing may arrive on node 0's ENI 0 (n0e0): rx deltas {delta:?}");
-    assert!(delta[2] >= at_least, "pod B's replies must arrive on node 1's ENI 0 (n1e0): rx deltas {delta:?}");
+    assert!(
+        delta[2] >= at_least,
+        "pod B's replies must arrive on node 1's ENI 0 (n1e0): rx deltas {delta:?}"
+    );
     assert_eq!(delta[3], 0, "nothing may arrive on node 1's ENI 1 (n1e1): rx deltas {delta:?}");
 }
 

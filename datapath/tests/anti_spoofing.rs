@@ -2,39 +2,24 @@
 //! and each drop is counted against the pod with its reason (needs root). Frames are sent
 //! from inside the pod with an AF_PACKET socket, as a compromised pod could.
 
+mod common;
+
 use eni_ipam_netns_testbed as testbed;
 
 use std::{net::Ipv4Addr, time::Duration};
 
+use common::{POD_A, POD_A2, POD_B, two_nodes};
 use eni_ipam_datapath::{DropReason, EndpointCounters};
 use testbed::{
-    PodSpec, Testbed,
+    Testbed,
     frames::{self, VnetHeader},
 };
 
-const POD_A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 11);
-const POD_A2: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 10);
-const POD_B: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 20);
 const FOREIGN: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 99);
 const NODE_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 /// Frames at least a page long: the kernel builds the skb of a packet socket with only
 /// `hdr_len` bytes linear (the rest in page fragments) only past a page.
 const BIG: usize = 5000;
-
-fn bed(tag: &str) -> Testbed {
-    let mut bed = Testbed::new(
-        tag,
-        2,
-        &[
-            PodSpec { node: 0, eni: 1, ip: POD_A },
-            PodSpec { node: 0, eni: 0, ip: POD_A2 },
-            PodSpec { node: 1, eni: 0, ip: POD_B },
-        ],
-    );
-    bed.start_datapath(0);
-    bed.start_datapath(1);
-    bed
-}
 
 /// Sends `frames` from pod A (optionally behind a vnet header) and returns the change of
 /// pod A's counters.
@@ -62,7 +47,7 @@ fn only_drops(counted: &EndpointCounters, reason: DropReason, count: u64) {
 
 #[test]
 fn arp_passes_only_with_the_pods_own_sender_ip() {
-    let mut bed = bed("arp");
+    let mut bed = two_nodes("arp");
     let node = &bed.nodes[0].ns;
     node.own_address(NODE_IP);
     let (pod_mac, veth) = (bed.pods[0].endpoint.pod_mac, bed.pods[0].veth.clone());
@@ -82,7 +67,7 @@ fn arp_passes_only_with_the_pods_own_sender_ip() {
 
 #[test]
 fn ipv6_vlan_and_other_ethertypes_are_dropped_with_their_reason() {
-    let mut bed = bed("ethertypes");
+    let mut bed = two_nodes("ethertypes");
     let (pod_mac, veth) = (bed.pods[0].endpoint.pod_mac, &bed.pods[0].veth);
     let veth_mac = bed.nodes[0].ns.link(veth).1;
     let ipv6 = frames::raw(veth_mac, pod_mac, frames::ETH_P_IPV6, &[0x60; 40]);
@@ -108,7 +93,7 @@ fn ipv6_vlan_and_other_ethertypes_are_dropped_with_their_reason() {
 
 #[test]
 fn spoofed_malformed_nonlinear_and_gso_ipv4_are_checked() {
-    let mut bed = bed("ipv4");
+    let mut bed = two_nodes("ipv4");
     let (pod_mac, veth) = (bed.pods[0].endpoint.pod_mac, bed.pods[0].veth.clone());
     let veth_mac = bed.nodes[0].ns.link(&veth).1;
     let macs = (pod_mac, veth_mac);
@@ -139,7 +124,7 @@ fn spoofed_malformed_nonlinear_and_gso_ipv4_are_checked() {
     socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let port = socket.local_addr().unwrap().port();
     let own_big = frames::udp(macs, (POD_A, 4000), (POD_A2, port), 64, BIG);
-    let sent = send_from_a(&mut bed, &[own_big.clone()], nonlinear);
+    let sent = send_from_a(&mut bed, std::slice::from_ref(&own_big), nonlinear);
     only_drops(&sent, DropReason::SpoofedSource, 0);
     assert_eq!((sent.tx_packets, sent.tx_bytes), (1, own_big.len() as u64), "{sent:?}");
     let mut buf = vec![0u8; 2 * BIG];
@@ -152,7 +137,7 @@ fn spoofed_malformed_nonlinear_and_gso_ipv4_are_checked() {
     let spoofed_gso = frames::tcp(macs, (FOREIGN, 4000), (POD_B, 80), 64, BIG);
     only_drops(&send_from_a(&mut bed, &[spoofed_gso], gso), DropReason::SpoofedSource, 1);
     let own_gso = frames::tcp(macs, (POD_A, 4000), (POD_A2, 80), 64, BIG);
-    let sent = send_from_a(&mut bed, &[own_gso.clone()], gso);
+    let sent = send_from_a(&mut bed, std::slice::from_ref(&own_gso), gso);
     only_drops(&sent, DropReason::SpoofedSource, 0);
     assert_eq!(sent.tx_bytes, own_gso.len() as u64, "the GSO packet is forwarded whole: {sent:?}");
 }

@@ -5,6 +5,8 @@
 //! them) the fast path hands the backend's replies straight to the client, which rejects them
 //! (needs root and iptables).
 
+mod common;
+
 use eni_ipam_netns_testbed as testbed;
 
 use std::{
@@ -12,12 +14,12 @@ use std::{
     time::Duration,
 };
 
+use common::{POD_A, POD_A2, POD_B, two_nodes};
 use eni_ipam_datapath::{Datapath, Ipv4Prefix, abi::NAT_MARK};
-use testbed::{Netns, PodSpec, Testbed, echo};
+use testbed::{Netns, Testbed, echo};
 
-const POD_A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 11);
-const BACKEND_HERE: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 10);
-const BACKEND_THERE: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 20);
+const BACKEND_HERE: Ipv4Addr = POD_A2;
+const BACKEND_THERE: Ipv4Addr = POD_B;
 const SERVICE_CIDR: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 0);
 const VIP_HERE: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 10);
 const VIP_THERE: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 11);
@@ -56,17 +58,8 @@ fn node0(bed: &Testbed) -> &Datapath {
 
 #[test]
 fn nated_replies_go_through_conntrack_once_learned() {
-    let mut bed = Testbed::new(
-        "natflows",
-        2,
-        &[
-            PodSpec { node: 0, eni: 1, ip: POD_A },
-            PodSpec { node: 0, eni: 0, ip: BACKEND_HERE },
-            PodSpec { node: 1, eni: 0, ip: BACKEND_THERE },
-        ],
-    );
+    let mut bed = two_nodes("natflows");
     for node in 0..2 {
-        bed.start_datapath(node);
         bed.install_kernel_routing(node);
     }
     bed.datapath(0).set_host_routes(&[Ipv4Prefix::new(SERVICE_CIDR, 16).unwrap()]).unwrap();
@@ -90,7 +83,10 @@ fn nated_replies_go_through_conntrack_once_learned() {
     // backend's own address) to the client, which does not know them.
     let backend_before = node0(&bed).endpoint_counters(BACKEND_HERE).unwrap();
     for (vip, backend) in services {
-        assert!(tcp(vip).is_err(), "TCP to a Service with the backend {backend} cannot work without learning");
+        assert!(
+            tcp(vip).is_err(),
+            "TCP to a Service with the backend {backend} cannot work without learning"
+        );
         assert_eq!(udp(vip), 0, "UDP to a Service with the backend {backend} cannot work without learning");
     }
     assert_eq!(node0(&bed).nat_flows().unwrap(), vec![], "nothing NAT-marked left the node");
@@ -115,7 +111,9 @@ fn nated_replies_go_through_conntrack_once_learned() {
         "every reply of the backend on the node went through the stack"
     );
     let learned = node0(&bed).nat_flows().unwrap();
-    for (backend, proto) in [(tcp_here.addr, 6), (tcp_there.addr, 6), (udp_here.addr, 17), (udp_there.addr, 17)] {
+    for (backend, proto) in
+        [(tcp_here.addr, 6), (tcp_there.addr, 6), (udp_here.addr, 17), (udp_there.addr, 17)]
+    {
         let SocketAddr::V4(backend) = backend else { unreachable!("IPv4 servers") };
         let found = learned.iter().any(|(key, _)| {
             key.saddr.to_ne_bytes() == backend.ip().octets()
@@ -123,6 +121,9 @@ fn nated_replies_go_through_conntrack_once_learned() {
                 && key.daddr.to_ne_bytes() == POD_A.octets()
                 && key.proto == proto
         });
-        assert!(found, "the reply tuple from {backend} to {POD_A} (protocol {proto}) is learned: {learned:?}");
+        assert!(
+            found,
+            "the reply tuple from {backend} to {POD_A} (protocol {proto}) is learned: {learned:?}"
+        );
     }
 }

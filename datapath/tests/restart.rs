@@ -23,7 +23,8 @@ fn restarting_the_agent_loses_no_packet() {
     assert_eq!(bed.start_datapath(1).origin(), Origin::Loaded);
 
     let server = echo::EchoServer::udp(&bed.pods[1].ns, POD_B);
-    let echoes = echo::spawn_udp_echo_client(&bed.pods[0].ns, server.addr, PINGS, 56, Duration::from_millis(10));
+    let echoes =
+        echo::spawn_udp_echo_client(&bed.pods[0].ns, server.addr, PINGS, 56, Duration::from_millis(10));
     // Restart while the echoes run: wait until a sixth of it went through.
     let mut polls = 0;
     while bed.datapath(0).endpoint_counters(POD_A).unwrap().tx_packets < u64::from(PINGS / 6) {

@@ -95,7 +95,12 @@ fn echo_stream(mut stream: TcpStream) {
 
 /// Connects from `client` to `to` (which may be a virtual address the node NATs to an echo
 /// server), sends `bytes` and checks that the same bytes come back, all within `timeout`.
-pub fn tcp_echo_client(client: &Netns, to: SocketAddr, bytes: usize, timeout: Duration) -> Result<(), String> {
+pub fn tcp_echo_client(
+    client: &Netns,
+    to: SocketAddr,
+    bytes: usize,
+    timeout: Duration,
+) -> Result<(), String> {
     let payload: Vec<u8> = (0..bytes).map(|i| (i % 251) as u8).collect();
     client.run(move || {
         let mut stream =
@@ -103,7 +108,8 @@ pub fn tcp_echo_client(client: &Netns, to: SocketAddr, bytes: usize, timeout: Du
         stream.set_read_timeout(Some(timeout)).unwrap();
         let mut reader = stream.try_clone().unwrap();
         let writer = std::thread::spawn(move || {
-            let written = stream.write_all(&payload).and_then(|()| stream.shutdown(std::net::Shutdown::Write));
+            let written =
+                stream.write_all(&payload).and_then(|()| stream.shutdown(std::net::Shutdown::Write));
             (written, payload)
         });
         let mut echoed = Vec::new();

@@ -44,42 +44,49 @@ pub fn ipv4_header(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, ttl: u8, payload_len
 
 /// Ethernet + IPv4 + UDP (checksum 0: none, valid in IPv4) with `payload_len` bytes of payload.
 pub fn udp(
-    (src_mac, dst_mac): (MacAddr, MacAddr),
-    (src, sport): (Ipv4Addr, u16),
-    (dst, dport): (Ipv4Addr, u16),
+    macs: (MacAddr, MacAddr),
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
     ttl: u8,
     payload_len: usize,
 ) -> Vec<u8> {
-    let mut f = ethernet(dst_mac, src_mac, ETH_P_IP);
-    f.extend_from_slice(&ipv4_header(src, dst, IPPROTO_UDP, ttl, 8 + payload_len));
     let udp_len = u16::try_from(8 + payload_len).expect("a UDP datagram holds at most 64 KiB");
-    f.extend_from_slice(&sport.to_be_bytes());
-    f.extend_from_slice(&dport.to_be_bytes());
-    f.extend_from_slice(&udp_len.to_be_bytes());
-    f.extend_from_slice(&[0, 0]);
-    f.extend((0..payload_len).map(|i| (i % 251) as u8));
-    f
+    let mut udp = [0u8; 8];
+    udp[4..6].copy_from_slice(&udp_len.to_be_bytes());
+    l4_frame(macs, src, dst, (IPPROTO_UDP, ttl), &udp, payload_len)
 }
 
 /// Ethernet + IPv4 + a TCP ACK segment (checksum left to the kernel: see [`VnetHeader::tcp_gso`])
 /// with `payload_len` bytes of payload.
 pub fn tcp(
-    (src_mac, dst_mac): (MacAddr, MacAddr),
-    (src, sport): (Ipv4Addr, u16),
-    (dst, dport): (Ipv4Addr, u16),
+    macs: (MacAddr, MacAddr),
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
     ttl: u8,
     payload_len: usize,
 ) -> Vec<u8> {
-    let mut f = ethernet(dst_mac, src_mac, ETH_P_IP);
-    f.extend_from_slice(&ipv4_header(src, dst, IPPROTO_TCP, ttl, 20 + payload_len));
     let mut tcp = [0u8; 20];
-    tcp[0..2].copy_from_slice(&sport.to_be_bytes());
-    tcp[2..4].copy_from_slice(&dport.to_be_bytes());
     tcp[4..8].copy_from_slice(&1u32.to_be_bytes());
     tcp[12] = 5 << 4;
     tcp[13] = 0x10; // ACK
     tcp[14..16].copy_from_slice(&65535u16.to_be_bytes());
-    f.extend_from_slice(&tcp);
+    l4_frame(macs, src, dst, (IPPROTO_TCP, ttl), &tcp, payload_len)
+}
+
+/// Ethernet + IPv4 + `l4` (whose first 4 bytes become the ports) + a counting payload.
+fn l4_frame(
+    (src_mac, dst_mac): (MacAddr, MacAddr),
+    (src, sport): (Ipv4Addr, u16),
+    (dst, dport): (Ipv4Addr, u16),
+    (proto, ttl): (u8, u8),
+    l4: &[u8],
+    payload_len: usize,
+) -> Vec<u8> {
+    let mut f = ethernet(dst_mac, src_mac, ETH_P_IP);
+    f.extend_from_slice(&ipv4_header(src, dst, proto, ttl, l4.len() + payload_len));
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&l4[4..]);
     f.extend((0..payload_len).map(|i| (i % 251) as u8));
     f
 }
@@ -135,7 +142,14 @@ impl VnetHeader {
     pub fn tcp_gso(gso_size: u16) -> Self {
         const NEEDS_CSUM: u8 = 1;
         const GSO_TCPV4: u8 = 1;
-        Self { flags: NEEDS_CSUM, gso_type: GSO_TCPV4, hdr_len: 14, gso_size, csum_start: 34, csum_offset: 16 }
+        Self {
+            flags: NEEDS_CSUM,
+            gso_type: GSO_TCPV4,
+            hdr_len: 14,
+            gso_size,
+            csum_start: 34,
+            csum_offset: 16,
+        }
     }
 
     fn bytes(self) -> [u8; 10] {
