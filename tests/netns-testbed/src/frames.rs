@@ -36,10 +36,18 @@ pub fn ipv4_header(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, ttl: u8, payload_len
     ip[9] = proto;
     ip[12..16].copy_from_slice(&src.octets());
     ip[16..20].copy_from_slice(&dst.octets());
-    let sum = ip.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum::<u32>();
-    let folded = (sum & 0xffff) + (sum >> 16);
-    ip[10..12].copy_from_slice(&(!(folded as u16)).to_be_bytes());
+    set_ipv4_checksum(&mut ip);
     ip
+}
+
+/// Recomputes the checksum of the IPv4 header at the start of `ip` (its IHL says how long).
+pub fn set_ipv4_checksum(ip: &mut [u8]) {
+    let len = usize::from(ip[0] & 0x0f) * 4;
+    ip[10..12].copy_from_slice(&[0, 0]);
+    let sum = ip[..len].chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum::<u32>();
+    let folded = (sum & 0xffff) + (sum >> 16);
+    let folded = (folded & 0xffff) + (folded >> 16);
+    ip[10..12].copy_from_slice(&(!(folded as u16)).to_be_bytes());
 }
 
 /// Ethernet + IPv4 + UDP (checksum 0: none, valid in IPv4) with `payload_len` bytes of payload.
