@@ -18,7 +18,15 @@ enum eni_ipam_drop_reason {
 	ENI_IPAM_DROP_SPOOFED_SOURCE = 0,
 	/* A packet arrived on an attached pod veth that has no endpoint. */
 	ENI_IPAM_DROP_UNKNOWN_VETH = 1,
-	ENI_IPAM_DROP_REASONS = 2,
+	/* An ARP packet from a pod whose sender IP is not the pod's own. */
+	ENI_IPAM_DROP_ARP_SPOOFED = 2,
+	/* An IPv6 packet from a pod (not supported yet). */
+	ENI_IPAM_DROP_IPV6 = 3,
+	/* A frame from a pod that is neither IPv4 nor ARP (VLAN-tagged frames included). */
+	ENI_IPAM_DROP_NOT_IP = 4,
+	/* An IPv4 frame from a pod too short for its header, or with a bad version or IHL. */
+	ENI_IPAM_DROP_MALFORMED = 5,
+	ENI_IPAM_DROP_REASONS = 6,
 };
 
 /* Key of `endpoints`: the pod's IPv4 address. */
@@ -57,6 +65,25 @@ struct veth_owner {
  * stack so conntrack can reverse the NAT.
  */
 #define ENI_IPAM_NAT_MARK 0x01000000
+
+/* Entries of the LRU hash `nat_flows`. */
+#define ENI_IPAM_NAT_FLOWS 262144
+
+/*
+ * Key of `nat_flows`: an IPv4 TCP or UDP 5-tuple as it appears in a packet at TC ingress
+ * (addresses and ports in network byte order). `nat_learn` writes the reverse of each
+ * NAT-marked packet it sees leave, that is the tuple of the flow's replies; the value is the
+ * last time (bpf_ktime_get_ns) a packet of the flow was seen, a __u64.
+ */
+struct nat_flow_key {
+	__u32 saddr;
+	__u32 daddr;
+	__u16 sport;
+	__u16 dport;
+	/* IPPROTO_TCP or IPPROTO_UDP. */
+	__u8 proto;
+	__u8 _pad[3];
+};
 
 /* Slot of `endpoint_counters` for drops on attached veths without an endpoint. */
 #define ENI_IPAM_UNATTRIBUTED_SLOT 0

@@ -138,7 +138,7 @@ fn run(command: &mut Command, clang: &str) {
     assert!(status.success(), "`{command:?}` failed with {status}; see the compiler output above");
 }
 
-/// Prints `pub const` items: sizes and offsets of the structs in eni_ipam.h, and the two
+/// Prints `pub const` items: sizes and offsets of the structs in eni_ipam.h, and the
 /// `struct __sk_buff` fields the perf example needs for `bpftool prog run ctx_in`.
 const LAYOUT_PROGRAM: &str = r#"
 #include <stdio.h>
@@ -159,13 +159,20 @@ int main(void) {
     SIZE(endpoint_counters);
     OFF(endpoint_counters, tx_packets); OFF(endpoint_counters, tx_bytes); OFF(endpoint_counters, rx_packets);
     OFF(endpoint_counters, rx_bytes); OFF(endpoint_counters, drops);
+    SIZE(nat_flow_key); OFF(nat_flow_key, saddr); OFF(nat_flow_key, daddr); OFF(nat_flow_key, sport);
+    OFF(nat_flow_key, dport); OFF(nat_flow_key, proto);
     printf("pub const DROP_REASONS: usize = %d;\n", ENI_IPAM_DROP_REASONS);
     printf("pub const DROP_SPOOFED_SOURCE: usize = %d;\n", ENI_IPAM_DROP_SPOOFED_SOURCE);
     printf("pub const DROP_UNKNOWN_VETH: usize = %d;\n", ENI_IPAM_DROP_UNKNOWN_VETH);
+    printf("pub const DROP_ARP_SPOOFED: usize = %d;\n", ENI_IPAM_DROP_ARP_SPOOFED);
+    printf("pub const DROP_IPV6: usize = %d;\n", ENI_IPAM_DROP_IPV6);
+    printf("pub const DROP_NOT_IP: usize = %d;\n", ENI_IPAM_DROP_NOT_IP);
+    printf("pub const DROP_MALFORMED: usize = %d;\n", ENI_IPAM_DROP_MALFORMED);
+    printf("pub const NAT_FLOWS: usize = %d;\n", ENI_IPAM_NAT_FLOWS);
     printf("pub const MAX_ENDPOINTS: usize = %d;\n", ENI_IPAM_MAX_ENDPOINTS);
     printf("pub const UNATTRIBUTED_SLOT: usize = %d;\n", ENI_IPAM_UNATTRIBUTED_SLOT);
     printf("pub const NAT_MARK: usize = %d;\n", ENI_IPAM_NAT_MARK);
-    SIZE(__sk_buff); OFF(__sk_buff, ifindex);
+    SIZE(__sk_buff); OFF(__sk_buff, ifindex); OFF(__sk_buff, mark);
     return 0;
 }
 "#;

@@ -1,7 +1,7 @@
 //! The real agent with the eBPF datapath in a node namespace of the test bed, pods added and
 //! deleted through the real eni-ipam-cni: traffic leaves through the ENI owning the pod IP,
 //! /metrics counts exactly what was sent, DEL removes the endpoint, and a SIGKILL + restart
-//! of the agent during a 10 ms ping loses nothing and reconciles the maps, a SIGTERM (no
+//! of the agent during a 10 ms UDP echo (the fast path) loses nothing and reconciles the maps, a SIGTERM (no
 //! uninstall mark) keeps everything, and `eni-ipam-agent uninstall` leaves the node namespace
 //! as it was before the agent came. Needs root and bpffs; namespaces and pins carry the pid
 //! and are removed on drop, also on panic.
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::agent_node::{AgentNode, POOL, VPC_HOST};
 use common::{Agent, address_of};
 use eni_ipam_datapath::{EndpointInfo, MacAddr};
-use eni_ipam_netns_testbed::{Netns, traffic};
+use eni_ipam_netns_testbed::{Netns, echo, traffic};
 use serde_json::{Value, json};
 
 /// The value of the sample of `metric` whose labels include every `labels` pair.
@@ -53,15 +53,19 @@ fn cni_add_installs_the_endpoint_counts_exactly_and_del_removes_it_root() {
     assert!(neigh[0].as_object().unwrap().contains_key("managed"), "{neigh}");
 
     const SENT: u64 = 20;
+    let vpc_host = echo::EchoServer::udp(&node.bed.router, VPC_HOST);
+    let udp = |node: &AgentNode, container: &str, count: u32| {
+        echo::udp_echo_client(&node.pods[container], vpc_host.addr, count, 56, Duration::from_millis(10))
+    };
     for (container, ip) in [("ctra", a), ("ctrb", b)] {
         let before = node.router_rx();
-        let ping = traffic::ping(&node.pods[container], VPC_HOST, SENT as u32, "0.01", None);
-        assert_eq!((ping.transmitted, ping.received), (SENT, SENT), "{}", ping.output);
+        let sent = udp(&node, container, SENT as u32);
+        assert_eq!((sent.sent, sent.received), (SENT as u32, SENT as u32));
         let delta: Vec<u64> = node.router_rx().iter().zip(&before).map(|(after, b)| after - b).collect();
         let owner = AgentNode::owning_eni(ip);
         assert_eq!(
             delta[owner], SENT,
-            "{ip}'s pings arrive on the ENI owning it (eni{owner}): rx deltas {delta:?}"
+            "{ip}'s datagrams arrive on the ENI owning it (eni{owner}): rx deltas {delta:?}"
         );
         assert_eq!(delta[1 - owner], 0, "nothing arrives on the other ENI: rx deltas {delta:?}");
 
@@ -75,7 +79,7 @@ fn cni_add_installs_the_endpoint_counts_exactly_and_del_removes_it_root() {
         };
         assert_eq!(counter("eni_ipam_datapath_packets_total", &[("direction", "tx")]), SENT);
         assert_eq!(counter("eni_ipam_datapath_packets_total", &[("direction", "rx")]), SENT);
-        // 14 Ethernet + 20 IPv4 + 8 ICMP + 56 data.
+        // 14 Ethernet + 20 IPv4 + 8 UDP + 56 data.
         assert_eq!(counter("eni_ipam_datapath_bytes_total", &[("direction", "tx")]), SENT * 98);
         assert_eq!(counter("eni_ipam_datapath_drops_total", &[("reason", "spoofed_source")]), 0);
     }
@@ -89,8 +93,7 @@ fn cni_add_installs_the_endpoint_counts_exactly_and_del_removes_it_root() {
     let pins_after = node.pod_link_pins();
     assert_eq!(pins_after.len(), 2, "{pins_before:?} -> {pins_after:?}");
     assert_ne!(pins_after, pins_before, "the new veth has its own link");
-    let ping = traffic::ping(&node.pods["ctrb"], VPC_HOST, 3, "0.01", None);
-    assert_eq!(ping.received, 3, "traffic flows over the new veth: {}", ping.output);
+    assert_eq!(udp(&node, "ctrb", 3).received, 3, "traffic flows over the new veth");
 
     node.del_pod("ctra");
     let metrics = node.metrics();
@@ -98,8 +101,7 @@ fn cni_add_installs_the_endpoint_counts_exactly_and_del_removes_it_root() {
     let endpoints = node.pinned().endpoints().unwrap();
     assert_eq!(endpoints.keys().copied().collect::<Vec<_>>(), [b], "DEL removes the endpoint from the map");
     assert_eq!(node.pod_link_pins().len(), 1, "and its link pin");
-    let ping = traffic::ping(&node.pods["ctrb"], VPC_HOST, 3, "0.01", None);
-    assert_eq!(ping.received, 3, "the other pod is untouched: {}", ping.output);
+    assert_eq!(udp(&node, "ctrb", 3).received, 3, "the other pod is untouched");
 }
 
 #[test]
@@ -125,7 +127,7 @@ fn agent_sigkill_and_restart_during_a_10ms_ping_loses_nothing_and_reconciles_roo
     node.agent.extra_args = vec!["--live-containers-file".into(), live.display().to_string()];
 
     const PINGS: u64 = 300;
-    let ping = traffic::spawn_ping(&node.pods["ctra"], VPC_HOST, PINGS as u32, "0.01", None);
+    let (_vpc_host, ping) = node.spawn_vpc_echoes("ctra", PINGS);
     let started = Instant::now();
     while pinned.endpoint_counters(a).unwrap().tx_packets < PINGS / 6 {
         assert!(started.elapsed() < Duration::from_secs(10), "the ping never got going through the datapath");
@@ -135,8 +137,8 @@ fn agent_sigkill_and_restart_during_a_10ms_ping_loses_nothing_and_reconciles_roo
     let at_restart = pinned.endpoint_counters(a).unwrap().tx_packets;
     assert!(at_restart < PINGS, "the restart must happen during the ping ({at_restart} sent already)");
 
-    let summary = traffic::summary(ping.wait_with_output().unwrap());
-    assert_eq!((summary.transmitted, summary.received), (PINGS, PINGS), "{}", summary.output);
+    let summary = ping.join().unwrap();
+    assert_eq!((summary.sent, summary.received), (PINGS as u32, PINGS as u32));
 
     let endpoints = pinned.endpoints().unwrap();
     assert_eq!(endpoints.keys().copied().collect::<Vec<_>>(), [a], "reconciled: {stray} and {gone} removed");
@@ -282,7 +284,7 @@ fn uninstall_leaves_the_node_as_before_the_agent_and_sigterm_alone_keeps_everyth
 
     // SIGTERM without the uninstall mark (a restart, an upgrade): nothing goes, no packet is lost.
     const PINGS: u64 = 200;
-    let ping = traffic::spawn_ping(&node.pods["ctra"], VPC_HOST, PINGS as u32, "0.01", None);
+    let (_vpc_host, ping) = node.spawn_vpc_echoes("ctra", PINGS);
     std::thread::sleep(Duration::from_millis(300));
     let status = node.agent.terminate();
     assert!(status.success(), "a terminated agent exits cleanly: {status}\n{}", node.agent_log());
@@ -293,8 +295,8 @@ fn uninstall_leaves_the_node_as_before_the_agent_and_sigterm_alone_keeps_everyth
     );
     assert_eq!(NodeView::of(&node.bed.nodes[0].ns).tc_programs, installed.tc_programs);
     node.agent.restart();
-    let summary = traffic::summary(ping.wait_with_output().unwrap());
-    assert_eq!((summary.transmitted, summary.received), (PINGS, PINGS), "{}", summary.output);
+    let summary = ping.join().unwrap();
+    assert_eq!((summary.sent, summary.received), (PINGS as u32, PINGS as u32));
 
     // The node leaves the cluster: stop the agent, then uninstall (twice).
     assert!(node.agent.terminate().success());

@@ -4,12 +4,15 @@
 use std::net::Ipv4Addr;
 
 /// Number of drop reasons (`ENI_IPAM_DROP_REASONS`).
-pub const DROP_REASONS: usize = 2;
+pub const DROP_REASONS: usize = 6;
 /// Maximum endpoints per node (`ENI_IPAM_MAX_ENDPOINTS`).
 pub const MAX_ENDPOINTS: usize = 4096;
 
 /// Bit of `skb->mark` the node's netfilter sets on packets of NATed flows (`ENI_IPAM_NAT_MARK`).
 pub const NAT_MARK: u32 = 0x0100_0000;
+
+/// Entries of the LRU hash `nat_flows` (`ENI_IPAM_NAT_FLOWS`).
+pub const NAT_FLOWS: usize = 262_144;
 
 /// Slot of `endpoint_counters` for drops on veths without an endpoint (`ENI_IPAM_UNATTRIBUTED_SLOT`).
 pub const UNATTRIBUTED_SLOT: u32 = 0;
@@ -75,6 +78,23 @@ pub struct CounterValue {
     pub drops: [u64; DROP_REASONS],
 }
 
+/// Key of the LRU hash `nat_flows` (`struct nat_flow_key`): the 5-tuple of a reply of a
+/// NATed flow as the programs read it at TC ingress; the value is the last time (kernel
+/// monotonic ns) a packet of the flow left through the node's stack.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NatFlowKey {
+    /// IPv4 addresses, network byte order.
+    pub saddr: u32,
+    pub daddr: u32,
+    /// Ports, network byte order.
+    pub sport: u16,
+    pub dport: u16,
+    /// `IPPROTO_TCP` (6) or `IPPROTO_UDP` (17).
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
 // SAFETY: plain `#[repr(C)]` integers and byte arrays, no padding the kernel could leave
 // uninitialised (EndpointValue's tail is an explicit field), valid for any bit pattern.
 unsafe impl aya::Pod for EndpointKey {}
@@ -82,6 +102,7 @@ unsafe impl aya::Pod for EndpointValue {}
 unsafe impl aya::Pod for VethOwner {}
 unsafe impl aya::Pod for HostRouteKey {}
 unsafe impl aya::Pod for CounterValue {}
+unsafe impl aya::Pod for NatFlowKey {}
 
 #[cfg(test)]
 mod tests {
@@ -136,13 +157,36 @@ mod tests {
     }
 
     #[test]
+    fn nat_flow_key_matches_c_header() {
+        assert_eq!(size_of::<NatFlowKey>(), c::SIZEOF_nat_flow_key);
+        assert_eq!(offset_of!(NatFlowKey, saddr), c::OFFSETOF_nat_flow_key_saddr);
+        assert_eq!(offset_of!(NatFlowKey, daddr), c::OFFSETOF_nat_flow_key_daddr);
+        assert_eq!(offset_of!(NatFlowKey, sport), c::OFFSETOF_nat_flow_key_sport);
+        assert_eq!(offset_of!(NatFlowKey, dport), c::OFFSETOF_nat_flow_key_dport);
+        assert_eq!(offset_of!(NatFlowKey, proto), c::OFFSETOF_nat_flow_key_proto);
+    }
+
+    #[test]
     fn constants_match_c_header() {
         assert_eq!(DROP_REASONS, c::DROP_REASONS);
         assert_eq!(MAX_ENDPOINTS, c::MAX_ENDPOINTS);
         assert_eq!(UNATTRIBUTED_SLOT as usize, c::UNATTRIBUTED_SLOT);
         assert_eq!(NAT_MARK as usize, c::NAT_MARK);
-        assert_eq!(crate::DropReason::SpoofedSource as usize, c::DROP_SPOOFED_SOURCE);
-        assert_eq!(crate::DropReason::UnknownVeth as usize, c::DROP_UNKNOWN_VETH);
+        assert_eq!(NAT_FLOWS, c::NAT_FLOWS);
+        use crate::DropReason;
+        let reasons = [
+            (DropReason::SpoofedSource, c::DROP_SPOOFED_SOURCE),
+            (DropReason::UnknownVeth, c::DROP_UNKNOWN_VETH),
+            (DropReason::ArpSpoofed, c::DROP_ARP_SPOOFED),
+            (DropReason::Ipv6, c::DROP_IPV6),
+            (DropReason::NotIp, c::DROP_NOT_IP),
+            (DropReason::Malformed, c::DROP_MALFORMED),
+        ];
+        assert_eq!(reasons.len(), DROP_REASONS, "every reason is compared");
+        for (reason, index) in reasons {
+            assert_eq!(reason as usize, index, "{reason:?}");
+            assert_eq!(DropReason::ALL[index], reason, "ALL is in index order");
+        }
     }
 
     #[test]

@@ -27,7 +27,9 @@ use tracing::{debug, info};
 
 use crate::{
     AttachMode, DatapathError, DatapathObject, EndpointCounters, EndpointInfo, Ipv4Prefix,
-    abi::{CounterValue, EndpointKey, EndpointValue, MAX_ENDPOINTS, UNATTRIBUTED_SLOT, VethOwner},
+    abi::{
+        CounterValue, EndpointKey, EndpointValue, MAX_ENDPOINTS, NatFlowKey, UNATTRIBUTED_SLOT, VethOwner,
+    },
     attach::{self, pin_error},
     hook::{self, Hook, Target},
     object::CURRENT,
@@ -42,6 +44,7 @@ const ENDPOINTS: &str = "endpoints";
 const POD_VETHS: &str = "pod_veths";
 const COUNTERS: &str = "endpoint_counters";
 const HOST_ROUTES: &str = "host_routes";
+const NAT_FLOWS: &str = "nat_flows";
 
 /// Reported as the endpoint of the counters of drops on attached veths without an endpoint.
 const UNATTRIBUTED: Ipv4Addr = Ipv4Addr::UNSPECIFIED;
@@ -84,6 +87,7 @@ pub struct Datapath {
     pod_veths: HashMap<MapData, u32, VethOwner>,
     counters: PerCpuArray<MapData, CounterValue>,
     host_routes: LpmTrie<MapData, u32, u32>,
+    nat_flows: HashMap<MapData, NatFlowKey, u64>,
 }
 
 impl std::fmt::Debug for Datapath {
@@ -168,6 +172,7 @@ impl Datapath {
             pod_veths: take_map(&mut ebpf, object, POD_VETHS)?,
             counters: take_map(&mut ebpf, object, COUNTERS)?,
             host_routes: take_map(&mut ebpf, object, HOST_ROUTES)?,
+            nat_flows: take_map(&mut ebpf, object, NAT_FLOWS)?,
             programs,
             pins,
             origin,
@@ -217,13 +222,15 @@ impl Datapath {
             .collect()
     }
 
-    /// Attaches the pod hooks (`from_pod` at TC ingress) to a pod's host-side veth, in the
+    /// Attaches the pod hooks (`nat_learn` at TC egress, then `from_pod` at TC ingress) to a
+    /// pod's host-side veth, in the
     /// calling thread's network namespace. Idempotent.
     pub fn attach_pod(&mut self, veth_ifindex: u32) -> Result<(), DatapathError> {
         self.attach_target(Target::Pod, veth_ifindex)
     }
 
-    /// Attaches the ENI hooks (`from_eni` at TC ingress) to an ENI. Idempotent.
+    /// Attaches the ENI hooks (`nat_learn` at TC egress, then `from_eni` at TC ingress) to an
+    /// ENI. Idempotent.
     pub fn attach_eni(&mut self, eni_ifindex: u32) -> Result<(), DatapathError> {
         self.attach_target(Target::Eni, eni_ifindex)
     }
@@ -236,6 +243,15 @@ impl Datapath {
     /// Detaches the ENI hooks from an ENI (no-op if not attached).
     pub fn detach_eni(&mut self, eni_ifindex: u32) -> Result<(), DatapathError> {
         Hook::of(Target::Eni).try_for_each(|hook| attach::detach(&self.pins, hook, eni_ifindex))
+    }
+
+    /// The reply tuples of NATed flows `nat_learn` has recorded (replies that go through the
+    /// node's stack), with the last time a packet of each flow was seen (kernel monotonic ns).
+    pub fn nat_flows(&self) -> Result<Vec<(NatFlowKey, u64)>, DatapathError> {
+        self.nat_flows
+            .iter()
+            .map(|entry| entry.map_err(|source| DatapathError::map(NAT_FLOWS, "*", "iterate", source)))
+            .collect()
     }
 
     fn attach_target(&mut self, target: Target, ifindex: u32) -> Result<(), DatapathError> {

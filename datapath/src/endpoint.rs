@@ -108,16 +108,37 @@ pub enum DropReason {
     SpoofedSource = 0,
     /// A packet arrived on an attached pod veth for which no endpoint is registered.
     UnknownVeth = 1,
+    /// An ARP packet from a pod whose sender IP is not the pod's own.
+    ArpSpoofed = 2,
+    /// An IPv6 packet from a pod (IPv6 is not supported yet).
+    Ipv6 = 3,
+    /// A frame from a pod that is neither IPv4 nor ARP, VLAN-tagged frames included.
+    NotIp = 4,
+    /// An IPv4 frame from a pod too short for its header or with a bad version or IHL, or
+    /// an ARP packet that is not IPv4 over Ethernet.
+    Malformed = 5,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; DROP_REASONS] = [DropReason::SpoofedSource, DropReason::UnknownVeth];
+    /// Every reason, in the order of the C enum (the index into the drop counters).
+    pub const ALL: [DropReason; DROP_REASONS] = [
+        DropReason::SpoofedSource,
+        DropReason::UnknownVeth,
+        DropReason::ArpSpoofed,
+        DropReason::Ipv6,
+        DropReason::NotIp,
+        DropReason::Malformed,
+    ];
 
     /// Stable label, e.g. for a Prometheus `reason` label.
     pub fn as_str(self) -> &'static str {
         match self {
             DropReason::SpoofedSource => "spoofed_source",
             DropReason::UnknownVeth => "unknown_veth",
+            DropReason::ArpSpoofed => "arp_spoofed",
+            DropReason::Ipv6 => "ipv6",
+            DropReason::NotIp => "not_ip",
+            DropReason::Malformed => "malformed",
         }
     }
 }
@@ -137,6 +158,21 @@ pub struct EndpointCounters {
 impl EndpointCounters {
     pub fn drops(&self, reason: DropReason) -> u64 {
         self.drops[reason as usize]
+    }
+
+    /// What was counted between `earlier` (a reading of the same endpoint) and `self`.
+    pub fn since(&self, earlier: &EndpointCounters) -> EndpointCounters {
+        let mut drops = [0; DROP_REASONS];
+        for (d, (now, then)) in drops.iter_mut().zip(self.drops.iter().zip(earlier.drops)) {
+            *d = now.saturating_sub(then);
+        }
+        EndpointCounters {
+            tx_packets: self.tx_packets.saturating_sub(earlier.tx_packets),
+            tx_bytes: self.tx_bytes.saturating_sub(earlier.tx_bytes),
+            rx_packets: self.rx_packets.saturating_sub(earlier.rx_packets),
+            rx_bytes: self.rx_bytes.saturating_sub(earlier.rx_bytes),
+            drops,
+        }
     }
 
     pub(crate) fn sum<'a>(per_cpu: impl IntoIterator<Item = &'a CounterValue>) -> Self {
@@ -183,12 +219,54 @@ mod tests {
     #[test]
     fn counters_sum_over_cpus() {
         let cpus = [
-            CounterValue { tx_packets: 1, tx_bytes: 100, rx_packets: 2, rx_bytes: 200, drops: [3, 0] },
-            CounterValue { tx_packets: 4, tx_bytes: 400, rx_packets: 5, rx_bytes: 500, drops: [6, 7] },
+            CounterValue {
+                tx_packets: 1,
+                tx_bytes: 100,
+                rx_packets: 2,
+                rx_bytes: 200,
+                drops: [3, 0, 1, 0, 0, 2],
+            },
+            CounterValue {
+                tx_packets: 4,
+                tx_bytes: 400,
+                rx_packets: 5,
+                rx_bytes: 500,
+                drops: [6, 7, 0, 0, 4, 0],
+            },
         ];
         let total = EndpointCounters::sum(&cpus);
         assert_eq!((total.tx_packets, total.tx_bytes, total.rx_packets, total.rx_bytes), (5, 500, 7, 700));
         assert_eq!(total.drops(DropReason::SpoofedSource), 9);
         assert_eq!(total.drops(DropReason::UnknownVeth), 7);
+        assert_eq!(total.drops(DropReason::ArpSpoofed), 1);
+        assert_eq!(total.drops(DropReason::Ipv6), 0);
+        assert_eq!(total.drops(DropReason::NotIp), 4);
+        assert_eq!(total.drops(DropReason::Malformed), 2);
+    }
+
+    #[test]
+    fn counters_since_an_earlier_reading_are_the_difference() {
+        let earlier = EndpointCounters::sum(&[CounterValue {
+            tx_packets: 1,
+            tx_bytes: 10,
+            drops: [0, 0, 2, 0, 0, 0],
+            ..Default::default()
+        }]);
+        let now = EndpointCounters::sum(&[CounterValue {
+            tx_packets: 4,
+            tx_bytes: 40,
+            rx_packets: 1,
+            rx_bytes: 5,
+            drops: [1, 0, 5, 0, 0, 0],
+        }]);
+        let d = now.since(&earlier);
+        assert_eq!((d.tx_packets, d.tx_bytes, d.rx_packets, d.rx_bytes), (3, 30, 1, 5));
+        assert_eq!((d.drops(DropReason::SpoofedSource), d.drops(DropReason::ArpSpoofed)), (1, 3));
+    }
+
+    #[test]
+    fn drop_reason_labels_are_the_agreed_names() {
+        let labels: Vec<&str> = DropReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(labels, ["spoofed_source", "unknown_veth", "arp_spoofed", "ipv6", "not_ip", "malformed"]);
     }
 }

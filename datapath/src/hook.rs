@@ -22,8 +22,7 @@ pub(crate) enum Target {
 pub(crate) enum Direction {
     /// Packets arriving on the interface.
     Ingress,
-    /// Packets leaving by the interface (no hook of the current programs yet).
-    #[allow(dead_code)]
+    /// Packets leaving by the interface.
     Egress,
 }
 
@@ -57,8 +56,12 @@ pub(crate) const FILTER_PRIORITY: u16 = 0xe1;
 pub(crate) const FILTER_HANDLE: TcHandle = TcHandle::new(0, 0xe1);
 
 /// Every hook of the datapath.
+/// Per interface, the egress hook comes first: `nat_learn` records NATed flows before the
+/// ingress program starts sending their replies anywhere.
 pub(crate) const HOOKS: &[Hook] = &[
+    Hook::new("egress-pod", "nat_learn", Target::Pod, Direction::Egress),
     Hook::new("pod", "from_pod", Target::Pod, Direction::Ingress),
+    Hook::new("egress-eni", "nat_learn", Target::Eni, Direction::Egress),
     Hook::new("eni", "from_eni", Target::Eni, Direction::Ingress),
 ];
 

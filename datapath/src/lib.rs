@@ -2,7 +2,9 @@
 //! pod's IP, and traffic for local pods goes straight into them, without iptables.
 //!
 //! The programs (C in `bpf/`, compiled by clang in `build.rs`) run at TC ingress of each
-//! pod's host-side veth (`from_pod`) and of each ENI (`from_eni`). The agent owns the maps:
+//! pod's host-side veth (`from_pod`) and of each ENI (`from_eni`), and at TC egress of both
+//! (`nat_learn`, which records NATed flows so that their replies go through the node's
+//! stack); only IPv4 TCP/UDP not NATed takes the fast path (`bpf/README.md`). The agent owns the maps:
 //! it calls [`Datapath::load_or_adopt`] on start, [`Datapath::reconcile`] with its IPAM state,
 //! [`Datapath::upsert_endpoint`] / [`Datapath::remove_endpoint`] on CNI ADD/DEL, and reads
 //! [`Datapath::counters`] for metrics. Programs, maps and links are pinned, so the agent

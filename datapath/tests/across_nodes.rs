@@ -1,47 +1,46 @@
 //! Pod to pod across two nodes, each pod's IP on a different ENI (needs root).
 
+mod common;
+
 use eni_ipam_netns_testbed as testbed;
 
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, time::Duration};
 
+use common::{POD_A, POD_B, two_nodes};
 use eni_ipam_datapath::DropReason;
-use testbed::{PodSpec, Testbed, traffic};
+use testbed::{Testbed, echo, traffic};
 
-const POD_A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 11);
-const POD_A2: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 10);
-const POD_B: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 20);
+const LINKS: [&str; 4] = ["n0e0", "n0e1", "n1e0", "n1e1"];
 
-/// Pod A on node 0 / ENI 1, pod A2 on node 0 / ENI 0 (idle), pod B on node 1 / ENI 0.
-fn two_nodes(tag: &str) -> Testbed {
-    let mut bed = Testbed::new(
-        tag,
-        2,
-        &[
-            PodSpec { node: 0, eni: 1, ip: POD_A },
-            PodSpec { node: 0, eni: 0, ip: POD_A2 },
-            PodSpec { node: 1, eni: 0, ip: POD_B },
-        ],
+/// Packets the VPC router received on each ENI of [`LINKS`] while `f` ran.
+fn router_rx_during(bed: &Testbed, f: impl FnOnce()) -> Vec<u64> {
+    let before: Vec<u64> = LINKS.iter().map(|l| bed.router.rx_packets(l)).collect();
+    f();
+    LINKS.iter().zip(before).map(|(l, b)| bed.router.rx_packets(l) - b).collect()
+}
+
+fn assert_left_by_owning_enis(delta: &[u64], at_least: u64) {
+    assert!(
+        delta[1] >= at_least,
+        "pod A's requests must arrive on node 0's ENI 1 (n0e1): rx deltas {delta:?}"
     );
-    bed.start_datapath(0);
-    bed.start_datapath(1);
-    bed
+    assert_eq!(delta[0], 0, "nothing may arrive on node 0's ENI 0 (n0e0): rx deltas {delta:?}");
+    assert!(
+        delta[2] >= at_least,
+        "pod B's replies must arrive on node 1's ENI 0 (n1e0): rx deltas {delta:?}"
+    );
+    assert_eq!(delta[3], 0, "nothing may arrive on node 1's ENI 1 (n1e1): rx deltas {delta:?}");
 }
 
 #[test]
-fn ping_and_tcp_leave_through_the_eni_owning_the_source_ip() {
+fn udp_and_tcp_leave_through_the_eni_owning_the_source_ip() {
     let mut bed = two_nodes("across");
-    let links = ["n0e0", "n0e1", "n1e0", "n1e1"];
-    let before: Vec<u64> = links.iter().map(|l| bed.router.rx_packets(l)).collect();
-
-    let ping = traffic::ping(&bed.pods[0].ns, POD_B, 20, "0.01", None);
-    assert_eq!((ping.transmitted, ping.received), (20, 20), "{}", ping.output);
-
-    let after: Vec<u64> = links.iter().map(|l| bed.router.rx_packets(l)).collect();
-    let delta: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
-    assert!(delta[1] >= 20, "pod A's requests must arrive on node 0's ENI 1 (n0e1): rx deltas {delta:?}");
-    assert_eq!(delta[0], 0, "nothing may arrive on node 0's ENI 0 (n0e0): rx deltas {delta:?}");
-    assert!(delta[2] >= 20, "pod B's replies must arrive on node 1's ENI 0 (n1e0): rx deltas {delta:?}");
-    assert_eq!(delta[3], 0, "nothing may arrive on node 1's ENI 1 (n1e1): rx deltas {delta:?}");
+    let server = echo::EchoServer::udp(&bed.pods[2].ns, POD_B);
+    let delta = router_rx_during(&bed, || {
+        let udp = echo::udp_echo_client(&bed.pods[0].ns, server.addr, 20, 56, Duration::from_millis(10));
+        assert_eq!((udp.sent, udp.received), (20, 20));
+    });
+    assert_left_by_owning_enis(&delta, 20);
 
     traffic::tcp_echo(&bed.pods[0].ns, &bed.pods[2].ns, POD_B, 4 << 20);
 
@@ -51,6 +50,24 @@ fn ping_and_tcp_leave_through_the_eni_owning_the_source_ip() {
     assert_eq!(a.drops(DropReason::SpoofedSource), 0);
     let b = bed.datapath(1).endpoint_counters(POD_B).unwrap();
     assert!(b.rx_packets >= 20 && b.tx_packets >= 20, "pod B counters {b:?}");
+}
+
+#[test]
+fn icmp_goes_through_the_node_stack_and_its_policy_routing() {
+    let mut bed = two_nodes("icmp");
+    let ping = traffic::ping(&bed.pods[0].ns, POD_B, 3, "0.01", None);
+    assert_eq!(ping.received, 0, "without routes in the nodes ICMP goes nowhere: {}", ping.output);
+
+    bed.install_kernel_routing(0);
+    bed.install_kernel_routing(1);
+    let before = bed.datapath(0).endpoint_counters(POD_A).unwrap();
+    let delta = router_rx_during(&bed, || {
+        let ping = traffic::ping(&bed.pods[0].ns, POD_B, 20, "0.01", None);
+        assert_eq!((ping.transmitted, ping.received), (20, 20), "{}", ping.output);
+    });
+    assert_left_by_owning_enis(&delta, 20);
+    let after = bed.datapath(0).endpoint_counters(POD_A).unwrap();
+    assert_eq!(after, before, "ICMP is not the fast path's: the datapath forwarded none of it");
 }
 
 #[test]
@@ -75,6 +92,7 @@ fn spoofed_source_is_dropped_and_counted_exactly() {
     assert_eq!(router_after, router_before, "spoofed packets must not reach the VPC");
 
     // The pod's own address still works.
-    let ping = traffic::ping(&bed.pods[0].ns, POD_B, 3, "0.01", Some(POD_A));
-    assert_eq!(ping.received, 3, "{}", ping.output);
+    let server = echo::EchoServer::udp(&bed.pods[2].ns, POD_B);
+    let udp = echo::udp_echo_client(&bed.pods[0].ns, server.addr, 3, 56, Duration::from_millis(10));
+    assert_eq!(udp.received, 3);
 }

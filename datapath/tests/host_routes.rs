@@ -3,10 +3,10 @@
 
 use eni_ipam_netns_testbed as testbed;
 
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, time::Duration};
 
 use eni_ipam_datapath::Ipv4Prefix;
-use testbed::{PodSpec, Testbed, traffic};
+use testbed::{PodSpec, Testbed, echo};
 
 const POD_A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 11);
 const NODE_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
@@ -31,17 +31,18 @@ fn host_routes_reach_the_node_stack_instead_of_the_eni() {
         "permanent",
     ]);
     let to_eni_before = bed.router.rx_packets("n0e1");
+    let server = echo::EchoServer::udp(&bed.nodes[0].ns, NODE_IP);
+    let exchange = |bed: &Testbed| {
+        echo::udp_echo_client(&bed.pods[0].ns, server.addr, 3, 56, Duration::from_millis(10)).received
+    };
 
-    let ping = traffic::ping(&bed.pods[0].ns, NODE_IP, 3, "0.01", None);
-    assert_eq!(ping.received, 0, "without a host route the node IP is sent out of the ENI: {}", ping.output);
-    assert!(bed.router.rx_packets("n0e1") - to_eni_before >= 3, "the pings must have left through ENI 1");
+    assert_eq!(exchange(&bed), 0, "without a host route the node IP is sent out of the ENI");
+    assert!(bed.router.rx_packets("n0e1") - to_eni_before >= 3, "the datagrams must have left through ENI 1");
 
     let node_prefix = Ipv4Prefix::new(NODE_IP, 32).unwrap();
     bed.datapath(0).set_host_routes(&[node_prefix]).unwrap();
-    let ping = traffic::ping(&bed.pods[0].ns, NODE_IP, 3, "0.01", None);
-    assert_eq!(ping.received, 3, "{}", ping.output);
+    assert_eq!(exchange(&bed), 3);
 
     bed.datapath(0).set_host_routes(&[]).unwrap();
-    let ping = traffic::ping(&bed.pods[0].ns, NODE_IP, 3, "0.01", None);
-    assert_eq!(ping.received, 0, "the host route must be gone: {}", ping.output);
+    assert_eq!(exchange(&bed), 0, "the host route must be gone");
 }

@@ -2,10 +2,10 @@
 
 use eni_ipam_netns_testbed as testbed;
 
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{collections::BTreeMap, net::Ipv4Addr, time::Duration};
 
 use eni_ipam_datapath::{EndpointInfo, MacAddr};
-use testbed::{PodSpec, Testbed, traffic};
+use testbed::{PodSpec, Testbed, echo};
 
 const POD_A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 11);
 const POD_A2: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 10);
@@ -19,6 +19,10 @@ fn reconcile_removes_endpoints_and_links_no_longer_owned() {
         &[PodSpec { node: 0, eni: 1, ip: POD_A }, PodSpec { node: 0, eni: 0, ip: POD_A2 }],
     );
     bed.start_datapath(0);
+    // Pod A2 reaches pod A through the datapath while it is served.
+    let server = echo::EchoServer::udp(&bed.pods[0].ns, POD_A);
+    let udp = echo::udp_echo_client(&bed.pods[1].ns, server.addr, 2, 56, Duration::from_millis(10));
+    assert_eq!(udp.received, 2);
     let stale =
         EndpointInfo { pod_veth_ifindex: 4242, pod_mac: MacAddr([2, 0, 0, 0, 0, 9]), ..bed.pods[0].endpoint };
     bed.datapath(0).upsert_endpoint(GONE, stale).unwrap();
@@ -38,8 +42,8 @@ fn reconcile_removes_endpoints_and_links_no_longer_owned() {
     assert_eq!(counted, vec![Ipv4Addr::UNSPECIFIED, POD_A]);
 
     // Pod A2 is no longer served: its veth is detached, so the node (no routes) drops it.
-    let ping = traffic::ping(&bed.pods[1].ns, POD_A, 2, "0.01", None);
-    assert_eq!(ping.received, 0, "{}", ping.output);
+    let udp = echo::udp_echo_client(&bed.pods[1].ns, server.addr, 2, 56, Duration::from_millis(10));
+    assert_eq!(udp.received, 0);
     // A second reconcile with the same state changes nothing.
     assert_eq!(bed.datapath(0).reconcile(&desired).unwrap(), Default::default());
 }

@@ -2,9 +2,9 @@
 
 use eni_ipam_netns_testbed as testbed;
 
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, time::Duration};
 
-use testbed::{PodSpec, Testbed, traffic};
+use testbed::{PodSpec, Testbed, echo, traffic};
 
 const POD_A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 11);
 const POD_A2: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 10);
@@ -19,8 +19,9 @@ fn pods_on_one_node_talk_without_leaving_it() {
     bed.start_datapath(0);
     let router_before = bed.router.rx_packets("n0e0") + bed.router.rx_packets("n0e1");
 
-    let ping = traffic::ping(&bed.pods[0].ns, POD_A2, 10, "0.01", None);
-    assert_eq!((ping.transmitted, ping.received), (10, 10), "{}", ping.output);
+    let server = echo::EchoServer::udp(&bed.pods[1].ns, POD_A2);
+    let udp = echo::udp_echo_client(&bed.pods[0].ns, server.addr, 10, 56, Duration::from_millis(10));
+    assert_eq!((udp.sent, udp.received), (10, 10));
     traffic::tcp_echo(&bed.pods[1].ns, &bed.pods[0].ns, POD_A, 1 << 20);
 
     let router_after = bed.router.rx_packets("n0e0") + bed.router.rx_packets("n0e1");

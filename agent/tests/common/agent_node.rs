@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, TcpStream};
 use std::time::Duration;
 
 use eni_ipam_datapath::Datapath;
-use eni_ipam_netns_testbed::{Netns, Testbed};
+use eni_ipam_netns_testbed::{Netns, Testbed, echo};
 use serde_json::{Value, json};
 
 use super::{Agent, address_of, run_plugin};
@@ -136,6 +136,20 @@ impl AgentNode {
     /// The datapath as the agent pinned it, adopted by the test to look inside.
     pub fn pinned(&self) -> Datapath {
         Datapath::load_or_adopt(self.bed.nodes[0].pins.path()).expect("adopt the agent's pins")
+    }
+
+    /// `count` UDP echoes 10 ms apart from a pod to the VPC host, in the background; the echo
+    /// server comes along (keep it until they are done).
+    pub fn spawn_vpc_echoes(
+        &self,
+        container: &str,
+        count: u64,
+    ) -> (echo::EchoServer, std::thread::JoinHandle<echo::UdpSummary>) {
+        let server = echo::EchoServer::udp(&self.bed.router, VPC_HOST);
+        let interval = Duration::from_millis(10);
+        let client =
+            echo::spawn_udp_echo_client(&self.pods[container], server.addr, count as u32, 56, interval);
+        (server, client)
     }
 
     /// Pod veth attachments: TCX link pins (`links/`) or tc filter records (`filters/`).

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use eni_ipam_cloud::Eni;
 use eni_ipam_kube_standin::PODS;
-use eni_ipam_netns_testbed::traffic;
+use eni_ipam_netns_testbed::echo::{self, EchoServer, UdpSummary};
 
 use crate::audit::{Findings, Snapshot, audit};
 use crate::bed::{Bed, GC_PERIOD, ours};
@@ -209,8 +209,11 @@ impl<'a> Run<'a> {
             assert!(pool.get(ip.to_string()).is_some(), "{key} got {ip}, not from {node}'s pool");
         }
         let (from, to) = self.cross_node_pair();
-        let ping = tokio::task::block_in_place(|| traffic::ping(&from.netns, to, 5, "0.05", None));
-        assert_eq!(ping.received, 5, "{} reaches {to} on another node: {}", from.ip, ping.output);
+        let server = EchoServer::udp(&to.netns, to.ip);
+        let interval = Duration::from_millis(50);
+        let sent =
+            tokio::task::block_in_place(|| echo::udp_echo_client(&from.netns, server.addr, 5, 56, interval));
+        assert_eq!(sent.received, 5, "{} reaches {} on another node (UDP echo)", from.ip, to.ip);
         self.finish("1 scale up", since, calls, 0).await;
         self.cluster_full().await;
     }
@@ -272,10 +275,20 @@ impl<'a> Run<'a> {
     }
 
     /// A running pod on the first node and the IP of one on the second.
-    fn cross_node_pair(&self) -> (Arc<RunningPod>, Ipv4Addr) {
+    fn cross_node_pair(&self) -> (Arc<RunningPod>, Arc<RunningPod>) {
         let pa = self.bed.nodes[0].kubelet.running().into_values().next().expect("a pod on the first node");
         let pb = self.bed.nodes[1].kubelet.running().into_values().next().expect("a pod on the second node");
-        (pa, pb.ip)
+        (pa, pb)
+    }
+
+    /// `count` UDP echoes 10 ms apart (the datapath's fast path) from a pod on the first node to
+    /// one on the second, in the background; the server comes along (keep it until they end).
+    fn spawn_cross_node_echoes(&self, count: u32) -> (EchoServer, std::thread::JoinHandle<UdpSummary>) {
+        let (from, to) = self.cross_node_pair();
+        let server = EchoServer::udp(&to.netns, to.ip);
+        let echoes =
+            echo::spawn_udp_echo_client(&from.netns, server.addr, count, 56, Duration::from_millis(10));
+        (server, echoes)
     }
 
     /// Scenario 2: pod churn; the pool grows and shrinks within the knobs and no IP in use is
@@ -374,8 +387,7 @@ impl<'a> Run<'a> {
         })
         .await;
         self.fault("3b agent killed mid-ADD", async |run: &mut Self| {
-            let (from, to) = run.cross_node_pair();
-            let ping = traffic::spawn_ping(&from.netns, to, 300, "0.01", None);
+            let (_server, echoes) = run.spawn_cross_node_echoes(300);
             run.create_pods(n).await;
             // Kill once a new pod is placed on the node and its sandbox is not up yet.
             let node = run.bed.nodes[1].name.clone();
@@ -393,9 +405,8 @@ impl<'a> Run<'a> {
                 std::thread::sleep(Duration::from_millis(300));
                 run.bed.nodes[1].start_agent();
             });
-            let summary =
-                tokio::task::block_in_place(|| traffic::summary(ping.wait_with_output().expect("ping")));
-            summary.transmitted - summary.received
+            let summary = tokio::task::block_in_place(|| echoes.join().expect("the echo client"));
+            u64::from(summary.sent - summary.received)
         })
         .await;
         let throttle_for = self.size.throttle_for;
@@ -449,8 +460,7 @@ impl<'a> Run<'a> {
         })
         .await;
         self.fault("3g all together", async |run: &mut Self| {
-            let (from, to) = run.cross_node_pair();
-            let ping = traffic::spawn_ping(&from.netns, to, 500, "0.01", None);
+            let (_server, echoes) = run.spawn_cross_node_echoes(500);
             run.bed.cloud.set_fault(CloudFault { throttle: 0.5, server_errors: 0.1 });
             run.create_pods(n).await;
             let killed = run.bed.kill_leader();
@@ -466,9 +476,8 @@ impl<'a> Run<'a> {
             if let Some(i) = killed {
                 run.bed.start_operator(i);
             }
-            let summary =
-                tokio::task::block_in_place(|| traffic::summary(ping.wait_with_output().expect("ping")));
-            summary.transmitted - summary.received
+            let summary = tokio::task::block_in_place(|| echoes.join().expect("the echo client"));
+            u64::from(summary.sent - summary.received)
         })
         .await;
     }

@@ -7,7 +7,9 @@
 //! Shared by the datapath's tests (which drive the `Datapath` library directly) and the
 //! agent's (which run the agent and CNI binaries in a node namespace). Needs root and bpffs.
 
+pub mod echo;
 pub mod fabric;
+pub mod frames;
 pub mod netns;
 pub mod source_check;
 pub mod traffic;
@@ -195,9 +197,11 @@ impl Testbed {
         });
     }
 
-    /// Configures kernel policy routing by source on `node` (the peers' way): one table per
-    /// ENI, `ip rule from <pod ip> lookup <table>`. It forwards whenever the eBPF programs are
-    /// detached (attached, they redirect first at TC ingress).
+    /// Configures kernel policy routing by source on `node` (the peers' way, and the agent's
+    /// for what leaves the fast path): one table per ENI with a default route to the VPC
+    /// gateway, `ip rule to <pod ip> lookup main` (pref 512: local pods first) and
+    /// `ip rule from <pod ip> lookup <table of its ENI>` (pref 1536). It forwards everything
+    /// when the eBPF programs are detached, and what they pass to the stack when attached.
     pub fn install_kernel_routing(&mut self, node: usize) {
         let n = &mut self.nodes[node];
         n.ns.sysctl("net.ipv4.ip_forward", "1");
@@ -222,7 +226,8 @@ impl Testbed {
             n.ns.ip(&["route", "add", &format!("{ip}/32"), "dev", &pod.veth]);
             n.ns.permanent_neighbour(&ip, pod.endpoint.pod_mac, &pod.veth);
             let table = (100 + pod.eni).to_string();
-            n.ns.ip(&["rule", "add", "from", &ip, "lookup", &table, "priority", "100"]);
+            n.ns.ip(&["rule", "add", "to", &ip, "lookup", "main", "priority", "512"]);
+            n.ns.ip(&["rule", "add", "from", &ip, "lookup", &table, "priority", "1536"]);
         }
     }
 }

@@ -1,8 +1,7 @@
 //! Traffic between pods: ping through nsenter, a TCP echo in Rust, iperf3.
 
 use std::{
-    io::{Read, Write},
-    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    net::Ipv4Addr,
     process::{Child, Output, Stdio},
     time::Duration,
 };
@@ -74,38 +73,10 @@ pub fn summary(output: Output) -> PingSummary {
 /// Sends `bytes` over TCP from `client` to an echo server in `server` and checks every byte
 /// comes back.
 pub fn tcp_echo(client: &Netns, server: &Netns, server_ip: Ipv4Addr, bytes: usize) {
-    let listener = server.run(|| TcpListener::bind((server_ip, 0)).expect("bind echo server in pod"));
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let server_thread = server.spawn(move || {
-        let (mut stream, _) = listener.accept().expect("accept");
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = stream.read(&mut buf).expect("echo server read");
-            if n == 0 {
-                break;
-            }
-            stream.write_all(&buf[..n]).expect("echo server write");
-        }
-    });
-    let payload: Vec<u8> = (0..bytes).map(|i| (i % 251) as u8).collect();
-    let echoed = client.run(move || {
-        let mut stream =
-            TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect to echo server");
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut reader = stream.try_clone().unwrap();
-        let writer = std::thread::spawn(move || {
-            stream.write_all(&payload).expect("client write");
-            stream.shutdown(std::net::Shutdown::Write).unwrap();
-            payload
-        });
-        let mut echoed = Vec::new();
-        reader.read_to_end(&mut echoed).expect("client read");
-        (writer.join().unwrap(), echoed)
-    });
-    server_thread.join().expect("echo server");
-    assert_eq!(echoed.1.len(), bytes, "TCP echo returned {} of {bytes} bytes", echoed.1.len());
-    assert!(echoed.0 == echoed.1, "TCP echo returned different bytes");
+    let server = crate::echo::EchoServer::tcp(server, server_ip);
+    if let Err(error) = crate::echo::tcp_echo_client(client, server.addr, bytes, Duration::from_secs(10)) {
+        panic!("TCP echo: {error}");
+    }
 }
 
 /// Runs iperf3 for `seconds` from `client` to a one-shot server in `server`; returns Gbit/s.
