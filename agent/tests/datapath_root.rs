@@ -177,8 +177,8 @@ fn the_datapath_flag_fails_in_one_line_naming_what_is_missing_root() {
 }
 
 /// What of the node namespace an agent may change: links, routes (every table), rules,
-/// qdiscs, TCX programs per link, the neighbour entries that are not a plain ARP cache, and
-/// nft tables.
+/// qdiscs, TC programs per link (TCX links and tc filters, ingress and egress), the
+/// neighbour entries that are not a plain ARP cache, and nft tables.
 #[derive(Debug, PartialEq, Eq)]
 struct NodeView {
     links: BTreeSet<String>,
@@ -212,7 +212,7 @@ impl NodeView {
             names
                 .into_iter()
                 .map(|name| {
-                    let ids = eni_ipam_datapath::tcx_ingress_programs(&name).expect("query TCX programs");
+                    let ids = eni_ipam_datapath::tcx_attached_programs(&name).expect("query TCX programs");
                     let filters = eni_ipam_datapath::tc_filter_count(&name).expect("query tc filters");
                     (name, ids.len() + filters)
                 })
@@ -270,7 +270,11 @@ fn uninstall_leaves_the_node_as_before_the_agent_and_sigterm_alone_keeps_everyth
 
     let installed = NodeView::of(&node.bed.nodes[0].ns);
     assert_eq!(installed.links.len(), before.links.len() + 2, "two pod veths: {installed:#?}");
-    assert_eq!(installed.tc_programs.values().sum::<usize>(), 4, "both ENIs and both veths: {installed:#?}");
+    assert_eq!(
+        installed.tc_programs.values().sum::<usize>(),
+        8,
+        "both ENIs and both veths, at ingress and egress: {installed:#?}"
+    );
     assert!(installed.routes.len() > before.routes.len(), "the pods' /32 routes");
     assert!(
         installed.rules.iter().filter(|r| r.contains("\"protocol\":\"225\"")).count() == 5,

@@ -147,7 +147,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(Hook::of(Target::Pod).map(|h| h.program).collect::<Vec<_>>(), ["from_pod"]);
-        assert_eq!(Hook::programs(), ["from_eni", "from_pod"]);
+        assert_eq!(Hook::of(Target::Pod).map(|h| h.program).collect::<Vec<_>>(), ["nat_learn", "from_pod"]);
+        assert_eq!(Hook::programs(), ["from_eni", "from_pod", "nat_learn"]);
     }
 }

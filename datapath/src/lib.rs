@@ -30,4 +30,4 @@ pub use object::DatapathObject;
 #[doc(hidden)]
 pub use object::{CURRENT, UPGRADE_TEST_NEXT};
 pub use probe::{MIN_KERNEL, MissingFeature, TCX_KERNEL, probe, tcx_supported};
-pub use removal::{PinsRemoved, remove_pins, tc_filter_count, tcx_ingress_programs, tcx_programs};
+pub use removal::{PinsRemoved, remove_pins, tc_filter_count, tcx_attached_programs, tcx_programs};

@@ -91,10 +91,13 @@ pub fn remove_pins(pin_dir: &Path) -> Result<PinsRemoved, DatapathError> {
     Ok(removed)
 }
 
-/// Ids of the programs attached to TC ingress of `interface` as TCX links (anyone's), in the
-/// calling thread's network namespace: what is left to check after an uninstall.
-pub fn tcx_ingress_programs(interface: &str) -> Result<Vec<u32>, DatapathError> {
-    tcx_programs(interface, TcAttachType::Ingress)
+/// Ids of the programs attached to TC ingress and egress of `interface` as TCX links
+/// (anyone's), in the calling thread's network namespace: what is left to check after an
+/// uninstall.
+pub fn tcx_attached_programs(interface: &str) -> Result<Vec<u32>, DatapathError> {
+    let mut ids = tcx_programs(interface, TcAttachType::Ingress)?;
+    ids.extend(tcx_programs(interface, TcAttachType::Egress)?);
+    Ok(ids)
 }
 
 /// Ids of the programs attached to `interface` as TCX links (anyone's) at ingress or egress.

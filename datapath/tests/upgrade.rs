@@ -1,7 +1,8 @@
 //! Agent upgrade: datapath N (this build) is replaced by N+1 (the same programs compiled with
-//! `ENI_IPAM_UPGRADE_TEST`: another object and another map layout) during a 10 ms ping and a
-//! TCP stream between pods on two nodes, then rolled back to N; in both attach modes
-//! (needs root).
+//! `ENI_IPAM_UPGRADE_TEST`: another object and another map layout) during a 10 ms ping (ICMP:
+//! the node's stack, by the nodes' policy routing), 10 ms UDP echoes and a TCP stream (the
+//! fast path) between pods on two nodes, then rolled back to N; in both attach modes (needs
+//! root).
 
 use eni_ipam_netns_testbed as testbed;
 
@@ -9,7 +10,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr, path::Path, time::Duration};
 
 use aya::programs::TcAttachType;
 use eni_ipam_datapath::{AttachMode, CURRENT, DatapathObject, Origin, UPGRADE_TEST_NEXT};
-use testbed::{PodSpec, Testbed, traffic};
+use testbed::{PodSpec, Testbed, echo, traffic};
 
 const POD_A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 11);
 const POD_B: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 20);
@@ -41,7 +42,12 @@ fn upgrade_during_traffic(tag: &str, mode: AttachMode) {
     let old_ids = bed.datapath(0).program_ids().unwrap();
     assert_eq!(attached_ids(&bed, 0, mode), expected(&bed, 0, &old_ids), "N attached");
 
+    bed.install_kernel_routing(0);
+    bed.install_kernel_routing(1);
     let ping = traffic::spawn_ping(&bed.pods[0].ns, POD_B, PINGS, "0.01", None);
+    let server = echo::EchoServer::udp(&bed.pods[1].ns, POD_B);
+    let echoes =
+        echo::spawn_udp_echo_client(&bed.pods[0].ns, server.addr, PINGS, 56, Duration::from_millis(10));
     let stream = traffic::spawn_tcp_stream(&bed.pods[0].ns, &bed.pods[1].ns, POD_B, Duration::from_secs(3));
     wait_for_packets(&mut bed, u64::from(PINGS / 5));
 
@@ -86,11 +92,12 @@ fn upgrade_during_traffic(tag: &str, mode: AttachMode) {
     }
     let back_ids = bed.datapath(0).program_ids().unwrap();
     assert_eq!(attached_ids(&bed, 0, mode), expected(&bed, 0, &back_ids), "N attached again");
-    let sent_by_n = bed.datapath(0).endpoint_counters(POD_A).unwrap().tx_packets;
-    assert!(sent_by_n < u64::from(PINGS), "the rollback must happen during the ping");
+    assert!(!echoes.is_finished(), "the rollback must happen during the echoes");
 
     let summary = traffic::summary(ping.wait_with_output().unwrap());
     summary.assert_all_answered(PINGS);
+    let echoed = echoes.join().unwrap();
+    assert_eq!((echoed.sent, echoed.received), (PINGS, PINGS), "UDP echoes lost over the fast path");
     let stream = stream.join().expect("the TCP stream broke");
     assert_eq!(stream.bytes_received, stream.bytes_sent, "{stream:?}");
     assert!(stream.bytes_sent > 3 * 100 * 16 * 1024 / 2, "the stream ran through the upgrade: {stream:?}");
@@ -189,6 +196,8 @@ fn flat_pins_of_earlier_releases_are_taken_over_without_loss() {
     }
     assert!(pins.join("programs/from_pod").exists() && pins.join("maps/endpoints").exists());
 
+    bed.install_kernel_routing(0);
+    bed.install_kernel_routing(1);
     let ping = traffic::spawn_ping(&bed.pods[0].ns, POD_B, 200, "0.01", None);
     std::thread::sleep(Duration::from_millis(500));
     let datapath = bed.start_datapath(0);

@@ -1,7 +1,8 @@
-//! Traffic between pods: ping through nsenter, a TCP echo in Rust, iperf3.
+//! Traffic between pods: ping through nsenter, a paced TCP stream in Rust, iperf3.
 
 use std::{
-    net::Ipv4Addr,
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     process::{Child, Output, Stdio},
     time::Duration,
 };
