@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::agent_node::{AgentNode, POOL, VPC_HOST};
 use common::{Agent, address_of};
 use eni_ipam_datapath::{EndpointInfo, MacAddr};
-use eni_ipam_netns_testbed::{Netns, echo, traffic};
+use eni_ipam_netns_testbed::{Netns, echo};
 use serde_json::{Value, json};
 
 /// The value of the sample of `metric` whose labels include every `labels` pair.
