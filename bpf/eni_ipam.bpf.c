@@ -239,7 +239,10 @@ static __always_inline int is_nat_reply(const struct nat_flow_key *flow)
 	return bpf_map_lookup_elem(&nat_flows, flow) != NULL;
 }
 
-/* ARP from a pod: allowed only when the sender IP is the pod's own. */
+/*
+ * ARP from a pod: allowed only when the sender IP is the pod's own, or 0.0.0.0 (an RFC 5227
+ * probe, which no neighbour table learns from).
+ */
 static __always_inline int check_arp(struct __sk_buff *skb, __u32 veth)
 {
 	struct veth_owner *owner = bpf_map_lookup_elem(&pod_veths, &veth);
@@ -253,7 +256,7 @@ static __always_inline int check_arp(struct __sk_buff *skb, __u32 veth)
 		count_drop(owner->counter_slot, ENI_IPAM_DROP_MALFORMED);
 		return TC_ACT_SHOT;
 	}
-	if (arp.sender_ip != owner->pod_ip) {
+	if (arp.sender_ip != owner->pod_ip && arp.sender_ip != 0) {
 		count_drop(owner->counter_slot, ENI_IPAM_DROP_ARP_SPOOFED);
 		return TC_ACT_SHOT;
 	}

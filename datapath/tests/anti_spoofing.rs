@@ -46,7 +46,7 @@ fn only_drops(counted: &EndpointCounters, reason: DropReason, count: u64) {
 }
 
 #[test]
-fn arp_passes_only_with_the_pods_own_sender_ip() {
+fn arp_passes_only_with_the_pods_own_sender_ip_or_as_a_probe() {
     let mut bed = two_nodes("arp");
     let node = &bed.nodes[0].ns;
     node.own_address(NODE_IP);
@@ -57,6 +57,11 @@ fn arp_passes_only_with_the_pods_own_sender_ip() {
     let spoofed = frames::arp_request(pod_mac, FOREIGN, NODE_IP);
     only_drops(&send_from_a(&mut bed, &[spoofed.clone(), spoofed], None), DropReason::ArpSpoofed, 2);
     assert!(!neighbours(&bed).contains(&FOREIGN.to_string()), "{}", neighbours(&bed));
+
+    // An RFC 5227 probe (sender 0.0.0.0, as `arping -D` sends before using an address):
+    // nothing can learn from it, so it passes.
+    let probe = frames::arp_request(pod_mac, std::net::Ipv4Addr::UNSPECIFIED, NODE_IP);
+    only_drops(&send_from_a(&mut bed, &[probe], None), DropReason::ArpSpoofed, 0);
 
     // The pod's own: the node answers and learns the pod's MAC.
     let own = frames::arp_request(pod_mac, POD_A, NODE_IP);
