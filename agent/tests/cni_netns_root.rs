@@ -40,6 +40,7 @@ fn hundred_pods_get_distinct_ips_keep_them_across_a_restart_and_del_frees_them_r
         let ip = address_of(&result);
         assert!(pool_ips.contains(&ip), "{ip} is not a pool IP");
         assert!(pod.ip_text(&["-4", "addr", "show", "eth0"]).contains(&format!("{ip}/32")));
+        assert!(pod.ip_text(&["-6", "addr", "show", "eth0"]).trim().is_empty(), "pods are IPv4 only");
         ips.insert(i, ip);
     }
     let distinct: BTreeSet<&String> = ips.values().collect();

@@ -113,6 +113,7 @@ fn configure(
         let link = pod
             .link(if_name)?
             .ok_or(NetlinkError { action: format!("find {if_name}"), errno: libc::ENODEV })?;
+        disable_ipv6(if_name)?;
         pod.set_up(link.index, if_name)?;
         pod.add_address(link.index, ip, 32, if_name)?;
         pod.replace_route(
@@ -144,6 +145,22 @@ fn configure(
         host_ifindex: host.index,
         pod_mac,
     })
+}
+
+/// Turns IPv6 off on the pod's interface before it comes up (in the calling thread's network
+/// namespace): pods get IPv4 only, and the datapath drops (and counts) IPv6 from a pod, so
+/// the kernel's router solicitations and DAD would be nothing but noise in those counters. A
+/// kernel without IPv6 has nothing to turn off.
+fn disable_ipv6(if_name: &str) -> Result<(), NetlinkError> {
+    let path = format!("/proc/sys/net/ipv6/conf/{if_name}/disable_ipv6");
+    match std::fs::write(&path, "1") {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(NetlinkError {
+            action: format!("write 1 to {path}"),
+            errno: error.raw_os_error().unwrap_or(libc::EIO),
+        }),
+    }
 }
 
 /// A main-table route to `destination/prefix` out of link `oif`: through `gateway` (onlink),
