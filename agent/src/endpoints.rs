@@ -301,7 +301,7 @@ fn eni_side(entry: Option<&PoolIp>) -> Result<EniSide, String> {
     let mac: MacAddr = entry.mac.parse().map_err(|e| format!("ENI {} MAC: {e}", entry.eni))?;
     let gateway: Ipv4Addr = entry.gateway.parse().map_err(|_| {
         format!(
-            "the gateway of the IP's subnet ({}) is not known: give the subnet with --subnet SUBNET_ID=CIDR[,GATEWAY]",
+            "the gateway of the IP's subnet ({}) is not known: the ENINode's status.enis has no subnetCidr/gateway for this ENI (an operator older than this agent, or the subnet not listed yet); upgrade the operator or give --subnet SUBNET_ID=CIDR[,GATEWAY]",
             entry.subnet_cidr
         )
     })?;
