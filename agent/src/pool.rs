@@ -244,7 +244,9 @@ mod tests {
         let flag = SubnetMap::from([parse_subnet_flag("vsw-1=10.0.0.0/24,10.0.0.254").unwrap()]);
         let other_flag = SubnetMap::from([parse_subnet_flag("vsw-2=10.0.1.0/24").unwrap()]);
         let none = SubnetMap::new();
-        let table: [(&str, Option<&EniStatus>, &SubnetMap, (&str, &str)); 6] = [
+        // (case, the ENI's status entry, --subnet flags, expected (CIDR, gateway))
+        type Case<'a> = (&'a str, Option<&'a EniStatus>, &'a SubnetMap, (&'a str, &'a str));
+        let table: [Case; 6] = [
             ("operator wrote it", Some(&written), &none, ("10.0.0.0/24", "10.0.0.253")),
             ("--subnet overrides it", Some(&written), &flag, ("10.0.0.0/24", "10.0.0.254")),
             ("another subnet's --subnet", Some(&written), &other_flag, ("10.0.0.0/24", "10.0.0.253")),
