@@ -41,6 +41,21 @@ pub struct NodePool {
     pub capacity: u32,
 }
 
+impl PoolIp {
+    /// The gateway pods on this IP route through, or why it is not known (both the datapath
+    /// endpoint and the policy route need it).
+    pub fn gateway_addr(&self) -> Result<std::net::Ipv4Addr, String> {
+        self.gateway.parse().map_err(|_| {
+            format!(
+                "ENI {}: the gateway of subnet {} is not known: the ENINode's status.enis gives no \
+                 subnetCidr/gateway for it (an operator older than this agent, or the subnet not listed \
+                 yet); upgrade the operator or give --subnet SUBNET_ID=CIDR[,GATEWAY]",
+                self.eni, self.subnet_cidr
+            )
+        })
+    }
+}
+
 #[cfg(test)]
 impl NodePool {
     /// A test pool: `n` IPs, 10.0.0.11 upwards, all on one ENI (eni-1) of 10.0.0.0/24.
