@@ -133,7 +133,8 @@ pub struct Cli {
     /// How often the ENINode is re-read for pool changes and release marks when nothing changes locally.
     #[arg(long, env = "ENI_IPAM_ENINODE_RESYNC", default_value = "5s", value_parser = parse_interval)]
     pub eninode_resync: Duration,
-    /// Subnet CIDR and gateway of a pool subnet: SUBNET_ID=CIDR[,GATEWAY] (repeat; gateway defaults to the first host).
+    /// Override of a pool subnet's CIDR and gateway, which otherwise come from the ENINode (the operator
+    /// writes them per ENI): SUBNET_ID=CIDR[,GATEWAY] (repeat; gateway defaults to the first host).
     #[arg(long = "subnet", env = "ENI_IPAM_SUBNETS", value_delimiter = ' ')]
     pub subnets: Vec<String>,
     /// Pod IPs this node could reach in total (instance-type and subnet limits); 0 = the pool size.

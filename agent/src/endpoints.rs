@@ -299,12 +299,7 @@ fn eni_side(entry: Option<&PoolIp>) -> Result<EniSide, String> {
     let entry = entry.ok_or("the IP is no longer in the node's pool")?;
     let eni = eni_link(&entry.mac).map_err(|reason| format!("ENI {}: {reason}", entry.eni))?;
     let mac: MacAddr = entry.mac.parse().map_err(|e| format!("ENI {} MAC: {e}", entry.eni))?;
-    let gateway: Ipv4Addr = entry.gateway.parse().map_err(|_| {
-        format!(
-            "the gateway of the IP's subnet ({}) is not known: give the subnet with --subnet SUBNET_ID=CIDR[,GATEWAY]",
-            entry.subnet_cidr
-        )
-    })?;
+    let gateway = entry.gateway_addr()?;
     let gateway_mac = gateway_mac(&eni, gateway, GATEWAY_ARP_WAIT)
         .map_err(|reason| format!("ENI {}: {reason}", entry.eni))?;
     Ok(EniSide { ifindex: eni.ifindex, mac, gateway_mac })

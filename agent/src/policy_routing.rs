@@ -121,12 +121,7 @@ pub fn eni_route(entry: &PoolIp, links: &[Link]) -> Result<(u32, EniRoute), Stri
     let link = links.iter().find(|l| l.mac == mac.0).ok_or_else(|| {
         format!("ENI {}: no link with MAC {mac} on this node (ENI not attached yet?)", entry.eni)
     })?;
-    let gateway: Ipv4Addr = entry.gateway.parse().map_err(|_| {
-        format!(
-            "ENI {}: the gateway of subnet {} is not known: give it with --subnet SUBNET_ID=CIDR[,GATEWAY]",
-            entry.eni, entry.subnet_cidr
-        )
-    })?;
+    let gateway = entry.gateway_addr()?;
     Ok((table_of(link.index), EniRoute { ifindex: link.index, gateway }))
 }
 
@@ -545,7 +540,10 @@ mod tests {
         }
         let (_, why) = desired([&absent, &no_gateway], [], &links);
         assert!(why[0].contains("no link with MAC 0a:00:00:00:00:03"), "{why:?}");
-        assert!(why[1].contains("--subnet"), "{why:?}");
+        assert!(
+            why[1].contains("status.enis gives no subnetCidr/gateway") && why[1].contains("--subnet"),
+            "{why:?}"
+        );
     }
 
     #[test]

@@ -2,13 +2,14 @@
 //! MAC, subnet CIDR and gateway a pod on it needs, plus the release marks.
 //!
 //! In production the pool comes from the node's `ENINode` (`spec.pool`,
-//! `status.enis`, `status.release`) and the subnet CIDRs from `--subnet`;
-//! standalone and in tests it comes from a JSON pool file of the same shape.
+//! `status.enis`, `status.release`): the operator writes each ENI's subnet CIDR
+//! and gateway into `status.enis`; a `--subnet` flag overrides them for its subnet.
+//! Standalone and in tests it comes from a JSON pool file of the same shape.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use eni_ipam_api::{ENINode, ReleaseState};
+use eni_ipam_api::{ENINode, EniStatus, PoolEntry, ReleaseState};
 use serde::{Deserialize, Serialize};
 
 /// One IP the agent may give a pod.
@@ -40,6 +41,21 @@ pub struct NodePool {
     pub capacity: u32,
 }
 
+impl PoolIp {
+    /// The gateway pods on this IP route through, or why it is not known (both the datapath
+    /// endpoint and the policy route need it).
+    pub fn gateway_addr(&self) -> Result<std::net::Ipv4Addr, String> {
+        self.gateway.parse().map_err(|_| {
+            format!(
+                "ENI {}: the gateway of subnet {} is not known: the ENINode's status.enis gives no \
+                 subnetCidr/gateway for it (an operator older than this agent, or the subnet not listed \
+                 yet); upgrade the operator or give --subnet SUBNET_ID=CIDR[,GATEWAY]",
+                self.eni, self.subnet_cidr
+            )
+        })
+    }
+}
+
 #[cfg(test)]
 impl NodePool {
     /// A test pool: `n` IPs, 10.0.0.11 upwards, all on one ENI (eni-1) of 10.0.0.0/24.
@@ -57,7 +73,7 @@ impl NodePool {
     }
 }
 
-/// Subnet id -> (CIDR, gateway), from `--subnet` flags.
+/// Subnet id -> (CIDR, gateway), from `--subnet` flags: overrides of what the ENINode says.
 pub type SubnetMap = BTreeMap<String, (String, String)>;
 
 /// Why a pool file or a `--subnet` flag could not be used.
@@ -87,10 +103,10 @@ impl NodePool {
             .map_err(|source| PoolError::Parse { path: path.display().to_string(), source })
     }
 
-    /// The pool of an `ENINode`: `spec.pool` joined with `status.enis` (MACs) and the subnet map.
+    /// The pool of an `ENINode`: `spec.pool` joined with `status.enis` (MACs, subnet CIDRs and
+    /// gateways) and the `--subnet` overrides (see [`subnet_of`]).
     /// `capacity` (the instance's reachable pod IPs, from `--capacity`) is capped by the
     /// node's maxAllocate (the operator's `status.effectiveIpam`, else the ENINode's own `spec.ipam`).
-    /// IPs whose subnet CIDR is unknown are served as /32 with no gateway.
     pub fn from_eninode(node: &ENINode, subnets: &SubnetMap, capacity: u32) -> Self {
         let status = node.status.clone().unwrap_or_default();
         let ips = node
@@ -98,11 +114,9 @@ impl NodePool {
             .pool
             .iter()
             .map(|(ip, entry)| {
-                let mac = status.enis.get(entry.eni.as_str()).map(|e| e.mac.clone()).unwrap_or_default();
-                let (subnet_cidr, gateway) = subnets
-                    .get(entry.subnet.as_str())
-                    .cloned()
-                    .unwrap_or_else(|| (format!("{ip}/32"), String::new()));
+                let eni = status.enis.get(entry.eni.as_str());
+                let mac = eni.map(|e| e.mac.clone()).unwrap_or_default();
+                let (subnet_cidr, gateway) = subnet_of(ip, entry, eni, subnets);
                 (ip.clone(), PoolIp { eni: entry.eni.to_string(), mac, subnet_cidr, gateway })
             })
             .collect();
@@ -146,6 +160,27 @@ impl NodePool {
     }
 }
 
+/// The subnet CIDR and gateway a pod on pool IP `ip` gets, first found wins:
+/// 1. a `--subnet` flag for the IP's subnet (an explicit override, e.g. a gateway the cloud's
+///    rule does not give);
+/// 2. what the operator wrote for the IP's ENI in `status.enis` (`subnetCidr`, `gateway`);
+/// 3. neither (an ENINode written by an older operator, or a subnet not listed yet): the IP
+///    as /32 with no gateway, so the pod gets its address but no datapath endpoint or policy route.
+pub fn subnet_of(
+    ip: &str,
+    entry: &PoolEntry,
+    eni: Option<&EniStatus>,
+    overrides: &SubnetMap,
+) -> (String, String) {
+    if let Some(flag) = overrides.get(entry.subnet.as_str()) {
+        return flag.clone();
+    }
+    match eni {
+        Some(eni) if !eni.subnet_cidr.is_empty() => (eni.subnet_cidr.clone(), eni.gateway.clone()),
+        _ => (format!("{ip}/32"), String::new()),
+    }
+}
+
 /// Parses one `--subnet SUBNET_ID=CIDR[,GATEWAY]`; the gateway defaults to the first host (AWS).
 pub fn parse_subnet_flag(flag: &str) -> Result<(String, (String, String)), PoolError> {
     let bad = || PoolError::SubnetFlag(flag.to_owned());
@@ -169,7 +204,7 @@ pub fn parse_subnet_flag(flag: &str) -> Result<(String, (String, String)), PoolE
 
 #[cfg(test)]
 mod tests {
-    use eni_ipam_api::{ENINodeSpec, ENINodeStatus, EniStatus, PoolEntry};
+    use eni_ipam_api::{ENINodeSpec, ENINodeStatus};
 
     use super::*;
 
@@ -212,6 +247,35 @@ mod tests {
     }
 
     #[test]
+    fn subnet_comes_from_the_flag_then_the_eninode_then_a_host_route() {
+        let entry = PoolEntry { eni: "eni-1".into(), subnet: "vsw-1".into() };
+        let written = EniStatus {
+            subnet: "vsw-1".into(),
+            subnet_cidr: "10.0.0.0/24".into(),
+            gateway: "10.0.0.253".into(),
+            ..Default::default()
+        };
+        let older = EniStatus { subnet: "vsw-1".into(), ..Default::default() };
+        let flag = SubnetMap::from([parse_subnet_flag("vsw-1=10.0.0.0/24,10.0.0.254").unwrap()]);
+        let other_flag = SubnetMap::from([parse_subnet_flag("vsw-2=10.0.1.0/24").unwrap()]);
+        let none = SubnetMap::new();
+        // (case, the ENI's status entry, --subnet flags, expected (CIDR, gateway))
+        type Case<'a> = (&'a str, Option<&'a EniStatus>, &'a SubnetMap, (&'a str, &'a str));
+        let table: [Case; 6] = [
+            ("operator wrote it", Some(&written), &none, ("10.0.0.0/24", "10.0.0.253")),
+            ("--subnet overrides it", Some(&written), &flag, ("10.0.0.0/24", "10.0.0.254")),
+            ("another subnet's --subnet", Some(&written), &other_flag, ("10.0.0.0/24", "10.0.0.253")),
+            ("older operator, --subnet given", Some(&older), &flag, ("10.0.0.0/24", "10.0.0.254")),
+            ("older operator, no --subnet", Some(&older), &none, ("10.0.0.7/32", "")),
+            ("ENI not in status yet", None, &none, ("10.0.0.7/32", "")),
+        ];
+        for (case, eni, overrides, (cidr, gateway)) in table {
+            let got = subnet_of("10.0.0.7", &entry, eni, overrides);
+            assert_eq!((got.0.as_str(), got.1.as_str()), (cidr, gateway), "{case}");
+        }
+    }
+
+    #[test]
     fn pool_from_eninode_joins_macs_subnets_and_marks() {
         let mut spec = ENINodeSpec::default();
         spec.pool.insert("10.0.0.5".into(), PoolEntry { eni: "eni-1".into(), subnet: "subnet-1".into() });
@@ -224,7 +288,21 @@ mod tests {
                 mac: "0a:00:00:00:00:01".into(),
                 device_index: 1,
                 subnet: "subnet-1".into(),
-                ips: vec![],
+                ..Default::default()
+            },
+        );
+        node.spec
+            .pool
+            .insert("10.0.1.5".into(), PoolEntry { eni: "eni-2".into(), subnet: "subnet-2".into() });
+        status.enis.insert(
+            "eni-2".into(),
+            EniStatus {
+                mac: "0a:00:00:00:00:02".into(),
+                device_index: 2,
+                subnet: "subnet-2".into(),
+                subnet_cidr: "10.0.1.0/24".into(),
+                gateway: "10.0.1.1".into(),
+                ..Default::default()
             },
         );
         status.release.insert("10.0.0.6".into(), ReleaseState::Marked);
@@ -235,8 +313,12 @@ mod tests {
         assert_eq!(pool.ips["10.0.0.5"].mac, "0a:00:00:00:00:01");
         assert_eq!(pool.ips["10.0.0.5"].gateway, "10.0.0.1");
         assert_eq!(pool.ips["10.0.0.6"].subnet_cidr, "10.0.0.6/32");
+        assert_eq!(
+            (pool.ips["10.0.1.5"].subnet_cidr.as_str(), pool.ips["10.0.1.5"].gateway.as_str()),
+            ("10.0.1.0/24", "10.0.1.1")
+        );
         assert_eq!(pool.marked_for_release, BTreeSet::from(["10.0.0.6".to_owned()]));
-        assert_eq!(pool.reachable_capacity(), 2, "no capacity configured: the pool size");
+        assert_eq!(pool.reachable_capacity(), 3, "no capacity configured: the pool size");
         assert_eq!(NodePool::from_eninode(&node, &subnets, 29).reachable_capacity(), 29);
         node.spec.ipam.max_allocate = Some(20);
         assert_eq!(NodePool::from_eninode(&node, &subnets, 29).reachable_capacity(), 20, "maxAllocate caps");
@@ -244,7 +326,7 @@ mod tests {
         node.spec.ipam.max_allocate = Some(1);
         assert_eq!(
             NodePool::from_eninode(&node, &subnets, 29).reachable_capacity(),
-            2,
+            3,
             "never below the pool"
         );
         // The operator's effective knobs (cluster-wide, node pool) win over a stale spec value.

@@ -156,6 +156,16 @@ pub struct EniStatus {
     pub device_index: u32,
     /// The subnet the ENI lives in.
     pub subnet: SubnetId,
+    /// That subnet's IPv4 CIDR (`10.0.32.0/19`): the agent gives pods on this ENI this prefix.
+    /// Empty when the operator has not listed the subnet yet (objects written before this field
+    /// existed too); the agent then serves the ENI's IPs as /32 without a gateway.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub subnet_cidr: String,
+    /// The subnet's gateway (the VPC router) by the cloud's rule: the CIDR's first host on AWS,
+    /// the last address but two on Alibaba Cloud. The agent routes pod traffic leaving by this ENI
+    /// through it. Empty when `subnetCidr` is.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub gateway: String,
     /// The secondary IPv4 addresses assigned to the ENI.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ips: Vec<String>,

@@ -119,14 +119,17 @@ fn sample_eninode_deserializes() {
         },
         "status": {
             "used": {"10.0.32.7": "default/web-0"},
+            // eni-0a as an operator before subnetCidr/gateway wrote it; eni-0b as one after.
             "enis": {"eni-0a": {"mac": "0a:1b:2c:3d:4e:5f", "deviceIndex": 1, "subnet": "subnet-1",
-                                "ips": ["10.0.32.7", "10.0.32.8"]}},
+                                "ips": ["10.0.32.7", "10.0.32.8"]},
+                     "eni-0b": {"mac": "0a:1b:2c:3d:4e:60", "deviceIndex": 2, "subnet": "subnet-2",
+                                "subnetCidr": "10.0.64.0/19", "gateway": "10.0.64.1"}},
             "release": {"10.0.32.8": "do-not-release"},
             "conditions": [{"type": "PoolReady", "status": "True", "reason": "WarmPoolFull",
                             "lastTransitionTime": "2025-01-01T00:00:00Z"}],
             "available": 2,
             "inUse": 1,
-            "eniCount": 1,
+            "eniCount": 2,
             "effectiveIpam": {"preAllocate": 4, "minAllocate": 2, "maxAllocate": 20, "maxAboveWatermark": 0,
                               "firstInterfaceIndex": 1, "securityGroups": ["sg-1"],
                               "sources": {"preAllocate": "eniNode", "minAllocate": "nodePool/gpu"},
@@ -143,6 +146,14 @@ fn sample_eninode_deserializes() {
     assert_eq!(status.used_count(), 1);
     assert_eq!(status.release_state("10.0.32.8"), Some(ReleaseState::DoNotRelease));
     assert_eq!(status.enis["eni-0a"].device_index, 1);
+    assert_eq!(
+        (status.enis["eni-0a"].subnet_cidr.as_str(), status.enis["eni-0a"].gateway.as_str()),
+        ("", "")
+    );
+    assert_eq!(
+        (status.enis["eni-0b"].subnet_cidr.as_str(), status.enis["eni-0b"].gateway.as_str()),
+        ("10.0.64.0/19", "10.0.64.1")
+    );
     assert_eq!(status.condition("PoolReady").unwrap().reason, "WarmPoolFull");
     assert_eq!(node.free_ips().count(), 0);
     let effective = status.effective_ipam.as_ref().unwrap();

@@ -11,6 +11,7 @@ pub mod guard;
 pub mod profile;
 pub mod provider;
 pub mod retry;
+pub mod subnet_gateway;
 pub mod token_bucket;
 pub mod types;
 
@@ -20,5 +21,6 @@ pub use guard::{AttemptResult, CallCounts, CallGuard, CallObserver};
 pub use profile::{BatchLimits, BucketId, CloudKind, CloudProfile};
 pub use provider::{CloudProvider, list_all_enis};
 pub use retry::RetryPolicy;
+pub use subnet_gateway::{reserved_addresses, subnet_gateway};
 pub use token_bucket::{BucketSpec, TokenBucket};
 pub use types::{CreateEni, Eni, EniQuery, EniState, InstanceLimits, Page, Subnet, tag};

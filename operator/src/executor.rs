@@ -15,7 +15,8 @@ use eni_ipam_api::{
     SubnetId, VpcId, Zone,
 };
 use eni_ipam_cloud::{
-    CloudError, CloudProvider, CreateEni, Eni, EniState, ErrorClass, InstanceLimits, RetryPolicy, tag,
+    CloudError, CloudProvider, CreateEni, Eni, EniState, ErrorClass, InstanceLimits, RetryPolicy,
+    subnet_gateway, tag,
 };
 use tokio::time::Instant;
 
@@ -388,10 +389,18 @@ impl Executor {
         let enis = enis
             .iter()
             .map(|e| {
+                // The agent routes the ENI's pods through its subnet's gateway; a subnet not
+                // listed yet leaves both empty until the next outcome.
+                let subnet_cidr = self.cache.subnet_cidr(&e.subnet).unwrap_or_default();
+                let gateway = subnet_gateway(self.provider.kind(), &subnet_cidr)
+                    .map(|g| g.to_string())
+                    .unwrap_or_default();
                 let status = EniStatus {
                     mac: e.mac.clone(),
                     device_index: e.device_index.unwrap_or(0),
                     subnet: e.subnet.clone(),
+                    subnet_cidr,
+                    gateway,
                     ips: e.secondary_ips.iter().map(|ip| ip.to_string()).collect(),
                 };
                 (e.id.to_string(), status)

@@ -114,6 +114,11 @@ impl InstancesCache {
         self.read().subnets.values().cloned().collect()
     }
 
+    /// The CIDR of a listed subnet.
+    pub fn subnet_cidr(&self, subnet: &SubnetId) -> Option<String> {
+        self.read().subnets.get(subnet).map(|s| s.cidr.clone())
+    }
+
     /// Accounts IPs taken from (positive) or given back to (negative) a subnet
     /// until the next subnet listing says the truth.
     pub fn adjust_subnet_free(&self, subnet: &SubnetId, delta: i64) {

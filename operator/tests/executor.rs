@@ -234,6 +234,9 @@ async fn fresh_aws_node_fills_its_primary_eni_with_one_assign() {
         assert_ne!(*ip, primary.primary_ip, "the ENI's own address is never a pod IP");
     }
     bed.assert_pool_matches_cloud(&node, &outcome);
+    // The agent's subnet CIDR and gateway: AWS's VPC router is the network address + 1.
+    let status = &outcome.enis[primary.id.as_str()];
+    assert_eq!((status.subnet_cidr.as_str(), status.gateway.as_str()), ("10.0.0.0/24", "10.0.0.1"));
     assert_eq!(bed.calls(Api::AssignPrivateIpAddresses), 1);
     assert_eq!(bed.calls(Api::CreateNetworkInterface), 0);
     assert_eq!(bed.calls(Api::AttachNetworkInterface), 0);
@@ -300,6 +303,15 @@ async fn alibaba_node_gets_a_tagged_secondary_eni_and_assigns_what_create_cannot
     assert_eq!(eni.tags.get(tag::CREATED_BY).map(String::as_str), Some(tag::CREATOR));
     assert!(outcome.pool.values().all(|p| p.eni == eni.id && p.subnet == bed.subnet));
     bed.assert_pool_matches_cloud(&node, &outcome);
+    // Alibaba's vSwitch gateway is the first of the three addresses it keeps at the top.
+    let status = &outcome.enis[eni.id.as_str()];
+    assert_eq!((status.subnet_cidr.as_str(), status.gateway.as_str()), ("10.0.0.0/24", "10.0.0.253"));
+    assert!(
+        enis.iter()
+            .flat_map(|e| e.secondary_ips.iter().chain([&e.primary_ip]))
+            .all(|ip| ip.octets()[3] < 253),
+        "the fake Alibaba cloud never hands out the vSwitch's reserved top addresses"
+    );
 
     let creates = bed.creates();
     assert_eq!(creates.len(), 1, "{creates:?}");

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use crate::Api;
 use crate::error::{CloudError, CloudResult, ErrorClass};
 use crate::profile::{CloudKind, CloudProfile};
+use crate::subnet_gateway::reserved_addresses;
 use crate::types::{CreateEni, Eni, EniQuery, EniState, InstanceLimits, Page, Subnet};
 
 /// Why the fake refuses a call; mapped to each cloud's own error code.
@@ -73,21 +74,16 @@ struct SubnetSpace {
     base: u32,
     size: u32,
     next: u32,
+    /// Addresses the cloud keeps at the top (its reserved ones, gateway among them on Alibaba).
+    reserved_high: u32,
     freed: Vec<u32>,
 }
 
-/// The cloud reserves the first four addresses and the last one (as EC2 does).
-const RESERVED_LOW: u32 = 4;
-
 impl SubnetSpace {
-    fn capacity(&self) -> u32 {
-        self.size - RESERVED_LOW - 1
-    }
-
     fn take(&mut self) -> Option<Ipv4Addr> {
         let offset = match self.freed.pop() {
             Some(o) => o,
-            None if self.next < self.size - 1 => {
+            None if self.next < self.size - self.reserved_high => {
                 self.next += 1;
                 self.next - 1
             }
@@ -172,21 +168,23 @@ impl CloudState {
         let serial = self.next_serial();
         let id = SubnetId(format!("subnet-{serial:08x}"));
         let size = 1u32 << (32 - u32::from(prefix));
-        let mut space = SubnetSpace {
+        // The cloud's reserved addresses (the VPC router among them) are never handed out.
+        let (reserved_low, reserved_high) = reserved_addresses(self.profile.kind);
+        let space = SubnetSpace {
             info: Subnet {
                 id: id.clone(),
                 vpc: self.vpc.clone(),
                 zone,
                 cidr: format!("{base}/{prefix}"),
-                free_ips: 0,
+                free_ips: size - reserved_low - reserved_high,
                 tags,
             },
             base: u32::from(base),
             size,
-            next: RESERVED_LOW,
+            next: reserved_low,
+            reserved_high,
             freed: Vec::new(),
         };
-        space.info.free_ips = space.capacity();
         self.subnets.insert(id.clone(), space);
         id
     }

@@ -157,6 +157,40 @@ async fn subnets_are_finite_and_freed_addresses_come_back() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn each_cloud_keeps_its_reserved_addresses_and_gateway() {
+    // A /28 filled one ENI (one address) at a time: what is handed out is exactly what the
+    // cloud does not reserve, so the VPC router's address never lands on an ENI.
+    let table: [(CloudProfile, std::ops::RangeInclusive<u8>, Ipv4Addr); 2] = [
+        (CloudProfile::aws(), 4..=14, Ipv4Addr::new(10, 0, 0, 1)),
+        (CloudProfile::alibaba(), 1..=12, Ipv4Addr::new(10, 0, 0, 13)),
+    ];
+    for (profile, usable, gateway) in table {
+        let kind = profile.kind;
+        let cloud = Arc::new(FakeCloud::new(profile, VpcId::from("vpc-1"), 1));
+        let subnet =
+            cloud.console().add_subnet(Zone::from("z1"), Ipv4Addr::new(10, 0, 0, 0), 28, BTreeMap::new());
+        let listed = cloud.console().list_subnets(&VpcId::from("vpc-1"))[0].clone();
+        assert_eq!(listed.free_ips, u32::from(usable.end() - usable.start() + 1), "{kind}");
+        assert_eq!(crate::subnet_gateway(kind, &listed.cidr), Some(gateway), "{kind}");
+        let b = Bed { cloud, subnet };
+        let p = b.provider(1.0);
+        let mut handed_out = Vec::new();
+        for n in 0..20 {
+            match p.create_eni(&b.create(&format!("t{n}"), 0)).await {
+                Ok(eni) => handed_out.push(eni.primary_ip.octets()[3]),
+                Err(e) => {
+                    assert_eq!(e.class, ErrorClass::SubnetFull, "{kind}: {e}");
+                    break;
+                }
+            }
+        }
+        handed_out.sort();
+        assert_eq!(handed_out, usable.collect::<Vec<_>>(), "{kind}");
+        assert!(!handed_out.contains(&gateway.octets()[3]), "{kind}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn injected_faults_are_retried_for_reads() {
     let b = bed(CloudProfile::aws());
     b.launch("m5.large");

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use eni_ipam_api::{ENINode, ENINodeSpec, ENINodeStatus, EniStatus, PoolEntry, VpcId};
 use eni_ipam_cloud::fake::{FakeCloud, FakeProvider};
-use eni_ipam_cloud::{CallGuard, CloudProfile, EniQuery, RetryPolicy, list_all_enis};
+use eni_ipam_cloud::{
+    CallGuard, CloudProfile, CloudProvider, EniQuery, RetryPolicy, list_all_enis, subnet_gateway,
+};
 use k8s_openapi::api::core::v1::{Node, NodeSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
@@ -138,6 +140,8 @@ pub async fn measure(nodes: u32, ips_per_node: f64, heap: &dyn HeapProbe) -> any
     let listed = enis.len() as u64;
     cache.replace_all(enis);
     let resync_cpu = thread_cpu_time().saturating_sub(cpu);
+    // The subnets too, as the operator keeps them (their CIDRs go into status.enis).
+    cache.set_subnets(provider.list_subnets(&vpc).await?);
     let after_cache = heap.current();
     let mut eninodes = Vec::with_capacity(nodes as usize);
     let mut free_since: Vec<BTreeMap<Ipv4Addr, Duration>> = Vec::with_capacity(nodes as usize);
@@ -168,6 +172,12 @@ pub async fn measure(nodes: u32, ips_per_node: f64, heap: &dyn HeapProbe) -> any
                 mac: eni.mac.clone(),
                 device_index: eni.device_index.unwrap_or(0),
                 subnet: eni.subnet.clone(),
+                subnet_cidr: cache.subnet_cidr(&eni.subnet).unwrap_or_default(),
+                gateway: cache
+                    .subnet_cidr(&eni.subnet)
+                    .and_then(|cidr| subnet_gateway(profile.kind, &cidr))
+                    .map(|g| g.to_string())
+                    .unwrap_or_default(),
                 ips: eni.secondary_ips.iter().map(|ip| ip.to_string()).collect(),
             };
             status.enis.insert(eni.id.to_string(), eni_status);

@@ -15,7 +15,7 @@ use eni_ipam_aliyun_emulator::emulator::FaultPlan;
 use eni_ipam_aliyun_emulator::seed::Seed;
 use eni_ipam_api::VpcId;
 use eni_ipam_cloud::alibaba::Credentials;
-use eni_ipam_cloud::{CallGuard, CloudProfile, CloudProvider, Eni, EniQuery, RetryPolicy};
+use eni_ipam_cloud::{CallGuard, CloudProfile, CloudProvider, Eni, EniQuery, RetryPolicy, subnet_gateway};
 use eni_ipam_cloud_aws::{AwsConfig, AwsProvider};
 use eni_ipam_ec2_testbed::{Console, Ec2Proxy, Faults, Moto};
 use eni_ipam_netns_testbed::fabric::CloudEni;
@@ -58,7 +58,8 @@ pub struct PodSubnet {
     pub id: String,
     /// CIDR.
     pub cidr: String,
-    /// Its gateway (the first host).
+    /// Its gateway by the cloud's rule (`eni_ipam_cloud::subnet_gateway`, as the operator
+    /// computes it): where the VPC fabric answers ARP for the router.
     pub gateway: Ipv4Addr,
 }
 
@@ -107,9 +108,8 @@ pub struct Cloud {
     backend: Backend,
 }
 
-fn first_host(cidr: &str) -> Ipv4Addr {
-    let base: Ipv4Addr = cidr.split('/').next().and_then(|b| b.parse().ok()).expect("a CIDR");
-    Ipv4Addr::from(u32::from(base) + 1)
+fn gateway_of(kind: eni_ipam_cloud::CloudKind, cidr: &str) -> Ipv4Addr {
+    subnet_gateway(kind, cidr).expect("a pod subnet has room for the cloud's reserved addresses")
 }
 
 impl Cloud {
@@ -143,7 +143,11 @@ impl Cloud {
         let mut cloud = Self {
             kind: CloudKind::Alibaba,
             instances: Vec::new(),
-            subnets: vec![PodSubnet { id: vswitch, cidr: cidr.into(), gateway: first_host(cidr) }],
+            subnets: vec![PodSubnet {
+                id: vswitch,
+                cidr: cidr.into(),
+                gateway: gateway_of(eni_ipam_cloud::CloudKind::Alibaba, cidr),
+            }],
             backend: Backend::Alibaba { emulator, port },
         };
         cloud.launch(nodes).await;
@@ -169,7 +173,11 @@ impl Cloud {
         let mut cloud = Self {
             kind: CloudKind::Aws,
             instances: Vec::new(),
-            subnets: vec![PodSubnet { id: subnet, cidr: cidr.into(), gateway: first_host(cidr) }],
+            subnets: vec![PodSubnet {
+                id: subnet,
+                cidr: cidr.into(),
+                gateway: gateway_of(eni_ipam_cloud::CloudKind::Aws, cidr),
+            }],
             backend: Backend::Aws { _moto: moto, proxy, direct: Box::new(direct), vpc },
         };
         cloud.launch(nodes).await;
@@ -329,16 +337,10 @@ impl Cloud {
         }
     }
 
-    /// Flags every agent of this cloud gets: the pod subnets (CIDR and gateway) and, on ECS,
-    /// the security group of new ENIs.
+    /// Flags every agent of this cloud gets: the security group of new ENIs (ECS needs one).
+    /// No `--subnet`: as with the chart, the agent learns each ENI's subnet CIDR and gateway
+    /// from the ENINode the operator writes.
     pub fn agent_args(&self) -> Vec<String> {
-        let mut args = Vec::new();
-        for s in &self.subnets {
-            args.push("--subnet".into());
-            args.push(format!("{}={},{}", s.id, s.cidr, s.gateway));
-        }
-        args.push("--eni-security-group".into());
-        args.push(SECURITY_GROUP.into());
-        args
+        vec!["--eni-security-group".into(), SECURITY_GROUP.into()]
     }
 }

@@ -33,7 +33,7 @@ pub struct Knobs {
 pub struct AgentSetup {
     /// `--kube-url` as seen from the node.
     pub kube_url: String,
-    /// Cloud flags (`--subnet`, security group).
+    /// Cloud flags (the security group of new ENIs).
     pub cloud_args: Vec<String>,
     /// Pool knobs.
     pub knobs: Knobs,
