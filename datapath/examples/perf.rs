@@ -228,7 +228,8 @@ struct Baseline {
 impl Baseline {
     fn build(rev: &str, ours: &Path, pins: &Path) -> Self {
         let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let src = tempfile_dir("baseline-src");
+        let scratch = tempfile::tempdir().expect("a temp folder for the baseline sources");
+        let src = scratch.path();
         for file in ["bpf/eni_ipam.bpf.c", "bpf/eni_ipam.h"] {
             let output = Command::new("git")
                 .arg("-C")
@@ -268,7 +269,6 @@ impl Baseline {
         }
         copy_map::<EndpointKey, EndpointValue>(&mut ebpf, ours, "endpoints");
         copy_map::<u32, VethOwner>(&mut ebpf, ours, "pod_veths");
-        let _ = std::fs::remove_dir_all(&src);
         Self { pins: pins.to_owned() }
     }
 
@@ -305,12 +305,6 @@ fn find_pin(path: &Path) -> PathBuf {
         .unwrap_or_else(|| panic!("no pin {} (nor one level deeper)", path.display()))
 }
 
-fn tempfile_dir(what: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("eni-ipam-perf-{}-{what}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 fn arg(name: &str, default: u32) -> u32 {
     text_arg(name, &default.to_string()).parse().unwrap_or_else(|_| panic!("{name} takes a number"))
 }
@@ -334,8 +328,8 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// the machine's load weighs on each alike. A program that forwards decrements the TTL of the
 /// frame, which the test run reuses across repeats: it runs TTL-1 repeats per invocation.
 fn costs(ns: &Netns, programs: &[(PathBuf, u64)], case: &Case, invocations: u32, repeat: u32) -> Vec<u64> {
-    let dir = tempfile_dir("frame");
-    let (data, ctx) = (dir.join("frame"), dir.join("ctx"));
+    let dir = tempfile::tempdir().expect("a temp folder for the frame");
+    let (data, ctx) = (dir.path().join("frame"), dir.path().join("ctx"));
     std::fs::write(&data, &case.frame).unwrap();
     let mut skb = vec![0u8; c_layout::SIZEOF___sk_buff];
     skb[c_layout::OFFSETOF___sk_buff_ifindex..][..4].copy_from_slice(&case.ifindex.to_ne_bytes());
@@ -348,7 +342,6 @@ fn costs(ns: &Netns, programs: &[(PathBuf, u64)], case: &Case, invocations: u32,
             samples.push(bpftool_prog_run(ns, program, &data, &ctx, repeat, *verdict));
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
     durations
         .into_iter()
         .map(|mut samples| {
