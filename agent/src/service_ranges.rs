@@ -78,11 +78,13 @@ pub fn ipv4_ranges<'a>(cidrs: impl IntoIterator<Item = &'a str>) -> Vec<Ipv4Pref
         .collect()
 }
 
-/// Lists every ServiceCIDR.
+/// Lists every ServiceCIDR, from the apiserver's watch cache (`resourceVersion=0`): every
+/// node asks again every few seconds, which must not become quorum reads of etcd.
 pub async fn list(client: Option<&kube::Client>) -> ApiRanges {
     let Some(client) = client else { return ApiRanges::NoCluster };
     let api: Api<ServiceCIDR> = Api::all(client.clone());
-    match tokio::time::timeout(Duration::from_secs(5), api.list(&ListParams::default())).await {
+    let params = ListParams::default().match_any();
+    match tokio::time::timeout(Duration::from_secs(5), api.list(&params)).await {
         Ok(Ok(list)) => ApiRanges::Listed(ipv4_ranges(
             list.items
                 .iter()
