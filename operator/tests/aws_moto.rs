@@ -52,20 +52,30 @@ async fn fifty_nodes_converge_through_30_percent_throttling_without_leaks() {
     let seen = proxy.counts();
     let throttled: u64 = seen.values().map(|c| c.throttled).sum();
     assert!(throttled > 0, "the proxy did throttle");
-    // What EC2 accepted: one create, one attach, one DeleteOnTermination per node.
-    for action in ["CreateNetworkInterface", "AttachNetworkInterface", "ModifyNetworkInterfaceAttribute"] {
-        let forwarded = seen[action].forwarded + seen[action].idempotent_replays;
-        assert_eq!(forwarded, 50, "{action}: {:?}", seen[action]);
+    // What EC2 accepted: one create, one attach, one DeleteOnTermination per
+    // node. An attach that stays throttled through all 8 attempts (0.3^8 per
+    // attach: rare, not impossible) has its new ENI deleted at once and the
+    // node tries again, so each extra create must come with a delete.
+    let accepted = |action: &str| seen.get(action).map_or(0, |c| c.forwarded + c.idempotent_replays);
+    let undone = accepted("DeleteNetworkInterface");
+    // An operation that gave up had 8 throttles and 7 retries.
+    let gave_up = throttled.saturating_sub(report.client_retries);
+    assert!(gave_up <= 2, "{gave_up} operations throttled 8 times in a row: more than bad luck");
+    assert!(undone <= gave_up, "{undone} ENIs deleted again, but only {gave_up} operations gave up");
+    assert_eq!(accepted("CreateNetworkInterface"), 50 + undone, "{:?}", seen["CreateNetworkInterface"]);
+    for action in ["AttachNetworkInterface", "ModifyNetworkInterfaceAttribute"] {
+        assert_eq!(accepted(action), 50, "{action}: {:?}", seen[action]);
     }
     // Retries are bounded: at most 7 per operation (8 attempts), and reported.
-    let mutating_ops = 150;
-    assert!(report.client_retries >= throttled, "every throttle was retried");
+    let mutating_ops = 150 + 2 * undone;
+    assert!(report.client_retries + gave_up >= throttled, "every throttle was retried until the last attempt");
     assert!(report.client_retries <= 7 * mutating_ops, "{} retries", report.client_retries);
-    let accepted_per_node = seen
+    let accepted_per_node = (seen
         .iter()
         .filter(|(action, _)| !action.starts_with("Describe"))
         .map(|(_, c)| c.forwarded)
-        .sum::<u64>() as f64
+        .sum::<u64>()
+        - 2 * undone) as f64
         / 50.0;
     println!("mutating calls EC2 accepted per new node: {accepted_per_node:.2} (EC2's best: 3)");
     assert_eq!(accepted_per_node, 3.0);
