@@ -68,7 +68,10 @@ async fn fifty_nodes_converge_through_30_percent_throttling_without_leaks() {
     }
     // Retries are bounded: at most 7 per operation (8 attempts), and reported.
     let mutating_ops = 150 + 2 * undone;
-    assert!(report.client_retries + gave_up >= throttled, "every throttle was retried until the last attempt");
+    assert!(
+        report.client_retries + gave_up >= throttled,
+        "every throttle was retried until the last attempt"
+    );
     assert!(report.client_retries <= 7 * mutating_ops, "{} retries", report.client_retries);
     let accepted_per_node = (seen
         .iter()

@@ -29,5 +29,6 @@ pub mod matrix;
 pub mod node;
 pub mod probe;
 pub mod report;
+pub mod safety;
 pub mod scenarios;
 pub mod scheduler;
