@@ -41,14 +41,15 @@ pub struct ChartControlPlane {
     /// `--metrics-addr` of the device plugin container of the DaemonSet.
     pub device_plugin_metrics_addr: String,
     /// The agent's datapath flags (`--datapath`, `--tc-attach`, `--service-cidr`,
-    /// `--host-route`), as the DaemonSet passes them.
+    /// `--host-route`, `--block-pod-destination`), as the DaemonSet passes them.
     pub agent_datapath_args: Vec<String>,
     /// The CNI network configuration list the chart installs on every node.
     pub conflist: Value,
 }
 
 /// Flags of the agent that choose and configure its datapath (the bed keeps its own pin folder).
-const DATAPATH_FLAGS: [&str; 4] = ["--datapath=", "--tc-attach=", "--service-cidr=", "--host-route="];
+const DATAPATH_FLAGS: [&str; 5] =
+    ["--datapath=", "--tc-attach=", "--service-cidr=", "--host-route=", "--block-pod-destination="];
 
 /// The conflist in the chart's CNI ConfigMap (its only key).
 fn conflist_of(objects: &[Value]) -> Value {
