@@ -131,12 +131,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let datapath = start_datapath(&cli)?;
     let with_datapath = datapath.is_some();
-    let mut host_routes = with_datapath
-        .then(|| {
-            // Blocked destinations go to the stack too, where the nft table drops pods' packets.
-            let extras = cli.host_routes.iter().chain(&cli.blocked_destinations).copied().collect();
-            HostRoutes::new(cli.service_cidrs.clone(), extras, kube.clone())
-        });
+    let mut host_routes = with_datapath.then(|| {
+        // Blocked destinations go to the stack too, where the nft table drops pods' packets.
+        let extras = cli.host_routes.iter().chain(&cli.blocked_destinations).copied().collect();
+        HostRoutes::new(cli.service_cidrs.clone(), extras, kube.clone())
+    });
     let endpoints = Arc::new(Endpoints::new(ipam.clone(), datapath, start_node_network(&cli)?));
     // Before the reconcile: an upgrade swaps the new programs in at its end, and they must find
     // the service ranges in their maps by then.

@@ -28,7 +28,11 @@ fn policy() -> &'static AdmissionPolicy {
 fn compile_rendered() -> AdmissionPolicy {
     let objects = rendered(&[]);
     let find = |kind: &str| {
-        objects.iter().find(|o| o["kind"] == kind).unwrap_or_else(|| panic!("the chart renders no {kind}")).clone()
+        objects
+            .iter()
+            .find(|o| o["kind"] == kind)
+            .unwrap_or_else(|| panic!("the chart renders no {kind}"))
+            .clone()
     };
     AdmissionPolicy::compile(&find("ValidatingAdmissionPolicy"), &find("ValidatingAdmissionPolicyBinding"))
         .unwrap_or_else(|e| panic!("{e}"))
@@ -149,18 +153,27 @@ fn the_agent_may_make_every_write_it_makes_on_its_own_eninode() {
     // Its condition Registered, merged into the list it read.
     let mut conditions = old["status"]["conditions"].as_array().unwrap().clone();
     conditions.push(json!({"type": "Registered", "status": "False", "reason": "BadNodeIdentity"}));
-    update(&a, "status", &old, &merged(&old, &json!({"status": {"conditions": conditions}}))).expect("condition");
+    update(&a, "status", &old, &merged(&old, &json!({"status": {"conditions": conditions}})))
+        .expect("condition");
 
     // The uninstall answer, set and removed.
     let armed = merged(&old, &json!({"metadata": {"annotations": {"eni-ipam.io/uninstall-armed": "true"}}}));
     update(&a, "", &old, &armed).expect("arm");
-    update(&a, "", &armed, &merged(&armed, &json!({"metadata": {"annotations": {"eni-ipam.io/uninstall-armed": null}}})))
-        .expect("disarm");
+    update(
+        &a,
+        "",
+        &armed,
+        &merged(&armed, &json!({"metadata": {"annotations": {"eni-ipam.io/uninstall-armed": null}}})),
+    )
+    .expect("disarm");
 
     // Adoption by a Node of the same name on a new instance.
-    let adopted = merged(&old, &json!({
+    let adopted = merged(
+        &old,
+        &json!({
         "metadata": {"ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": "node-a", "uid": "n-2"}]},
-        "spec": {"instanceId": "i-0bbb", "instanceType": "m5.xlarge", "zone": "us-east-1b"}}));
+        "spec": {"instanceId": "i-0bbb", "instanceType": "m5.xlarge", "zone": "us-east-1b"}}),
+    );
     update(&a, "", &old, &adopted).expect("adoption");
 
     // The one-time clearing of knobs an older agent copied (no knobs-layered mark yet).
@@ -168,7 +181,8 @@ fn the_agent_may_make_every_write_it_makes_on_its_own_eninode() {
     older["metadata"]["annotations"] = json!({});
     older["spec"]["ipam"] = json!({"preAllocate": 8, "minAllocate": 0});
     let eninode: eni_ipam_api::ENINode = serde_json::from_value(older.clone()).unwrap();
-    let patch = layering_patch(&eninode, &Default::default()).expect("an older ENINode gets the layering patch");
+    let patch =
+        layering_patch(&eninode, &Default::default()).expect("an older ENINode gets the layering patch");
     update(&a, "", &older, &merged(&older, &patch)).expect("layering");
 }
 
@@ -182,7 +196,10 @@ fn another_nodes_eninode_is_refused() {
     created["spec"].as_object_mut().unwrap().remove("pool");
     refused(check(&a, "CREATE", "", &created, None), says);
     refused(update(&a, "", &b, &merged(&b, &json!({"spec": {"instanceId": "i-0evil"}}))), says);
-    refused(update(&a, "status", &b, &merged(&b, &json!({"status": {"release": {"10.0.1.11": "ready"}}}))), says);
+    refused(
+        update(&a, "status", &b, &merged(&b, &json!({"status": {"release": {"10.0.1.11": "ready"}}}))),
+        says,
+    );
     refused(update(&a, "status", &b, &merged(&b, &json!({"status": {"used": {}}}))), says);
 }
 
@@ -196,7 +213,11 @@ fn the_operators_fields_on_its_own_eninode_are_refused() {
         ("", json!({"spec": {"ipam": {"preAllocate": 500}}}), "knobs"),
         ("", json!({"spec": {"securityGroups": ["sg-open"]}}), "knobs"),
         ("", json!({"spec": {"vpcId": "vpc-other"}}), "knobs"),
-        ("", json!({"metadata": {"annotations": {"eni-ipam.io/uninstall-requested": "true"}}}), "annotations"),
+        (
+            "",
+            json!({"metadata": {"annotations": {"eni-ipam.io/uninstall-requested": "true"}}}),
+            "annotations",
+        ),
         ("", json!({"metadata": {"annotations": {"eni-ipam.io/knobs-layered": null}}}), "annotations"),
         ("", json!({"metadata": {"labels": {"x": "y"}}}), "labels"),
         ("", json!({"metadata": {"finalizers": ["keep"]}}), "finalizers"),
@@ -207,12 +228,20 @@ fn the_operators_fields_on_its_own_eninode_are_refused() {
         ),
         ("status", json!({"status": {"available": 40}}), "operator only"),
         ("status", json!({"status": {"eniCount": 3}}), "operator only"),
-        ("status", json!({"status": {"enis": {"eni-2": {"mac": "x", "deviceIndex": 2, "subnet": "s"}}}}), "operator only"),
+        (
+            "status",
+            json!({"status": {"enis": {"eni-2": {"mac": "x", "deviceIndex": 2, "subnet": "s"}}}}),
+            "operator only",
+        ),
         ("status", json!({"status": {"errorMessage": "hi"}}), "operator only"),
         ("status", json!({"status": {"conditions": []}}), "operator only"),
         ("status", json!({"status": {"release": {"10.0.1.10": "ready"}}}), "release marks"),
         ("status", json!({"status": {"release": {"10.0.1.11": "released"}}}), "release marks"),
-        ("status", json!({"status": {"release": {"10.0.1.11": "ready", "10.0.1.12": "marked"}}}), "release marks"),
+        (
+            "status",
+            json!({"status": {"release": {"10.0.1.11": "ready", "10.0.1.12": "marked"}}}),
+            "release marks",
+        ),
     ];
     for (subresource, patch, says) in cases {
         let result = update(&a, subresource, &old, &merged(&old, patch));
@@ -235,7 +264,8 @@ fn a_token_without_one_node_name_is_refused() {
     refused(update(&user, "status", &old, &new), says);
     user.extra.insert("authentication.kubernetes.io/pod-name".into(), vec!["agent-x".into()]);
     refused(update(&user, "status", &old, &new), says);
-    user.extra.insert("authentication.kubernetes.io/node-name".into(), vec!["node-a".into(), "node-b".into()]);
+    user.extra
+        .insert("authentication.kubernetes.io/node-name".into(), vec!["node-a".into(), "node-b".into()]);
     refused(update(&user, "status", &old, &new), says);
 }
 

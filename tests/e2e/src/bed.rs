@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use eni_ipam_cloud::tag;
-use eni_ipam_kube_standin::{AdmissionPolicy, ENINODES, KubeStandin, LEASES, NODES, PODS, Pki, SERVICECIDRS, UserInfo};
+use eni_ipam_kube_standin::{
+    AdmissionPolicy, ENINODES, KubeStandin, LEASES, NODES, PODS, Pki, SERVICECIDRS, UserInfo,
+};
 use eni_ipam_netns_testbed::fabric::Fabric;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -355,7 +357,8 @@ impl Bed {
                 &self.tag,
             );
             let token = agent_token(&name);
-            let user = UserInfo::service_account_on_node(chart::NAMESPACE, &self.chart.agent_service_account, &name);
+            let user =
+                UserInfo::service_account_on_node(chart::NAMESPACE, &self.chart.agent_service_account, &name);
             self.standin.add_token(&token, user);
             let kubeconfig = node_dir.join("agent-kubeconfig");
             std::fs::write(&kubeconfig, self.standin.kubeconfig_with_token(host_ip.into(), &token))

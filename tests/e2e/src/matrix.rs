@@ -272,7 +272,12 @@ pub async fn run(bed: &mut Bed, rounds: u32, say: &(dyn Fn(&str) + Sync)) -> Vec
 /// the bed's cloud), served where the cloud serves it: by the VPC router, on port 80. Two
 /// cells: the node (and so hostNetwork pods) is answered; a pod is refused (here a cell
 /// counts the exchanges that got through as failed).
-fn instance_metadata(bed: &Bed, pod: &std::path::Path, node: &std::path::Path, say: &(dyn Fn(&str) + Sync)) -> Vec<Cell> {
+fn instance_metadata(
+    bed: &Bed,
+    pod: &std::path::Path,
+    node: &std::path::Path,
+    say: &(dyn Fn(&str) + Sync),
+) -> Vec<Cell> {
     let blocked = arg_value(&bed.chart.agent_datapath_args, "--block-pod-destination")
         .expect("the chart blocks the instance metadata service by default (agent.blockInstanceMetadata)");
     let address: Ipv4Addr = blocked
@@ -291,9 +296,13 @@ fn instance_metadata(bed: &Bed, pod: &std::path::Path, node: &std::path::Path, s
             REFUSED_ROUNDS,
         )
     });
-    let pod_cell = tokio::task::block_in_place(|| refused("pod->instance metadata (refused)", pod, target[0]));
+    let pod_cell =
+        tokio::task::block_in_place(|| refused("pod->instance metadata (refused)", pod, target[0]));
     for cell in [&node_cell, &pod_cell] {
-        say(&format!("  {}: {}/{} failed, {}/{} lost", cell.name, cell.failed, cell.tried, cell.lost, cell.datagrams));
+        say(&format!(
+            "  {}: {}/{} failed, {}/{} lost",
+            cell.name, cell.failed, cell.tried, cell.lost, cell.datagrams
+        ));
     }
     vec![node_cell, pod_cell]
 }

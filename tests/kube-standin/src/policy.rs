@@ -172,10 +172,15 @@ impl AdmissionPolicy {
         let name = policy["metadata"]["name"].as_str().unwrap_or_default().to_owned();
         let binding_name = binding["metadata"]["name"].as_str().unwrap_or_default().to_owned();
         if binding["spec"]["policyName"] != name.as_str() {
-            return Err(format!("binding {binding_name:?} names policy {}, not {name:?}", binding["spec"]["policyName"]));
+            return Err(format!(
+                "binding {binding_name:?} names policy {}, not {name:?}",
+                binding["spec"]["policyName"]
+            ));
         }
         if !strings(&binding["spec"]["validationActions"]).iter().any(|a| a == "Deny") {
-            return Err(format!("binding {binding_name:?} has no Deny action: the stand-in only enforces Deny"));
+            return Err(format!(
+                "binding {binding_name:?} has no Deny action: the stand-in only enforces Deny"
+            ));
         }
         let spec = &policy["spec"];
         if !spec["paramKind"].is_null() {
@@ -286,7 +291,8 @@ impl AdmissionPolicy {
         });
         let mut context = Context::with_env(self.env.clone());
         context.add_variable_from_value("object", cel_value(req.object));
-        context.add_variable_from_value("oldObject", req.old_object.map(cel_value).unwrap_or(cel::Value::Null));
+        context
+            .add_variable_from_value("oldObject", req.old_object.map(cel_value).unwrap_or(cel::Value::Null));
         context.add_variable_from_value("request", cel_value(&request));
         context.add_variable_from_value("params", cel::Value::Null);
         let error = |what: &Compiled, e: String| -> Result<(), Denial> {
@@ -323,9 +329,9 @@ impl AdmissionPolicy {
                             _ => None,
                         }
                     });
-                    let message = built.or_else(|| validation.message.clone()).unwrap_or_else(|| {
-                        format!("failed expression: {}", validation.expression.source)
-                    });
+                    let message = built
+                        .or_else(|| validation.message.clone())
+                        .unwrap_or_else(|| format!("failed expression: {}", validation.expression.source));
                     return Err(self.denial(&validation.reason, &message));
                 }
                 Ok(other) => return error(&validation.expression, format!("not a bool: {other:?}")),
@@ -384,17 +390,18 @@ mod tests {
 
     fn policy() -> AdmissionPolicy {
         let policy = json!({"metadata": {"name": "p"}, "spec": {
-            "failurePolicy": "Fail",
-            "matchConstraints": {"resourceRules": [{"apiGroups": ["g"], "apiVersions": ["*"],
-                "operations": ["CREATE", "UPDATE"], "resources": ["things"]}]},
-            "matchConditions": [{"name": "alice", "expression": "request.userInfo.username == 'alice'"}],
-            "variables": [{"name": "n", "expression": "object.spec.n"},
-                          {"name": "twice", "expression": "variables.n * 2"}],
-            "validations": [
-                {"expression": "variables.twice < 10", "messageExpression": "'too big: ' + string(variables.n)", "reason": "Forbidden"},
-                {"expression": "object.spec.missing == 1"}
-            ]}});
-        let binding = json!({"metadata": {"name": "b"}, "spec": {"policyName": "p", "validationActions": ["Deny"]}});
+        "failurePolicy": "Fail",
+        "matchConstraints": {"resourceRules": [{"apiGroups": ["g"], "apiVersions": ["*"],
+            "operations": ["CREATE", "UPDATE"], "resources": ["things"]}]},
+        "matchConditions": [{"name": "alice", "expression": "request.userInfo.username == 'alice'"}],
+        "variables": [{"name": "n", "expression": "object.spec.n"},
+                      {"name": "twice", "expression": "variables.n * 2"}],
+        "validations": [
+            {"expression": "variables.twice < 10", "messageExpression": "'too big: ' + string(variables.n)", "reason": "Forbidden"},
+            {"expression": "object.spec.missing == 1"}
+        ]}});
+        let binding =
+            json!({"metadata": {"name": "b"}, "spec": {"policyName": "p", "validationActions": ["Deny"]}});
         AdmissionPolicy::compile(&policy, &binding).unwrap()
     }
 
@@ -420,22 +427,30 @@ mod tests {
         let big = json!({"spec": {"n": 7}});
         let denied = policy.admit(&request(&big, &alice, "things")).unwrap_err();
         assert_eq!(denied.code, 403);
-        assert_eq!(denied.message, "ValidatingAdmissionPolicy 'p' with binding 'b' denied request: too big: 7");
+        assert_eq!(
+            denied.message,
+            "ValidatingAdmissionPolicy 'p' with binding 'b' denied request: too big: 7"
+        );
         // Not matched: another resource, another user.
         assert!(policy.admit(&request(&big, &alice, "others")).is_ok());
         assert!(policy.admit(&request(&big, &UserInfo::admin(), "things")).is_ok());
         // The second validation cannot evaluate: failurePolicy Fail denies.
         let small = json!({"spec": {"n": 1}});
         let denied = policy.admit(&request(&small, &alice, "things")).unwrap_err();
-        assert!(denied.message.contains("expression 'object.spec.missing == 1' resulted in error"), "{denied:?}");
+        assert!(
+            denied.message.contains("expression 'object.spec.missing == 1' resulted in error"),
+            "{denied:?}"
+        );
         let fine = json!({"spec": {"n": 1, "missing": 1}});
         assert!(policy.admit(&request(&fine, &alice, "things")).is_ok());
     }
 
     #[test]
     fn an_expression_that_does_not_compile_is_named() {
-        let policy = json!({"metadata": {"name": "p"}, "spec": {"validations": [{"expression": "object.("}]}});
-        let binding = json!({"metadata": {"name": "b"}, "spec": {"policyName": "p", "validationActions": ["Deny"]}});
+        let policy =
+            json!({"metadata": {"name": "p"}, "spec": {"validations": [{"expression": "object.("}]}});
+        let binding =
+            json!({"metadata": {"name": "b"}, "spec": {"policyName": "p", "validationActions": ["Deny"]}});
         let error = AdmissionPolicy::compile(&policy, &binding).err().expect("refused");
         assert!(error.contains("\"object.(\" does not compile"), "{error}");
     }

@@ -191,7 +191,11 @@ fn admit(
         user,
     };
     for policy in &policies {
-        policy.admit(&request).map_err(|d| ApiError { code: d.code, reason: reason_of(&d.reason), message: d.message })?;
+        policy.admit(&request).map_err(|d| ApiError {
+            code: d.code,
+            reason: reason_of(&d.reason),
+            message: d.message,
+        })?;
     }
     Ok(())
 }
@@ -345,7 +349,13 @@ pub(crate) async fn dispatch(
                             if let Some(m) = next.get_mut("metadata").and_then(Value::as_object_mut) {
                                 m.remove("resourceVersion");
                             }
-                            admit(st, user, &t, &merge_by_mode(t.kind, &cur, next.clone(), mode), Some(&cur))?;
+                            admit(
+                                st,
+                                user,
+                                &t,
+                                &merge_by_mode(t.kind, &cur, next.clone(), mode),
+                                Some(&cur),
+                            )?;
                             let out = write_owned(
                                 &mut inner,
                                 &shared.events,

@@ -14,17 +14,17 @@ use serde_json::json;
 /// Agents of namespace `ns` may write only the ENINode named like their node, never `spec.pool`.
 fn own_node_policy() -> AdmissionPolicy {
     let policy = json!({"metadata": {"name": "own-node"}, "spec": {
-        "failurePolicy": "Fail",
-        "matchConstraints": {"resourceRules": [{"apiGroups": ["eni-ipam.io"], "apiVersions": ["*"],
-            "operations": ["CREATE", "UPDATE"], "resources": ["eninodes", "eninodes/status"]}]},
-        "matchConditions": [{"name": "agent", "expression": "request.userInfo.username == 'system:serviceaccount:ns:agent'"}],
-        "variables": [{"name": "node", "expression": "request.userInfo.?extra[?'authentication.kubernetes.io/node-name'].orValue([''])[0]"}],
-        "validations": [
-            {"expression": "object.metadata.name == variables.node", "reason": "Forbidden",
-             "messageExpression": "'node ' + variables.node + ' may not write ' + object.metadata.name"},
-            {"expression": "request.operation == 'CREATE' || object.spec.?pool.orValue({}) == oldObject.spec.?pool.orValue({})",
-             "message": "spec.pool is not the agent's"}
-        ]}});
+    "failurePolicy": "Fail",
+    "matchConstraints": {"resourceRules": [{"apiGroups": ["eni-ipam.io"], "apiVersions": ["*"],
+        "operations": ["CREATE", "UPDATE"], "resources": ["eninodes", "eninodes/status"]}]},
+    "matchConditions": [{"name": "agent", "expression": "request.userInfo.username == 'system:serviceaccount:ns:agent'"}],
+    "variables": [{"name": "node", "expression": "request.userInfo.?extra[?'authentication.kubernetes.io/node-name'].orValue([''])[0]"}],
+    "validations": [
+        {"expression": "object.metadata.name == variables.node", "reason": "Forbidden",
+         "messageExpression": "'node ' + variables.node + ' may not write ' + object.metadata.name"},
+        {"expression": "request.operation == 'CREATE' || object.spec.?pool.orValue({}) == oldObject.spec.?pool.orValue({})",
+         "message": "spec.pool is not the agent's"}
+    ]}});
     let binding = json!({"metadata": {"name": "own-node"}, "spec": {"policyName": "own-node", "validationActions": ["Deny"]}});
     AdmissionPolicy::compile(&policy, &binding).unwrap()
 }
@@ -32,13 +32,16 @@ fn own_node_policy() -> AdmissionPolicy {
 async fn client_with_token(standin: &KubeStandin, token: &str) -> kube::Client {
     let text = standin.kubeconfig_with_token(std::net::Ipv4Addr::LOCALHOST.into(), token);
     let kubeconfig = Kubeconfig::from_yaml(&text).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
+    let config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
     kube::Client::try_from(config).unwrap()
 }
 
 fn eninode(name: &str) -> ENINode {
-    serde_json::from_value(json!({"apiVersion": "eni-ipam.io/v1alpha1", "kind": "ENINode", "metadata": {"name": name},
-        "spec": {"instanceId": "i-1", "instanceType": "m5.large", "zone": "a", "vpcId": ""}}))
+    serde_json::from_value(
+        json!({"apiVersion": "eni-ipam.io/v1alpha1", "kind": "ENINode", "metadata": {"name": name},
+        "spec": {"instanceId": "i-1", "instanceType": "m5.large", "zone": "a", "vpcId": ""}}),
+    )
     .unwrap()
 }
 
@@ -55,7 +58,8 @@ async fn writes_go_through_the_policy_as_the_token_user() {
     standin.add_admission_policy(own_node_policy());
     standin.add_token("token-a", UserInfo::service_account_on_node("ns", "agent", "node-a"));
     let as_a: Api<ENINode> = Api::all(client_with_token(&standin, "token-a").await);
-    let admin: Api<ENINode> = Api::all(kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap());
+    let admin: Api<ENINode> =
+        Api::all(kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap());
 
     as_a.create(&PostParams::default(), &eninode("node-a")).await.expect("its own ENINode");
     let refused = status_of(as_a.create(&PostParams::default(), &eninode("node-b")).await.unwrap_err());
@@ -70,7 +74,9 @@ async fn writes_go_through_the_policy_as_the_token_user() {
     // Every kind of write of another node's ENINode is refused, and leaves it as it was.
     let before = standin.get(ENINODES, "", "node-b").unwrap();
     let merge = Patch::Merge(json!({"spec": {"instanceId": "i-evil"}}));
-    let apply = Patch::Apply(json!({"apiVersion": "eni-ipam.io/v1alpha1", "kind": "ENINode", "status": {"used": {"10.0.0.9": "x"}}}));
+    let apply = Patch::Apply(
+        json!({"apiVersion": "eni-ipam.io/v1alpha1", "kind": "ENINode", "status": {"used": {"10.0.0.9": "x"}}}),
+    );
     let json_patch: json_patch::Patch =
         serde_json::from_value(json!([{"op": "replace", "path": "/spec/zone", "value": "z"}])).unwrap();
     let results = [
@@ -87,11 +93,17 @@ async fn writes_go_through_the_policy_as_the_token_user() {
     // On its own: a status write passes; the pool (the operator's) does not, checked against the stored object.
     as_a.patch_status("node-a", &PatchParams::apply("agent").force(), &apply).await.expect("own status");
     admin
-        .patch("node-a", &PatchParams::default(), &Patch::Merge(json!({"spec": {"pool": {"10.0.0.9": {"eni": "e", "subnet": "s"}}}})))
+        .patch(
+            "node-a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"pool": {"10.0.0.9": {"eni": "e", "subnet": "s"}}}})),
+        )
         .await
         .expect("the operator's write");
     let pool = status_of(
-        as_a.patch("node-a", &PatchParams::default(), &Patch::Merge(json!({"spec": {"pool": null}}))).await.unwrap_err(),
+        as_a.patch("node-a", &PatchParams::default(), &Patch::Merge(json!({"spec": {"pool": null}})))
+            .await
+            .unwrap_err(),
     );
     assert_eq!(pool.code, 422, "no reason given: Invalid");
     assert!(pool.message.ends_with("denied request: spec.pool is not the agent's"), "{}", pool.message);

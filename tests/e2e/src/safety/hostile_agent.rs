@@ -38,10 +38,9 @@ fn patch(what: &'static str, path: String, content_type: &'static str, body: Val
 fn attempts(a: &str, b: &str, b_pool: &[String], foreign_ip: &str) -> Vec<Attempt> {
     let eninode = |n: &str| format!("/apis/eni-ipam.io/v1alpha1/eninodes/{n}");
     let status = |n: &str| format!("/apis/eni-ipam.io/v1alpha1/eninodes/{n}/status");
-    let ready: serde_json::Map<String, Value> = b_pool.iter().map(|ip| (ip.clone(), json!("ready"))).collect();
-    let applied = |release: Value| {
-        json!({"apiVersion": "eni-ipam.io/v1alpha1", "kind": "ENINode", "status": {"release": release}})
-    };
+    let ready: serde_json::Map<String, Value> =
+        b_pool.iter().map(|ip| (ip.clone(), json!("ready"))).collect();
+    let applied = |release: Value| json!({"apiVersion": "eni-ipam.io/v1alpha1", "kind": "ENINode", "status": {"release": release}});
     let apply_path = |n: &str| format!("{}?fieldManager=eni-ipam-agent&force=true", status(n));
     vec![
         patch("B: spec.instanceId", eninode(b), MERGE, json!({"spec": {"instanceId": "i-0hostile"}})),
@@ -73,10 +72,14 @@ fn attempts(a: &str, b: &str, b_pool: &[String], foreign_ip: &str) -> Vec<Attemp
 pub async fn run(bed: &mut Bed, progress: &(dyn Fn(&str) + Sync)) -> SafetyRow {
     let mut row = SafetyRow::new("hostile agent (node A's token)");
     let (a, b) = (bed.nodes[0].name.clone(), bed.nodes[1].name.clone());
-    progress(&format!("  hostile agent: {a}'s agent credentials write {b}'s ENINode and its own operator fields"));
+    progress(&format!(
+        "  hostile agent: {a}'s agent credentials write {b}'s ENINode and its own operator fields"
+    ));
     let b_before = bed.standin.get(ENINODES, "", &b).expect("node B has its ENINode");
-    let a_pool_before = bed.standin.get(ENINODES, "", &a).expect("node A has its ENINode")["spec"]["pool"].clone();
-    let b_pool: Vec<String> = b_before["spec"]["pool"].as_object().into_iter().flatten().map(|(ip, _)| ip.clone()).collect();
+    let a_pool_before =
+        bed.standin.get(ENINODES, "", &a).expect("node A has its ENINode")["spec"]["pool"].clone();
+    let b_pool: Vec<String> =
+        b_before["spec"]["pool"].as_object().into_iter().flatten().map(|(ip, _)| ip.clone()).collect();
     let foreign_ip = b_pool.first().cloned().unwrap_or_else(|| "10.255.255.254".into());
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{}", bed.standin.addr().port());
@@ -99,18 +102,25 @@ pub async fn run(bed: &mut Bed, progress: &(dyn Fn(&str) + Sync)) -> SafetyRow {
         } else {
             refusals.push(code);
             let message: Value = serde_json::from_str(&text).unwrap_or_default();
-            progress(&format!("    refused {}: {code} {}", attempt.what, message["message"].as_str().unwrap_or(&text)));
+            progress(&format!(
+                "    refused {}: {code} {}",
+                attempt.what,
+                message["message"].as_str().unwrap_or(&text)
+            ));
         }
     }
     // What the stand-in holds, whatever it answered.
     let b_after = bed.standin.get(ENINODES, "", &b).expect("node B keeps its ENINode");
     let b_spec_changed = b_after["spec"]["instanceId"] != b_before["spec"]["instanceId"]
         || b_after["spec"]["pool"].is_null() && !b_before["spec"]["pool"].is_null();
-    let b_ready_added = b_after["status"]["release"].as_object().into_iter().flatten().any(|(ip, state)| {
-        state == "ready" && b_before["status"]["release"][ip.as_str()] != "ready"
-    });
+    let b_ready_added = b_after["status"]["release"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .any(|(ip, state)| state == "ready" && b_before["status"]["release"][ip.as_str()] != "ready");
     let a_after = bed.standin.get(ENINODES, "", &a).expect("node A keeps its ENINode");
-    let a_changed = a_after["spec"]["pool"].get(foreign_ip.as_str()).is_some() && a_pool_before.get(foreign_ip.as_str()).is_none()
+    let a_changed = a_after["spec"]["pool"].get(foreign_ip.as_str()).is_some()
+        && a_pool_before.get(foreign_ip.as_str()).is_none()
         || a_after["spec"]["ipam"]["preAllocate"] == 200
         || a_after["status"]["available"] == 999;
     let shadow = bed.standin.get(ENINODES, "", &format!("{b}-shadow")).is_some();
