@@ -127,8 +127,17 @@ fn the_policy_renders_and_validates_against_kubernetes_1_32() {
     let broken = only.replacen("\"failurePolicy\"", "\"failurePolicyy\"", 1);
     let report = validate_kubernetes(&broken, "1.32.0").expect_err("an unknown field must be refused");
     assert!(report.contains("failurePolicyy"), "{report}");
-    // Off by value, for clusters older than 1.32.
+    // Off by value, for clusters older than 1.30, which are refused with it on.
     assert!(!rendered(&["agent.writePolicy=false"]).iter().any(|o| o["kind"] == "ValidatingAdmissionPolicy"));
+    let helm = Helm::default();
+    let refused =
+        helm.template_for("1.29.4", &[], &[]).expect_err("1.29 has no ValidatingAdmissionPolicy v1");
+    assert!(
+        refused.contains("agent.writePolicy needs Kubernetes 1.30 or later") && refused.contains("v1.29.4"),
+        "{refused}"
+    );
+    helm.template_for("1.29.4", &[], &["agent.writePolicy=false"]).expect("renders without the policy");
+    helm.template_for("1.30.0", &[], &[]).expect("1.30 takes the policy");
 }
 
 #[test]
