@@ -174,6 +174,13 @@ pub struct Cli {
     /// stack; needed with `--datapath=ebpf` when the cluster serves no ServiceCIDR (before 1.33).
     #[arg(long = "service-cidr", env = "ENI_IPAM_SERVICE_CIDRS", value_delimiter = ' ', value_parser = parse_prefix)]
     pub service_cidrs: Vec<Ipv4Prefix>,
+    /// Destinations pods may not reach, e.g. the cloud's instance metadata service
+    /// (169.254.169.254/32 on AWS, 100.100.100.200/32 on Alibaba Cloud): CIDR, repeat or
+    /// separate by spaces. Pods' packets to them are dropped in the nft table `ip eni_ipam`
+    /// (the eBPF datapath hands them to the stack); the node and hostNetwork pods still
+    /// reach them. Needs --node-routing.
+    #[arg(long = "block-pod-destination", env = "ENI_IPAM_BLOCK_POD_DESTINATIONS", value_delimiter = ' ', value_parser = parse_prefix)]
+    pub blocked_destinations: Vec<Ipv4Prefix>,
     /// Policy routing per ENI and pod, the nft table `ip eni_ipam` and the sysctls it needs, in
     /// the agent's network namespace (the node's). `false` leaves the node's routing alone: only
     /// where something else keeps pod traffic on its ENI.

@@ -39,10 +39,18 @@ fn start_datapath(cli: &Cli) -> anyhow::Result<Option<Datapath>> {
 /// The node's policy routing, unless `--node-routing=false`.
 fn start_node_network(cli: &Cli) -> anyhow::Result<Option<NodeNetwork>> {
     if !cli.node_routing {
+        if !cli.blocked_destinations.is_empty() {
+            anyhow::bail!(
+                "--block-pod-destination needs --node-routing (the drop is in the agent's nft table): \
+                 drop --node-routing=false, or block those destinations by other means and drop the flag"
+            );
+        }
         tracing::warn!("--node-routing=false: the node's rules, tables and nft table are left alone");
         return Ok(None);
     }
-    Ok(Some(NodeNetwork::open().context("cannot open netlink for the node's policy routing")?))
+    let network = NodeNetwork::open(cli.blocked_destinations.clone())
+        .context("cannot open netlink for the node's policy routing")?;
+    Ok(Some(network))
 }
 
 /// How often the service ranges and the node's addresses are read again.
@@ -123,8 +131,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let datapath = start_datapath(&cli)?;
     let with_datapath = datapath.is_some();
-    let mut host_routes = with_datapath
-        .then(|| HostRoutes::new(cli.service_cidrs.clone(), cli.host_routes.clone(), kube.clone()));
+    let mut host_routes = with_datapath.then(|| {
+        // Blocked destinations go to the stack too, where the nft table drops pods' packets.
+        let extras = cli.host_routes.iter().chain(&cli.blocked_destinations).copied().collect();
+        HostRoutes::new(cli.service_cidrs.clone(), extras, kube.clone())
+    });
     let endpoints = Arc::new(Endpoints::new(ipam.clone(), datapath, start_node_network(&cli)?));
     // Before the reconcile: an upgrade swaps the new programs in at its end, and they must find
     // the service ranges in their maps by then.

@@ -10,6 +10,11 @@
 //!   stack (conntrack must reverse the NAT).
 //! - the set `eni_links`: interface indexes of the pool's ENI links and of the links of the
 //!   main table's default routes (where NodePort traffic arrives).
+//! - `forward` (filter): forwarded packets to the set `pod_blocked` (`--block-pod-destination`:
+//!   the cloud's instance metadata service) are dropped. Only pods' traffic is forwarded: the
+//!   node's own and hostNetwork pods' traffic leaves through `output`, so they still reach it.
+//!   The eBPF datapath hands these destinations to the stack (they are host routes), so the
+//!   drop holds with `--datapath=ebpf` as with `none`.
 //!
 //! The sysctls: `rp_filter=2` (loose) and `forwarding=1` on the ENI links, `forwarding=1` on
 //! pod veths, set per link over netlink ([`crate::netlink::Netlink::enable_forwarding`]);
@@ -23,6 +28,7 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use eni_ipam_datapath::Ipv4Prefix;
 use eni_ipam_datapath::abi::NAT_MARK;
 
 use crate::policy_routing::LOCAL_CONNECTION_MARK;
@@ -30,20 +36,23 @@ use crate::policy_routing::LOCAL_CONNECTION_MARK;
 /// The table's family and name.
 pub const TABLE: &str = "ip eni_ipam";
 
-/// The whole table for these ENI links, as `nft -f` reads it (replacing an existing one).
-pub fn ruleset(eni_links: &BTreeSet<u32>) -> String {
-    let elements = if eni_links.is_empty() {
-        String::new()
-    } else {
-        let list: Vec<String> = eni_links.iter().map(u32::to_string).collect();
-        format!("\n\t\telements = {{ {} }}", list.join(", "))
-    };
+/// `elements = { ... }` of a set, or nothing for an empty one.
+fn elements(items: Vec<String>) -> String {
+    if items.is_empty() { String::new() } else { format!("\n\t\telements = {{ {} }}", items.join(", ")) }
+}
+
+/// The whole table for these ENI links and blocked pod destinations, as `nft -f` reads it
+/// (replacing an existing one).
+pub fn ruleset(eni_links: &BTreeSet<u32>, blocked: &[Ipv4Prefix]) -> String {
+    let elements_of_links = elements(eni_links.iter().map(u32::to_string).collect());
+    let blocked = elements(blocked.iter().map(|p| format!("{}/{}", p.addr, p.len)).collect());
     let mark = LOCAL_CONNECTION_MARK;
     format!(
         "table {TABLE} {{}}\n\
          delete table {TABLE}\n\
          table {TABLE} {{\n\
-         \tset eni_links {{\n\t\ttype iface_index{elements}\n\t}}\n\
+         \tset eni_links {{\n\t\ttype iface_index{elements_of_links}\n\t}}\n\
+         \tset pod_blocked {{\n\t\ttype ipv4_addr\n\t\tflags interval{blocked}\n\t}}\n\
          \tchain prerouting {{\n\
          \t\ttype filter hook prerouting priority mangle; policy accept;\n\
          \t\tiif @eni_links fib daddr type local ct state new ct mark set ct mark | {mark:#x}\n\
@@ -52,6 +61,10 @@ pub fn ruleset(eni_links: &BTreeSet<u32>) -> String {
          \tchain postrouting {{\n\
          \t\ttype filter hook postrouting priority 200; policy accept;\n\
          \t\tct status & (snat | dnat) != 0 meta mark set meta mark | {NAT_MARK:#010x}\n\
+         \t}}\n\
+         \tchain forward {{\n\
+         \t\ttype filter hook forward priority filter; policy accept;\n\
+         \t\tip daddr @pod_blocked counter drop\n\
          \t}}\n\
          }}\n"
     )
@@ -62,9 +75,9 @@ pub fn ruleset(eni_links: &BTreeSet<u32>) -> String {
 #[error("nft table {TABLE}: {0}")]
 pub struct NftError(String);
 
-/// Writes the table for these ENI links.
-pub fn install(eni_links: &BTreeSet<u32>) -> Result<(), NftError> {
-    nft(&["-f", "-"], Some(&ruleset(eni_links)))
+/// Writes the table for these ENI links and blocked pod destinations.
+pub fn install(eni_links: &BTreeSet<u32>, blocked: &[Ipv4Prefix]) -> Result<(), NftError> {
+    nft(&["-f", "-"], Some(&ruleset(eni_links, blocked)))
 }
 
 /// Removes the table; `Ok(false)` when there was none.
@@ -129,10 +142,21 @@ mod tests {
 
     #[test]
     fn the_ruleset_replaces_the_table_and_lists_the_eni_links() {
-        let text = ruleset(&BTreeSet::from([3, 7]));
+        let text = ruleset(&BTreeSet::from([3, 7]), &[]);
         assert!(text.starts_with("table ip eni_ipam {}\ndelete table ip eni_ipam\n"), "{text}");
         assert!(text.contains("elements = { 3, 7 }"), "{text}");
         assert!(text.contains("meta mark | 0x01000000"), "{text}");
-        assert!(!ruleset(&BTreeSet::new()).contains("elements"), "an empty set has no elements line");
+        assert!(!ruleset(&BTreeSet::new(), &[]).contains("elements"), "an empty set has no elements line");
+    }
+
+    #[test]
+    fn forwarded_packets_to_a_blocked_destination_are_dropped() {
+        let metadata = Ipv4Prefix::new(std::net::Ipv4Addr::new(169, 254, 169, 254), 32).unwrap();
+        let text = ruleset(&BTreeSet::new(), &[metadata]);
+        let set = "\tset pod_blocked {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\telements = { 169.254.169.254/32 }\n\t}";
+        assert!(text.contains(set), "{text}");
+        assert!(text.contains("type filter hook forward priority filter; policy accept;\n\t\tip daddr @pod_blocked counter drop"), "{text}");
+        // No hook on output: the node's own traffic (and hostNetwork pods') is never matched.
+        assert!(!text.contains("hook output"), "{text}");
     }
 }

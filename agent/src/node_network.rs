@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
+use eni_ipam_datapath::Ipv4Prefix;
 use netlink_packet_route::route::RouteAttribute;
 
 use crate::netlink::{Link, NetlinkError};
@@ -48,12 +49,14 @@ pub struct NodeNetwork {
     router: PolicyRouter,
     /// The ENI links last written into the nft set.
     eni_links: Option<BTreeSet<u32>>,
+    /// Destinations pods may not reach (`--block-pod-destination`).
+    blocked: Vec<Ipv4Prefix>,
 }
 
 impl NodeNetwork {
-    /// Opens a netlink socket in this network namespace.
-    pub fn open() -> Result<Self, NetworkError> {
-        Ok(Self { router: PolicyRouter::open()?, eni_links: None })
+    /// Opens a netlink socket in this network namespace; pods' traffic to `blocked` is dropped.
+    pub fn open(blocked: Vec<Ipv4Prefix>) -> Result<Self, NetworkError> {
+        Ok(Self { router: PolicyRouter::open()?, eni_links: None, blocked })
     }
 
     /// Start: a table for every pool ENI on the node, the rules of every pod in `pods`
@@ -111,7 +114,7 @@ impl NodeNetwork {
             // elsewhere: loose reverse-path filtering.
             self.router.netlink().enable_forwarding(*index, Some(LOOSE_RP_FILTER), name)?;
         }
-        node_netfilter::install(&eni_links)?;
+        node_netfilter::install(&eni_links, &self.blocked)?;
         // What is remembered is the pool's part: the default routes are read again each time.
         self.eni_links = Some(pool_links.clone());
         Ok(eni_links)

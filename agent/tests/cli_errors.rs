@@ -82,6 +82,10 @@ fn bad_flags_and_files_are_named() {
     );
     let (ok, stderr) = agent(dir.path(), &["--service-cidr", "10.100.0.0"]);
     assert!(!ok && stderr.contains("is not an IPv4 CIDR"), "{stderr}");
+    // The metadata block lives in the agent's nft table: without node routing it cannot hold.
+    let (ok, stderr) =
+        agent(dir.path(), &["--block-pod-destination", "169.254.169.254/32", "--pool-file", &pool]);
+    assert!(!ok && stderr.contains("--block-pod-destination needs --node-routing"), "{stderr}");
 }
 
 fn plugin(env: &[(&str, &str)], stdin: &[u8]) -> (i32, Value) {

@@ -86,6 +86,14 @@ impl Helm {
         if outcome.success { Ok(outcome.stdout) } else { Err(outcome.stderr) }
     }
 
+    /// [`Helm::template`] as for a cluster of Kubernetes `version` (`--kube-version`).
+    pub fn template_for(&self, version: &str, values: &[&str], sets: &[&str]) -> Result<String, String> {
+        let chart = chart_dir().display().to_string();
+        let verb = ["template", &self.release, &chart, "--skip-crds", "--kube-version", version];
+        let outcome = self.call(&verb, values, sets);
+        if outcome.success { Ok(outcome.stdout) } else { Err(outcome.stderr) }
+    }
+
     /// Like [`Helm::template`], failing the test when helm refuses.
     pub fn render(&self, values: &[&str], sets: &[&str]) -> String {
         self.template(values, sets)

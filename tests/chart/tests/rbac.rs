@@ -52,7 +52,6 @@ fn each_component_gets_only_what_it_uses() {
                 "[eni-ipam.io] eninodes: get,create,patch",
                 "[eni-ipam.io] eninodes/status: patch",
                 "[] nodes: get",
-                "[] pods: list",
                 "[networking.k8s.io] servicecidrs: list",
             ],
         ),

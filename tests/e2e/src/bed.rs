@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use eni_ipam_cloud::tag;
-use eni_ipam_kube_standin::{ENINODES, KubeStandin, LEASES, NODES, PODS, Pki, SERVICECIDRS};
+use eni_ipam_kube_standin::{
+    AdmissionPolicy, ENINODES, KubeStandin, LEASES, NODES, PODS, Pki, SERVICECIDRS, UserInfo,
+};
 use eni_ipam_netns_testbed::fabric::Fabric;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -127,6 +129,11 @@ pub struct Bed {
     _tmp: Option<tempfile::TempDir>,
 }
 
+/// The bearer token the bed gives the agent of node `name` (its service account's bound token).
+pub fn agent_token(name: &str) -> String {
+    format!("agent-token-{name}")
+}
+
 /// `--eni-gc-interval` and `--eni-gc-grace` of the operators: one GC pass is at most twice this.
 pub const GC_PERIOD: Duration = Duration::from_secs(3);
 
@@ -150,6 +157,11 @@ impl Bed {
         let (_, standin) = KubeStandin::start_on(SocketAddr::from(([0, 0, 0, 0], 0))).await;
         std::fs::write(dir.join("kubeconfig"), standin.kubeconfig()).expect("write the kubeconfig");
         let chart = ChartControlPlane::render(&chart_values(&cloud, host_address(0), config.datapath));
+        // The chart's policy on agents' writes, enforced as kube-apiserver would (agents get tokens).
+        if let Some((policy, binding)) = &chart.agent_write_policy {
+            let compiled = AdmissionPolicy::compile(policy, binding).unwrap_or_else(|e| panic!("{e}"));
+            standin.add_admission_policy(compiled);
+        }
         let fabric = Arc::new(Mutex::new(Fabric::new(&tag)));
         let range = json!({"apiVersion": "networking.k8s.io/v1", "kind": "ServiceCIDR",
             "metadata": {"name": "kubernetes"}, "spec": {"cidrs": [SERVICE_CIDR]}});
@@ -344,8 +356,15 @@ impl Bed {
                 Node::cni(&netns, &node_dir, &self.chart.conflist),
                 &self.tag,
             );
+            let token = agent_token(&name);
+            let user =
+                UserInfo::service_account_on_node(chart::NAMESPACE, &self.chart.agent_service_account, &name);
+            self.standin.add_token(&token, user);
+            let kubeconfig = node_dir.join("agent-kubeconfig");
+            std::fs::write(&kubeconfig, self.standin.kubeconfig_with_token(host_ip.into(), &token))
+                .expect("write the agent's kubeconfig");
             let setup = AgentSetup {
-                kube_url: format!("http://{host_ip}:{}", self.standin.addr().port()),
+                kubeconfig,
                 cloud_args: self.cloud.agent_args(),
                 knobs: self.config.knobs,
                 agent_metrics_addr: self.chart.agent_metrics_addr.clone(),

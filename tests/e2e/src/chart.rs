@@ -41,14 +41,19 @@ pub struct ChartControlPlane {
     /// `--metrics-addr` of the device plugin container of the DaemonSet.
     pub device_plugin_metrics_addr: String,
     /// The agent's datapath flags (`--datapath`, `--tc-attach`, `--service-cidr`,
-    /// `--host-route`), as the DaemonSet passes them.
+    /// `--host-route`, `--block-pod-destination`), as the DaemonSet passes them.
     pub agent_datapath_args: Vec<String>,
     /// The CNI network configuration list the chart installs on every node.
     pub conflist: Value,
+    /// The agent DaemonSet's service account (`serviceAccountName`).
+    pub agent_service_account: String,
+    /// The ValidatingAdmissionPolicy on the agent's writes and its binding, when rendered.
+    pub agent_write_policy: Option<(Value, Value)>,
 }
 
 /// Flags of the agent that choose and configure its datapath (the bed keeps its own pin folder).
-const DATAPATH_FLAGS: [&str; 4] = ["--datapath=", "--tc-attach=", "--service-cidr=", "--host-route="];
+const DATAPATH_FLAGS: [&str; 5] =
+    ["--datapath=", "--tc-attach=", "--service-cidr=", "--host-route=", "--block-pod-destination="];
 
 /// The conflist in the chart's CNI ConfigMap (its only key).
 fn conflist_of(objects: &[Value]) -> Value {
@@ -116,6 +121,14 @@ impl ChartControlPlane {
             .filter(|e| e["key"] == "kubernetes.io/metadata.name" && e["operator"] == "NotIn")
             .flat_map(|e| strings(&e["values"]))
             .collect();
+        let kind = |k: &str| objects.iter().find(|o| o["kind"] == k).cloned();
+        let agent_write_policy =
+            kind("ValidatingAdmissionPolicy").zip(kind("ValidatingAdmissionPolicyBinding"));
+        let daemonset = kind("DaemonSet").expect("the chart renders the agent DaemonSet");
+        let agent_service_account = daemonset["spec"]["template"]["spec"]["serviceAccountName"]
+            .as_str()
+            .expect("the agent DaemonSet names its service account")
+            .to_owned();
         Self {
             operator,
             webhook,
@@ -130,6 +143,8 @@ impl ChartControlPlane {
             device_plugin_metrics_addr: metrics_of("device-plugin"),
             agent_datapath_args,
             conflist: conflist_of(&objects),
+            agent_service_account,
+            agent_write_policy,
         }
     }
 

@@ -18,6 +18,7 @@ use eni_ipam_netns_testbed::netns::run_in;
 use serde_json::{Value, json};
 
 use crate::bed::Bed;
+use crate::chart::arg_value;
 use crate::daemon::Daemon;
 use crate::dns;
 use crate::node::Knobs;
@@ -252,6 +253,7 @@ pub async fn run(bed: &mut Bed, rounds: u32, say: &(dyn Fn(&str) + Sync)) -> Vec
         ));
         cells.push(cell);
     }
+    cells.extend(instance_metadata(bed, &client.0, &node_ns[0], say));
     let before = bed.source_check_drops();
     let mut cell = tokio::task::block_in_place(|| {
         lookups(&client.0, SocketAddrV4::new(dns_ip, 53), &far_name, far_ip, rounds)
@@ -264,6 +266,70 @@ pub async fn run(bed: &mut Bed, rounds: u32, say: &(dyn Fn(&str) + Sync)) -> Vec
     cells.push(cell);
     drop(running);
     cells
+}
+
+/// The instance metadata service the chart keeps pods from (`--block-pod-destination`, for
+/// the bed's cloud), served where the cloud serves it: by the VPC router, on port 80. Two
+/// cells: the node (and so hostNetwork pods) is answered; a pod is refused (here a cell
+/// counts the exchanges that got through as failed).
+fn instance_metadata(
+    bed: &Bed,
+    pod: &std::path::Path,
+    node: &std::path::Path,
+    say: &(dyn Fn(&str) + Sync),
+) -> Vec<Cell> {
+    let blocked = arg_value(&bed.chart.agent_datapath_args, "--block-pod-destination")
+        .expect("the chart blocks the instance metadata service by default (agent.blockInstanceMetadata)");
+    let address: Ipv4Addr = blocked
+        .strip_suffix("/32")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("--block-pod-destination={blocked} is not one address"));
+    let router = bed.fabric().router().path();
+    bed.fabric().router().own_address(address);
+    let _server = tokio::task::block_in_place(|| Echo::start(&router, address, METADATA_PORT));
+    let target = [SocketAddrV4::new(address, METADATA_PORT)];
+    let node_cell = tokio::task::block_in_place(|| {
+        exchange(
+            "node->instance metadata (answered)",
+            &From { netns: node.to_path_buf(), source: None },
+            &target,
+            REFUSED_ROUNDS,
+        )
+    });
+    let pod_cell =
+        tokio::task::block_in_place(|| refused("pod->instance metadata (refused)", pod, target[0]));
+    for cell in [&node_cell, &pod_cell] {
+        say(&format!(
+            "  {}: {}/{} failed, {}/{} lost",
+            cell.name, cell.failed, cell.tried, cell.lost, cell.datagrams
+        ));
+    }
+    vec![node_cell, pod_cell]
+}
+
+/// The port the instance metadata service answers on.
+const METADATA_PORT: u16 = 80;
+/// Tries of a cell whose traffic must be refused (each waits out [`crate::probe::PATIENCE`]).
+const REFUSED_ROUNDS: u32 = 2;
+
+/// [`REFUSED_ROUNDS`] TCP and UDP exchanges from `from` that must all fail: one that gets an
+/// answer counts as failed (TCP) or lost (UDP).
+fn refused(name: &str, from: &std::path::Path, to: SocketAddrV4) -> Cell {
+    let mut cell = Cell { name: name.to_owned(), ..Cell::default() };
+    run_in(from, || {
+        for round in 0..REFUSED_ROUNDS {
+            cell.tried += 1;
+            if tcp_exchange(None, to, round).is_ok() {
+                cell.failed += 1;
+                cell.first_error = format!("{to} answered over TCP: the block does not hold");
+            }
+            cell.datagrams += 1;
+            if udp_exchange(None, to, round) {
+                cell.lost += 1;
+            }
+        }
+    });
+    cell
 }
 
 /// Creates pods `role-0`, `role-1`, ... on node `node` until one runs with an address of a

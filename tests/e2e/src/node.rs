@@ -31,8 +31,9 @@ pub struct Knobs {
 /// How a node's agent is started.
 #[derive(Clone, Debug)]
 pub struct AgentSetup {
-    /// `--kube-url` as seen from the node.
-    pub kube_url: String,
+    /// The agent's kubeconfig: the stand-in as seen from the node, with the bearer token the
+    /// bed gave this node's agent (its service account's bound token, node name included).
+    pub kubeconfig: PathBuf,
     /// Cloud flags (the security group of new ENIs).
     pub cloud_args: Vec<String>,
     /// Pool knobs.
@@ -42,7 +43,7 @@ pub struct AgentSetup {
     /// `--metrics-addr` of the device plugin, as the chart renders it (host network).
     pub device_plugin_metrics_addr: String,
     /// The datapath flags of the agent as the chart renders them (`--datapath`,
-    /// `--tc-attach`, `--service-cidr`, `--host-route`).
+    /// `--tc-attach`, `--service-cidr`, `--host-route`, `--block-pod-destination`).
     pub datapath_args: Vec<String>,
 }
 
@@ -143,7 +144,8 @@ impl Node {
             .arg(format!("--net={}", self.netns.display()))
             .arg("--")
             .arg(binary("eni-ipam-agent"))
-            .args(["--node-name", &self.name, "--kube-url", &self.setup.kube_url])
+            .args(["--node-name", &self.name])
+            .env("KUBECONFIG", &self.setup.kubeconfig)
             .args(["--metrics-addr", &self.setup.agent_metrics_addr])
             .args(&self.setup.datapath_args)
             .arg("--bpf-pin-dir")

@@ -38,6 +38,7 @@ mod admission;
 mod apply;
 mod kinds;
 pub mod pki;
+pub mod policy;
 mod routes;
 mod selector;
 mod store;
@@ -48,6 +49,7 @@ pub use admission::{DEFAULT_WEBHOOK_TIMEOUT, FailurePolicy, PodWebhook};
 pub use apply::FieldSet;
 pub use kinds::*;
 pub use pki::Pki;
+pub use policy::{AdmissionPolicy, AdmissionRequest, Denial, UserInfo};
 use routes::*;
 use store::*;
 use watch::*;
@@ -98,6 +100,10 @@ struct Shared {
     request_count: AtomicU64,
     /// The mutating webhook Pod creates go through, if one is registered.
     pod_webhook: Mutex<Option<Arc<admission::RegisteredWebhook>>>,
+    /// Bearer token -> who it authenticates (requests without a token are the admin).
+    tokens: Mutex<BTreeMap<String, UserInfo>>,
+    /// ValidatingAdmissionPolicies (with their bindings) every REST write goes through.
+    policies: Mutex<Vec<Arc<AdmissionPolicy>>>,
 }
 
 /// The stand-in apiserver; cheap to clone, every clone sees the same objects.
@@ -191,6 +197,8 @@ impl KubeStandin {
             requests: Mutex::new(Vec::new()),
             request_count: AtomicU64::new(0),
             pod_webhook: Mutex::new(None),
+            tokens: Mutex::new(BTreeMap::new()),
+            policies: Mutex::new(Vec::new()),
         });
         let standin = KubeStandin { shared, url: url.clone(), addr, server: Arc::new(Mutex::new(None)) };
         standin.serve(listener);
@@ -251,6 +259,25 @@ impl KubeStandin {
              users:\n- name: tester\n  user: {{}}\ncontexts:\n- name: standin\n  context:\n    cluster: standin\n    user: tester\n\
              current-context: standin\n"
         )
+    }
+
+    /// Like [`KubeStandin::kubeconfig_via`], authenticating with the bearer `token` (one given
+    /// to [`KubeStandin::add_token`]).
+    pub fn kubeconfig_with_token(&self, host: std::net::IpAddr, token: &str) -> String {
+        self.kubeconfig_via(host).replace("  user: {}\n", &format!("  user:\n    token: {token}\n"))
+    }
+
+    /// Requests carrying `Authorization: Bearer <token>` are made by `user` from now on
+    /// (a request with an unknown token gets 401; one without a token is the admin).
+    pub fn add_token(&self, token: impl Into<String>, user: UserInfo) {
+        self.shared.tokens.lock().expect("stand-in lock").insert(token.into(), user);
+    }
+
+    /// Every create, update and patch through the REST API goes through `policy` from now on,
+    /// as a ValidatingAdmissionPolicy with a Deny binding would ([`policy`]). Writes of the
+    /// test helpers ([`KubeStandin::create`], [`KubeStandin::put`], ...) bypass it.
+    pub fn add_admission_policy(&self, policy: AdmissionPolicy) {
+        self.shared.policies.lock().expect("stand-in lock").push(Arc::new(policy));
     }
 
     /// Stops at once, as a crashed apiserver: no new connections, and every open one

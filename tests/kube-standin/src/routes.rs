@@ -130,6 +130,10 @@ pub(crate) async fn handle(State(st): State<KubeStandin>, req: Request) -> Respo
         query: raw_query.clone(),
     });
     let headers = req.headers().clone();
+    let user = match authenticate(&st, &headers) {
+        Ok(user) => user,
+        Err(e) => return e.into_response(),
+    };
     let body = match axum::body::to_bytes(req.into_body(), 64 << 20).await {
         Ok(b) => b,
         Err(e) => return ApiError::new(400, "BadRequest", format!("reading body: {e}")).into_response(),
@@ -137,7 +141,7 @@ pub(crate) async fn handle(State(st): State<KubeStandin>, req: Request) -> Respo
     let q = Query::parse(&raw_query);
     match route(&path) {
         Route::Discovery(v) if method == Method::GET => json_response(StatusCode::OK, &v),
-        Route::Resource(t) => match dispatch(&st, &method, t, &q, &headers, &body).await {
+        Route::Resource(t) => match dispatch(&st, &method, t, &q, &headers, &body, &user).await {
             Ok(r) => r,
             Err(e) => e.into_response(),
         },
@@ -147,6 +151,61 @@ pub(crate) async fn handle(State(st): State<KubeStandin>, req: Request) -> Respo
             format!("the server could not find the requested resource ({path})"),
         )
         .into_response(),
+    }
+}
+
+/// Who makes the request: the user of its bearer token, or the admin when it has none.
+fn authenticate(st: &KubeStandin, headers: &HeaderMap) -> Result<UserInfo, ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(UserInfo::admin()) };
+    let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).unwrap_or_default();
+    st.shared
+        .tokens
+        .lock()
+        .expect("stand-in lock")
+        .get(token)
+        .cloned()
+        .ok_or_else(|| ApiError::new(401, "Unauthorized", "Unauthorized: the bearer token is not known"))
+}
+
+/// Runs the registered admission policies on a write of `t`: `object` as it would be stored,
+/// `old` the stored one (None on CREATE).
+fn admit(
+    st: &KubeStandin,
+    user: &UserInfo,
+    t: &Target,
+    object: &Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
+    let policies = st.shared.policies.lock().expect("stand-in lock").clone();
+    let name = object["metadata"]["name"].as_str().or(t.name.as_deref()).unwrap_or_default().to_string();
+    let request = AdmissionRequest {
+        operation: if old.is_some() { "UPDATE" } else { "CREATE" },
+        group: t.kind.group,
+        version: t.kind.version,
+        resource: t.kind.plural,
+        subresource: if t.status { "status" } else { "" },
+        name: &name,
+        namespace: &t.namespace,
+        object,
+        old_object: old,
+        user,
+    };
+    for policy in &policies {
+        policy.admit(&request).map_err(|d| ApiError {
+            code: d.code,
+            reason: reason_of(&d.reason),
+            message: d.message,
+        })?;
+    }
+    Ok(())
+}
+
+fn reason_of(reason: &str) -> &'static str {
+    match reason {
+        "Forbidden" => "Forbidden",
+        "Unauthorized" => "Unauthorized",
+        "RequestEntityTooLarge" => "RequestEntityTooLarge",
+        _ => "Invalid",
     }
 }
 
@@ -162,6 +221,7 @@ pub(crate) async fn dispatch(
     q: &Query,
     headers: &HeaderMap,
     body: &Bytes,
+    user: &UserInfo,
 ) -> Result<Response, ApiError> {
     let shared = &st.shared;
     let manager = q.get("fieldManager").unwrap_or("unknown").to_string();
@@ -213,6 +273,7 @@ pub(crate) async fn dispatch(
                     obj = webhook.admit(&ns, obj).await?;
                 }
             }
+            admit(st, user, &t, &obj, None)?;
             let mut inner = shared.inner.lock().expect("stand-in lock");
             let created = create_locked(&mut inner, &shared.events, t.kind, &ns, obj, &manager)?;
             Ok(json_response(StatusCode::CREATED, &created))
@@ -222,6 +283,9 @@ pub(crate) async fn dispatch(
             let mut inner = shared.inner.lock().expect("stand-in lock");
             let key = (t.kind, t.namespace.clone(), name.clone());
             let mode = if t.status { WriteMode::Status } else { WriteMode::Main };
+            if let Some(cur) = inner.objects.get(&key).map(|s| s.object.clone()) {
+                admit(st, user, &t, &merge_by_mode(t.kind, &cur, obj.clone(), mode), Some(&cur))?;
+            }
             let out = write_locked(&mut inner, &shared.events, &key, mode, obj, &manager)?;
             Ok(json_response(StatusCode::OK, &out))
         }
@@ -254,6 +318,7 @@ pub(crate) async fn dispatch(
                             let ns = t.namespace.clone();
                             let mut obj = applied;
                             obj["metadata"]["name"] = name.clone().into();
+                            admit(st, user, &t, &obj, None)?;
                             let created =
                                 create_locked(&mut inner, &shared.events, t.kind, &ns, obj, &manager)?;
                             Ok(json_response(StatusCode::CREATED, &created))
@@ -284,6 +349,13 @@ pub(crate) async fn dispatch(
                             if let Some(m) = next.get_mut("metadata").and_then(Value::as_object_mut) {
                                 m.remove("resourceVersion");
                             }
+                            admit(
+                                st,
+                                user,
+                                &t,
+                                &merge_by_mode(t.kind, &cur, next.clone(), mode),
+                                Some(&cur),
+                            )?;
                             let out = write_owned(
                                 &mut inner,
                                 &shared.events,
@@ -307,6 +379,7 @@ pub(crate) async fn dispatch(
                     {
                         m.remove("resourceVersion");
                     }
+                    admit(st, user, &t, &merge_by_mode(t.kind, &cur, next.clone(), mode), Some(&cur))?;
                     let out = write_locked(&mut inner, &shared.events, &key, mode, next, &manager)?;
                     Ok(json_response(StatusCode::OK, &out))
                 }
@@ -322,6 +395,7 @@ pub(crate) async fn dispatch(
                     {
                         m.remove("resourceVersion");
                     }
+                    admit(st, user, &t, &merge_by_mode(t.kind, &cur, next.clone(), mode), Some(&cur))?;
                     let out = write_locked(&mut inner, &shared.events, &key, mode, next, &manager)?;
                     Ok(json_response(StatusCode::OK, &out))
                 }

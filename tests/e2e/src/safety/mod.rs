@@ -6,6 +6,8 @@
 
 use serde::Serialize;
 
+pub mod hostile_agent;
+
 /// What one safety scenario found. Every count but `leaked_ips_freed` must be 0.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct SafetyRow {
@@ -75,7 +77,7 @@ pub fn table(title: &str, rows: &[SafetyRow]) -> String {
 }
 
 /// Every safety scenario, in the order they run on one bed.
-pub const SCENARIOS: &[&str] = &[];
+pub const SCENARIOS: &[&str] = &["hostile_agent"];
 
 /// Runs every safety scenario on `bed`, in order.
 pub async fn all(bed: &mut crate::bed::Bed, progress: &(dyn Fn(&str) + Sync)) -> Vec<SafetyRow> {
@@ -87,6 +89,7 @@ pub async fn all(bed: &mut crate::bed::Bed, progress: &(dyn Fn(&str) + Sync)) ->
     let mut rows = Vec::new();
     // Each scenario file adds its call here, in SCENARIOS order:
     // rows.push(<file>::run(bed, progress).await);
+    rows.push(hostile_agent::run(bed, progress).await);
     rows
 }
 
