@@ -42,6 +42,9 @@ pub enum EndpointError {
     /// The pod's policy routing could not be set.
     #[error("pod IP {ip}: policy routing: {reason}")]
     Routing { ip: String, reason: String },
+    /// CHECK found the endpoint not as ADD left it.
+    #[error("pod IP {ip}: {reason}")]
+    Broken { ip: String, reason: String },
 }
 
 /// What [`Endpoints::reconcile`] did on start.
@@ -229,6 +232,41 @@ impl Endpoints {
         }
         info!(%ip, veth = %endpoint.host_veth, eni_ifindex = info.eni_ifindex, "endpoint installed");
         Ok(allocation)
+    }
+
+    /// CNI CHECK's agent side: the container interface holds an IP with a registered veth,
+    /// that veth still has the registered index, and with eBPF the endpoint map sends the IP
+    /// to that veth.
+    pub fn check(&self, container_id: &str, if_name: &str) -> Result<(), EndpointError> {
+        let guard = self.lock();
+        let allocation = self.ipam.allocation_of(container_id, if_name)?;
+        let broken = |reason: String| EndpointError::Broken { ip: allocation.ip.clone(), reason };
+        let Some(endpoint) = &allocation.endpoint else {
+            return Err(broken("no veth was registered for it (ADD did not finish)".into()));
+        };
+        match ifindex_of(&endpoint.host_veth) {
+            Some(index) if index == endpoint.host_veth_ifindex => {}
+            Some(index) => {
+                return Err(broken(format!(
+                    "veth {} has index {index}, not {} as registered",
+                    endpoint.host_veth, endpoint.host_veth_ifindex
+                )));
+            }
+            None => return Err(broken(format!("veth {} no longer exists", endpoint.host_veth))),
+        }
+        let Some(datapath) = guard.datapath.as_ref() else { return Ok(()) };
+        let ip: Ipv4Addr = allocation.ip.parse().map_err(|_| broken("not an IPv4 address".into()))?;
+        let endpoints = datapath
+            .endpoints()
+            .map_err(|source| EndpointError::Datapath { ip: allocation.ip.clone(), source })?;
+        match endpoints.get(&ip) {
+            Some(info) if info.pod_veth_ifindex == endpoint.host_veth_ifindex => Ok(()),
+            Some(info) => Err(broken(format!(
+                "the datapath sends it to interface #{}, not to its veth {} (#{})",
+                info.pod_veth_ifindex, endpoint.host_veth, endpoint.host_veth_ifindex
+            ))),
+            None => Err(broken("it is missing from the datapath's endpoint map".into())),
+        }
     }
 
     /// CNI DEL: frees the IP (persisted first) and removes its endpoint and pod link.
