@@ -229,3 +229,4 @@ pub fn address_of(result: &Value) -> String {
     result["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_owned()
 }
 pub mod agent_node;
+pub mod libcni;
