@@ -18,7 +18,7 @@ use eni_ipam_api::EndpointRequest;
 use eni_ipam_datapath::{Datapath, DatapathError, EndpointCounters, EndpointInfo, MacAddr};
 use tracing::{info, warn};
 
-use crate::allocator::{Allocation, PodEndpoint};
+use crate::allocator::{Allocation, AllocationKey, PodEndpoint};
 use crate::ipam::{Ipam, IpamError};
 use crate::node_links::{GATEWAY_ARP_WAIT, NodeLink, gateway_mac, ifindex_of, link_with_mac};
 use crate::node_network::{NetworkReport, NodeNetwork};
@@ -269,12 +269,45 @@ impl Endpoints {
         }
     }
 
+    /// The IPAM this wraps.
+    pub fn ipam(&self) -> &Arc<Ipam> {
+        &self.ipam
+    }
+
     /// CNI DEL: frees the IP (persisted first) and removes its endpoint and pod link.
     /// Idempotent like [`Ipam::release`].
     pub fn release(&self, container_id: &str, if_name: &str) -> Result<Option<Allocation>, EndpointError> {
+        self.release_cooling(container_id, if_name, None)
+    }
+
+    /// The DEL that never came, for a pod kubelet no longer runs: [`Endpoints::release`]
+    /// with the IP cooling down until `cool_until` (Unix seconds), and the pod's host veth
+    /// deleted when it is still the one registered (a pod sandbox left behind keeps no
+    /// path to the IP that is now free).
+    pub fn release_lost(
+        &self,
+        key: &AllocationKey,
+        cool_until: u64,
+    ) -> Result<Option<Allocation>, EndpointError> {
+        let freed = self.release_cooling(&key.container_id, &key.if_name, Some(cool_until))?;
+        if let Some(endpoint) = freed.as_ref().and_then(|a| a.endpoint.as_ref())
+            && ifindex_of(&endpoint.host_veth) == Some(endpoint.host_veth_ifindex)
+            && let Err(error) = crate::cni::link::teardown(&endpoint.host_veth)
+        {
+            warn!(veth = %endpoint.host_veth, "cannot delete the host veth of a lost pod: {error}");
+        }
+        Ok(freed)
+    }
+
+    fn release_cooling(
+        &self,
+        container_id: &str,
+        if_name: &str,
+        cool_until: Option<u64>,
+    ) -> Result<Option<Allocation>, EndpointError> {
         let mut guard = self.lock();
         let node = &mut *guard;
-        let freed = self.ipam.release(container_id, if_name)?;
+        let freed = self.ipam.release_cooling(container_id, if_name, cool_until)?;
         let Some(allocation) = freed.as_ref() else { return Ok(freed) };
         let Ok(ip) = allocation.ip.parse::<Ipv4Addr>() else { return Ok(freed) };
         if let Some(network) = node.network.as_mut() {
