@@ -9,12 +9,10 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::time::Duration;
 
 use common::agent_node::AgentNode;
 use common::libcni::Libcni;
 use common::*;
-use eni_ipam_agent::cni::agent_client::AgentClient;
 use eni_ipam_agent::cni::link::host_veth_name;
 use eni_ipam_netns_testbed::Netns;
 use serde_json::{Value, json};
@@ -31,11 +29,7 @@ fn chart_conflist(socket: &Path, portmap: bool) -> Value {
 
 /// (container id, interface) of every allocation the agent holds.
 fn held(socket: &Path) -> BTreeSet<(String, String)> {
-    let answer = AgentClient::new(socket, Duration::from_secs(5)).call("GET", "/v1/ipam", None).unwrap();
-    let list: Value = serde_json::from_slice(&answer.body).unwrap();
-    list["allocations"]
-        .as_array()
-        .unwrap()
+    allocations(socket)
         .iter()
         .map(|a| (a["containerId"].as_str().unwrap().to_owned(), a["ifName"].as_str().unwrap().to_owned()))
         .collect()

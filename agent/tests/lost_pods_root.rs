@@ -13,18 +13,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-use eni_ipam_agent::cni::agent_client::AgentClient;
 use eni_ipam_agent::cni::link::host_veth_name;
 use eni_ipam_netns_testbed::Netns;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// Container ids holding an IP, and their IPs.
 fn held(socket: &Path) -> Vec<(String, String)> {
-    let answer = AgentClient::new(socket, Duration::from_secs(5)).call("GET", "/v1/ipam", None).unwrap();
-    let list: Value = serde_json::from_slice(&answer.body).unwrap();
-    list["allocations"]
-        .as_array()
-        .unwrap()
+    allocations(socket)
         .iter()
         .map(|a| (a["containerId"].as_str().unwrap().to_owned(), a["ip"].as_str().unwrap().to_owned()))
         .collect()
