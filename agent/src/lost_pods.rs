@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use crate::allocator::{Allocation, AllocationKey};
-use crate::endpoints::Endpoints;
+use crate::endpoints::{EndpointError, Endpoints};
 use crate::ipam::unix_now;
 use crate::metrics::Metrics;
 
@@ -100,7 +100,15 @@ pub async fn run(config: LostPodsConfig, endpoints: Arc<Endpoints>, metrics: Arc
         let free = decide(&allocations, &live, &mut missing_since, Instant::now(), config.grace);
         for key in free {
             let cool_until = unix_now() + config.cooldown.as_secs();
-            match endpoints.release_lost(&key, cool_until) {
+            // Waits for fsync and netlink: on the blocking pool, as the socket's calls are.
+            let (endpoints, release_key) = (endpoints.clone(), key.clone());
+            let released =
+                tokio::task::spawn_blocking(move || endpoints.release_lost(&release_key, cool_until))
+                    .await
+                    .unwrap_or_else(|join| {
+                        Err(EndpointError::Invalid(format!("release task failed: {join}")))
+                    });
+            match released {
                 Ok(Some(freed)) => {
                     metrics.count_lost_pod_ip_freed();
                     warn!(
