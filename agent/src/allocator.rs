@@ -51,6 +51,10 @@ pub struct Allocation {
     /// before the plugin sent it (CNI GC leaves those to the lost-DEL reconciler).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub network: String,
+    /// When it was made (Unix seconds; 0 in allocations made before it was recorded): of two
+    /// sandboxes of one pod, the older one's DEL was lost.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub allocated_at: u64,
     /// The pod's host veth, once the CNI plugin registered it (main mode only). State files
     /// written before the datapath have none; the agent then leaves the pod to kernel routing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -68,6 +72,10 @@ pub struct PodEndpoint {
     pub host_veth_ifindex: u32,
     /// MAC of the pod's interface.
     pub pod_mac: String,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Allocation {
@@ -247,6 +255,7 @@ mod tests {
                     pod_namespace: String::new(),
                     pod_name: String::new(),
                     network: String::new(),
+                    allocated_at: 0,
                     endpoint: None,
                 };
                 (key, allocation)

@@ -101,6 +101,7 @@ impl Ipam {
                     pod_namespace: request.pod_namespace.clone(),
                     pod_name: request.pod_name.clone(),
                     network: request.network.clone(),
+                    allocated_at: unix_now(),
                     endpoint: None,
                 };
                 inner.state.allocations.insert(key.clone(), allocation);

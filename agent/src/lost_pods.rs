@@ -2,7 +2,10 @@
 //! compares its allocations with the pods kubelet runs (kubelet's pod-resources `List`,
 //! through the device plugin's client) and frees an IP once its pod has been missing from
 //! every listing for a grace period; the freed IP then cools down before it is handed out
-//! again. A listing that fails frees nothing and restarts every grace.
+//! again. A listing that fails frees nothing and restarts every grace. The most common lost
+//! DEL leaves the pod alive: the runtime restarted, kubelet made the pod a new sandbox, and
+//! the old sandbox's DEL never came; of two allocations of one pod's interface on one
+//! network, the older is then the lost one.
 //!
 //! [`decide`] is the pure rule; [`run`] polls kubelet and applies it.
 
@@ -42,10 +45,12 @@ impl LostPodsConfig {
     }
 }
 
-/// Which allocations to free now, given the pods kubelet runs (`live`) at `now`.
-/// `missing_since` remembers when each allocation's pod was first seen missing; it is
+/// Which allocations to free now, given the pods kubelet runs (`live`) at `now`: those whose
+/// pod, or whose place as the pod's newest sandbox on that interface and network, has been
+/// missing for `grace`. `missing_since` remembers when each was first seen missing; it is
 /// updated here. An allocation whose pod is unknown (the runtime passed no pod name) is
-/// never freed: nothing can tell whether it still runs.
+/// never freed: nothing can tell whether it still runs; nor is one as old as its pod's
+/// newest (made in the same second, or before the time was recorded).
 pub fn decide(
     allocations: &[Allocation],
     live: &BTreeSet<PodRef>,
@@ -55,10 +60,19 @@ pub fn decide(
 ) -> Vec<AllocationKey> {
     let held: BTreeSet<&AllocationKey> = allocations.iter().map(|a| &a.key).collect();
     missing_since.retain(|key, _| held.contains(key));
+    let slot = |a: &Allocation| {
+        (a.pod_namespace.clone(), a.pod_name.clone(), a.key.if_name.clone(), a.network.clone())
+    };
+    let mut newest: BTreeMap<(String, String, String, String), u64> = BTreeMap::new();
+    for allocation in allocations {
+        let at = newest.entry(slot(allocation)).or_default();
+        *at = (*at).max(allocation.allocated_at);
+    }
     let mut free = Vec::new();
     for allocation in allocations {
         let pod = (allocation.pod_namespace.clone(), allocation.pod_name.clone());
-        if allocation.pod_name.is_empty() || live.contains(&pod) {
+        let superseded = allocation.allocated_at < newest[&slot(allocation)];
+        if allocation.pod_name.is_empty() || (live.contains(&pod) && !superseded) {
             missing_since.remove(&allocation.key);
             continue;
         }
@@ -113,7 +127,7 @@ pub async fn run(config: LostPodsConfig, endpoints: Arc<Endpoints>, metrics: Arc
                     metrics.count_lost_pod_ip_freed();
                     warn!(
                         ip = %freed.ip, pod = %freed.owner(), %key, grace = ?config.grace, cooldown = ?config.cooldown,
-                        "freed the IP of a pod kubelet no longer runs (its CNI DEL never came)"
+                        "freed the IP of a lost sandbox: kubelet no longer runs it, and its CNI DEL never came"
                     );
                 }
                 Ok(None) => {}
@@ -135,8 +149,17 @@ mod tests {
             pod_namespace: namespace.into(),
             pod_name: pod.into(),
             network: "eni-ipam".into(),
+            allocated_at: 100,
             endpoint: None,
         }
+    }
+
+    fn made_at(allocation: Allocation, at: u64) -> Allocation {
+        Allocation { allocated_at: at, ..allocation }
+    }
+
+    fn on_network(allocation: Allocation, network: &str) -> Allocation {
+        Allocation { network: network.into(), ..allocation }
     }
 
     fn pods(names: &[&str]) -> BTreeSet<PodRef> {
@@ -220,6 +243,51 @@ mod tests {
                 live: pods(&[]),
                 missing_since: &[("a", 0)],
                 now: 1000,
+                free: &[],
+                remembered: &[],
+            },
+            Case {
+                what: "an older sandbox of a live pod (kubelet made a new one, the old DEL was lost): freed after the grace",
+                allocations: vec![
+                    allocation("old", "default", "web"),
+                    made_at(allocation("new", "default", "web"), 200),
+                ],
+                live: pods(&["web"]),
+                missing_since: &[("old", 0)],
+                now: 60,
+                free: &["old"],
+                remembered: &["old"],
+            },
+            Case {
+                what: "an older sandbox starts its grace like a missing pod",
+                allocations: vec![
+                    allocation("old", "default", "web"),
+                    made_at(allocation("new", "default", "web"), 200),
+                ],
+                live: pods(&["web"]),
+                missing_since: &[],
+                now: 0,
+                free: &[],
+                remembered: &["old"],
+            },
+            Case {
+                what: "two sandboxes made in the same second (or before times were recorded): both kept",
+                allocations: vec![allocation("a", "default", "web"), allocation("b", "default", "web")],
+                live: pods(&["web"]),
+                missing_since: &[("a", 0)],
+                now: 600,
+                free: &[],
+                remembered: &[],
+            },
+            Case {
+                what: "the same pod on another network is not an older sandbox",
+                allocations: vec![
+                    allocation("a", "default", "web"),
+                    made_at(on_network(allocation("b", "default", "web"), "other"), 200),
+                ],
+                live: pods(&["web"]),
+                missing_since: &[],
+                now: 600,
                 free: &[],
                 remembered: &[],
             },

@@ -204,6 +204,7 @@ mod tests {
             pod_namespace: "default".into(),
             pod_name: format!("pod-{container}"),
             network: String::new(),
+            allocated_at: 0,
             endpoint: None,
         }
     }

@@ -1,6 +1,6 @@
-//! IPs of pods that went away without a CNI DEL: the real agent binary against a
-//! pod-resources `List` server (the device plugin's test kubelet), pods added through the
-//! real plugin in network namespaces. Needs root (fails loudly without).
+//! IPs of pods (or of a pod's old sandbox) that went away without a CNI DEL: the real agent
+//! binary against a pod-resources `List` server (the device plugin's test kubelet), pods
+//! added through the real plugin in network namespaces. Needs root (fails loudly without).
 
 mod common;
 
@@ -39,7 +39,7 @@ fn a_pod_kubelet_forgot_loses_its_ip_after_the_grace_and_the_ip_cools_down_root(
     let socket = dir.path().join("pod-resources.sock");
     let server = kubelet.serve(&socket);
 
-    let mut agent = Agent::configure(dir.path(), &pool_json([10, 81, 0, 10], 3, "10.81.0.0/24", "10.81.0.1"));
+    let mut agent = Agent::configure(dir.path(), &pool_json([10, 81, 0, 10], 4, "10.81.0.0/24", "10.81.0.1"));
     agent.extra_args = ["--pod-resources-socket", socket.to_str().unwrap()]
         .into_iter()
         .chain(["--lost-pod-grace", "1500ms", "--lost-pod-cooldown", "1h"])
@@ -69,8 +69,35 @@ fn a_pod_kubelet_forgot_loses_its_ip_after_the_grace_and_the_ip_cools_down_root(
         "live pods keep their IPs"
     );
 
+    // The runtime restarted and kubelet gave pod-c1 a new sandbox; the old one's DEL never
+    // comes. The new sandbox's ADD, as the agent receives it:
+    let ip_of = |container: &str| held(&agent.socket).into_iter().find(|(c, _)| c == container).unwrap().1;
+    let old_c1_ip = ip_of("c1");
+    let body = json!({"containerId": "c1-new", "ifName": "eth0", "podNamespace": "default",
+                      "podName": "pod-c1", "network": "eni-ipam"});
+    let client = eni_ipam_agent::cni::agent_client::AgentClient::new(&agent.socket, Duration::from_secs(5));
+    client.call("POST", "/v1/ipam", Some(body.to_string().as_bytes())).expect("allocate for c1-new");
+    let resandboxed = Instant::now();
+    while containers(&agent.socket).contains("c1") {
+        assert!(
+            resandboxed.elapsed() < Duration::from_secs(10),
+            "the old sandbox's IP not freed within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(resandboxed.elapsed() >= Duration::from_millis(1500), "freed before the grace");
+    assert!(
+        !node.ip_text(&["link"]).contains(&host_veth_name("c1", "eth0")),
+        "the old sandbox's veth is gone"
+    );
+    assert_eq!(
+        containers(&agent.socket),
+        BTreeSet::from(["c1-new".into(), "c2".into()]),
+        "the pod's new sandbox and the other pod keep their IPs"
+    );
+
     // kubelet forgets c2's pod; no DEL comes.
-    let lost_ip = held(&agent.socket).into_iter().find(|(c, _)| c == "c2").unwrap().1;
+    let lost_ip = ip_of("c2");
     kubelet.remove_pod("pod-c2");
     let forgotten = Instant::now();
     std::thread::sleep(Duration::from_millis(1000));
@@ -82,17 +109,18 @@ fn a_pod_kubelet_forgot_loses_its_ip_after_the_grace_and_the_ip_cools_down_root(
     println!("freed {:?} after kubelet forgot the pod", forgotten.elapsed());
     assert!(forgotten.elapsed() >= Duration::from_millis(1500));
     assert!(!node.ip_text(&["link"]).contains(&host_veth_name("c2", "eth0")), "the lost pod's veth is gone");
-    assert!(containers(&agent.socket).contains("c1"), "the live pod keeps its IP");
+    assert!(containers(&agent.socket).contains("c1-new"), "the live pod keeps its IP");
 
-    // The freed IP cools down: the next pod gets the other free one, then the pool is out.
+    // The freed IPs cool down: the next pod gets the other free one, then the pool is out.
     kubelet.add_pod("pod-c3", "eni-ipam.io/ip", vec![]);
     let run = add(3);
     assert!(run.ok, "ADD c3: {}", run.raw);
-    assert_ne!(address_of(&run.stdout.unwrap()), lost_ip, "the cooling IP was handed out");
+    let ip_c3 = address_of(&run.stdout.unwrap());
+    assert!(ip_c3 != lost_ip && ip_c3 != old_c1_ip, "a cooling IP was handed out: {ip_c3}");
     kubelet.add_pod("pod-c0", "eni-ipam.io/ip", vec![]);
     let run = add(0);
     assert!(!run.ok, "ADD c0 got the cooling IP: {}", run.raw);
-    assert!(run.raw.contains("1 freed from lost pods and cooling down"), "{}", run.raw);
+    assert!(run.raw.contains("2 freed from lost pods and cooling down"), "{}", run.raw);
 
     // kubelet unreachable: nothing is freed, however long (it lists no pod at all).
     server.abort();
@@ -100,11 +128,11 @@ fn a_pod_kubelet_forgot_loses_its_ip_after_the_grace_and_the_ip_cools_down_root(
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(
         containers(&agent.socket),
-        BTreeSet::from(["c1".into(), "c3".into()]),
+        BTreeSet::from(["c1-new".into(), "c3".into()]),
         "freed on a failed listing"
     );
     let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap();
     assert!(log.contains("no IP is freed until kubelet answers again"), "{log}");
-    assert_eq!(log.matches("freed the IP of a pod kubelet no longer runs").count(), 1, "{log}");
+    assert_eq!(log.matches("freed the IP of a lost sandbox").count(), 2, "{log}");
     agent.kill();
 }
