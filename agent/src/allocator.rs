@@ -47,6 +47,14 @@ pub struct Allocation {
     /// The pod's name, when the runtime passed it.
     #[serde(default)]
     pub pod_name: String,
+    /// The CNI network (conflist `name`) the IP was allocated for; empty in allocations made
+    /// before the plugin sent it (CNI GC leaves those to the lost-DEL reconciler).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub network: String,
+    /// When it was made (Unix seconds; 0 in allocations made before it was recorded): of two
+    /// sandboxes of one pod, the older one's DEL was lost.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub allocated_at: u64,
     /// The pod's host veth, once the CNI plugin registered it (main mode only). State files
     /// written before the datapath have none; the agent then leaves the pod to kernel routing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -64,6 +72,10 @@ pub struct PodEndpoint {
     pub host_veth_ifindex: u32,
     /// MAC of the pod's interface.
     pub pod_mac: String,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Allocation {
@@ -85,9 +97,9 @@ pub enum Exhausted {
         "the node's pool is empty: the operator has not attached any IP to this node yet; check `kubectl get eninode <node>` conditions"
     )]
     EmptyPool,
-    /// Every pool IP is held or on its way out.
+    /// Every pool IP is held, on its way out or cooling down.
     #[error(
-        "all {pool} pool IPs are taken ({held} held by pods, {marked} marked for release by the operator); the operator grows the pool up to the instance limit, check the ENINode's PoolReady condition"
+        "all {pool} pool IPs are taken ({held} held by pods, {marked} marked for release by the operator, {cooling} freed from lost pods and cooling down); the operator grows the pool up to the instance limit, check the ENINode's PoolReady condition"
     )]
     AllTaken {
         /// IPs in the pool.
@@ -96,6 +108,9 @@ pub enum Exhausted {
         held: usize,
         /// Free IPs the operator is releasing.
         marked: usize,
+        /// Free IPs taken back from pods that went away without a DEL, not handed out again
+        /// until their cooldown ends (the old container may still use the address).
+        cooling: usize,
     },
 }
 
@@ -110,13 +125,15 @@ pub enum Decision {
     Exhausted(Exhausted),
 }
 
-/// Decides which IP `key` gets. Free = in the pool, not held, not marked for release.
+/// Decides which IP `key` gets. Free = in the pool, not held, not marked for release, not
+/// cooling down (`cooling`: IPs freed from lost pods whose cooldown has not ended).
 /// Among free IPs, the one released longest ago (never released first, then by address)
 /// so a just-freed address is not handed to the next pod at once.
 pub fn decide(
     pool: &NodePool,
     held: &BTreeMap<AllocationKey, Allocation>,
     released_at: &BTreeMap<String, u64>,
+    cooling: &BTreeSet<String>,
     key: &AllocationKey,
 ) -> Decision {
     if let Some(existing) = held.get(key) {
@@ -126,7 +143,11 @@ pub fn decide(
     let free = pool
         .ips
         .keys()
-        .filter(|ip| !held_ips.contains(ip.as_str()) && !pool.marked_for_release.contains(*ip))
+        .filter(|ip| {
+            !held_ips.contains(ip.as_str())
+                && !pool.marked_for_release.contains(*ip)
+                && !cooling.contains(*ip)
+        })
         .min_by_key(|ip| (released_at.get(*ip).copied(), ip_order(ip)));
     match free {
         Some(ip) => Decision::Take(ip.clone()),
@@ -138,6 +159,14 @@ pub fn decide(
                 .marked_for_release
                 .iter()
                 .filter(|ip| pool.ips.contains_key(*ip) && !held_ips.contains(ip.as_str()))
+                .count(),
+            cooling: cooling
+                .iter()
+                .filter(|ip| {
+                    pool.ips.contains_key(*ip)
+                        && !held_ips.contains(ip.as_str())
+                        && !pool.marked_for_release.contains(*ip)
+                })
                 .count(),
         }),
     }
@@ -225,6 +254,8 @@ mod tests {
                     ip: ip.to_string(),
                     pod_namespace: String::new(),
                     pod_name: String::new(),
+                    network: String::new(),
+                    allocated_at: 0,
                     endpoint: None,
                 };
                 (key, allocation)
@@ -239,6 +270,7 @@ mod tests {
             pool: NodePool,
             held: &'static [(&'static str, &'static str)],
             released_at: &'static [(&'static str, u64)],
+            cooling: &'static [&'static str],
             container: &'static str,
             want: Decision,
         }
@@ -248,6 +280,7 @@ mod tests {
                 pool: pool(&["10.0.0.10", "10.0.0.9"], &[]),
                 held: &[],
                 released_at: &[],
+                cooling: &[],
                 container: "a",
                 want: Decision::Take("10.0.0.9".into()),
             },
@@ -256,6 +289,7 @@ mod tests {
                 pool: pool(&["10.0.0.9", "10.0.0.10"], &[]),
                 held: &[("a", "10.0.0.10")],
                 released_at: &[],
+                cooling: &[],
                 container: "a",
                 want: Decision::Existing("10.0.0.10".into()),
             },
@@ -264,6 +298,7 @@ mod tests {
                 pool: pool(&["10.0.0.9", "10.0.0.10"], &[]),
                 held: &[("a", "10.0.0.9")],
                 released_at: &[],
+                cooling: &[],
                 container: "b",
                 want: Decision::Take("10.0.0.10".into()),
             },
@@ -272,6 +307,7 @@ mod tests {
                 pool: pool(&["10.0.0.1", "10.0.0.2", "10.0.0.3"], &[]),
                 held: &[],
                 released_at: &[("10.0.0.1", 7), ("10.0.0.2", 3)],
+                cooling: &[],
                 container: "a",
                 want: Decision::Take("10.0.0.3".into()),
             },
@@ -280,6 +316,7 @@ mod tests {
                 pool: pool(&["10.0.0.1", "10.0.0.2"], &[]),
                 held: &[],
                 released_at: &[("10.0.0.1", 7), ("10.0.0.2", 3)],
+                cooling: &[],
                 container: "a",
                 want: Decision::Take("10.0.0.2".into()),
             },
@@ -288,6 +325,7 @@ mod tests {
                 pool: pool(&["10.0.0.1", "10.0.0.2"], &["10.0.0.1"]),
                 held: &[],
                 released_at: &[],
+                cooling: &[],
                 container: "a",
                 want: Decision::Take("10.0.0.2".into()),
             },
@@ -296,6 +334,7 @@ mod tests {
                 pool: pool(&[], &[]),
                 held: &[],
                 released_at: &[],
+                cooling: &[],
                 container: "a",
                 want: Decision::Exhausted(Exhausted::EmptyPool),
             },
@@ -304,23 +343,49 @@ mod tests {
                 pool: pool(&["10.0.0.1", "10.0.0.2", "10.0.0.3"], &["10.0.0.3"]),
                 held: &[("a", "10.0.0.1"), ("b", "10.0.0.2")],
                 released_at: &[],
+                cooling: &[],
                 container: "c",
-                want: Decision::Exhausted(Exhausted::AllTaken { pool: 3, held: 2, marked: 1 }),
+                want: Decision::Exhausted(Exhausted::AllTaken { pool: 3, held: 2, marked: 1, cooling: 0 }),
             },
             Case {
                 what: "a held IP that left the pool does not count as pool usage",
                 pool: pool(&["10.0.0.1"], &[]),
                 held: &[("a", "10.0.0.1"), ("b", "10.0.0.99")],
                 released_at: &[],
+                cooling: &[],
                 container: "c",
-                want: Decision::Exhausted(Exhausted::AllTaken { pool: 1, held: 1, marked: 0 }),
+                want: Decision::Exhausted(Exhausted::AllTaken { pool: 1, held: 1, marked: 0, cooling: 0 }),
+            },
+            Case {
+                what: "an IP freed from a lost pod is not handed out while it cools down",
+                pool: pool(&["10.0.0.1", "10.0.0.2"], &[]),
+                held: &[],
+                released_at: &[("10.0.0.2", 3)],
+                cooling: &["10.0.0.1"],
+                container: "a",
+                want: Decision::Take("10.0.0.2".into()),
+            },
+            Case {
+                what: "only cooling IPs left: exhausted, and the count says so",
+                pool: pool(&["10.0.0.1", "10.0.0.2", "10.0.0.3"], &["10.0.0.3"]),
+                held: &[("a", "10.0.0.1")],
+                released_at: &[],
+                cooling: &["10.0.0.2", "10.0.0.3", "10.0.0.9"],
+                container: "c",
+                want: Decision::Exhausted(Exhausted::AllTaken { pool: 3, held: 1, marked: 1, cooling: 1 }),
             },
         ];
         for case in cases {
             let released: BTreeMap<String, u64> =
                 case.released_at.iter().map(|(ip, at)| (ip.to_string(), *at)).collect();
-            let got =
-                decide(&case.pool, &held(case.held), &released, &AllocationKey::new(case.container, "eth0"));
+            let cooling: BTreeSet<String> = case.cooling.iter().map(|ip| ip.to_string()).collect();
+            let got = decide(
+                &case.pool,
+                &held(case.held),
+                &released,
+                &cooling,
+                &AllocationKey::new(case.container, "eth0"),
+            );
             assert_eq!(got, case.want, "{}", case.what);
         }
     }
@@ -329,7 +394,7 @@ mod tests {
     fn same_container_other_interface_is_another_allocation() {
         let pool = pool(&["10.0.0.1", "10.0.0.2"], &[]);
         let held = held(&[("a", "10.0.0.1")]);
-        let got = decide(&pool, &held, &BTreeMap::new(), &AllocationKey::new("a", "net1"));
+        let got = decide(&pool, &held, &BTreeMap::new(), &BTreeSet::new(), &AllocationKey::new("a", "net1"));
         assert_eq!(got, Decision::Take("10.0.0.2".into()));
     }
 

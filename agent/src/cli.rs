@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, CommandFactory, Parser, Subcommand};
-use eni_ipam_api::duration::parse_interval;
+use eni_ipam_api::duration::{parse_duration, parse_interval};
 use eni_ipam_api::knob_args::KnobArgs;
 
 use crate::kube_side::SpecDefaults;
@@ -124,6 +124,18 @@ pub struct Cli {
     /// File listing the container ids the runtime runs (one a line); on start, IPs of others are freed.
     #[arg(long, env = "ENI_IPAM_LIVE_CONTAINERS_FILE")]
     pub live_containers_file: Option<PathBuf>,
+    /// kubelet's pod-resources socket: the IP of a pod kubelet no longer runs (its CNI DEL
+    /// never came) is freed once the pod has been missing for --lost-pod-grace. Empty (the
+    /// default; the chart sets it): such IPs stay allocated until a DEL or a CNI GC.
+    #[arg(long, env = "ENI_IPAM_POD_RESOURCES_SOCKET", default_value = "")]
+    pub pod_resources_socket: String,
+    /// How long a pod must be missing from every kubelet listing before its IP is freed.
+    #[arg(long, env = "ENI_IPAM_LOST_POD_GRACE", default_value = "2m", value_parser = parse_interval)]
+    pub lost_pod_grace: Duration,
+    /// How long an IP freed from a lost pod is not handed out again (the old sandbox may still
+    /// use it); 0 for none.
+    #[arg(long, env = "ENI_IPAM_LOST_POD_COOLDOWN", default_value = "1m", value_parser = parse_duration)]
+    pub lost_pod_cooldown: Duration,
     /// Admin address for /metrics, /healthz, /readyz.
     #[arg(long, env = "ENI_IPAM_METRICS_ADDR", default_value = "0.0.0.0:9966")]
     pub metrics_addr: String,
@@ -199,6 +211,16 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// The lost-pod reconciler's settings, when --pod-resources-socket is given.
+    pub fn lost_pods(&self) -> Option<crate::lost_pods::LostPodsConfig> {
+        (!self.pod_resources_socket.is_empty()).then(|| crate::lost_pods::LostPodsConfig {
+            socket: PathBuf::from(&self.pod_resources_socket),
+            grace: self.lost_pod_grace,
+            cooldown: self.lost_pod_cooldown,
+            timeout: Duration::from_secs(5),
+        })
+    }
+
     /// What a new ENINode's spec gets from these flags.
     pub fn spec_defaults(&self) -> SpecDefaults {
         SpecDefaults {

@@ -18,7 +18,7 @@ use eni_ipam_api::EndpointRequest;
 use eni_ipam_datapath::{Datapath, DatapathError, EndpointCounters, EndpointInfo, MacAddr};
 use tracing::{info, warn};
 
-use crate::allocator::{Allocation, PodEndpoint};
+use crate::allocator::{Allocation, AllocationKey, PodEndpoint};
 use crate::ipam::{Ipam, IpamError};
 use crate::node_links::{GATEWAY_ARP_WAIT, NodeLink, gateway_mac, ifindex_of, link_with_mac};
 use crate::node_network::{NetworkReport, NodeNetwork};
@@ -42,6 +42,9 @@ pub enum EndpointError {
     /// The pod's policy routing could not be set.
     #[error("pod IP {ip}: policy routing: {reason}")]
     Routing { ip: String, reason: String },
+    /// CHECK found the endpoint not as ADD left it.
+    #[error("pod IP {ip}: {reason}")]
+    Broken { ip: String, reason: String },
 }
 
 /// What [`Endpoints::reconcile`] did on start.
@@ -231,12 +234,80 @@ impl Endpoints {
         Ok(allocation)
     }
 
+    /// CNI CHECK's agent side: the container interface holds an IP with a registered veth,
+    /// that veth still has the registered index, and with eBPF the endpoint map sends the IP
+    /// to that veth.
+    pub fn check(&self, container_id: &str, if_name: &str) -> Result<(), EndpointError> {
+        let guard = self.lock();
+        let allocation = self.ipam.allocation_of(container_id, if_name)?;
+        let broken = |reason: String| EndpointError::Broken { ip: allocation.ip.clone(), reason };
+        let Some(endpoint) = &allocation.endpoint else {
+            return Err(broken("no veth was registered for it (ADD did not finish)".into()));
+        };
+        match ifindex_of(&endpoint.host_veth) {
+            Some(index) if index == endpoint.host_veth_ifindex => {}
+            Some(index) => {
+                return Err(broken(format!(
+                    "veth {} has index {index}, not {} as registered",
+                    endpoint.host_veth, endpoint.host_veth_ifindex
+                )));
+            }
+            None => return Err(broken(format!("veth {} no longer exists", endpoint.host_veth))),
+        }
+        let Some(datapath) = guard.datapath.as_ref() else { return Ok(()) };
+        let ip: Ipv4Addr = allocation.ip.parse().map_err(|_| broken("not an IPv4 address".into()))?;
+        let endpoints = datapath
+            .endpoints()
+            .map_err(|source| EndpointError::Datapath { ip: allocation.ip.clone(), source })?;
+        match endpoints.get(&ip) {
+            Some(info) if info.pod_veth_ifindex == endpoint.host_veth_ifindex => Ok(()),
+            Some(info) => Err(broken(format!(
+                "the datapath sends it to interface #{}, not to its veth {} (#{})",
+                info.pod_veth_ifindex, endpoint.host_veth, endpoint.host_veth_ifindex
+            ))),
+            None => Err(broken("it is missing from the datapath's endpoint map".into())),
+        }
+    }
+
+    /// The IPAM this wraps.
+    pub fn ipam(&self) -> &Arc<Ipam> {
+        &self.ipam
+    }
+
     /// CNI DEL: frees the IP (persisted first) and removes its endpoint and pod link.
     /// Idempotent like [`Ipam::release`].
     pub fn release(&self, container_id: &str, if_name: &str) -> Result<Option<Allocation>, EndpointError> {
+        self.release_cooling(container_id, if_name, None)
+    }
+
+    /// The DEL that never came, for a pod kubelet no longer runs: [`Endpoints::release`]
+    /// with the IP cooling down until `cool_until` (Unix seconds), and the pod's host veth
+    /// deleted when it is still the one registered (a pod sandbox left behind keeps no
+    /// path to the IP that is now free).
+    pub fn release_lost(
+        &self,
+        key: &AllocationKey,
+        cool_until: u64,
+    ) -> Result<Option<Allocation>, EndpointError> {
+        let freed = self.release_cooling(&key.container_id, &key.if_name, Some(cool_until))?;
+        if let Some(endpoint) = freed.as_ref().and_then(|a| a.endpoint.as_ref())
+            && ifindex_of(&endpoint.host_veth) == Some(endpoint.host_veth_ifindex)
+            && let Err(error) = crate::cni::link::teardown(&endpoint.host_veth)
+        {
+            warn!(veth = %endpoint.host_veth, "cannot delete the host veth of a lost pod: {error}");
+        }
+        Ok(freed)
+    }
+
+    fn release_cooling(
+        &self,
+        container_id: &str,
+        if_name: &str,
+        cool_until: Option<u64>,
+    ) -> Result<Option<Allocation>, EndpointError> {
         let mut guard = self.lock();
         let node = &mut *guard;
-        let freed = self.ipam.release(container_id, if_name)?;
+        let freed = self.ipam.release_cooling(container_id, if_name, cool_until)?;
         let Some(allocation) = freed.as_ref() else { return Ok(freed) };
         let Ok(ip) = allocation.ip.parse::<Ipv4Addr>() else { return Ok(freed) };
         if let Some(network) = node.network.as_mut() {

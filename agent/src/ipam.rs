@@ -86,29 +86,33 @@ impl Ipam {
     pub fn allocate(&self, request: &AllocateRequest) -> Result<AllocateResponse, IpamError> {
         let key = checked_key(&request.container_id, &request.if_name)?;
         let mut inner = self.lock();
-        let ip =
-            match allocator::decide(&inner.pool, &inner.state.allocations, &inner.state.released_at, &key) {
-                Decision::Existing(ip) => ip,
-                Decision::Exhausted(reason) => {
-                    return Err(IpamError::Exhausted { node: self.node.clone(), key, reason });
+        let cooling = cooling_now(&inner.state, unix_now());
+        let state = &inner.state;
+        let ip = match allocator::decide(&inner.pool, &state.allocations, &state.released_at, &cooling, &key)
+        {
+            Decision::Existing(ip) => ip,
+            Decision::Exhausted(reason) => {
+                return Err(IpamError::Exhausted { node: self.node.clone(), key, reason });
+            }
+            Decision::Take(ip) => {
+                let allocation = Allocation {
+                    key: key.clone(),
+                    ip: ip.clone(),
+                    pod_namespace: request.pod_namespace.clone(),
+                    pod_name: request.pod_name.clone(),
+                    network: request.network.clone(),
+                    allocated_at: unix_now(),
+                    endpoint: None,
+                };
+                inner.state.allocations.insert(key.clone(), allocation);
+                if let Err(source) = self.store.save(&inner.state) {
+                    inner.state.allocations.remove(&key);
+                    return Err(IpamError::Persist { node: self.node.clone(), source });
                 }
-                Decision::Take(ip) => {
-                    let allocation = Allocation {
-                        key: key.clone(),
-                        ip: ip.clone(),
-                        pod_namespace: request.pod_namespace.clone(),
-                        pod_name: request.pod_name.clone(),
-                        endpoint: None,
-                    };
-                    inner.state.allocations.insert(key.clone(), allocation);
-                    if let Err(source) = self.store.save(&inner.state) {
-                        inner.state.allocations.remove(&key);
-                        return Err(IpamError::Persist { node: self.node.clone(), source });
-                    }
-                    self.changes.send_modify(|n| *n += 1);
-                    ip
-                }
-            };
+                self.changes.send_modify(|n| *n += 1);
+                ip
+            }
+        };
         let entry = inner.pool.ips.get(&ip).cloned().unwrap_or_else(|| PoolIp {
             eni: String::new(),
             mac: String::new(),
@@ -126,10 +130,26 @@ impl Ipam {
 
     /// Frees what the container interface holds; `Ok(None)` when it holds nothing (idempotent).
     pub fn release(&self, container_id: &str, if_name: &str) -> Result<Option<Allocation>, IpamError> {
+        self.release_cooling(container_id, if_name, None)
+    }
+
+    /// [`Ipam::release`], and with `cool_until` (Unix seconds) the IP is not handed out again
+    /// before then: for IPs taken back from pods that went away without a DEL.
+    pub fn release_cooling(
+        &self,
+        container_id: &str,
+        if_name: &str,
+        cool_until: Option<u64>,
+    ) -> Result<Option<Allocation>, IpamError> {
         let key = checked_key(container_id, if_name)?;
         let mut inner = self.lock();
         let before = inner.state.clone();
         let Some(freed) = free(&mut inner.state, &key) else { return Ok(None) };
+        let now = unix_now();
+        inner.state.cooling_until.retain(|_, until| *until > now);
+        if let Some(until) = cool_until.filter(|until| *until > now) {
+            inner.state.cooling_until.insert(freed.ip.clone(), until);
+        }
         if let Err(source) = self.store.save(&inner.state) {
             inner.state = before;
             return Err(IpamError::Persist { node: self.node.clone(), source });
@@ -160,6 +180,18 @@ impl Ipam {
         let allocation = inner.state.allocations[&key].clone();
         let pool_entry = inner.pool.ips.get(&allocation.ip).cloned();
         Ok(EndpointRecorded { allocation, previous, pool_entry })
+    }
+
+    /// The allocation of `container_id`/`if_name`.
+    pub fn allocation_of(&self, container_id: &str, if_name: &str) -> Result<Allocation, IpamError> {
+        let key = checked_key(container_id, if_name)?;
+        let inner = self.lock();
+        inner
+            .state
+            .allocations
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| IpamError::NotAllocated { node: self.node.clone(), key })
     }
 
     /// The pool entry of the IP allocated to `container_id`/`if_name`, if any.
@@ -237,6 +269,19 @@ fn checked_key(container_id: &str, if_name: &str) -> Result<AllocationKey, IpamE
     Ok(AllocationKey::new(container_id, if_name))
 }
 
+/// Seconds since the Unix epoch (cooldowns are persisted, so they are wall-clock times).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// The IPs whose cooldown has not ended at `now`.
+fn cooling_now(state: &IpamState, now: u64) -> BTreeSet<String> {
+    state.cooling_until.iter().filter(|(_, until)| **until > now).map(|(ip, _)| ip.clone()).collect()
+}
+
 fn free(state: &mut IpamState, key: &AllocationKey) -> Option<Allocation> {
     let freed = state.allocations.remove(key)?;
     state.release_counter += 1;
@@ -254,6 +299,7 @@ mod tests {
             if_name: "eth0".into(),
             pod_namespace: "default".into(),
             pod_name: format!("pod-{container}"),
+            network: "eni-ipam".into(),
         }
     }
 
@@ -310,6 +356,27 @@ mod tests {
         assert_eq!(ipam.allocate(&request("a")).unwrap(), a);
         assert_eq!(store.load().unwrap().allocations.len(), 1, "the freed IP is persisted");
         assert_ne!(ipam.allocate(&request("c")).unwrap().ip, b.ip, "just-freed IP is not reused first");
+    }
+
+    #[test]
+    fn an_ip_freed_with_a_cooldown_is_not_handed_out_before_it_ends_even_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path().join("state.json"));
+        let (ipam, _) = Ipam::open("node-a", store.clone(), NodePool::on_one_eni(1), None).unwrap();
+        let a = ipam.allocate(&request("a")).unwrap();
+        ipam.release_cooling("a", "eth0", Some(unix_now() + 3600)).unwrap().unwrap();
+        let err = ipam.allocate(&request("b")).unwrap_err().to_string();
+        assert!(err.contains("1 freed from lost pods and cooling down"), "{err}");
+        drop(ipam);
+        let (ipam, _) = Ipam::open("node-a", store.clone(), NodePool::on_one_eni(1), None).unwrap();
+        assert!(ipam.allocate(&request("b")).is_err(), "the cooldown is persisted");
+        drop(ipam);
+        let mut state = store.load().unwrap();
+        assert_eq!(state.cooling_until.keys().collect::<Vec<_>>(), [&a.ip]);
+        state.cooling_until.insert(a.ip.clone(), unix_now() - 1);
+        store.save(&state).unwrap();
+        let (ipam, _) = Ipam::open("node-a", store, NodePool::on_one_eni(1), None).unwrap();
+        assert_eq!(ipam.allocate(&request("b")).unwrap().ip, a.ip, "handed out once the cooldown ended");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod endpoints;
 pub mod ipam;
 pub mod kube_side;
 pub mod live_containers;
+pub mod lost_pods;
 pub mod metrics;
 pub mod netlink;
 pub mod node_identity;

@@ -150,6 +150,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let gid = cli.socket_group.as_deref().map(resolve_group).transpose()?;
     let listener = bind_socket(&cli.paths.socket, gid)?;
     let refresh_endpoints = endpoints.clone();
+    if let Some(config) = cli.lost_pods() {
+        tracing::info!(socket = %config.socket.display(), grace = ?config.grace, cooldown = ?config.cooldown,
+            "freeing the IPs of pods kubelet no longer runs");
+        tokio::spawn(eni_ipam_agent::lost_pods::run(config, endpoints.clone(), metrics.clone()));
+    }
     let api = router(ApiState { ipam: ipam.clone(), endpoints, metrics: metrics.clone() });
     let admin = tokio::net::TcpListener::bind(&cli.metrics_addr)
         .await

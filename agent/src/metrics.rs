@@ -31,6 +31,7 @@ pub struct Metrics {
     allocated: Gauge,
     available: Gauge,
     status_patches: Counter,
+    lost_pod_ips_freed: Counter,
 }
 
 impl Default for Metrics {
@@ -57,12 +58,23 @@ impl Metrics {
         registry.register("pool_ips", "IPs in the node's pool", available.clone());
         let status_patches = Counter::default();
         registry.register("status_patches", "ENINode status.used writes", status_patches.clone());
-        Self { registry: root, calls, allocated, available, status_patches }
+        let lost_pod_ips_freed = Counter::default();
+        registry.register(
+            "lost_pod_ips_freed",
+            "IPs freed because kubelet no longer ran their pod and no CNI DEL came",
+            lost_pod_ips_freed.clone(),
+        );
+        Self { registry: root, calls, allocated, available, status_patches, lost_pod_ips_freed }
     }
 
     /// Counts one IPAM call.
     pub fn count_call(&self, op: &'static str, ok: bool) {
         self.calls.get_or_create(&CallLabels { op, result: if ok { "ok" } else { "error" } }).inc();
+    }
+
+    /// Counts one IP freed from a pod that went away without a CNI DEL.
+    pub fn count_lost_pod_ip_freed(&self) {
+        self.lost_pod_ips_freed.inc();
     }
 
     /// Counts one ENINode status write.

@@ -57,6 +57,8 @@ pub struct Link {
     pub name: String,
     /// Hardware address (empty for links without one, such as `lo` on some kernels).
     pub mac: Vec<u8>,
+    /// Administratively up (`IFF_UP`).
+    pub up: bool,
 }
 
 /// An IPv4 neighbour entry.
@@ -479,7 +481,8 @@ pub fn in_netns<T: Send>(
 }
 
 fn link_of(message: &LinkMessage) -> Link {
-    let mut link = Link { index: message.header.index, name: String::new(), mac: Vec::new() };
+    let up = message.header.flags.contains(netlink_packet_route::link::LinkFlags::Up);
+    let mut link = Link { index: message.header.index, name: String::new(), mac: Vec::new(), up };
     for attribute in &message.attributes {
         match attribute {
             LinkAttribute::IfName(name) => link.name = name.clone(),

@@ -470,7 +470,7 @@ mod tests {
     use super::*;
 
     fn link(index: u32, last: u8) -> Link {
-        Link { index, name: format!("eth{index}"), mac: vec![0x0a, 0, 0, 0, 0, last] }
+        Link { index, name: format!("eth{index}"), mac: vec![0x0a, 0, 0, 0, 0, last], up: true }
     }
 
     fn eni(name: &str, last: u8, gateway: &str) -> PoolIp {

@@ -47,8 +47,9 @@ pub fn router(state: ApiState) -> Router {
         .route(IPAM_PATH, get(list).post(allocate).delete(release_by_body))
         .route(&format!("{IPAM_PATH}/{{container_id}}"), axum::routing::delete(release_by_path))
         .route(ENDPOINT_PATH, axum::routing::post(register_endpoint))
+        .route(&format!("{ENDPOINT_PATH}/{{container_id}}"), get(check_endpoint))
         .fallback(|| async {
-            error(StatusCode::NOT_FOUND, "no such endpoint; the agent serves GET /v1/healthz, GET/POST /v1/ipam, DELETE /v1/ipam/{containerId}?ifName=eth0, POST /v1/endpoint")
+            error(StatusCode::NOT_FOUND, "no such endpoint; the agent serves GET /v1/healthz, GET/POST /v1/ipam, DELETE /v1/ipam/{containerId}?ifName=eth0, POST /v1/endpoint, GET /v1/endpoint/{containerId}?ifName=eth0")
         })
         .with_state(state)
 }
@@ -74,6 +75,7 @@ fn endpoint_error(err: EndpointError) -> Response {
     let status = match &err {
         EndpointError::Ipam(ipam) => ipam_status(ipam),
         EndpointError::Invalid(_) => StatusCode::BAD_REQUEST,
+        EndpointError::Broken { .. } => StatusCode::CONFLICT,
         EndpointError::Unresolved { .. } | EndpointError::Datapath { .. } | EndpointError::Routing { .. } => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
@@ -142,6 +144,22 @@ async fn register_endpoint(State(state): State<ApiState>, body: Bytes) -> Respon
     let endpoints = state.endpoints.clone();
     let call = move || endpoints.register(&request);
     blocking(&state, "endpoint", call, |_| StatusCode::NO_CONTENT.into_response(), endpoint_error).await
+}
+
+/// `GET /v1/endpoint/{containerId}?ifName=eth0`: CNI CHECK asks whether the pod's endpoint
+/// is as ADD left it (204), or what is wrong (409).
+async fn check_endpoint(
+    State(state): State<ApiState>,
+    UrlPath(container_id): UrlPath<String>,
+    query: Result<Query<ReleaseQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let if_name = match query {
+        Ok(Query(q)) => q.if_name,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad query: {e}; use ?ifName=eth0")),
+    };
+    let endpoints = state.endpoints.clone();
+    let call = move || endpoints.check(&container_id, &if_name);
+    blocking(&state, "check", call, |_| StatusCode::NO_CONTENT.into_response(), endpoint_error).await
 }
 
 async fn release_by_body(State(state): State<ApiState>, body: Bytes) -> Response {
@@ -286,6 +304,13 @@ mod tests {
         assert_eq!(status, StatusCode::CONFLICT, "{unknown}");
         let (_, list) = call(&app, "GET", "/v1/ipam", "").await;
         assert_eq!(list["allocations"][0]["endpoint"]["hostVethIfindex"], 9, "recorded on the allocation");
+        let (status, broken) = call(&app, "GET", "/v1/endpoint/a?ifName=eth0", "").await;
+        assert_eq!(status, StatusCode::CONFLICT, "CHECK: the registered veth eni0 does not exist here");
+        assert!(broken["error"].as_str().unwrap().contains("veth eni0 no longer exists"), "{broken}");
+        let (status, none) = call(&app, "GET", "/v1/endpoint/b?ifName=eth0", "").await;
+        assert_eq!(status, StatusCode::CONFLICT, "{none}");
+        assert!(none["error"].as_str().unwrap().contains("no veth was registered"), "{none}");
+        assert_eq!(call(&app, "GET", "/v1/endpoint/zz", "").await.0, StatusCode::CONFLICT, "never allocated");
         assert_eq!(call(&app, "DELETE", "/v1/ipam/a?ifName=eth0", "").await.0, StatusCode::NO_CONTENT);
         assert_eq!(call(&app, "DELETE", "/v1/ipam/a", "").await.0, StatusCode::NO_CONTENT, "idempotent");
         let body = json!({"containerId": "b", "ifName": "eth0"}).to_string();

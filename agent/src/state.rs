@@ -24,6 +24,9 @@ pub struct IpamState {
     pub released_at: BTreeMap<String, u64>,
     /// Bumped on every release.
     pub release_counter: u64,
+    /// IP -> until when (Unix seconds) it is not handed out again: IPs freed from pods that
+    /// went away without a CNI DEL, whose old container may still use the address.
+    pub cooling_until: BTreeMap<String, u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -35,6 +38,8 @@ struct StateFile {
     released_at: BTreeMap<String, u64>,
     #[serde(default)]
     release_counter: u64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    cooling_until: BTreeMap<String, u64>,
 }
 
 /// Why the state could not be loaded or saved.
@@ -106,6 +111,7 @@ impl StateStore {
             allocations: state.allocations.values().cloned().collect(),
             released_at: state.released_at.clone(),
             release_counter: state.release_counter,
+            cooling_until: state.cooling_until.clone(),
         };
         let bytes = serde_json::to_vec_pretty(&file).expect("the state always serializes");
         let tmp = self.path.with_extension("tmp");
@@ -167,6 +173,7 @@ fn parse(bytes: &[u8]) -> Result<IpamState, String> {
         allocations: BTreeMap::new(),
         released_at: file.released_at,
         release_counter: file.release_counter,
+        cooling_until: file.cooling_until,
     };
     let mut owners: BTreeMap<String, AllocationKey> = BTreeMap::new();
     for allocation in file.allocations {
@@ -196,6 +203,8 @@ mod tests {
             ip: ip.into(),
             pod_namespace: "default".into(),
             pod_name: format!("pod-{container}"),
+            network: String::new(),
+            allocated_at: 0,
             endpoint: None,
         }
     }
@@ -219,6 +228,7 @@ mod tests {
         }
         state.released_at.insert("10.0.0.3".into(), 4);
         state.release_counter = 4;
+        state.cooling_until.insert("10.0.0.3".into(), 1_900_000_000);
         store.save(&state).unwrap();
         assert_eq!(store.load().unwrap(), state);
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();

@@ -22,9 +22,13 @@ fn hundred_pods_get_distinct_ips_keep_them_across_a_restart_and_del_frees_them_r
     let dir = tempfile::tempdir().unwrap();
     let pool = pool_json([10, 77, 0, 10], 120, "10.77.0.0/24", "10.77.0.1");
     let pool_ips: BTreeSet<String> = pool["ips"].as_object().unwrap().keys().cloned().collect();
-    let mut agent = Agent::start(dir.path(), &pool);
     let pid = std::process::id();
     let node = Netns::create(format!("eninode{pid}"));
+    // The agent runs in the node's namespace, as on a node (hostNetwork): CHECK asks it
+    // about the pods' host veths there.
+    let mut agent = Agent::configure(dir.path(), &pool);
+    agent.netns = Some(node.path());
+    agent.restart();
     // The node's own address, the source of its pings to pods.
     node.own_address("10.76.0.1");
     let pods: Vec<Netns> = (0..100).map(|i| Netns::create(format!("enipod{pid}x{i}"))).collect();

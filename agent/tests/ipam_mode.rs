@@ -1,5 +1,5 @@
 //! The plugin as another plugin's `ipam`, run as a runtime runs it, against the
-//! real agent: exhausted pool, STATUS and GC (CNI 1.1).
+//! real agent: exhausted pool, STATUS and GC (CNI 1.1) of the network `n`.
 
 mod common;
 
@@ -22,8 +22,7 @@ fn exhausted_pool_status_and_gc() {
     assert!(err["msg"].as_str().unwrap().contains("no free IP"), "{err}");
     assert!(err["details"].as_str().unwrap().contains("all 1 pool IPs are taken"), "{err}");
     let status = run_plugin("STATUS", "", "", "", &config, None, "");
-    assert!(!status.ok);
-    assert_eq!(status.stdout.unwrap()["code"], 50);
+    assert!(status.ok, "a pool full for a moment is no reason to be not ready: {}", status.raw);
 
     // GC keeps what the runtime lists and frees the rest.
     let mut gc = config.clone();
@@ -34,7 +33,7 @@ fn exhausted_pool_status_and_gc() {
     let run = run_plugin("GC", "", "", "", &gc, None, "");
     assert!(run.ok, "{}", run.raw);
     assert_eq!(agent.healthz().unwrap()["ipam"]["allocated"], 0);
-    assert!(run_plugin("STATUS", "", "", "", &config, None, "").ok, "a free IP again: STATUS succeeds");
+    assert!(run_plugin("STATUS", "", "", "", &config, None, "").ok, "STATUS still ready");
 }
 
 #[test]

@@ -301,6 +301,7 @@ async fn a_burst_of_200_allocations_is_written_in_few_coalesced_status_applies()
             if_name: "eth0".into(),
             pod_namespace: "default".into(),
             pod_name: format!("p{i}"),
+            network: String::new(),
         };
         ipam.allocate(&request).unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;

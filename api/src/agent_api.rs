@@ -6,6 +6,8 @@
 //! - `DELETE /v1/ipam` with [`ReleaseRequest`] -> empty body
 //! - `POST /v1/endpoint` with [`EndpointRequest`] -> empty body (the pod's host veth, for
 //!   the eBPF datapath; sent by the CNI plugin in main mode after it made the veth)
+//! - `GET /v1/endpoint/{containerId}?ifName=eth0` -> empty body when the pod's endpoint is
+//!   as ADD left it, else [`ApiError`] (CHECK)
 //!
 //! Every failure answers with one shape, [`ApiError`].
 
@@ -20,7 +22,9 @@ pub const HEALTHZ_PATH: &str = "/v1/healthz";
 /// Path of the allocate (POST) and release (DELETE) endpoint.
 pub const IPAM_PATH: &str = "/v1/ipam";
 
-/// Path where the CNI plugin registers a pod's host veth (POST) after ADD made it.
+/// Path where the CNI plugin registers a pod's host veth (POST) after ADD made it, and
+/// where CHECK asks whether the pod's endpoint is still as ADD left it
+/// (`GET /v1/endpoint/{containerId}?ifName=eth0`: 204, or 409 with what is wrong).
 pub const ENDPOINT_PATH: &str = "/v1/endpoint";
 
 /// Answer to `GET /v1/healthz`.
@@ -69,6 +73,10 @@ pub struct AllocateRequest {
     pub pod_namespace: String,
     /// The pod's name (`K8S_POD_NAME`).
     pub pod_name: String,
+    /// The CNI network (the conflist's `name`) the IP is for, so CNI GC of one network
+    /// frees only that network's IPs. Empty from plugins before it was sent.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub network: String,
 }
 
 /// Answer to `POST /v1/ipam`: the IP and the ENI it lives on.
@@ -158,12 +166,16 @@ mod tests {
             if_name: "eth0".into(),
             pod_namespace: "default".into(),
             pod_name: "web-0".into(),
+            network: String::new(),
         };
         assert_eq!(
             serde_json::to_value(&allocate).unwrap(),
             serde_json::json!({"containerId": "abc123", "ifName": "eth0", "podNamespace": "default", "podName": "web-0"})
         );
         round_trip(&allocate);
+        let on_network = AllocateRequest { network: "eni-ipam".into(), ..allocate };
+        assert_eq!(serde_json::to_value(&on_network).unwrap()["network"], "eni-ipam");
+        round_trip(&on_network);
 
         let answer = AllocateResponse {
             ip: "10.0.32.7".into(),

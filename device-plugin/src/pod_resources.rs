@@ -1,14 +1,15 @@
-//! Which of our device ids kubelet has handed to live pods, from kubelet's
-//! pod-resources API (`List`). The count of those is what kubelet and the
-//! scheduler already subtract, so the plugin must not subtract it again.
+//! kubelet's pod-resources API (`List`): which of our device ids kubelet has handed
+//! to live pods (the count kubelet and the scheduler already subtract, so the plugin
+//! must not subtract it again), and which pods kubelet runs at all (the agent frees
+//! the IPs of pods that went away without a CNI DEL).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::devices::parse_slot_id;
-use crate::proto::podresources::ListPodResourcesRequest;
 use crate::proto::podresources::pod_resources_lister_client::PodResourcesListerClient;
+use crate::proto::podresources::{ListPodResourcesRequest, ListPodResourcesResponse};
 use crate::unix_channel;
 
 /// Why kubelet's pod-resources API could not be read.
@@ -16,8 +17,9 @@ use crate::unix_channel;
 pub enum PodResourcesError {
     /// kubelet's pod-resources socket cannot be dialed.
     #[error(
-        "cannot connect to kubelet's pod-resources API at {socket}: {message}; mount the folder into the \
-         device plugin's pod, or pass --pod-resources-socket \"\" to count every allocated IP as requested"
+        "cannot connect to kubelet's pod-resources API at {socket}: {message}; mount kubelet's \
+         pod-resources folder into this container, or pass --pod-resources-socket \"\" (see --help \
+         for what that turns off)"
     )]
     Connect { socket: PathBuf, message: String },
     /// The `List` call failed.
@@ -56,14 +58,7 @@ impl PodResourcesClient {
 
     /// The ids of our resource that kubelet has handed to live pods.
     pub async fn devices_in_use(&self) -> Result<DevicesInUse, PodResourcesError> {
-        let channel = unix_channel::connect(&self.socket, self.timeout).await.map_err(|e| {
-            PodResourcesError::Connect { socket: self.socket.clone(), message: source_chain(&e) }
-        })?;
-        let answer = PodResourcesListerClient::new(channel)
-            .list(ListPodResourcesRequest {})
-            .await
-            .map_err(|status| PodResourcesError::List { socket: self.socket.clone(), status })?
-            .into_inner();
+        let answer = list(&self.socket, self.timeout).await?;
         let ids: BTreeSet<String> = answer
             .pod_resources
             .iter()
@@ -75,6 +70,28 @@ impl PodResourcesClient {
         let slots = ids.iter().filter_map(|id| parse_slot_id(id, self.max_slots)).collect();
         Ok(DevicesInUse { ids, slots })
     }
+}
+
+/// One `List` call on kubelet's pod-resources API at `socket`.
+pub async fn list(socket: &Path, timeout: Duration) -> Result<ListPodResourcesResponse, PodResourcesError> {
+    let channel = unix_channel::connect(socket, timeout)
+        .await
+        .map_err(|e| PodResourcesError::Connect { socket: socket.to_owned(), message: source_chain(&e) })?;
+    let answer = PodResourcesListerClient::new(channel)
+        .list(ListPodResourcesRequest {})
+        .await
+        .map_err(|status| PodResourcesError::List { socket: socket.to_owned(), status })?;
+    Ok(answer.into_inner())
+}
+
+/// The pods kubelet runs now, as (namespace, name): every pod it admitted and has not
+/// finished removing, with or without devices.
+pub async fn live_pods(
+    socket: &Path,
+    timeout: Duration,
+) -> Result<BTreeSet<(String, String)>, PodResourcesError> {
+    let answer = list(socket, timeout).await?;
+    Ok(answer.pod_resources.into_iter().map(|pod| (pod.namespace, pod.name)).collect())
 }
 
 /// An error with its causes, `a: b: c` (tonic's transport errors hide the io error).

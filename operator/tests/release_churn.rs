@@ -103,6 +103,7 @@ async fn no_ip_in_use_is_ever_unassigned_while_pods_churn() {
                         if_name: "eth0".into(),
                         pod_namespace: "default".into(),
                         pod_name: pod.clone(),
+                        network: String::new(),
                     };
                     match ipam.allocate(&request) {
                         Ok(answer) => {
@@ -196,6 +197,7 @@ async fn a_pool_shrinks_after_the_release_delay_with_nothing_else_happening() {
             if_name: "eth0".into(),
             pod_namespace: "default".into(),
             pod_name: format!("p{pods}"),
+            network: String::new(),
         };
         match ipam.allocate(&request) {
             Ok(_) => pods += 1,

@@ -196,20 +196,88 @@ pub fn teardown(host_if: &str) -> Result<(), LinkError> {
         .map_err(|e| LinkError::new(&step, e))
 }
 
-/// Whether the pod interface carries `pod_ip` (for CHECK).
-pub fn check(netns: &str, if_name: &str, pod_ip: &str) -> Result<(), LinkError> {
-    let step = format!("read {if_name} in {netns}");
-    let found = in_netns(Path::new(netns), || {
+/// CHECK: what [`setup`] made is still there. In the pod: `if_name` up with `pod_ip`, the
+/// route to the link-local gateway and the default route through it on that link. On the
+/// node (the calling thread's namespace): `host_if` up, and the route to `pod_ip` on it.
+/// The first thing missing is the error.
+pub fn check(netns: &str, if_name: &str, host_if: &str, pod_ip: &str) -> Result<(), LinkError> {
+    let ip: Ipv4Addr =
+        pod_ip.parse().map_err(|_| LinkError::new("read the pod IP", format!("{pod_ip:?} is not IPv4")))?;
+    let step = format!("check {if_name} in {netns}");
+    let pod_side = in_netns(Path::new(netns), || {
         let mut pod = Netlink::open()?;
-        let Some(link) = pod.link(if_name)? else { return Ok(false) };
-        Ok(pod.ipv4_addresses()?.iter().any(|(index, ip)| *index == link.index && ip.to_string() == pod_ip))
+        let Some(link) = pod.link(if_name)? else { return Ok(Err(format!("{if_name} does not exist"))) };
+        if !link.up {
+            return Ok(Err(format!("{if_name} is down")));
+        }
+        if !pod.ipv4_addresses()?.iter().any(|(index, a)| *index == link.index && *a == ip) {
+            return Ok(Err(format!("{pod_ip} is not on {if_name}")));
+        }
+        let routes = pod.routes()?;
+        if !routes.iter().any(|r| main_route_on(r, link.index, GATEWAY, 32, None)) {
+            return Ok(Err(format!("the route to {POD_GATEWAY} on {if_name} is gone")));
+        }
+        if !routes.iter().any(|r| main_route_on(r, link.index, Ipv4Addr::UNSPECIFIED, 0, Some(GATEWAY))) {
+            return Ok(Err(format!("the default route via {POD_GATEWAY} on {if_name} is gone")));
+        }
+        Ok(Ok(()))
     })
     .map_err(|e| LinkError::new(&step, e))?;
-    if found {
-        Ok(())
-    } else {
-        Err(LinkError::new(&format!("check {if_name} in {netns}"), format!("{pod_ip} is not on it")))
+    pod_side.map_err(|detail| LinkError::new(&step, detail))?;
+    let step = format!("check host veth {host_if}");
+    let mut netlink = Netlink::open().map_err(|e| LinkError::new(&step, e))?;
+    let host = netlink
+        .link(host_if)
+        .map_err(|e| LinkError::new(&step, e))?
+        .ok_or_else(|| LinkError::new(&step, "it does not exist"))?;
+    if !host.up {
+        return Err(LinkError::new(&step, "it is down"));
     }
+    let routes = netlink.routes().map_err(|e| LinkError::new(&step, e))?;
+    if !routes.iter().any(|r| main_route_on(r, host.index, ip, 32, None)) {
+        return Err(LinkError::new(&step, format!("the node's route to {pod_ip} on it is gone")));
+    }
+    Ok(())
+}
+
+/// Whether `route` is a main-table route to `destination/prefix` out of link `oif`, through
+/// `gateway` when one is given.
+fn main_route_on(
+    route: &RouteMessage,
+    oif: u32,
+    destination: Ipv4Addr,
+    prefix: u8,
+    gateway: Option<Ipv4Addr>,
+) -> bool {
+    let table = route
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(route.header.table));
+    let attribute_ip = |want: fn(&RouteAttribute) -> Option<&RouteAddress>| {
+        route.attributes.iter().find_map(want).and_then(|a| match a {
+            RouteAddress::Inet(ip) => Some(*ip),
+            _ => None,
+        })
+    };
+    let dst = attribute_ip(|a| match a {
+        RouteAttribute::Destination(d) => Some(d),
+        _ => None,
+    })
+    .unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let via = attribute_ip(|a| match a {
+        RouteAttribute::Gateway(g) => Some(g),
+        _ => None,
+    });
+    let out = route.attributes.iter().any(|a| matches!(a, RouteAttribute::Oif(i) if *i == oif));
+    table == MAIN_TABLE
+        && route.header.destination_prefix_length == prefix
+        && dst == destination
+        && out
+        && (gateway.is_none() || via == gateway)
 }
 
 #[cfg(test)]

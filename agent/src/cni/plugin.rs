@@ -3,6 +3,8 @@
 //! whether it is an error.
 
 use eni_ipam_api::agent_api::{ENDPOINT_PATH, HEALTHZ_PATH, IPAM_PATH};
+use std::collections::BTreeSet;
+
 use eni_ipam_api::{AllocateRequest, AllocateResponse, EndpointRequest, HealthzResponse};
 use serde_json::{Value, json};
 
@@ -95,13 +97,59 @@ fn prefix_len(cidr: &str) -> &str {
     cidr.split_once('/').map(|(_, p)| p).unwrap_or("32")
 }
 
+/// Every allocation on the node, as `GET /v1/ipam` lists them.
+fn allocations(conf: &NetConf, what: &str) -> Result<Vec<Value>, CniError> {
+    let answer = client(conf).call("GET", IPAM_PATH, None).map_err(|e| agent_error(e, what))?;
+    let mut list: Value = serde_json::from_slice(&answer.body).map_err(|e| {
+        CniError::new(ErrorCode::Decode, format!("{what}: bad answer from the agent"), e.to_string())
+    })?;
+    match list["allocations"].take() {
+        Value::Array(all) => Ok(all),
+        other => Err(CniError::new(
+            ErrorCode::Decode,
+            format!("{what}: bad answer from the agent"),
+            format!("\"allocations\" is not a list: {other}"),
+        )),
+    }
+}
+
+/// In main mode a pod has one interface of ours: its default route goes through it. A second
+/// one is refused before anything is allocated or created.
+fn refuse_second_interface(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
+    let other = allocations(conf, "allocate")?.into_iter().find(|a| {
+        a["containerId"] == env.container_id.as_str()
+            && a["ifName"] != env.if_name.as_str()
+            && !a["endpoint"].is_null()
+    });
+    match other {
+        None => Ok(()),
+        Some(first) => Err(CniError::new(
+            ErrorCode::InvalidConfig,
+            "eni-ipam-cni gives a pod one interface",
+            format!(
+                "container {} already has {} ({}) from eni-ipam-cni as its main plugin, so {} was not set up \
+                 and nothing changed; attach further networks with another main plugin (bridge, ptp, \
+                 macvlan ...), which may use eni-ipam-cni as its \"ipam\"",
+                env.container_id,
+                first["ifName"].as_str().unwrap_or("?"),
+                first["ip"].as_str().unwrap_or("?"),
+                env.if_name
+            ),
+        )),
+    }
+}
+
 fn add(env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
+    if conf.is_main() {
+        refuse_second_interface(env, conf)?;
+    }
     let (pod_namespace, pod_name) = env.pod();
     let request = AllocateRequest {
         container_id: env.container_id.clone(),
         if_name: env.if_name.clone(),
         pod_namespace,
         pod_name,
+        network: conf.name.clone(),
     };
     let body = serde_json::to_vec(&request).expect("a request always serializes");
     let answer = client(conf).call("POST", IPAM_PATH, Some(&body)).map_err(|e| agent_error(e, "allocate"))?;
@@ -178,23 +226,17 @@ fn del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
 }
 
 fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
-    let answer = client(conf).call("GET", IPAM_PATH, None).map_err(|e| agent_error(e, "check"))?;
-    let list: Value = serde_json::from_slice(&answer.body)
-        .map_err(|e| CniError::new(ErrorCode::Decode, "check: bad answer from the agent", e.to_string()))?;
-    let ip = list["allocations"]
-        .as_array()
+    let ip = allocations(conf, "check")?
         .into_iter()
-        .flatten()
         .find(|a| a["containerId"] == env.container_id.as_str() && a["ifName"] == env.if_name.as_str())
-        .and_then(|a| a["ip"].as_str())
+        .and_then(|a| a["ip"].as_str().map(str::to_owned))
         .ok_or_else(|| {
             CniError::new(
                 ErrorCode::UnknownContainer,
                 "check: no IP allocated",
                 format!("the agent holds no IP for container {} interface {}", env.container_id, env.if_name),
             )
-        })?
-        .to_owned();
+        })?;
     if let Some(prev) = &conf.prev_result {
         let listed = prev["ips"].as_array().into_iter().flatten().filter_map(|i| i["address"].as_str());
         if !listed.clone().any(|a| a.split('/').next() == Some(ip.as_str())) {
@@ -209,38 +251,71 @@ fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
             ));
         }
     }
-    if conf.is_main() {
-        link::check(&env.netns, &env.if_name, &ip).map_err(|e| {
-            CniError::new(ErrorCode::Io, "check: pod interface is not as ADD left it", e.to_string())
-        })?;
+    if !conf.is_main() {
+        // The main plugin checks the interface it made.
+        return Ok(());
     }
-    Ok(())
+    let host_if = link::host_veth_name(&env.container_id, &env.if_name);
+    link::check(&env.netns, &env.if_name, &host_if, &ip).map_err(|e| {
+        CniError::new(ErrorCode::Io, "check: the pod's network is not as ADD left it", e.to_string())
+    })?;
+    let path = format!("{ENDPOINT_PATH}/{}?ifName={}", encode(&env.container_id), encode(&env.if_name));
+    match client(conf).call("GET", &path, None) {
+        // 404: an agent that predates the check; its side is not verified.
+        Ok(_) | Err(AgentCallError::Refused { status: 404, .. }) => Ok(()),
+        Err(AgentCallError::Refused { status: 409, message }) => Err(CniError::new(
+            ErrorCode::Io,
+            "check: the pod's datapath endpoint is not as ADD left it",
+            message,
+        )),
+        Err(err) => Err(agent_error(err, "check")),
+    }
 }
 
-/// GC (CNI 1.1): release every allocation the runtime does not list in `cni.dev/valid-attachments`.
-fn gc(conf: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
+/// The attachments a GC call says are still valid: `null` or `[]` means none (libcni sends
+/// `null` when the runtime has none left on this network); a missing key or a malformed
+/// entry is an error and nothing is released.
+fn valid_attachments(stdin: &[u8]) -> Result<BTreeSet<(String, String)>, CniError> {
+    let bad = |details: String| CniError::new(ErrorCode::InvalidConfig, "gc: nothing was released", details);
     let root: Value = serde_json::from_slice(stdin).unwrap_or(Value::Null);
-    let Some(valid) = root.get("cni.dev/valid-attachments").and_then(Value::as_array) else {
+    match root.get("cni.dev/valid-attachments") {
+        None => Err(bad("GC needs \"cni.dev/valid-attachments\": a list of {containerID, ifname}, \
+                         or null for none"
+            .into())),
+        Some(Value::Null) => Ok(BTreeSet::new()),
+        Some(Value::Array(entries)) => entries
+            .iter()
+            .map(|a| match (a["containerID"].as_str(), a["ifname"].as_str()) {
+                (Some(id), Some(ifname)) => Ok((id.to_owned(), ifname.to_owned())),
+                _ => Err(bad(format!("valid attachment {a} is not {{\"containerID\", \"ifname\"}}"))),
+            })
+            .collect(),
+        Some(other) => Err(bad(format!("\"cni.dev/valid-attachments\" is not a list: {other}"))),
+    }
+}
+
+/// GC (CNI 1.1): releases every allocation of this network (the configuration's `name`)
+/// that `cni.dev/valid-attachments` does not list. Other networks' allocations, and those
+/// made before the plugin recorded the network, are left alone.
+fn gc(conf: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
+    let valid = valid_attachments(stdin)?;
+    if conf.name.is_empty() {
         return Err(CniError::new(
             ErrorCode::InvalidConfig,
-            "gc: no valid attachments",
-            "GC needs \"cni.dev/valid-attachments\" (a list of {containerID, ifname}); nothing was released",
+            "gc: nothing was released",
+            "the network configuration has no \"name\", so its IPs cannot be told from other networks'",
         ));
-    };
-    let keep: std::collections::BTreeSet<(String, String)> = valid
-        .iter()
-        .filter_map(|a| Some((a["containerID"].as_str()?.to_owned(), a["ifname"].as_str()?.to_owned())))
-        .collect();
-    let answer = client(conf).call("GET", IPAM_PATH, None).map_err(|e| agent_error(e, "gc"))?;
-    let list: Value = serde_json::from_slice(&answer.body)
-        .map_err(|e| CniError::new(ErrorCode::Decode, "gc: bad answer from the agent", e.to_string()))?;
-    for allocation in list["allocations"].as_array().into_iter().flatten() {
+    }
+    let mut failures = Vec::new();
+    for allocation in allocations(conf, "gc")? {
         let (Some(container_id), Some(if_name)) =
             (allocation["containerId"].as_str(), allocation["ifName"].as_str())
         else {
             continue;
         };
-        if keep.contains(&(container_id.to_owned(), if_name.to_owned())) {
+        if allocation["network"] != conf.name.as_str()
+            || valid.contains(&(container_id.to_owned(), if_name.to_owned()))
+        {
             continue;
         }
         let env = CniEnv {
@@ -250,21 +325,30 @@ fn gc(conf: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
             if_name: if_name.to_owned(),
             args: Default::default(),
         };
-        del(&env, conf)?;
+        if let Err(err) = del(&env, conf) {
+            failures.push(format!("container {container_id} interface {if_name}: {err}"));
+        }
     }
-    Ok(())
+    match failures.first() {
+        None => Ok(()),
+        Some(first) => Err(CniError::new(
+            ErrorCode::TryAgainLater,
+            format!("gc: {} stale attachments could not be released", failures.len()),
+            first.clone(),
+        )),
+    }
 }
 
+/// STATUS (CNI 1.1): ready as long as the agent answers. A pool that is full or empty for
+/// a while is not "not ready": the device plugin already keeps pods that need an IP away,
+/// and a not-ready network would mark the whole node NotReady, so its pool could never grow.
 fn status(conf: &NetConf) -> Result<(), CniError> {
     let unavailable = |details: String| {
         CniError::new(ErrorCode::PluginNotAvailable, "eni-ipam cannot add pods now", details)
     };
     let answer = client(conf).call("GET", HEALTHZ_PATH, None).map_err(|e| unavailable(e.to_string()))?;
-    let health: HealthzResponse =
-        serde_json::from_slice(&answer.body).map_err(|e| unavailable(format!("bad healthz answer: {e}")))?;
-    if health.ipam.allocated >= health.ipam.available {
-        return Err(unavailable(format!("no free IP in the node's pool ({})", health.ipam.status)));
-    }
+    serde_json::from_slice::<HealthzResponse>(&answer.body)
+        .map_err(|e| unavailable(format!("bad healthz answer: {e}")))?;
     Ok(())
 }
 
@@ -337,7 +421,25 @@ mod tests {
         let out = run_with(&[("CNI_COMMAND", "ATTACH")], "{}");
         assert_eq!(out.stdout.unwrap()["code"], 4);
         let out = run_with(&[("CNI_COMMAND", "GC")], r#"{"cniVersion":"1.1.0","type":"eni-ipam-cni"}"#);
-        assert_eq!(out.stdout.unwrap()["code"], 7, "GC without valid attachments releases nothing");
+        assert_eq!(out.stdout.unwrap()["code"], 7, "GC without the valid-attachments key releases nothing");
+    }
+
+    #[test]
+    fn gc_reads_null_and_empty_as_no_valid_attachment_and_refuses_malformed_lists() {
+        let gc = |tail: &str| valid_attachments(format!(r#"{{"cniVersion":"1.1.0"{tail}}}"#).as_bytes());
+        assert_eq!(gc(r#","cni.dev/valid-attachments":null"#).unwrap(), BTreeSet::new());
+        assert_eq!(gc(r#","cni.dev/valid-attachments":[]"#).unwrap(), BTreeSet::new());
+        let one = gc(r#","cni.dev/valid-attachments":[{"containerID":"c1","ifname":"eth0"}]"#).unwrap();
+        assert_eq!(one, BTreeSet::from([("c1".to_owned(), "eth0".to_owned())]));
+        for (tail, want) in [
+            ("", "needs"),
+            (r#","cni.dev/valid-attachments":{}"#, "not a list"),
+            (r#","cni.dev/valid-attachments":[{"containerID":"c1"}]"#, "is not"),
+        ] {
+            let err = gc(tail).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidConfig, "{tail}");
+            assert!(err.details.contains(want) && err.msg.contains("nothing was released"), "{tail}: {err}");
+        }
     }
 
     #[test]

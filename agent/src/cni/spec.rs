@@ -171,6 +171,8 @@ fn parse_args(raw: &str) -> Result<BTreeMap<String, String>, String> {
 pub struct NetConf {
     /// `cniVersion`.
     pub cni_version: String,
+    /// The network's `name` (the conflist's); CNI GC frees only this network's IPs.
+    pub name: String,
     /// `type` of the top-level plugin: ours in main mode, another in ipam mode.
     pub plugin_type: String,
     /// The agent socket (`socket` in our section).
@@ -258,6 +260,7 @@ impl NetConf {
         }
         Ok(Self {
             cni_version,
+            name: text(&root, "name")?.unwrap_or_default(),
             plugin_type,
             socket,
             timeout: std::time::Duration::from_secs(timeout_seconds),
@@ -404,6 +407,7 @@ mod tests {
         )
         .unwrap();
         assert!(!ipam_mode.is_main());
+        assert_eq!(ipam_mode.name, "n", "the network's name is the top-level one");
         assert_eq!(ipam_mode.socket, "/tmp/a.sock");
         assert_eq!(ipam_mode.timeout, std::time::Duration::from_secs(2));
         let main_mode =

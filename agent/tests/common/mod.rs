@@ -224,8 +224,20 @@ pub fn run_cni(
     PluginRun { ok: out.status.success(), stdout: serde_json::from_str(raw.trim()).ok(), raw }
 }
 
+/// Every allocation the agent on `socket` holds (`GET /v1/ipam`).
+pub fn allocations(socket: &Path) -> Vec<Value> {
+    let client = eni_ipam_agent::cni::agent_client::AgentClient::new(socket, Duration::from_secs(5));
+    let answer = client.call("GET", "/v1/ipam", None).expect("GET /v1/ipam");
+    let mut list: Value = serde_json::from_slice(&answer.body).expect("an allocation list");
+    match list["allocations"].take() {
+        Value::Array(all) => all,
+        other => panic!("not an allocation list: {other}"),
+    }
+}
+
 /// The IP without the prefix.
 pub fn address_of(result: &Value) -> String {
     result["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_owned()
 }
 pub mod agent_node;
+pub mod libcni;

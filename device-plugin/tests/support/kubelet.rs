@@ -154,6 +154,11 @@ impl PodResourcesState {
         });
     }
 
+    /// Forgets a pod, as kubelet does once it no longer runs it.
+    pub fn remove_pod(&self, name: &str) {
+        self.pods.lock().unwrap().retain(|pod| pod.name != name);
+    }
+
     /// Serves `List` on `path`.
     pub fn serve(&self, path: &Path) -> JoinHandle<()> {
         let listener = UnixListener::bind(path).expect("bind the pod-resources socket");

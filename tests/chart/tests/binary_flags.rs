@@ -48,7 +48,10 @@ const BINARIES: &[Binary] = &[
         not_for_admins: &[
             ("pool-file", "standalone runs and tests: the pool comes from the ENINode"),
             ("subnet", "standalone runs with --pool-file"),
-            ("live-containers-file", "the runtime's CNI GC call tells the agent which containers live"),
+            (
+                "live-containers-file",
+                "standalone runs: in a cluster kubelet's pod-resources (--pod-resources-socket) says which pods live",
+            ),
             ("capacity", "a per-node number (instance type, subnets): 0 takes the pool size"),
             ("kube-url", "the pod uses its service account"),
             (

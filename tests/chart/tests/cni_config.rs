@@ -46,6 +46,13 @@ fn default_conflist_is_read_by_the_plugin_and_names_the_agents_socket() {
     assert_eq!(ours.socket, agent_socket);
     assert_eq!(ours.timeout.as_secs(), 10);
     assert_eq!(ours.mtu, 0);
+    assert_eq!(conflist["cniVersion"], "1.0.0", "what libcni 1.1.x runs (it cannot read a 1.1.0 result)");
+    assert_eq!(
+        conflist["cniVersions"],
+        json!(["1.0.0", "1.1.0"]),
+        "libcni >= 1.2 picks 1.1.0: GC and STATUS"
+    );
+    assert_eq!(conflist["name"], "eni-ipam", "CNI GC is scoped to this name");
     assert_eq!(
         conflist["plugins"][1],
         json!({"type": "portmap", "capabilities": {"portMappings": true}, "snat": true})

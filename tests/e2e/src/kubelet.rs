@@ -78,6 +78,9 @@ struct State {
     admission_failures: u64,
     /// Register calls received.
     registrations: u64,
+    /// Pods whose sandbox was dropped without a CNI DEL ([`Kubelet::forget_without_del`]):
+    /// never started again while their object lives.
+    forgotten: BTreeSet<String>,
 }
 
 /// How to run the CNI plugins on this node.
@@ -176,22 +179,24 @@ impl PodResourcesLister for PodResourcesView {
         &self,
         _request: Request<ListPodResourcesRequest>,
     ) -> Result<Response<ListPodResourcesResponse>, Status> {
+        // As kubelet's List: every pod it admitted and has not finished removing (a sandbox
+        // running or not yet made), with the devices it holds, if any.
         let state = self.0.lock().expect("kubelet state");
-        let pod_resources = state
-            .held
-            .iter()
-            .map(|(key, ids)| {
+        let keys: BTreeSet<&String> = state.held.keys().chain(state.running.keys()).collect();
+        let pod_resources = keys
+            .into_iter()
+            .map(|key| {
                 let (namespace, name) = key.split_once('/').unwrap_or(("default", key));
+                let devices = match state.held.get(key) {
+                    Some(ids) => {
+                        vec![ContainerDevices { resource_name: RESOURCE.into(), device_ids: ids.clone() }]
+                    }
+                    None => Vec::new(),
+                };
                 PodResources {
                     name: name.into(),
                     namespace: namespace.into(),
-                    containers: vec![ContainerResources {
-                        name: "app".into(),
-                        devices: vec![ContainerDevices {
-                            resource_name: RESOURCE.into(),
-                            device_ids: ids.clone(),
-                        }],
-                    }],
+                    containers: vec![ContainerResources { name: "app".into(), devices }],
                 }
             })
             .collect();
@@ -357,6 +362,23 @@ impl Kubelet {
         self.running().values().map(|p| p.container.clone()).collect()
     }
 
+    /// Drops a pod's sandbox as a crashed runtime would: its network namespace goes, no CNI
+    /// DEL runs, kubelet forgets the pod (pod-resources no longer lists it) and never starts
+    /// it again here. Its IP stays allocated until the agent notices. The IP it had, if its
+    /// sandbox was running.
+    pub fn forget_without_del(&self, key: &str) -> Option<Ipv4Addr> {
+        let pod = {
+            let mut state = self.state.lock().expect("kubelet state");
+            state.forgotten.insert(key.to_owned());
+            state.held.remove(key);
+            state.running.remove(key)
+        }?;
+        let ip = pod.ip;
+        // The last reference: dropping it deletes the sandbox's namespace (and the veth in it).
+        drop(pod);
+        Some(ip)
+    }
+
     /// (failed CNI ADDs, pods refused at admission).
     pub fn failures(&self) -> (u64, u64) {
         let state = self.state.lock().expect("kubelet state");
@@ -393,11 +415,16 @@ impl Kubelet {
         {
             let mut state = self.state.lock().expect("kubelet state");
             state.held.retain(|k, _| live.contains(k));
+            state.forgotten.retain(|k| live.contains(k));
         }
         for pod in pods {
             let key = pod_key(&pod);
             let phase = pod["status"]["phase"].as_str().unwrap_or("Pending");
-            if phase == "Failed" || self.state.lock().expect("kubelet state").running.contains_key(&key) {
+            let skip = {
+                let state = self.state.lock().expect("kubelet state");
+                state.running.contains_key(&key) || state.forgotten.contains(&key)
+            };
+            if phase == "Failed" || skip {
                 continue;
             }
             if !self.admit(&key, &pod).await {

@@ -19,6 +19,10 @@ use crate::cloud::Instance;
 use crate::daemon::{Daemon, binary};
 use crate::kubelet::{Cni, Kubelet};
 
+/// How long a pod must be missing from its kubelet's pod-resources listing before the agent
+/// frees its IP (`--lost-pod-grace`).
+pub const LOST_POD_GRACE: Duration = Duration::from_secs(3);
+
 /// Pool knobs every node's agent writes into its ENINode.
 #[derive(Clone, Copy, Debug)]
 pub struct Knobs {
@@ -156,6 +160,16 @@ impl Node {
             .arg(self.dir.join("state.json"))
             .arg("--live-containers-file")
             .arg(&live)
+            // As the chart runs it (agent.lostPods), with test-short timings: the IP of a pod
+            // this node's kubelet no longer runs is freed 3 s after, and cools down for 2 s.
+            .arg("--pod-resources-socket")
+            .arg(self.kubelet.pod_resources_socket())
+            .args([
+                "--lost-pod-grace",
+                &format!("{}ms", LOST_POD_GRACE.as_millis()),
+                "--lost-pod-cooldown",
+                "2s",
+            ])
             .args(["--ipam-node-update-rate", "200ms", "--eninode-resync", "1s"])
             .args(["--pre-allocate", &knobs.pre_allocate.to_string()])
             .args(["--max-allocate", &knobs.max_allocate.to_string()])

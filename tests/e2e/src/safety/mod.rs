@@ -7,6 +7,7 @@
 use serde::Serialize;
 
 pub mod hostile_agent;
+pub mod lost_del;
 
 /// What one safety scenario found. Every count but `leaked_ips_freed` must be 0.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -77,7 +78,7 @@ pub fn table(title: &str, rows: &[SafetyRow]) -> String {
 }
 
 /// Every safety scenario, in the order they run on one bed.
-pub const SCENARIOS: &[&str] = &["hostile_agent"];
+pub const SCENARIOS: &[&str] = &["hostile_agent", "lost_del"];
 
 /// Runs every safety scenario on `bed`, in order.
 pub async fn all(bed: &mut crate::bed::Bed, progress: &(dyn Fn(&str) + Sync)) -> Vec<SafetyRow> {
@@ -90,6 +91,7 @@ pub async fn all(bed: &mut crate::bed::Bed, progress: &(dyn Fn(&str) + Sync)) ->
     // Each scenario file adds its call here, in SCENARIOS order:
     // rows.push(<file>::run(bed, progress).await);
     rows.push(hostile_agent::run(bed, progress).await);
+    rows.push(lost_del::run(bed, progress).await);
     rows
 }
 
