@@ -304,6 +304,11 @@ impl Fleet {
             used,
             free_since,
             release,
+            published: spec
+                .pool
+                .iter()
+                .filter_map(|(ip, entry)| Some((ip.parse().ok()?, entry.eni.clone())))
+                .collect(),
         };
         Ok((target, effective))
     }

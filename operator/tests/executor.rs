@@ -138,6 +138,7 @@ impl Bed {
             used: BTreeSet::new(),
             free_since: BTreeMap::new(),
             release: BTreeMap::new(),
+            published: BTreeMap::new(),
         }
     }
 
@@ -192,11 +193,13 @@ impl Bed {
     }
 
     /// The published pool is exactly the secondary IPs of the node's usable
-    /// ENIs in the cloud, each on the ENI it names.
+    /// ENIs in the cloud that are ours (our tags, or the primary ENI, where these
+    /// tests put no other writer's IP), each on the ENI it names.
     fn assert_pool_matches_cloud(&self, node: &NodeTarget, outcome: &NodeOutcome) {
         let mut in_cloud = BTreeMap::new();
         for eni in self.enis_of(&node.instance) {
-            if eni.state == EniState::InUse && eni.device_index.unwrap_or(0) >= node.first_interface_index {
+            let ours = eni.is_ours(CLUSTER) || eni.device_index == Some(0);
+            if ours && eni.state == EniState::InUse && eni.device_index.unwrap_or(0) >= node.first_interface_index {
                 for ip in &eni.secondary_ips {
                     in_cloud.insert(*ip, eni.id.clone());
                 }
@@ -352,11 +355,13 @@ async fn attach_to_a_taken_index_deletes_the_new_eni_and_uses_the_next_index() {
     // Another writer takes index 1; the executor's cache does not know yet.
     let foreign = attach_foreign(&bed, &instance, &bed.subnet, 1, 0);
 
-    node.knobs.pre_allocate = 20;
+    // 9 pod IPs per ENI: the primary's and those of a new ENI (the foreign one gets none).
+    node.knobs.pre_allocate = 18;
     let outcome = bed.executor.converge(&node).await.expect("re-plans after the failed attach");
 
     assert!(outcome.ready(), "{:?}", outcome.plan);
-    assert_eq!(outcome.pool.len(), 20);
+    assert_eq!(outcome.pool.len(), 18);
+    assert!(bed.enis_of(&instance)[1].secondary_ips.is_empty(), "no IP assigned on the foreign ENI");
     assert_eq!(bed.calls(Api::CreateNetworkInterface), 2, "one at the taken index, one at the next");
     assert_eq!(bed.calls(Api::DeleteNetworkInterface), 1, "the unattachable ENI was deleted");
     let ours = bed.ours();
@@ -379,12 +384,13 @@ async fn attach_to_a_full_instance_leaks_nothing() {
     attach_foreign(&bed, &instance, &bed.subnet, 1, 0);
     attach_foreign(&bed, &instance, &bed.subnet, 2, 0);
 
-    node.knobs.pre_allocate = 30; // above the 27 the instance can hold
+    node.knobs.pre_allocate = 30; // the foreign ENIs leave only the primary's 9
     let result = bed.executor.converge(&node).await;
 
     if let Ok(outcome) = &result {
-        assert_eq!(outcome.plan.shortfall, Some(Shortfall::InstanceLimit { missing: 3 }));
-        assert_eq!(outcome.pool.len(), 27);
+        assert_eq!(outcome.plan.shortfall, Some(Shortfall::InstanceLimit { missing: 21 }));
+        assert_eq!(outcome.pool.len(), 9);
+        assert_eq!(outcome.capacity, 9, "the foreign ENIs' slots are not this cluster's capacity");
         bed.assert_pool_matches_cloud(&node, outcome);
     }
     assert!(bed.calls(Api::CreateNetworkInterface) >= 1, "the stale plan did try to create");

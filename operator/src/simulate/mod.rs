@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use crate::controller::{Controller, ControllerConfig};
 use crate::fleet::NodeEvent;
 use crate::node_store::MemoryNodeStore;
-use crate::planner::{EniView, NodeSnapshot, SubnetSelector};
+use crate::planner::{EniOwner, EniView, NodeSnapshot, SubnetSelector};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use report::{SimReport, percentile};
@@ -450,6 +450,7 @@ fn fresh_node(
             subnet,
             secondary_ips: 0,
             in_use: true,
+            owner: EniOwner::Primary,
         }],
         pool: vec![],
         subnets,
