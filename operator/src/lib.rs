@@ -14,6 +14,7 @@ pub mod kube_store;
 pub mod leader;
 pub mod metrics;
 pub mod node_events;
+pub mod node_identity;
 pub mod node_store;
 pub mod ownership;
 pub mod planner;

@@ -411,6 +411,10 @@ async fn drive(
             }
             Ok(Some(NodeEvent::Converged { .. })) => {}
             Ok(Some(NodeEvent::Failed { .. })) => failures += 1,
+            // `simulate` checks no Node (`Unchecked`): never sent here.
+            Ok(Some(NodeEvent::Refused { node, .. })) => {
+                unreachable!("node {node} refused without a Node check")
+            }
             Ok(None) | Err(_) => break,
         }
     }
