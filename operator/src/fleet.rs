@@ -253,7 +253,11 @@ impl Fleet {
                 if let Some(short) = &shortfall {
                     tracing::info!(node = name, reason = short.reason(), "node short of IPs");
                 }
-                let update = PoolUpdate { effective: Some(effective), ..update_of(&outcome) };
+                let update = PoolUpdate {
+                    effective: Some(effective),
+                    pool_instance: Some(target.instance.clone()),
+                    ..update_of(&outcome)
+                };
                 if let Err(e) = self.store.publish(name, update).await {
                     return self.failed(name, e.to_string(), started);
                 }
@@ -408,6 +412,7 @@ fn update_of(outcome: &NodeOutcome) -> PoolUpdate {
         condition: PoolUpdate::pool_ready(ready, reason, message),
         release: outcome.release.iter().map(|(ip, state)| (ip.to_string(), *state)).collect(),
         effective: None,
+        pool_instance: None,
     }
 }
 
