@@ -87,6 +87,7 @@ async fn publish_applies_spec_pool_then_status_as_eni_ipam_operator_and_skips_no
     // Once the cache holds what was published, the same publish sends nothing.
     let mut published = node;
     published.spec.pool = pool;
+    published.spec.pool_instance_id = update.pool_instance.clone();
     let mut status =
         ENINodeStatus { available: 1, effective_ipam: update.effective.clone(), ..Default::default() };
     status.conditions = vec![update.condition.clone()];
