@@ -3,7 +3,7 @@
 //! attachments, and re-plans until the node is at its target. It decides
 //! nothing itself: every choice comes from `planner::plan`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +21,7 @@ use eni_ipam_cloud::{
 use tokio::time::Instant;
 
 use crate::instances::InstancesCache;
+use crate::ip_ledger::IpLedger;
 use crate::ownership::{self, EniOwner, IpRecord};
 use crate::planner::{self, Action, EniView, NodeSnapshot, Plan, PoolIp, SubnetSelector};
 use crate::reaction::{
@@ -194,17 +195,6 @@ pub struct Executor {
     fetching: tokio::sync::Mutex<()>,
     /// What this executor assigned on primary ENIs and released, for ownership.
     ips: Mutex<IpLedger>,
-}
-
-/// The executor's memory of the IPs it handled, between an action and the
-/// ENINode that records it.
-#[derive(Debug, Default)]
-struct IpLedger {
-    /// Per instance, IPs assigned on its primary ENI that `spec.pool` may not hold
-    /// yet (the publish after the assign can fail).
-    assigned: HashMap<InstanceId, BTreeMap<Ipv4Addr, EniId>>,
-    /// IPs released, with when (operator clock).
-    released: BTreeMap<Ipv4Addr, Duration>,
 }
 
 impl Executor {
@@ -550,43 +540,19 @@ impl Executor {
         }
     }
 
-    /// What this cluster knows of the IPs it handled on the node: the published pool,
-    /// the assigns not published yet, the releases still cooling down.
+    /// What this cluster knows of the IPs it handled on the node.
     fn ip_record(&self, node: &NodeTarget) -> IpRecord {
-        let now = self.now();
-        let mut ledger = self.ips.lock().expect("ip ledger lock");
-        let cooldown = self.config.released_cooldown;
-        ledger.released.retain(|_, at| now.saturating_sub(*at) < cooldown);
-        let mut assigned = node.published.clone();
-        if let Some(pending) = ledger.assigned.get_mut(&node.instance) {
-            // What the ENINode already records needs no second memory.
-            pending.retain(|ip, eni| node.published.get(ip) != Some(eni));
-            assigned.extend(pending.iter().map(|(ip, eni)| (*ip, eni.clone())));
-        }
-        IpRecord { assigned, cooling: ledger.released.keys().copied().collect() }
+        let (now, cooldown) = (self.now(), self.config.released_cooldown);
+        self.ips.lock().expect("ip ledger lock").record(&node.instance, &node.published, now, cooldown)
     }
 
     fn record_assigned(&self, node: &NodeTarget, eni: &EniId, ips: &[Ipv4Addr], on_primary: bool) {
-        let mut ledger = self.ips.lock().expect("ip ledger lock");
-        for ip in ips {
-            // Assigned afresh by the cloud: whatever a listing showed before is over.
-            ledger.released.remove(ip);
-        }
-        if on_primary {
-            let pending = ledger.assigned.entry(node.instance.clone()).or_default();
-            pending.extend(ips.iter().map(|ip| (*ip, eni.clone())));
-        }
+        self.ips.lock().expect("ip ledger lock").assigned(&node.instance, eni, ips, on_primary);
     }
 
     fn record_released(&self, ips: &[Ipv4Addr]) {
         let now = self.now();
-        let mut ledger = self.ips.lock().expect("ip ledger lock");
-        for ip in ips {
-            ledger.released.insert(*ip, now);
-            for pending in ledger.assigned.values_mut() {
-                pending.remove(ip);
-            }
-        }
+        self.ips.lock().expect("ip ledger lock").released(ips, now);
     }
 
     fn subnet_of(&self, node: &NodeTarget, eni: &EniId) -> Option<SubnetId> {

@@ -8,6 +8,7 @@ pub mod executor;
 pub mod fleet;
 pub mod gc;
 pub mod instances;
+pub mod ip_ledger;
 pub mod knob_source;
 pub mod knob_watch;
 pub mod kube_store;
