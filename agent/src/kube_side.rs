@@ -252,6 +252,17 @@ async fn report_condition(
     Ok(())
 }
 
+/// Why one reporter step failed (logged, then retried with full jitter).
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Register(#[from] RegisterError),
+    #[error("ENINode {0} not found")]
+    Gone(String),
+}
+
 /// What one status write carries.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StatusReport {
@@ -294,12 +305,28 @@ pub struct Reporter {
     resync: Duration,
     pool_cache: Option<std::path::PathBuf>,
     arming: Option<Arc<UninstallArming>>,
+    registration: Option<SpecDefaults>,
 }
 
 impl Reporter {
     /// A reporter for `node`, writing at most once per `interval`.
     pub fn new(client: Client, node: String, interval: Duration) -> Self {
-        Self { client, node, interval, resync: DEFAULT_RESYNC_INTERVAL, pool_cache: None, arming: None }
+        Self {
+            client,
+            node,
+            interval,
+            resync: DEFAULT_RESYNC_INTERVAL,
+            pool_cache: None,
+            arming: None,
+            registration: None,
+        }
+    }
+
+    /// Creates the ENINode again (as at start, with these spec defaults) when it is deleted
+    /// under the running agent, instead of failing every read of it.
+    pub fn with_registration(mut self, defaults: SpecDefaults) -> Self {
+        self.registration = Some(defaults);
+        self
     }
 
     /// Keeps the last pool seen in this file (the pool-file format), for the next start.
@@ -333,7 +360,14 @@ impl Reporter {
         loop {
             tokio::time::sleep_until(last_write + self.interval).await;
             let step = async {
-                let eninode = eninodes.get(&self.node).await?;
+                let eninode = match (eninodes.get_opt(&self.node).await?, &self.registration) {
+                    (Some(eninode), _) => eninode,
+                    (None, Some(defaults)) => {
+                        tracing::warn!(node = %self.node, "the ENINode was deleted under the agent; creating it again");
+                        register_once(&self.client, &self.node, defaults).await?
+                    }
+                    (None, None) => return Err(StepError::Gone(self.node.clone())),
+                };
                 if let Some(arming) = &self.arming {
                     arming.observe(&eninodes, &eninode).await?;
                 }
@@ -369,7 +403,7 @@ impl Reporter {
                     last_write = Instant::now();
                     last_written = Some(report);
                 }
-                Ok::<(), kube::Error>(())
+                Ok::<(), StepError>(())
             };
             match step.await {
                 Ok(()) => {

@@ -167,7 +167,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             kube_side::Reporter::new(client.clone(), cli.node_name.clone(), cli.ipam_node_update_rate)
                 .with_resync(cli.eninode_resync)
                 .with_pool_cache(pool_cache)
-                .with_uninstall_arming(arming.clone());
+                .with_uninstall_arming(arming.clone())
+                .with_registration(cli.spec_defaults());
         let (ipam, metrics, node_name, capacity) =
             (ipam.clone(), metrics.clone(), cli.node_name.clone(), cli.capacity);
         let defaults = cli.spec_defaults();

@@ -107,12 +107,19 @@ impl NodePool {
     /// gateways) and the `--subnet` overrides (see [`subnet_of`]).
     /// `capacity` (the instance's reachable pod IPs, from `--capacity`) is capped by the
     /// node's maxAllocate (the operator's `status.effectiveIpam`, else the ENINode's own `spec.ipam`).
+    ///
+    /// A pool the operator built for another instance than the ENINode's (the node name came
+    /// back on a new VM and was adopted; the operator has not rebuilt the pool yet) is served
+    /// empty: its IPs live on the old VM's ENIs.
     pub fn from_eninode(node: &ENINode, subnets: &SubnetMap, capacity: u32) -> Self {
         let status = node.status.clone().unwrap_or_default();
+        let built_for_us =
+            node.spec.pool_instance_id.as_ref().is_none_or(|built| built == &node.spec.instance_id);
         let ips = node
             .spec
             .pool
             .iter()
+            .filter(|_| built_for_us)
             .map(|(ip, entry)| {
                 let eni = status.enis.get(entry.eni.as_str());
                 let mac = eni.map(|e| e.mac.clone()).unwrap_or_default();
@@ -272,6 +279,23 @@ mod tests {
         for (case, eni, overrides, (cidr, gateway)) in table {
             let got = subnet_of("10.0.0.7", &entry, eni, overrides);
             assert_eq!((got.0.as_str(), got.1.as_str()), (cidr, gateway), "{case}");
+        }
+    }
+
+    #[test]
+    fn a_pool_built_for_another_instance_is_not_served() {
+        let mut spec = ENINodeSpec { instance_id: "i-new".into(), ..ENINodeSpec::default() };
+        spec.pool.insert("10.0.0.5".into(), PoolEntry { eni: "eni-old".into(), subnet: "subnet-1".into() });
+        // (the instance the operator built the pool for, IPs served, the case)
+        let rows = [
+            (Some("i-old"), 0, "the name came back on a new VM: the old VM's IPs are not handed out"),
+            (Some("i-new"), 1, "built for this instance: served"),
+            (None, 1, "written by an operator that did not record it: served as before"),
+        ];
+        for (built_for, served, case) in rows {
+            spec.pool_instance_id = built_for.map(Into::into);
+            let pool = NodePool::from_eninode(&ENINode::new("n1", spec.clone()), &SubnetMap::new(), 0);
+            assert_eq!(pool.ips.len(), served, "{case}");
         }
     }
 

@@ -8,33 +8,13 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::AGENT;
+use common::{AGENT, KillOnDrop, wait_for};
 use eni_ipam_agent::cni::agent_client::AgentClient;
 use eni_ipam_kube_standin::{ENINODES, KubeStandin, NODES, SERVICECIDRS};
 use serde_json::{Value, json};
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(v) = probe() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 fn status_patches(standin: &KubeStandin) -> usize {
     standin

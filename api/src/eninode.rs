@@ -98,6 +98,11 @@ pub struct ENINodeSpec {
     /// The node's IP pool: IPv4 address -> the ENI and subnet it lives on. Written by the operator only.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pool: BTreeMap<String, PoolEntry>,
+    /// The instance `pool` was built for, written by the operator with it. The agent serves
+    /// the pool only while this is `instanceId` (unset: written by an older operator, served):
+    /// a node name that comes back on a new VM must not hand out the old VM's IPs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_instance_id: Option<InstanceId>,
 }
 
 /// Where one pool IP lives.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use eni_ipam_api::{EniId, PoolKnobs, SubnetId, VpcId, Zone};
 use eni_ipam_cloud::{CloudProfile, Subnet};
-use eni_ipam_operator::planner::{EniView, NodeSnapshot, PoolIp, SubnetSelector, plan};
+use eni_ipam_operator::planner::{EniOwner, EniView, NodeSnapshot, PoolIp, SubnetSelector, plan};
 
 const NODES: u32 = 20_000;
 
@@ -47,6 +47,7 @@ fn fleet() -> Vec<NodeSnapshot> {
                     subnet: SubnetId::from("subnet-0"),
                     secondary_ips: per_eni,
                     in_use: true,
+                    owner: if d == 0 { EniOwner::Primary } else { EniOwner::Ours },
                 });
                 for k in 0..per_eni {
                     let used = (n + k) % 4 == 0;

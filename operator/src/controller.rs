@@ -14,6 +14,7 @@ use crate::executor::{Executor, ExecutorConfig};
 use crate::fleet::{Fleet, FleetConfig, NodeEvent};
 use crate::instances::InstancesCache;
 use crate::knob_source::{NodeKnobs, SpecKnobs};
+use crate::node_identity::{NodeDirectory, Unchecked};
 use crate::node_store::NodeStore;
 use crate::resync::{Listing, Resyncer};
 
@@ -83,22 +84,24 @@ pub struct Controller {
 
 impl Controller {
     /// Wires the parts over a cloud and a node store; every node's knobs come from its
-    /// ENINode's spec over the built-in defaults.
+    /// ENINode's spec over the built-in defaults, and no Node is checked (no apiserver).
     pub fn build(
         provider: Arc<dyn CloudProvider>,
         store: Arc<dyn NodeStore>,
         config: &ControllerConfig,
     ) -> Self {
         let knobs = Arc::new(SpecKnobs { first_interface_index: config.default_first_interface_index });
-        Self::build_with_knobs(provider, store, config, knobs)
+        Self::build_with_knobs(provider, store, config, knobs, Arc::new(Unchecked))
     }
 
-    /// Wires the parts, with the nodes' knobs from `knobs`.
+    /// Wires the parts, with the nodes' knobs from `knobs` and their Nodes from `nodes`
+    /// (an ENINode whose instance is not its Node's is refused).
     pub fn build_with_knobs(
         provider: Arc<dyn CloudProvider>,
         store: Arc<dyn NodeStore>,
         config: &ControllerConfig,
         knobs: Arc<dyn NodeKnobs>,
+        nodes: Arc<dyn NodeDirectory>,
     ) -> Self {
         let cache = Arc::new(InstancesCache::new());
         let resync = Resyncer::spawn_with(
@@ -120,7 +123,7 @@ impl Controller {
         let executor =
             Arc::new(Executor::new(provider, cache.clone(), resync.clone(), exec_config, config.seed));
         let fleet_config = FleetConfig { workers: config.workers, requeue: config.requeue.clone() };
-        let (fleet, events) = Fleet::new(executor, store, knobs, fleet_config);
+        let (fleet, events) = Fleet::new(executor, store, knobs, nodes, fleet_config);
         Self { fleet, events, resync, cache }
     }
 }

@@ -6,8 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eni_ipam_api::{
@@ -15,13 +15,18 @@ use eni_ipam_api::{
     SubnetId, VpcId, Zone,
 };
 use eni_ipam_cloud::{
-    CloudError, CloudProvider, CreateEni, Eni, EniState, ErrorClass, InstanceLimits, RetryPolicy,
-    subnet_gateway, tag,
+    CloudError, CloudProvider, CreateEni, Eni, EniQuery, EniState, InstanceLimits, RetryPolicy,
+    list_all_enis, subnet_gateway, tag,
 };
 use tokio::time::Instant;
 
 use crate::instances::InstancesCache;
+use crate::ip_ledger::IpLedger;
+use crate::ownership::{self, EniOwner, IpRecord};
 use crate::planner::{self, Action, EniView, NodeSnapshot, Plan, PoolIp, SubnetSelector};
+use crate::reaction::{
+    AfterAttachFailure, Reaction, SeenAfterCreate, after_attach_failure, look_before_undoing, reaction,
+};
 use crate::resync::Resyncer;
 
 /// A node as the executor needs it: its ENINode spec plus what pods use.
@@ -49,6 +54,9 @@ pub struct NodeTarget {
     pub free_since: BTreeMap<Ipv4Addr, Duration>,
     /// The release handshake (`status.release`): IP -> state.
     pub release: BTreeMap<Ipv4Addr, ReleaseState>,
+    /// The pool this cluster last published (`spec.pool`): IP -> its ENI. The
+    /// record of which IPs on the primary ENI this cluster assigned.
+    pub published: BTreeMap<Ipv4Addr, EniId>,
 }
 
 /// Where a node ended up after converging.
@@ -151,6 +159,9 @@ pub struct ExecutorConfig {
     pub max_actions_per_pass: Option<usize>,
     /// Pause between passes (zero for us; the node-side-daemon strategy's tick).
     pub pass_pause: Duration,
+    /// An IP this cluster released is not taken back into a pool for this long, even
+    /// when a listing still shows it (the cloud's listings lag its writes).
+    pub released_cooldown: Duration,
 }
 
 impl Default for ExecutorConfig {
@@ -164,6 +175,7 @@ impl Default for ExecutorConfig {
             max_passes: 6,
             max_actions_per_pass: None,
             pass_pause: Duration::ZERO,
+            released_cooldown: Duration::from_secs(60),
         }
     }
 }
@@ -181,6 +193,8 @@ pub struct Executor {
     /// One fetch of shared cloud facts at a time: the first worker asks, the
     /// others wait and read the cache (no stampede when a fleet joins).
     fetching: tokio::sync::Mutex<()>,
+    /// What this executor assigned on primary ENIs and released, for ownership.
+    ips: Mutex<IpLedger>,
 }
 
 impl Executor {
@@ -203,6 +217,7 @@ impl Executor {
             nonce: seed,
             serial: AtomicU64::new(0),
             fetching: tokio::sync::Mutex::new(()),
+            ips: Mutex::new(IpLedger::default()),
         }
     }
 
@@ -229,7 +244,12 @@ impl Executor {
             let allowed = self.config.max_actions_per_pass.unwrap_or(usize::MAX);
             for action in plan.actions.iter().take(allowed) {
                 if let Err(e) = self.act(node, action).await {
-                    failure = Some(e);
+                    // Before the resync: the ENI's subnet as the cache knew it.
+                    let eni_subnet = match action {
+                        Action::Assign { eni, .. } | Action::Release { eni, .. } => self.subnet_of(node, eni),
+                        Action::CreateEni { .. } => None,
+                    };
+                    failure = Some((reaction(e.class, action, eni_subnet.as_ref()), e));
                     break;
                 }
             }
@@ -238,17 +258,12 @@ impl Executor {
             if !self.config.pass_pause.is_zero() {
                 tokio::time::sleep(self.config.pass_pause).await;
             }
-            if let Some(e) = failure {
+            if let Some((reaction, e)) = failure {
                 tracing::info!(node = %node.name, op = e.api.aws_name(), class = e.class.as_str(), error = %e, "cloud call failed");
-                match e.class {
-                    // The cache was stale or another writer raced us: the fresh
-                    // listing lets the next plan choose differently.
-                    ErrorClass::Quota | ErrorClass::NotFound | ErrorClass::InvalidState => {}
-                    ErrorClass::SubnetFull => {
-                        // Believe the cloud until the next subnet listing.
-                        self.cache.adjust_subnet_free(&SubnetId(e.object.clone()), i64::from(u32::MAX));
-                    }
-                    _ => return Err(err(e)),
+                match reaction {
+                    Reaction::Replan => {}
+                    Reaction::SubnetFull(subnet) => self.cache.mark_subnet_full(&subnet),
+                    Reaction::Stop => return Err(err(e)),
                 }
             }
         }
@@ -339,22 +354,20 @@ impl Executor {
             });
         }
         let now = self.now();
-        let mut pool = Vec::new();
-        for eni in usable(&enis, node.first_interface_index) {
-            for ip in &eni.secondary_ips {
-                let free_since = if node.used.contains(ip) {
+        let record = self.ip_record(node);
+        let pool = ownership::owned_pool(&enis, node.first_interface_index, &self.config.cluster, &record)
+            .into_iter()
+            .map(|owned| PoolIp {
+                free_since: if node.used.contains(&owned.ip) {
                     None
                 } else {
-                    Some(node.free_since.get(ip).copied().unwrap_or(now))
-                };
-                pool.push(PoolIp {
-                    ip: *ip,
-                    eni: eni.id.clone(),
-                    free_since,
-                    release: node.release.get(ip).copied(),
-                });
-            }
-        }
+                    Some(node.free_since.get(&owned.ip).copied().unwrap_or(now))
+                },
+                release: node.release.get(&owned.ip).copied(),
+                ip: owned.ip,
+                eni: owned.eni,
+            })
+            .collect();
         Ok(NodeSnapshot {
             zone: node.zone.clone(),
             limits: limits.clone(),
@@ -368,6 +381,7 @@ impl Executor {
                     subnet: e.subnet.clone(),
                     secondary_ips: e.secondary_ips.len() as u32,
                     in_use: e.state == EniState::InUse,
+                    owner: EniOwner::of(e, &self.config.cluster),
                 })
                 .collect(),
             pool,
@@ -380,12 +394,14 @@ impl Executor {
 
     fn outcome(&self, node: &NodeTarget, limits: &InstanceLimits, plan: Plan) -> NodeOutcome {
         let enis = self.cache.enis_of(&node.instance);
-        let mut pool = BTreeMap::new();
-        for eni in usable(&enis, node.first_interface_index) {
-            for ip in &eni.secondary_ips {
-                pool.insert(*ip, PoolEntry { eni: eni.id.clone(), subnet: eni.subnet.clone() });
-            }
-        }
+        let record = self.ip_record(node);
+        let first = node.first_interface_index;
+        let pool: BTreeMap<Ipv4Addr, PoolEntry> =
+            ownership::owned_pool(&enis, first, &self.config.cluster, &record)
+                .into_iter()
+                .map(|owned| (owned.ip, PoolEntry { eni: owned.eni, subnet: owned.subnet }))
+                .collect();
+        let capacity = ownership::pod_capacity(&enis, limits, first, &self.config.cluster, &record);
         let enis = enis
             .iter()
             .map(|e| {
@@ -410,16 +426,20 @@ impl Executor {
             node.release.keys().filter(|ip| !pool.contains_key(ip)).map(|ip| (*ip, None)).collect();
         release.extend(plan.unmark.iter().map(|ip| (*ip, None)));
         release.extend(plan.mark.iter().map(|ip| (*ip, Some(ReleaseState::Marked))));
-        NodeOutcome { pool, enis, plan, capacity: limits.pod_capacity(node.first_interface_index), release }
+        NodeOutcome { pool, enis, plan, capacity, release }
     }
 
     async fn act(&self, node: &NodeTarget, action: &Action) -> Result<(), CloudError> {
         match action {
             Action::Assign { eni, count } => {
-                // The cloud assigns exactly `count` or fails (moto answers with every
-                // address of the ENI, so the answer's length is not the count).
-                self.provider.assign_ips(eni, *count).await?;
-                if let Some(subnet) = self.subnet_of(node, eni) {
+                // The cloud assigns exactly `count` or fails, and answers with the addresses
+                // it assigned (the EC2 test bed's proxy makes moto answer so too).
+                let assigned = self.provider.assign_ips(eni, *count).await?;
+                let on = self.cache.enis_of(&node.instance).into_iter().find(|e| &e.id == eni);
+                let primary =
+                    on.as_ref().is_some_and(|e| EniOwner::of(e, &self.config.cluster) == EniOwner::Primary);
+                self.record_assigned(node, eni, &assigned, primary);
+                if let Some(subnet) = on.map(|e| e.subnet) {
                     self.cache.adjust_subnet_free(&subnet, i64::from(*count));
                 }
                 Ok(())
@@ -442,6 +462,7 @@ impl Executor {
             }
             Action::Release { eni, ips } => {
                 self.provider.unassign_ips(eni, ips).await?;
+                self.record_released(ips);
                 if let Some(subnet) = self.subnet_of(node, eni) {
                     self.cache.adjust_subnet_free(&subnet, -(ips.len() as i64));
                 }
@@ -456,13 +477,20 @@ impl Executor {
         let Err(attach_error) = self.provider.attach_eni(&eni.id, &node.instance, index).await else {
             return Ok(());
         };
-        if attach_error.class == ErrorClass::Transient {
-            // The attach may have gone through: look before undoing it.
-            if self.resync.instance(&node.instance).await.is_ok()
-                && self.cache.enis_of(&node.instance).iter().any(|e| e.id == eni.id)
-            {
-                return Ok(());
+        // A timeout may have attached it; a not-found may be a listing that lags the
+        // create: look before undoing.
+        let seen = if look_before_undoing(attach_error.class) {
+            self.seen_after_create(node, eni).await
+        } else {
+            SeenAfterCreate::Detached
+        };
+        match after_attach_failure(attach_error.class, seen) {
+            AfterAttachFailure::Keep => return Ok(()),
+            AfterAttachFailure::LeaveToGc => {
+                tracing::warn!(node = %node.name, eni = %eni.id, error = %attach_error, "a new ENI could not be attached and is not listed yet; left to GC (it carries our tags)");
+                return Err(attach_error);
             }
+            AfterAttachFailure::Delete => {}
         }
         match self.provider.delete_eni(&eni.id).await {
             // Its addresses are free again: undo what `act` counted for the create.
@@ -493,6 +521,40 @@ impl Executor {
         }
     }
 
+    /// Where a fresh listing finds an ENI created a moment ago: on the instance (a
+    /// per-instance resync), else in its subnet's listing.
+    async fn seen_after_create(&self, node: &NodeTarget, eni: &Eni) -> SeenAfterCreate {
+        if self.resync.instance(&node.instance).await.is_ok()
+            && self.cache.enis_of(&node.instance).iter().any(|e| e.id == eni.id)
+        {
+            return SeenAfterCreate::OnTheInstance;
+        }
+        match list_all_enis(self.provider.as_ref(), &EniQuery::Subnet(eni.subnet.clone())).await {
+            Ok((listed, _)) => match listed.iter().find(|e| e.id == eni.id) {
+                Some(e) if e.instance.as_ref() == Some(&node.instance) => SeenAfterCreate::OnTheInstance,
+                Some(_) => SeenAfterCreate::Detached,
+                None => SeenAfterCreate::NotListed,
+            },
+            // Cannot look: never delete blind.
+            Err(_) => SeenAfterCreate::NotListed,
+        }
+    }
+
+    /// What this cluster knows of the IPs it handled on the node.
+    fn ip_record(&self, node: &NodeTarget) -> IpRecord {
+        let (now, cooldown) = (self.now(), self.config.released_cooldown);
+        self.ips.lock().expect("ip ledger lock").record(&node.instance, &node.published, now, cooldown)
+    }
+
+    fn record_assigned(&self, node: &NodeTarget, eni: &EniId, ips: &[Ipv4Addr], on_primary: bool) {
+        self.ips.lock().expect("ip ledger lock").assigned(&node.instance, eni, ips, on_primary);
+    }
+
+    fn record_released(&self, ips: &[Ipv4Addr]) {
+        let now = self.now();
+        self.ips.lock().expect("ip ledger lock").released(ips, now);
+    }
+
     fn subnet_of(&self, node: &NodeTarget, eni: &EniId) -> Option<SubnetId> {
         self.cache.enis_of(&node.instance).into_iter().find(|e| &e.id == eni).map(|e| e.subnet)
     }
@@ -510,9 +572,4 @@ impl Executor {
             .hash(&mut h);
         format!("eni-ipam-{:016x}", h.finish())
     }
-}
-
-/// ENIs that serve pods: in use, from the first usable index on.
-fn usable(enis: &[Eni], first_index: u32) -> impl Iterator<Item = &Eni> {
-    enis.iter().filter(move |e| e.state == EniState::InUse && e.device_index.unwrap_or(0) >= first_index)
 }

@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::executor::{ExecError, Executor, NodeOutcome, NodeTarget};
 use crate::knob_source::NodeKnobs;
+use crate::node_identity::{self, NodeDirectory};
 use crate::node_store::{NodeStore, PoolUpdate};
 use crate::planner::{Shortfall, SubnetSelector};
 use crate::work_queue::WorkQueue;
@@ -35,6 +36,16 @@ pub enum NodeEvent {
         needed: u32,
         /// How long the work took.
         took: Duration,
+    },
+    /// Not worked: the ENINode's instance is not its Node's (`crate::node_identity`).
+    /// Not retried; a Node event brings it back.
+    Refused {
+        /// The node.
+        node: String,
+        /// The condition's reason.
+        reason: &'static str,
+        /// What is wrong, in words.
+        message: String,
     },
     /// Failed; retried after `retry_in`.
     Failed {
@@ -63,6 +74,7 @@ pub struct Fleet {
     executor: Arc<Executor>,
     store: Arc<dyn NodeStore>,
     knobs: Arc<dyn NodeKnobs>,
+    directory: Arc<dyn NodeDirectory>,
     queue: WorkQueue,
     config: FleetConfig,
     failures: Mutex<HashMap<String, u32>>,
@@ -78,6 +90,7 @@ impl Fleet {
         executor: Arc<Executor>,
         store: Arc<dyn NodeStore>,
         knobs: Arc<dyn NodeKnobs>,
+        directory: Arc<dyn NodeDirectory>,
         config: FleetConfig,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<NodeEvent>) {
         let (events, rx) = mpsc::unbounded_channel();
@@ -85,6 +98,7 @@ impl Fleet {
             executor,
             store,
             knobs,
+            directory,
             queue: WorkQueue::new(),
             config,
             failures: Mutex::new(HashMap::new()),
@@ -197,6 +211,21 @@ impl Fleet {
             Ok(None) => return, // deleted meanwhile: GC's business
             Err(e) => return self.failed(name, e.to_string(), started),
         };
+        // Before anything reaches the cloud: is this ENINode's instance its Node's?
+        if let Err(refusal) = node_identity::check(name, &node.spec.instance_id, &self.directory.seen(name)) {
+            tracing::warn!(node = name, reason = refusal.reason, "{}", refusal.message);
+            self.failures.lock().expect("failures lock").remove(name);
+            let condition = PoolUpdate::pool_ready(false, refusal.reason, refusal.message.clone());
+            if let Err(e) = self.store.set_condition(name, condition).await {
+                tracing::debug!(node = name, error = %e, "could not write the refusal condition");
+            }
+            let _ = self.events.send(NodeEvent::Refused {
+                node: name.into(),
+                reason: refusal.reason,
+                message: refusal.message,
+            });
+            return;
+        }
         let (target, effective) = match self.target(&node) {
             Ok(resolved) => resolved,
             Err(conflict) => {
@@ -224,7 +253,11 @@ impl Fleet {
                 if let Some(short) = &shortfall {
                     tracing::info!(node = name, reason = short.reason(), "node short of IPs");
                 }
-                let update = PoolUpdate { effective: Some(effective), ..update_of(&outcome) };
+                let update = PoolUpdate {
+                    effective: Some(effective),
+                    pool_instance: Some(target.instance.clone()),
+                    ..update_of(&outcome)
+                };
                 if let Err(e) = self.store.publish(name, update).await {
                     return self.failed(name, e.to_string(), started);
                 }
@@ -304,6 +337,11 @@ impl Fleet {
             used,
             free_since,
             release,
+            published: spec
+                .pool
+                .iter()
+                .filter_map(|(ip, entry)| Some((ip.parse().ok()?, entry.eni.clone())))
+                .collect(),
         };
         Ok((target, effective))
     }
@@ -374,6 +412,7 @@ fn update_of(outcome: &NodeOutcome) -> PoolUpdate {
         condition: PoolUpdate::pool_ready(ready, reason, message),
         release: outcome.release.iter().map(|(ip, state)| (ip.to_string(), *state)).collect(),
         effective: None,
+        pool_instance: None,
     }
 }
 

@@ -127,6 +127,13 @@ impl InstancesCache {
         }
     }
 
+    /// The cloud said the subnet is full: it is, until the next subnet listing.
+    pub fn mark_subnet_full(&self, subnet: &SubnetId) {
+        if let Some(s) = self.write().subnets.get_mut(subnet) {
+            s.free_ips = 0;
+        }
+    }
+
     /// Stores instance-type limits.
     pub fn set_limits(&self, limits: Vec<InstanceLimits>) {
         let mut cache = self.write();

@@ -103,7 +103,9 @@ impl NodeStore for KubeNodeStore {
         };
         let current = self.cache.get(&ObjectRef::new(name));
         let status = current.as_ref().and_then(|n| n.status.clone()).unwrap_or_default();
-        let pool_same = current.as_ref().is_some_and(|n| n.spec.pool == update.pool);
+        let pool_same = current
+            .as_ref()
+            .is_some_and(|n| n.spec.pool == update.pool && n.spec.pool_instance_id == update.pool_instance);
         let old_condition = status.conditions.iter().find(|c| c.type_ == update.condition.type_);
         let condition_same = old_condition.is_some_and(|c| same_condition(c, &update.condition));
         let effective_same = update.effective.is_none() || status.effective_ipam == update.effective;
@@ -114,7 +116,8 @@ impl NodeStore for KubeNodeStore {
             && status.eni_count == update.enis.len() as u32;
         let params = PatchParams::apply(FIELD_MANAGER).force();
         if !pool_same {
-            let body = json!({"apiVersion": "eni-ipam.io/v1alpha1", "kind": "ENINode", "spec": {"pool": update.pool}});
+            let body = json!({"apiVersion": "eni-ipam.io/v1alpha1", "kind": "ENINode",
+                "spec": {"pool": update.pool, "poolInstanceId": update.pool_instance}});
             self.api
                 .patch(name, &params, &Patch::Apply(&body))
                 .await

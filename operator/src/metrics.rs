@@ -162,7 +162,7 @@ impl Default for OperatorMetrics {
             subnet_free.clone(),
         );
         let nodes = Family::<CategoryLabel, Gauge>::default();
-        registry.register("nodes", "Nodes by category: ok, deficit, at-capacity", nodes.clone());
+        registry.register("nodes", "Nodes by category: ok, deficit, at-capacity, refused", nodes.clone());
         let leader = Gauge::default();
         registry.register(
             "operator_leader",
@@ -225,6 +225,13 @@ impl OperatorMetrics {
                     None => "deficit",
                 };
                 (node, NodeState { category, needed: *needed }, true, *took)
+            }
+            NodeEvent::Refused { node, .. } => {
+                self.node_states
+                    .lock()
+                    .expect("metrics lock")
+                    .insert(node.clone(), NodeState { category: "refused", needed: 0 });
+                return;
             }
             NodeEvent::Failed { node, took, .. } => {
                 let needed = self.node_states.lock().expect("metrics lock").get(node).map_or(0, |s| s.needed);
@@ -314,7 +321,7 @@ impl OperatorMetrics {
                     .set(subnet.free_ips.into());
             }
         }
-        for category in ["ok", "deficit", "at-capacity"] {
+        for category in ["ok", "deficit", "at-capacity", "refused"] {
             let n = states.values().filter(|s| s.category == category).count();
             self.nodes.get_or_create(&CategoryLabel { category }).set(n as i64);
         }

@@ -27,12 +27,15 @@ pub fn event_for(event: &NodeEvent) -> (EventType, &'static str, String) {
             (EventType::Normal, "Allocating", format!("{needed} IPs still to allocate"))
         }
         NodeEvent::Failed { error, .. } => (EventType::Warning, "AllocationFailed", error.clone()),
+        NodeEvent::Refused { reason, message, .. } => (EventType::Warning, reason, message.clone()),
     }
 }
 
 fn node_of(event: &NodeEvent) -> &str {
     match event {
-        NodeEvent::Converged { node, .. } | NodeEvent::Failed { node, .. } => node,
+        NodeEvent::Converged { node, .. }
+        | NodeEvent::Failed { node, .. }
+        | NodeEvent::Refused { node, .. } => node,
     }
 }
 

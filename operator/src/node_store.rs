@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use eni_ipam_api::{
-    ConditionStatus, ENINode, ENINodeCondition, EffectiveIpam, EniStatus, PoolEntry, ReleaseState,
+    ConditionStatus, ENINode, ENINodeCondition, EffectiveIpam, EniStatus, InstanceId, PoolEntry, ReleaseState,
 };
 
 /// What the operator publishes for a node after working on it.
@@ -16,6 +16,8 @@ use eni_ipam_api::{
 pub struct PoolUpdate {
     /// `spec.pool`: IP -> ENI and subnet.
     pub pool: BTreeMap<String, PoolEntry>,
+    /// `spec.poolInstanceId`: the instance the pool was built for.
+    pub pool_instance: Option<InstanceId>,
     /// `status.enis`.
     pub enis: BTreeMap<String, EniStatus>,
     /// The `PoolReady` condition.
@@ -127,6 +129,7 @@ impl NodeStore for MemoryNodeStore {
         let mut release = status.release.clone();
         apply_release_changes(&mut release, &update.release);
         let changed = node.spec.pool != update.pool
+            || node.spec.pool_instance_id != update.pool_instance
             || status.enis != update.enis
             || status.conditions.first() != Some(&update.condition)
             || status.release != release
@@ -144,6 +147,7 @@ impl NodeStore for MemoryNodeStore {
             status.effective_ipam = update.effective;
         }
         node.spec.pool = update.pool;
+        node.spec.pool_instance_id = update.pool_instance;
         self.writes.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

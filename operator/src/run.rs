@@ -30,6 +30,7 @@ use crate::kube_store::KubeNodeStore;
 use crate::leader::{LeaderConfig, LeaderElector};
 use crate::metrics::OperatorMetrics;
 use crate::node_events;
+use crate::node_identity::{NodeDirectory, NodeSeen};
 
 /// Settings of `run`.
 #[derive(Clone, Debug)]
@@ -258,8 +259,13 @@ fn start_term(
             return;
         }
         let store = Arc::new(KubeNodeStore::new(Api::all(client.clone()), caches.eninodes.clone()));
-        let Controller { fleet, events, resync, cache } =
-            Controller::build_with_knobs(provider.clone(), store, &config.controller, knobs);
+        let Controller { fleet, events, resync, cache } = Controller::build_with_knobs(
+            provider.clone(),
+            store,
+            &config.controller,
+            knobs,
+            Arc::new(caches.nodes.clone()),
+        );
         metrics.set_cloud_cache(cache);
         let observer = metrics.clone();
         resync.observe(Arc::new(move |bulk, took| observer.resync(bulk, took)));
@@ -308,6 +314,17 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         for task in &self.0 {
             task.abort();
+        }
+    }
+}
+
+/// The Node cache as the fleet's directory: an ENINode is worked only when its
+/// instance is the one its Node runs on.
+impl NodeDirectory for Store<Node> {
+    fn seen(&self, name: &str) -> NodeSeen {
+        match self.get(&ObjectRef::new(name)) {
+            None => NodeSeen::Missing,
+            Some(node) => NodeSeen::Runs(instance_of(&node)),
         }
     }
 }

@@ -4,209 +4,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use eni_ipam_api::{EniId, InstanceId, InstanceType, PoolKnobs, ReleaseState, SubnetId, VpcId, Zone};
-use eni_ipam_cloud::fake::{FakeCloud, FakeProvider, Faults};
-use eni_ipam_cloud::{
-    Api, BucketId, BucketSpec, CallGuard, CloudProfile, CloudProvider, CreateEni, Eni, EniState, RetryPolicy,
-    tag,
-};
-use eni_ipam_operator::executor::{ExecError, Executor, ExecutorConfig, NodeOutcome, NodeTarget};
-use eni_ipam_operator::instances::InstancesCache;
+use eni_ipam_api::{EniId, InstanceId, SubnetId};
+use eni_ipam_cloud::fake::Faults;
+use eni_ipam_cloud::{Api, CloudProfile, CreateEni, EniState, tag};
+use eni_ipam_operator::executor::{ExecError, NodeTarget};
 use eni_ipam_operator::planner::{Shortfall, SubnetSelector};
-use eni_ipam_operator::resync::Resyncer;
 use futures::future::join_all;
 use tokio::time::Instant;
 
-const CLUSTER: &str = "test-cluster";
 mod common;
 
-use common::observed::Observed;
-
-const VPC: &str = "vpc-test";
-
-// ---------------------------------------------------------------------------
-// The test bed.
-// ---------------------------------------------------------------------------
-
-/// How to build a [`Bed`].
-struct Setup {
-    profile: CloudProfile,
-    /// Prefix length of the bed's main subnet.
-    prefix: u8,
-    /// Client limiter buckets (`None`: the profile's quotas, at 0.95).
-    limiter: Option<BTreeMap<BucketId, BucketSpec>>,
-    release_delay: Duration,
-    seed: u64,
-}
-
-impl Setup {
-    fn new(profile: CloudProfile) -> Self {
-        Self { profile, prefix: 24, limiter: None, release_delay: Duration::from_secs(1), seed: 7 }
-    }
-
-    fn prefix(mut self, prefix: u8) -> Self {
-        self.prefix = prefix;
-        self
-    }
-
-    fn limiter(mut self, limits: BTreeMap<BucketId, BucketSpec>) -> Self {
-        self.limiter = Some(limits);
-        self
-    }
-
-    fn build(self) -> Bed {
-        let vpc = VpcId::from(VPC);
-        let zone = Zone::from("zone-a");
-        let cloud = Arc::new(FakeCloud::new(self.profile.clone(), vpc.clone(), self.seed));
-        let subnet = cloud.console().add_subnet(
-            zone.clone(),
-            Ipv4Addr::new(10, 0, 0, 0),
-            self.prefix,
-            BTreeMap::new(),
-        );
-        let retry = RetryPolicy::cloud_default(self.seed);
-        let guard = match self.limiter {
-            Some(limits) => CallGuard::new(self.profile.clone(), limits, retry),
-            None => CallGuard::for_profile(self.profile.clone(), 0.95, retry),
-        };
-        let creates = Arc::new(Mutex::new(Vec::new()));
-        let seen = creates.clone();
-        let provider: Arc<dyn CloudProvider> = Arc::new(Observed {
-            inner: FakeProvider::new(cloud.clone(), Arc::new(guard)),
-            on_create: Some(Box::new(move |request: &CreateEni| {
-                seen.lock().unwrap().push(request.secondary_ips)
-            })),
-            on_unassign: None,
-        });
-        let cache = Arc::new(InstancesCache::new());
-        let resync =
-            Resyncer::spawn(provider.clone(), cache.clone(), vpc.clone(), Duration::from_millis(100));
-        let config = ExecutorConfig {
-            cluster: CLUSTER.into(),
-            vpc,
-            release_delay: self.release_delay,
-            ..ExecutorConfig::default()
-        };
-        let executor = Executor::new(provider, cache, resync, config, self.seed);
-        Bed { cloud, creates, executor, subnet, zone }
-    }
-}
-
-struct Bed {
-    cloud: Arc<FakeCloud>,
-    /// Secondary IPs of every create, in order.
-    creates: Arc<Mutex<Vec<u32>>>,
-    executor: Executor,
-    /// The main subnet: instances are launched in it.
-    subnet: SubnetId,
-    zone: Zone,
-}
-
-impl Bed {
-    fn aws() -> Self {
-        Setup::new(CloudProfile::aws()).build()
-    }
-
-    fn alibaba() -> Self {
-        Setup::new(CloudProfile::alibaba()).build()
-    }
-
-    /// Another subnet of the bed's zone.
-    fn add_subnet(&self, base: Ipv4Addr, prefix: u8) -> SubnetId {
-        self.cloud.console().add_subnet(self.zone.clone(), base, prefix, BTreeMap::new())
-    }
-
-    /// A VM with its primary ENI in the main subnet.
-    fn launch(&self, instance_type: &str) -> InstanceId {
-        self.cloud.console().launch_instance(instance_type, &self.subnet).expect("launch")
-    }
-
-    /// The node of an instance, with `pre_allocate` and nothing used.
-    fn node(&self, name: &str, instance: &InstanceId, ty: &str, first_index: u32, pre: u32) -> NodeTarget {
-        NodeTarget {
-            name: name.into(),
-            instance: instance.clone(),
-            instance_type: InstanceType::from(ty),
-            zone: self.zone.clone(),
-            knobs: PoolKnobs { pre_allocate: pre, ..PoolKnobs::default() },
-            first_interface_index: first_index,
-            selector: SubnetSelector::default(),
-            security_groups: vec![],
-            used: BTreeSet::new(),
-            free_since: BTreeMap::new(),
-            release: BTreeMap::new(),
-        }
-    }
-
-    /// Every ENI of the cloud.
-    fn cloud_enis(&self) -> Vec<Eni> {
-        self.cloud.console().all_enis().cloned().collect()
-    }
-
-    /// The cloud's ENIs of one instance, by device index.
-    fn enis_of(&self, instance: &InstanceId) -> Vec<Eni> {
-        let mut enis: Vec<Eni> =
-            self.cloud_enis().into_iter().filter(|e| e.instance.as_ref() == Some(instance)).collect();
-        enis.sort_by_key(|e| e.device_index);
-        enis
-    }
-
-    /// ENIs the executor created (by their tags).
-    fn ours(&self) -> Vec<Eni> {
-        self.cloud_enis().into_iter().filter(|e| e.is_ours(CLUSTER)).collect()
-    }
-
-    /// Server-side calls per operation.
-    fn calls(&self, api: Api) -> u64 {
-        self.cloud.counts().get(&api).map_or(0, |c| c.calls)
-    }
-
-    /// Server-side calls of every mutating operation.
-    fn mutating_calls(&self) -> BTreeMap<Api, u64> {
-        self.cloud.counts().into_iter().filter(|(api, _)| !api.is_read()).map(|(a, c)| (a, c.calls)).collect()
-    }
-
-    /// Free addresses of a subnet, as the cloud counts them.
-    fn free_ips(&self, subnet: &SubnetId) -> u32 {
-        let subnets = self.cloud.console().list_subnets(&VpcId::from(VPC));
-        subnets.into_iter().find(|s| &s.id == subnet).expect("subnet exists").free_ips
-    }
-
-    /// Secondary IPs the executor asked for in each create call.
-    fn creates(&self) -> Vec<u32> {
-        self.creates.lock().unwrap().clone()
-    }
-
-    /// Nothing leaked: no ENI is left detached, and every ENI we created is
-    /// attached (in use) to some instance.
-    fn assert_no_leak(&self) {
-        for eni in self.cloud_enis() {
-            assert_ne!(eni.state, EniState::Detached, "ENI left detached (leak): {eni:?}");
-        }
-        for eni in self.ours() {
-            assert!(eni.instance.is_some() && eni.state == EniState::InUse, "our ENI not in use: {eni:?}");
-        }
-    }
-
-    /// The published pool is exactly the secondary IPs of the node's usable
-    /// ENIs in the cloud, each on the ENI it names.
-    fn assert_pool_matches_cloud(&self, node: &NodeTarget, outcome: &NodeOutcome) {
-        let mut in_cloud = BTreeMap::new();
-        for eni in self.enis_of(&node.instance) {
-            if eni.state == EniState::InUse && eni.device_index.unwrap_or(0) >= node.first_interface_index {
-                for ip in &eni.secondary_ips {
-                    in_cloud.insert(*ip, eni.id.clone());
-                }
-            }
-        }
-        let published: BTreeMap<Ipv4Addr, EniId> =
-            outcome.pool.iter().map(|(ip, entry)| (*ip, entry.eni.clone())).collect();
-        assert_eq!(published, in_cloud, "node {}: pool differs from the cloud", node.name);
-    }
-}
+use common::executor_bed::{Bed, CLUSTER, Setup, free_since_start, release_round};
 
 // ---------------------------------------------------------------------------
 // 1, 2: a fresh node, then idempotence.
@@ -352,11 +162,13 @@ async fn attach_to_a_taken_index_deletes_the_new_eni_and_uses_the_next_index() {
     // Another writer takes index 1; the executor's cache does not know yet.
     let foreign = attach_foreign(&bed, &instance, &bed.subnet, 1, 0);
 
-    node.knobs.pre_allocate = 20;
+    // 9 pod IPs per ENI: the primary's and those of a new ENI (the foreign one gets none).
+    node.knobs.pre_allocate = 18;
     let outcome = bed.executor.converge(&node).await.expect("re-plans after the failed attach");
 
     assert!(outcome.ready(), "{:?}", outcome.plan);
-    assert_eq!(outcome.pool.len(), 20);
+    assert_eq!(outcome.pool.len(), 18);
+    assert!(bed.enis_of(&instance)[1].secondary_ips.is_empty(), "no IP assigned on the foreign ENI");
     assert_eq!(bed.calls(Api::CreateNetworkInterface), 2, "one at the taken index, one at the next");
     assert_eq!(bed.calls(Api::DeleteNetworkInterface), 1, "the unattachable ENI was deleted");
     let ours = bed.ours();
@@ -379,12 +191,13 @@ async fn attach_to_a_full_instance_leaks_nothing() {
     attach_foreign(&bed, &instance, &bed.subnet, 1, 0);
     attach_foreign(&bed, &instance, &bed.subnet, 2, 0);
 
-    node.knobs.pre_allocate = 30; // above the 27 the instance can hold
+    node.knobs.pre_allocate = 30; // the foreign ENIs leave only the primary's 9
     let result = bed.executor.converge(&node).await;
 
     if let Ok(outcome) = &result {
-        assert_eq!(outcome.plan.shortfall, Some(Shortfall::InstanceLimit { missing: 3 }));
-        assert_eq!(outcome.pool.len(), 27);
+        assert_eq!(outcome.plan.shortfall, Some(Shortfall::InstanceLimit { missing: 21 }));
+        assert_eq!(outcome.pool.len(), 9);
+        assert_eq!(outcome.capacity, 9, "the foreign ENIs' slots are not this cluster's capacity");
         bed.assert_pool_matches_cloud(&node, outcome);
     }
     assert!(bed.calls(Api::CreateNetworkInterface) >= 1, "the stale plan did try to create");
@@ -431,34 +244,6 @@ async fn a_failed_attach_gives_its_addresses_back_to_the_subnet_count() {
 // ---------------------------------------------------------------------------
 
 /// Every pool IP free since the executor started.
-fn free_since_start(outcome: &NodeOutcome) -> BTreeMap<Ipv4Addr, Duration> {
-    outcome.pool.keys().map(|ip| (*ip, Duration::ZERO)).collect()
-}
-
-/// The IPs an outcome marks for release, answered `ready` as the node's agent would.
-fn answered_ready(outcome: &NodeOutcome) -> BTreeMap<Ipv4Addr, ReleaseState> {
-    outcome
-        .release
-        .iter()
-        .filter(|(_, change)| **change == Some(ReleaseState::Marked))
-        .map(|(ip, _)| (*ip, ReleaseState::Ready))
-        .collect()
-}
-
-/// One release through the handshake: converge (marks), the agent answers, converge (releases).
-async fn release_round(bed: &Bed, node: &mut NodeTarget) -> NodeOutcome {
-    let unassigns = bed.calls(Api::UnassignPrivateIpAddresses);
-    let marked = bed.executor.converge(node).await.expect("marks");
-    assert_eq!(
-        bed.calls(Api::UnassignPrivateIpAddresses),
-        unassigns,
-        "nothing leaves before the agent answers"
-    );
-    assert!(!marked.plan.mark.is_empty(), "the excess is marked: {:?}", marked.plan);
-    node.release = answered_ready(&marked);
-    bed.executor.converge(node).await.expect("releases")
-}
-
 #[tokio::test(start_paused = true)]
 async fn free_ips_past_the_release_delay_go_back_to_the_cloud() {
     let bed = Bed::aws();

@@ -40,6 +40,7 @@ async fn publish_applies_spec_pool_then_status_as_eni_ipam_operator_and_skips_no
     )]);
     let update = PoolUpdate {
         pool: pool.clone(),
+        pool_instance: Some(eni_ipam_api::InstanceId::from("i-1")),
         enis: BTreeMap::new(),
         condition: PoolUpdate::pool_ready(true, "AtTarget", String::new()),
         release: BTreeMap::new(),
@@ -60,7 +61,7 @@ async fn publish_applies_spec_pool_then_status_as_eni_ipam_operator_and_skips_no
         assert_eq!(
             spec,
             json!({"apiVersion":"eni-ipam.io/v1alpha1","kind":"ENINode",
-                "spec":{"pool":{"10.0.0.5":{"eni":"eni-1","subnet":"subnet-1"}}}})
+                "spec":{"pool":{"10.0.0.5":{"eni":"eni-1","subnet":"subnet-1"}},"poolInstanceId":"i-1"}})
         );
         let status = expect(
             &mut handle,
@@ -86,6 +87,7 @@ async fn publish_applies_spec_pool_then_status_as_eni_ipam_operator_and_skips_no
     // Once the cache holds what was published, the same publish sends nothing.
     let mut published = node;
     published.spec.pool = pool;
+    published.spec.pool_instance_id = update.pool_instance.clone();
     let mut status =
         ENINodeStatus { available: 1, effective_ipam: update.effective.clone(), ..Default::default() };
     status.conditions = vec![update.condition.clone()];
@@ -118,6 +120,7 @@ async fn release_marks_are_a_merge_patch_on_status_that_can_drop_the_agents_answ
     let store = KubeNodeStore::new(Api::all(kube::Client::new(mock, "default")), reader);
     let update = PoolUpdate {
         pool: BTreeMap::new(),
+        pool_instance: None,
         enis: BTreeMap::new(),
         condition,
         release: BTreeMap::from([

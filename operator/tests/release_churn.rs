@@ -64,6 +64,7 @@ async fn no_ip_in_use_is_ever_unassigned_while_pods_churn() {
         inner: FakeProvider::new(cloud.clone(), guard),
         on_create: None,
         on_unassign: Some(Box::new(check)),
+        lag: Default::default(),
     });
     let client = common::client(&url);
     let mut config = common::run_config("churn", "vpc-churn", 4, 3);

@@ -137,7 +137,7 @@ async fn eni_lifecycle_round_trip_with_tags_and_client_token() {
 
     let before: BTreeSet<_> =
         listed.iter().find(|e| e.id == eni.id).unwrap().secondary_ips.iter().copied().collect();
-    p.assign_ips(&eni.id, 2).await.unwrap();
+    let answered: BTreeSet<_> = p.assign_ips(&eni.id, 2).await.unwrap().into_iter().collect();
     let listed = list_all_enis(&p, &EniQuery::Instances(vec![inst.clone()])).await.unwrap().0;
     let added: Vec<_> = listed
         .iter()
@@ -149,6 +149,9 @@ async fn eni_lifecycle_round_trip_with_tags_and_client_token() {
         .copied()
         .collect();
     assert_eq!(added.len(), 2);
+    // As EC2 does: the answer names the addresses this call assigned, nothing else (the
+    // operator trusts it to know which IPs on an ENI it did not create are its own).
+    assert_eq!(answered, added.iter().copied().collect::<BTreeSet<_>>());
     p.unassign_ips(&eni.id, &added[..1]).await.unwrap();
     let now = list_all_enis(&p, &EniQuery::Instances(vec![inst.clone()])).await.unwrap().0;
     let now = now.iter().find(|e| e.id == eni.id).unwrap();

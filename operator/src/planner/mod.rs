@@ -15,6 +15,8 @@ use std::time::Duration;
 use eni_ipam_api::{EniId, PoolKnobs, ReleaseState, SubnetId, Zone};
 use eni_ipam_cloud::{BatchLimits, InstanceLimits, Subnet};
 
+pub use crate::ownership::EniOwner;
+
 pub use pool_math::{excess_ips, needed_ips};
 pub use subnet_choice::{SubnetPick, SubnetSelector, pick_subnet};
 
@@ -31,6 +33,9 @@ pub struct EniView {
     pub secondary_ips: u32,
     /// `false` while the attachment is still in progress.
     pub in_use: bool,
+    /// Whose it is: IPs are added only to ours and to the primary ENI, never to a
+    /// foreign one (which still takes its device slot).
+    pub owner: EniOwner,
 }
 
 /// One IP of the node's pool.
@@ -61,7 +66,8 @@ pub struct NodeSnapshot {
     pub knobs: PoolKnobs,
     /// Attached (or attaching) ENIs.
     pub enis: Vec<EniView>,
-    /// The pool: secondary IPs on in-use ENIs from the first usable index.
+    /// The pool: this cluster's secondary IPs on in-use ENIs from the first usable
+    /// index (`crate::ownership`).
     pub pool: Vec<PoolIp>,
     /// Subnets of the VPC with free counts.
     pub subnets: Vec<Subnet>,
@@ -168,7 +174,9 @@ impl NodeSnapshot {
         let attaching: u32 = self
             .enis
             .iter()
-            .filter(|e| !e.in_use && e.device_index >= self.first_interface_index)
+            .filter(|e| {
+                !e.in_use && e.device_index >= self.first_interface_index && e.owner == EniOwner::Ours
+            })
             .map(|e| e.secondary_ips)
             .sum();
         self.pool.len() as u32 + attaching
@@ -216,8 +224,11 @@ fn allocate(node: &NodeSnapshot, needed: u32, available: u32) -> Plan {
     let mut actions = Vec::new();
 
     // 1. Fill ENIs already attached, lowest device index first.
-    let mut usable: Vec<&EniView> =
-        node.enis.iter().filter(|e| e.in_use && e.device_index >= node.first_interface_index).collect();
+    let mut usable: Vec<&EniView> = node
+        .enis
+        .iter()
+        .filter(|e| e.in_use && e.device_index >= node.first_interface_index && e.owner.takes_ips())
+        .collect();
     usable.sort_by_key(|e| e.device_index);
     for eni in usable {
         if remaining == 0 {

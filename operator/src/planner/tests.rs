@@ -85,6 +85,7 @@ impl Node {
             subnet: SubnetId::from("s-a"),
             secondary_ips: 0,
             in_use: true,
+            owner: EniOwner::Primary,
         };
         Self {
             snap: NodeSnapshot {
@@ -112,6 +113,7 @@ impl Node {
                 subnet: SubnetId::from("s-a"),
                 secondary_ips: 0,
                 in_use: true,
+                owner: EniOwner::Ours,
             });
         }
         let eni = self.snap.enis.iter_mut().find(|e| e.id == id).unwrap();
@@ -263,8 +265,52 @@ fn ips_on_an_attaching_eni_count_as_on_their_way() {
         subnet: SubnetId::from("s-b"),
         secondary_ips: 4,
         in_use: false,
+        owner: EniOwner::Ours,
     });
     assert_eq!(node.plan(), Plan::default(), "no second ENI while the first is attaching");
+}
+
+/// Another CNI's ENI (untagged, at or above the first index) on the node, holding `ips`.
+fn foreign(node: &mut Node, index: u32, ips: u32, in_use: bool) {
+    node.snap.enis.push(EniView {
+        id: EniId(format!("eni-foreign-{index}")),
+        device_index: index,
+        subnet: SubnetId::from("s-a"),
+        secondary_ips: ips,
+        in_use,
+        owner: EniOwner::Foreign,
+    });
+}
+
+#[test]
+fn a_foreign_eni_gets_no_ip_but_keeps_its_device_slot() {
+    // First index 1: the foreign ENI at 1 has room, but IPs go to a new ENI at 2.
+    let mut node = Node::new(1, knobs(3, 0, 0, 0));
+    foreign(&mut node, 1, 1, true);
+    assert_eq!(node.plan().actions, vec![create("s-b", 2, 3)]);
+    // Every slot but the primary's taken by foreign ENIs: an instance limit, not an assign to them.
+    let mut node = Node::new(1, knobs(3, 0, 0, 0));
+    for index in 1..4 {
+        foreign(&mut node, index, 0, true);
+    }
+    let plan = node.plan();
+    assert!(plan.actions.is_empty(), "{plan:?}");
+    assert_eq!(plan.shortfall, Some(Shortfall::InstanceLimit { missing: 3 }));
+}
+
+#[test]
+fn the_primary_eni_takes_ips_around_the_ones_another_cni_holds() {
+    // 5 pod IPs per ENI; another CNI holds 4 on the primary: 1 assigned there, the rest on a new ENI.
+    let mut node = Node::new(0, knobs(3, 0, 0, 0));
+    node.snap.enis[0].secondary_ips = 4;
+    assert_eq!(node.plan().actions, vec![assign("eni-0", 1), create("s-b", 1, 2)]);
+}
+
+#[test]
+fn a_foreign_eni_attaching_is_not_counted_as_on_its_way() {
+    let mut node = Node::new(1, knobs(4, 0, 0, 0));
+    foreign(&mut node, 1, 4, false);
+    assert_eq!(node.plan().actions, vec![create("s-b", 2, 4)]);
 }
 
 #[test]

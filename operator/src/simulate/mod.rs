@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use crate::controller::{Controller, ControllerConfig};
 use crate::fleet::NodeEvent;
 use crate::node_store::MemoryNodeStore;
-use crate::planner::{EniView, NodeSnapshot, SubnetSelector};
+use crate::planner::{EniOwner, EniView, NodeSnapshot, SubnetSelector};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use report::{SimReport, percentile};
@@ -411,6 +411,10 @@ async fn drive(
             }
             Ok(Some(NodeEvent::Converged { .. })) => {}
             Ok(Some(NodeEvent::Failed { .. })) => failures += 1,
+            // `simulate` checks no Node (`Unchecked`): never sent here.
+            Ok(Some(NodeEvent::Refused { node, .. })) => {
+                unreachable!("node {node} refused without a Node check")
+            }
             Ok(None) | Err(_) => break,
         }
     }
@@ -450,6 +454,7 @@ fn fresh_node(
             subnet,
             secondary_ips: 0,
             in_use: true,
+            owner: EniOwner::Primary,
         }],
         pool: vec![],
         subnets,

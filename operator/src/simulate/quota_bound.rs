@@ -9,7 +9,7 @@ use std::time::Duration;
 use eni_ipam_api::EniId;
 use eni_ipam_cloud::{Api, BucketId, CloudProfile};
 
-use crate::planner::{self, Action, EniView, NodeSnapshot, PoolIp};
+use crate::planner::{self, Action, EniOwner, EniView, NodeSnapshot, PoolIp};
 
 /// The fewest calls one fresh node needs, and the shortest chain of them.
 #[derive(Clone, Debug, PartialEq)]
@@ -56,6 +56,7 @@ pub fn fresh_node_cost(fresh: &NodeSnapshot, profile: &CloudProfile) -> NodeCost
                         subnet,
                         secondary_ips: ips,
                         in_use: true,
+                        owner: EniOwner::Ours,
                     });
                     let chain = vec![
                         (Api::CreateNetworkInterface, profile.write_latency),
@@ -171,6 +172,7 @@ mod tests {
                 subnet: SubnetId::from("s"),
                 secondary_ips: 0,
                 in_use: true,
+                owner: EniOwner::Primary,
             }],
             pool: vec![],
             subnets: vec![Subnet {

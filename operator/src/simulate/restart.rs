@@ -218,7 +218,7 @@ async fn wait_worked(
             Some(NodeEvent::Converged { node, .. }) => {
                 worked.insert(node);
             }
-            Some(NodeEvent::Failed { .. }) => {}
+            Some(NodeEvent::Failed { .. } | NodeEvent::Refused { .. }) => {}
             None => return,
         }
     }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses its own part
 
+pub mod executor_bed;
 pub mod observed;
 
 use std::time::Duration;

@@ -1,15 +1,16 @@
 //! A cloud provider that delegates to the fake cloud's and lets a test watch
 //! the calls that change things (creates and unassigns) as they are made.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use eni_ipam_api::{EniId, InstanceId, InstanceType, VpcId};
 use eni_ipam_cloud::fake::FakeProvider;
 use eni_ipam_cloud::{
-    BatchLimits, CloudKind, CloudProvider, CloudResult, CreateEni, Eni, EniQuery, InstanceLimits, Page,
-    Subnet,
+    Api, BatchLimits, CloudError, CloudKind, CloudProvider, CloudResult, CreateEni, Eni, EniQuery,
+    ErrorClass, InstanceLimits, Page, Subnet,
 };
 
 /// Called with every create request, before it is sent.
@@ -25,6 +26,22 @@ pub struct Observed {
     pub on_create: Option<OnCreate>,
     /// Sees every unassign.
     pub on_unassign: Option<OnUnassign>,
+    /// The cloud's eventual consistency and EC2's error shapes, on demand.
+    pub lag: Arc<Mutex<Lag>>,
+}
+
+/// What a real cloud does that the fake cloud does not, switched on by a test.
+#[derive(Debug, Default)]
+pub struct Lag {
+    /// The next this many ENIs created are left out of every listing (EC2's
+    /// listings lag its writes) and their attach is answered not-found.
+    pub hide_next_creates: u32,
+    /// ENIs left out of every listing.
+    pub unlisted: BTreeSet<EniId>,
+    /// Addresses a stale listing still shows on their ENI (after a release).
+    pub stale: Vec<(EniId, Ipv4Addr)>,
+    /// Assigns are refused as EC2 refuses them on a full subnet: the error names the ENI.
+    pub assign_subnet_full: bool,
 }
 
 #[async_trait]
@@ -44,7 +61,17 @@ impl CloudProvider for Observed {
         page_size: u32,
         token: Option<String>,
     ) -> CloudResult<Page<Eni>> {
-        self.inner.list_enis(query, page_size, token).await
+        let mut page = self.inner.list_enis(query, page_size, token).await?;
+        let lag = self.lag.lock().unwrap();
+        page.items.retain(|e| !lag.unlisted.contains(&e.id));
+        for eni in &mut page.items {
+            for (id, ip) in &lag.stale {
+                if id == &eni.id && !eni.secondary_ips.contains(ip) {
+                    eni.secondary_ips.push(*ip);
+                }
+            }
+        }
+        Ok(page)
     }
     async fn list_subnets(&self, vpc: &VpcId) -> CloudResult<Vec<Subnet>> {
         self.inner.list_subnets(vpc).await
@@ -53,12 +80,37 @@ impl CloudProvider for Observed {
         if let Some(hook) = &self.on_create {
             hook(request);
         }
-        self.inner.create_eni(request).await
+        let created = self.inner.create_eni(request).await?;
+        let mut lag = self.lag.lock().unwrap();
+        if lag.hide_next_creates > 0 {
+            lag.hide_next_creates -= 1;
+            lag.unlisted.insert(created.id.clone());
+        }
+        Ok(created)
     }
     async fn attach_eni(&self, eni: &EniId, instance: &InstanceId, device_index: u32) -> CloudResult<()> {
+        if self.lag.lock().unwrap().unlisted.contains(eni) {
+            let message = format!("The networkInterface ID '{eni}' does not exist");
+            return Err(CloudError::new(
+                Api::AttachNetworkInterface,
+                ErrorClass::NotFound,
+                "InvalidNetworkInterfaceID.NotFound",
+                eni.as_str(),
+                message,
+            ));
+        }
         self.inner.attach_eni(eni, instance, device_index).await
     }
     async fn assign_ips(&self, eni: &EniId, count: u32) -> CloudResult<Vec<Ipv4Addr>> {
+        if self.lag.lock().unwrap().assign_subnet_full {
+            return Err(CloudError::new(
+                Api::AssignPrivateIpAddresses,
+                ErrorClass::SubnetFull,
+                "InsufficientFreeAddressesInSubnet",
+                eni.as_str(),
+                "The specified subnet does not have enough free addresses",
+            ));
+        }
         self.inner.assign_ips(eni, count).await
     }
     async fn unassign_ips(&self, eni: &EniId, ips: &[Ipv4Addr]) -> CloudResult<()> {

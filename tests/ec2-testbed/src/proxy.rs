@@ -330,8 +330,31 @@ async fn handle(state: &State, head: &str, body: &str) -> Reply {
     }
     match page {
         Some((from, size)) if status == 200 => Reply::Answer(status, paginate(&text, from, size)),
+        _ if status == 200 && action == "AssignPrivateIpAddresses" => {
+            Reply::Answer(status, only_assigned(&text, &requested_addresses(&form)))
+        }
         _ => Reply::Answer(status, text),
     }
+}
+
+/// The explicit addresses of an AssignPrivateIpAddresses request (`PrivateIpAddress.N`).
+fn requested_addresses(form: &[(String, String)]) -> Vec<String> {
+    form.iter().filter(|(k, _)| k.starts_with("PrivateIpAddress.")).map(|(_, v)| v.clone()).collect()
+}
+
+/// EC2 answers AssignPrivateIpAddresses with the addresses that call assigned; moto
+/// answers with every address of the ENI (its primary included). A client that trusts
+/// the answer, as eni-ipam does to know which IPs on an ENI it did not create are its
+/// own, would take the others for its own: so the set is cut to what was requested.
+fn only_assigned(text: &str, requested: &[String]) -> String {
+    let Some((before, all, after)) = items(text, "assignedPrivateIpAddressesSet") else {
+        return text.to_owned();
+    };
+    let kept: String = all
+        .into_iter()
+        .filter(|item| value(item, "privateIpAddress").is_some_and(|ip| requested.contains(&ip)))
+        .collect();
+    format!("{before}{kept}{after}")
 }
 
 /// Cuts a full DescribeNetworkInterfaces answer to one page and adds the token.
@@ -505,6 +528,23 @@ async fn limit_refusal(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_assign_answer_names_only_the_addresses_it_assigned() {
+        let moto = "<AssignPrivateIpAddressesResponse><networkInterfaceId>eni-1</networkInterfaceId>\
+            <assignedPrivateIpAddressesSet><item><privateIpAddress>10.0.0.44</privateIpAddress></item>\
+            <item><privateIpAddress>10.0.0.50</privateIpAddress></item>\
+            <item><privateIpAddress>10.0.0.51</privateIpAddress></item></assignedPrivateIpAddressesSet>\
+            </AssignPrivateIpAddressesResponse>";
+        let form = vec![
+            ("NetworkInterfaceId".to_owned(), "eni-1".to_owned()),
+            ("PrivateIpAddress.1".to_owned(), "10.0.0.50".to_owned()),
+            ("PrivateIpAddress.2".to_owned(), "10.0.0.51".to_owned()),
+        ];
+        let cut = only_assigned(moto, &requested_addresses(&form));
+        assert_eq!(values(&cut, "privateIpAddress"), ["10.0.0.50", "10.0.0.51"], "{cut}");
+        assert!(cut.contains("<networkInterfaceId>eni-1</networkInterfaceId>"));
+    }
 
     #[test]
     fn pages_cut_the_set_and_carry_a_token() {

@@ -1,0 +1,105 @@
+//! The executor's memory of the IPs it handled, between a cloud call and the
+//! ENINode that records it: assigns on primary ENIs not published yet (the
+//! publish after the assign can fail), and releases still cooling down (the
+//! cloud's listings lag its writes). Read through [`IpLedger::record`] into the
+//! ownership decision (`crate::ownership`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use eni_ipam_api::{EniId, InstanceId};
+
+use crate::ownership::IpRecord;
+
+/// What the executor assigned on primary ENIs and released.
+#[derive(Debug, Default)]
+pub struct IpLedger {
+    /// Per instance, IPs assigned on its primary ENI that `spec.pool` may not hold yet.
+    assigned: HashMap<InstanceId, BTreeMap<Ipv4Addr, EniId>>,
+    /// IPs released, with when (operator clock).
+    released: BTreeMap<Ipv4Addr, Duration>,
+}
+
+impl IpLedger {
+    /// The record of one instance at `now`: its published pool plus the assigns not
+    /// published yet, and the releases younger than `cooldown`. Forgets what the
+    /// published pool already holds and releases past the cooldown.
+    pub fn record(
+        &mut self,
+        instance: &InstanceId,
+        published: &BTreeMap<Ipv4Addr, EniId>,
+        now: Duration,
+        cooldown: Duration,
+    ) -> IpRecord {
+        self.released.retain(|_, at| now.saturating_sub(*at) < cooldown);
+        let mut assigned = published.clone();
+        if let Some(pending) = self.assigned.get_mut(instance) {
+            pending.retain(|ip, eni| published.get(ip) != Some(eni));
+            assigned.extend(pending.iter().map(|(ip, eni)| (*ip, eni.clone())));
+        }
+        IpRecord { assigned, cooling: self.released.keys().copied().collect() }
+    }
+
+    /// The cloud assigned `ips` on `eni` of `instance` (its primary ENI when `on_primary`).
+    pub fn assigned(&mut self, instance: &InstanceId, eni: &EniId, ips: &[Ipv4Addr], on_primary: bool) {
+        for ip in ips {
+            // Assigned afresh by the cloud: whatever a listing showed before is over.
+            self.released.remove(ip);
+        }
+        if on_primary {
+            self.assigned
+                .entry(instance.clone())
+                .or_default()
+                .extend(ips.iter().map(|ip| (*ip, eni.clone())));
+        }
+    }
+
+    /// The cloud released `ips` at `now`.
+    pub fn released(&mut self, ips: &[Ipv4Addr], now: Duration) {
+        for ip in ips {
+            self.released.insert(*ip, now);
+            for pending in self.assigned.values_mut() {
+                pending.remove(ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ledger_remembers_until_the_eninode_does_and_releases_until_the_cooldown() {
+        let (i, eni) = (InstanceId::from("i-1"), EniId::from("eni-primary"));
+        let ip = |n| Ipv4Addr::new(10, 0, 0, n);
+        let cooldown = Duration::from_secs(60);
+        let mut ledger = IpLedger::default();
+        ledger.assigned(&i, &eni, &[ip(1), ip(2)], true);
+        let none = BTreeMap::new();
+        let record = ledger.record(&i, &none, Duration::ZERO, cooldown);
+        assert_eq!(record.assigned.keys().copied().collect::<Vec<_>>(), [ip(1), ip(2)], "not published yet");
+        let published = BTreeMap::from([(ip(1), eni.clone())]);
+        ledger.record(&i, &published, Duration::ZERO, cooldown);
+        let record = ledger.record(&i, &none, Duration::ZERO, cooldown);
+        assert_eq!(
+            record.assigned.keys().copied().collect::<Vec<_>>(),
+            [ip(2)],
+            "published once: the ENINode keeps it"
+        );
+        ledger.released(&[ip(2)], Duration::from_secs(10));
+        let record = ledger.record(&i, &none, Duration::from_secs(69), cooldown);
+        assert!(record.assigned.is_empty() && record.cooling.contains(&ip(2)));
+        assert!(
+            ledger.record(&i, &none, Duration::from_secs(70), cooldown).cooling.is_empty(),
+            "cooled down"
+        );
+        ledger.released(&[ip(3)], Duration::from_secs(70));
+        ledger.assigned(&i, &EniId::from("eni-ours"), &[ip(3)], false);
+        assert!(
+            ledger.record(&i, &none, Duration::from_secs(71), cooldown).cooling.is_empty(),
+            "assigned afresh"
+        );
+    }
+}
