@@ -288,13 +288,19 @@ pub fn release_report(
     answers
 }
 
-/// The apply body for a report.
-pub fn status_apply_body(report: &StatusReport) -> serde_json::Value {
-    json!({
+/// The apply body for a report computed from the ENINode at `resource_version`. The apiserver
+/// refuses it (409) once the ENINode has changed since: the operator may have unmarked or
+/// released an IP whose earlier answer the report would otherwise put back.
+pub fn status_apply_body(report: &StatusReport, resource_version: Option<&str>) -> serde_json::Value {
+    let mut body = json!({
         "apiVersion": "eni-ipam.io/v1alpha1",
         "kind": "ENINode",
         "status": {"used": report.used, "inUse": report.used.len(), "release": report.release},
-    })
+    });
+    if let Some(rv) = resource_version {
+        body["metadata"] = json!({"resourceVersion": rv});
+    }
+    body
 }
 
 /// Writes `status.used` at most once per interval and keeps the pool in step with the ENINode.
@@ -397,7 +403,14 @@ impl Reporter {
                 {
                     let params = PatchParams::apply(FIELD_MANAGER).force();
                     eninodes
-                        .patch_status(&self.node, &params, &Patch::Apply(&status_apply_body(&report)))
+                        .patch_status(
+                            &self.node,
+                            &params,
+                            &Patch::Apply(&status_apply_body(
+                                &report,
+                                eninode.metadata.resource_version.as_deref(),
+                            )),
+                        )
                         .await?;
                     metrics.count_status_patch();
                     last_write = Instant::now();
@@ -409,6 +422,12 @@ impl Reporter {
                 Ok(()) => {
                     attempt = 0;
                     let _ = tokio::time::timeout(self.resync, changes.changed()).await;
+                }
+                Err(StepError::Kube(kube::Error::Api(e))) if e.code == 409 => {
+                    // The ENINode changed between the read and the write: read it again.
+                    let wait = RETRY.wait(0, &mut rng);
+                    tracing::debug!(node = %self.node, ?wait, "ENINode changed under the status report: {}", e.message);
+                    tokio::time::sleep(wait).await;
                 }
                 Err(err) => {
                     let wait = RETRY.wait(attempt, &mut rng);
@@ -443,7 +462,8 @@ mod tests {
         ]
         .into();
         assert_eq!(got, want);
-        let body = status_apply_body(&StatusReport { used, release: got });
+        let body = status_apply_body(&StatusReport { used, release: got }, Some("41"));
+        assert_eq!(body["metadata"]["resourceVersion"], "41", "the report is applied against what it read");
         assert_eq!(body["status"]["inUse"], 1);
         assert_eq!(body["status"]["release"]["10.0.0.2"], "do-not-release");
         assert_eq!(body["kind"], "ENINode");

@@ -158,7 +158,8 @@ fn the_agent_may_make_every_write_it_makes_on_its_own_eninode() {
     let current = [("10.0.1.11".to_owned(), ReleaseState::Marked)].into();
     let report = StatusReport { release: release_report(&current, &used), used };
     assert_eq!(report.release.get("10.0.1.11"), Some(&ReleaseState::Ready));
-    update(&a, "status", &old, &applied_status(&old, &status_apply_body(&report))).expect("status report");
+    update(&a, "status", &old, &applied_status(&old, &status_apply_body(&report, None)))
+        .expect("status report");
 
     // Its condition Registered, merged into the list it read.
     let mut conditions = old["status"]["conditions"].as_array().unwrap().clone();

@@ -324,6 +324,7 @@ pub(crate) async fn dispatch(
                             Ok(json_response(StatusCode::CREATED, &created))
                         }
                         Some(cur) => {
+                            check_resource_version(t.kind, name, &applied, &cur)?;
                             let managers = inner.objects.get(&key).expect("exists").managers.clone();
                             let (next, managers) = apply::apply(
                                 &cur,

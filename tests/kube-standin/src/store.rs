@@ -174,6 +174,29 @@ pub(crate) fn write_locked(
     write_owned(inner, tx, key, mode, proposed, manager, None)
 }
 
+/// The optimistic lock: a write (or an apply) that names a resourceVersion other than the
+/// stored one is refused with 409, as kube-apiserver does.
+pub(crate) fn check_resource_version(
+    kind: Kind,
+    name: &str,
+    proposed: &Value,
+    current: &Value,
+) -> Result<(), ApiError> {
+    match proposed["metadata"]["resourceVersion"].as_str() {
+        Some(rv) if !rv.is_empty() && Some(rv) != current["metadata"]["resourceVersion"].as_str() => {
+            Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {}.{} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                    kind.plural, kind.group
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn write_owned(
     inner: &mut Inner,
     tx: &broadcast::Sender<WatchEvent>,
@@ -189,19 +212,7 @@ pub(crate) fn write_owned(
     }
     let stored = inner.objects.get(key).ok_or_else(|| ApiError::not_found(&kind, &key.2))?;
     let current = stored.object.clone();
-    if let Some(rv) = proposed["metadata"]["resourceVersion"].as_str()
-        && !rv.is_empty()
-        && Some(rv) != current["metadata"]["resourceVersion"].as_str()
-    {
-        return Err(ApiError::new(
-            409,
-            "Conflict",
-            format!(
-                "Operation cannot be fulfilled on {}.{} \"{}\": the object has been modified; please apply your changes to the latest version and try again",
-                kind.plural, kind.group, key.2
-            ),
-        ));
-    }
+    check_resource_version(kind, &key.2, &proposed, &current)?;
     let mut next = merge_by_mode(kind, &current, proposed, mode);
     if strip_rv(&next) == strip_rv(&current) {
         // No-op: same rv, no event. Ownership may still move (an apply claiming fields).

@@ -166,6 +166,16 @@ async fn status_subresource_ssa_conflicts_and_no_op_writes() {
     stale.spec.zone = "us-east-1b".into();
     let err = api.replace("n1", &PostParams::default(), &stale).await.unwrap_err();
     assert!(matches!(err, kube::Error::Api(ref s) if s.code == 409 && s.reason == "Conflict"), "{err}");
+    // And so is an apply that names a resourceVersion the object has moved past (the agent's
+    // status report is computed from what it read), while the current one goes through.
+    let mut stale_apply = apply.clone();
+    stale_apply["metadata"] = json!({"resourceVersion": after.metadata.resource_version});
+    let err = api.patch_status("n1", &pp, &Patch::Apply(&stale_apply)).await.unwrap_err();
+    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 409 && s.reason == "Conflict"), "{err}");
+    let now = api.get("n1").await.unwrap();
+    stale_apply["metadata"] = json!({"resourceVersion": now.metadata.resource_version});
+    let fresh = api.patch_status("n1", &pp, &Patch::Apply(&stale_apply)).await.unwrap();
+    assert_eq!(fresh.status.unwrap().release.len(), 1);
     // JSON patch with a failing test op: 422.
     let p: json_patch::Patch =
         serde_json::from_value(json!([{"op":"test","path":"/spec/zone","value":"nowhere"}])).unwrap();
