@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use eni_ipam_api::{EniId, InstanceId, InstanceType, VpcId};
 use eni_ipam_cloud::fake::FakeProvider;
 use eni_ipam_cloud::{
-    BatchLimits, CloudKind, CloudProvider, CloudResult, CreateEni, Eni, EniQuery, InstanceLimits, Page,
-    Subnet,
+    BatchLimits, CloudKind, CloudProvider, CloudResult, CreateEni, Eni, EniQuery, InstanceLimits, InstanceState,
+    Page, Subnet,
 };
 
 /// Called with every create request, before it is sent.
@@ -37,6 +37,9 @@ impl CloudProvider for Observed {
     }
     async fn instance_limits(&self, types: &[InstanceType]) -> CloudResult<Vec<InstanceLimits>> {
         self.inner.instance_limits(types).await
+    }
+    async fn instance_states(&self, ids: &[InstanceId]) -> CloudResult<BTreeMap<InstanceId, InstanceState>> {
+        self.inner.instance_states(ids).await
     }
     async fn list_enis(
         &self,
