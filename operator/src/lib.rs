@@ -7,6 +7,7 @@ pub mod controller;
 pub mod executor;
 pub mod fleet;
 pub mod gc;
+pub mod identity;
 pub mod instances;
 pub mod knob_source;
 pub mod knob_watch;
