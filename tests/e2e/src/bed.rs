@@ -575,7 +575,7 @@ fn chart_values(cloud: &Cloud, host: Ipv4Addr, datapath: DatapathMode) -> Vec<St
     let mut values = cloud.chart_values(host);
     values.extend(datapath.chart_values());
     values.extend([
-        format!("clusterName={CLUSTER}"),
+        format!("clusterId={CLUSTER}"),
         "pool.releaseDelay=2s".into(),
         "cloudApi.resyncInterval=10s".into(),
         format!("cloudApi.eniGcInterval={gc}"),
