@@ -13,7 +13,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use eni_ipam_api::{EniId, InstanceId, VpcId};
-use eni_ipam_cloud::{CloudProvider, CloudResult, Eni, EniQuery, EniState, InstanceState, list_all_enis, tag};
+use eni_ipam_cloud::{
+    CloudProvider, CloudResult, Eni, EniQuery, EniState, InstanceState, list_all_enis, tag,
+};
 use tokio::time::Instant;
 
 use crate::identity::{Claim, ClusterIdentity};

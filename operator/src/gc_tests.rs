@@ -76,6 +76,7 @@ fn gc_verdict_for_each_case() {
     let on = Some("i-1");
     let past = Some(GRACE);
     let within = Some(GRACE / 2);
+    #[rustfmt::skip]
     let rows = [
         row("another cluster's ENI (other id), detached long ago: never", eni(Tags::OtherCluster, None, None, Detached), None, false, past, Verdict::Keep(Keep::OtherCluster)),
         row("another cluster's ENI on a terminated instance: never", eni(Tags::OtherCluster, on, Some(1), InUse), Some(Terminated), false, past, Verdict::Keep(Keep::OtherCluster)),
@@ -104,7 +105,8 @@ fn gc_verdict_for_each_case() {
     for r in rows {
         let instances: BTreeMap<InstanceId, InstanceState> =
             r.cloud.map(|s| (InstanceId::from("i-1"), s)).into_iter().collect();
-        let since: HashMap<EniId, Instant> = r.dead_for.map(|d| (r.eni.id.clone(), now - d)).into_iter().collect();
+        let since: HashMap<EniId, Instant> =
+            r.dead_for.map(|d| (r.eni.id.clone(), now - d)).into_iter().collect();
         let id = identity();
         let world = World {
             enis: std::slice::from_ref(&r.eni),

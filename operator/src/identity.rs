@@ -92,7 +92,8 @@ pub fn parse_cluster_id(text: &str) -> Result<String, String> {
     "ENI {eni} carries {}={id} but {}={other_uid}, not this cluster's {our_uid}: another cluster uses the same \
      id in this VPC; give this cluster a unique --cluster-id (chart value clusterId), or leave it empty to use \
      the kube-system namespace UID",
-    tag::CLUSTER, tag::CLUSTER_UID
+    tag::CLUSTER,
+    tag::CLUSTER_UID
 )]
 pub struct SharedIdentity {
     /// The first such ENI.
@@ -146,9 +147,9 @@ pub async fn establish(
     vpc: &VpcId,
 ) -> anyhow::Result<ClusterIdentity> {
     let identity = ClusterIdentity::new(chosen, Some(uid)).context("a kube-system UID is never empty")?;
-    let (enis, _) = list_all_enis(provider, &EniQuery::Vpc(vpc.clone()))
-        .await
-        .with_context(|| format!("cannot list the ENIs of {vpc} to check that no other cluster uses this id"))?;
+    let (enis, _) = list_all_enis(provider, &EniQuery::Vpc(vpc.clone())).await.with_context(|| {
+        format!("cannot list the ENIs of {vpc} to check that no other cluster uses this id")
+    })?;
     check_unshared(&identity, &enis)?;
     Ok(identity)
 }
@@ -209,6 +210,7 @@ mod tests {
     #[test]
     fn claims_by_tags() {
         let us = ClusterIdentity { id: "prod".into(), uid: Some("u1".into()) };
+        #[rustfmt::skip]
         let cases = [
             ("ours, with our UID", eni("eni-1", &[MADE, (tag::CLUSTER, "prod"), (tag::CLUSTER_UID, "u1")]), Claim::Ours),
             ("ours, from before the UID tag", eni("eni-2", &[MADE, (tag::CLUSTER, "prod")]), Claim::Ours),
@@ -245,8 +247,15 @@ mod tests {
         let err = check_unshared(&us, &shared).unwrap_err();
         assert_eq!((err.eni.as_str(), err.other_uid.as_str()), ("eni-e", "u3"));
         let line = err.to_string();
-        assert!(line.contains("eni-e") && line.contains("--cluster-id") && line.contains("clusterId"), "{line}");
+        assert!(
+            line.contains("eni-e") && line.contains("--cluster-id") && line.contains("clusterId"),
+            "{line}"
+        );
         assert!(!line.contains('\n'));
-        assert_eq!(check_unshared(&ClusterIdentity::named("prod"), &shared), Ok(()), "no UID, nothing to compare");
+        assert_eq!(
+            check_unshared(&ClusterIdentity::named("prod"), &shared),
+            Ok(()),
+            "no UID, nothing to compare"
+        );
     }
 }

@@ -179,7 +179,8 @@ async fn run_async(args: &RunArgs) -> anyhow::Result<()> {
     };
     let uid = eni_ipam_operator::identity::kube_system_uid(&client).await?;
     let identity =
-        eni_ipam_operator::identity::establish(args.cluster_id.as_deref(), &uid, provider.as_ref(), &vpc).await?;
+        eni_ipam_operator::identity::establish(args.cluster_id.as_deref(), &uid, provider.as_ref(), &vpc)
+            .await?;
     let config = RunConfig {
         controller: ControllerConfig {
             release_delay: args.excess_ip_release_delay,

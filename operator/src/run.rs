@@ -351,7 +351,12 @@ async fn gc_loop(
             Ok(r) => {
                 metrics.gc_deleted(r.deleted.len());
                 if !r.deleted.is_empty() || !r.failed.is_empty() {
-                    tracing::info!(deleted = r.deleted.len(), failed = r.failed.len(), kept = r.kept.len(), "ENI GC pass");
+                    tracing::info!(
+                        deleted = r.deleted.len(),
+                        failed = r.failed.len(),
+                        kept = r.kept.len(),
+                        "ENI GC pass"
+                    );
                 }
             }
             Err(e) => {

@@ -57,7 +57,10 @@ async fn gc_keeps_a_running_vms_enis_without_its_node_deletes_leaks_after_grace_
     // node-0's Node is gone (deleted, or the watch lags); its VM runs.
     let live = BTreeSet::from([with_node.clone()]);
     let first = gc.pass(&provider, &live).await.unwrap();
-    assert!(first.deleted.is_empty() && first.detached.is_empty(), "nothing goes before the grace: {first:?}");
+    assert!(
+        first.deleted.is_empty() && first.detached.is_empty(),
+        "nothing goes before the grace: {first:?}"
+    );
     assert_eq!(first.kept[&on_running.id], Keep::InstanceRunning);
     assert_eq!(first.kept[&on_node.id], Keep::NodeNamesInstance);
     assert_eq!(first.kept[&leaked.id], Keep::WithinGrace);

@@ -136,7 +136,9 @@ async fn two_hundred_eninodes_reach_their_pre_allocation_through_the_standin() {
     assert!(before > 0, "node-000 has ENIs of ours before");
     assert!(standin.delete_node("node-000"));
     standin.delete(ENINODES, "", "node-000").unwrap();
-    let asked = |cloud: &FakeCloud| cloud.counts().get(&eni_ipam_cloud::Api::DescribeInstances).map_or(0, |c| c.calls);
+    let asked = |cloud: &FakeCloud| {
+        cloud.counts().get(&eni_ipam_cloud::Api::DescribeInstances).map_or(0, |c| c.calls)
+    };
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(ours_on(&cloud), before, "node-000's ENIs stay on its running VM");
     assert!(asked(&cloud) >= 3, "GC asked the cloud about the VM on several passes ({})", asked(&cloud));

@@ -218,7 +218,9 @@ impl CloudProvider for AwsProvider {
                     })
                     .await?;
                 for instance in page.reservations().iter().flat_map(|r| r.instances()) {
-                    let (Some(id), Some(state)) = (instance.instance_id(), instance.state()) else { continue };
+                    let (Some(id), Some(state)) = (instance.instance_id(), instance.state()) else {
+                        continue;
+                    };
                     let id = InstanceId::from(id);
                     if out.contains_key(&id) {
                         out.insert(id, convert::instance_state(state.name()));

@@ -247,14 +247,11 @@ impl CloudProvider for AlibabaProvider {
                 ("PageSize", INSTANCES_PER_DESCRIBE.to_string()),
             ];
             let body: wire::DescribeInstances = self.call(api, &object, self.params(&pairs)).await?;
-            let listed: HashMap<&str, &str> = body
-                .instances
-                .instance
-                .iter()
-                .map(|i| (i.instance_id.as_str(), i.status.as_str()))
-                .collect();
+            let listed: HashMap<&str, &str> =
+                body.instances.instance.iter().map(|i| (i.instance_id.as_str(), i.status.as_str())).collect();
             for id in chunk {
-                let state = listed.get(id.as_str()).map_or(InstanceState::Gone, |s| wire::instance_state_of(s));
+                let state =
+                    listed.get(id.as_str()).map_or(InstanceState::Gone, |s| wire::instance_state_of(s));
                 out.insert(id.clone(), state);
             }
         }

@@ -74,7 +74,9 @@ impl CloudProvider for FakeProvider {
     async fn instance_states(&self, ids: &[InstanceId]) -> CloudResult<BTreeMap<InstanceId, InstanceState>> {
         let mut out = BTreeMap::new();
         for chunk in ids.chunks(INSTANCES_PER_DESCRIBE) {
-            out.extend(self.call(Api::DescribeInstances, "instances", |s| Ok(s.instance_states(chunk))).await?);
+            out.extend(
+                self.call(Api::DescribeInstances, "instances", |s| Ok(s.instance_states(chunk))).await?,
+            );
         }
         Ok(out)
     }

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use eni_ipam_api::{EniId, InstanceId, InstanceType, VpcId};
 use eni_ipam_cloud::fake::FakeProvider;
 use eni_ipam_cloud::{
-    BatchLimits, CloudKind, CloudProvider, CloudResult, CreateEni, Eni, EniQuery, InstanceLimits, InstanceState,
-    Page, Subnet,
+    BatchLimits, CloudKind, CloudProvider, CloudResult, CreateEni, Eni, EniQuery, InstanceLimits,
+    InstanceState, Page, Subnet,
 };
 
 /// Called with every create request, before it is sent.

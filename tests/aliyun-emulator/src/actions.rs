@@ -126,7 +126,10 @@ impl Emulator {
             })?),
         };
         if asked.as_ref().is_some_and(|ids| ids.len() > 100) {
-            return Err(ApiError::new("InvalidInstanceIds.ValueNotSupported", "give at most 100 InstanceIds"));
+            return Err(ApiError::new(
+                "InvalidInstanceIds.ValueNotSupported",
+                "give at most 100 InstanceIds",
+            ));
         }
         let listed = self.cloud.serve(Api::DescribeInstances, "instances", |s| {
             let all: Vec<InstanceId> = s.instances().into_iter().map(|i| i.id).collect();
