@@ -8,6 +8,8 @@ use serde::Serialize;
 
 pub mod hostile_agent;
 pub mod lost_del;
+pub mod node_deleted_vm_runs;
+pub mod two_clusters;
 
 /// What one safety scenario found. Every count but `leaked_ips_freed` must be 0.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -78,7 +80,7 @@ pub fn table(title: &str, rows: &[SafetyRow]) -> String {
 }
 
 /// Every safety scenario, in the order they run on one bed.
-pub const SCENARIOS: &[&str] = &["hostile_agent", "lost_del"];
+pub const SCENARIOS: &[&str] = &["hostile_agent", "lost_del", "node deleted, VM runs", "two clusters, one VPC"];
 
 /// Runs every safety scenario on `bed`, in order.
 pub async fn all(bed: &mut crate::bed::Bed, progress: &(dyn Fn(&str) + Sync)) -> Vec<SafetyRow> {
@@ -92,6 +94,8 @@ pub async fn all(bed: &mut crate::bed::Bed, progress: &(dyn Fn(&str) + Sync)) ->
     // rows.push(<file>::run(bed, progress).await);
     rows.push(hostile_agent::run(bed, progress).await);
     rows.push(lost_del::run(bed, progress).await);
+    rows.push(node_deleted_vm_runs::run(bed, progress).await);
+    rows.push(two_clusters::run(bed, progress).await);
     rows
 }
 
