@@ -95,7 +95,8 @@ pub async fn run(bed: &mut Bed, progress: &(dyn Fn(&str) + Sync)) -> SafetyRow {
     let find = |node: usize, pod: &str| {
         bed.nodes[node].kubelet.running().into_iter().find(|(k, _)| k.ends_with(pod)).map(|(_, p)| p)
     };
-    let (from, to) = (find(0, &peer).expect("the peer pod runs"), find(victim, &fresh).expect("the new pod runs"));
+    let (from, to) =
+        (find(0, &peer).expect("the peer pod runs"), find(victim, &fresh).expect("the new pod runs"));
     let server = EchoServer::udp(&to.netns, to.ip);
     let sent = tokio::task::block_in_place(|| {
         echo::udp_echo_client(&from.netns, server.addr, 5, 56, Duration::from_millis(50))
@@ -112,6 +113,7 @@ pub async fn run(bed: &mut Bed, progress: &(dyn Fn(&str) + Sync)) -> SafetyRow {
     let findings = Run::new(bed, Size::new(false), progress).settle().await;
     assert!(findings.clean(), "node deleted, VM runs: the audit after settling: {findings:#?}");
     row.double_ips = findings.double_ips.len();
-    row.note = format!("{} ENIs on the VM kept; a new pod there answered once its Node was back", before.len());
+    row.note =
+        format!("{} ENIs on the VM kept; a new pod there answered once its Node was back", before.len());
     row
 }

@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use eni_ipam_cloud::{Eni, tag};
 use eni_ipam_chart_tests::{Helm, parse_documents};
+use eni_ipam_cloud::{Eni, tag};
 use eni_ipam_kube_standin::{CONFIGMAPS, ENINODES, KubeStandin, NAMESPACES, NODES};
 use serde_json::{Value, json};
 
@@ -116,7 +116,8 @@ fn start_b_operators(bed: &Bed, b: &KubeStandin) -> Vec<Daemon> {
         std::fs::write(&kubeconfig, b.kubeconfig_via(host.into())).expect("write B's kubeconfig");
         let identity = format!("b-operator-{replica}");
         let (secret, node_env) = (bed.cloud.secret(), bed.cloud.node_env());
-        let supply = PodSupply { pod_name: &identity, secret: &secret, volumes: &bed.dir, node_env: &node_env };
+        let supply =
+            PodSupply { pod_name: &identity, secret: &secret, volumes: &bed.dir, node_env: &node_env };
         let extra = ["--kubeconfig".to_owned(), kubeconfig.display().to_string()];
         let command = chart::command(&rendered.operator, &bed.nodes[n].netns, &supply, &extra);
         daemons.push(Daemon::spawn(&identity, command, &bed.dir.join(format!("{identity}.log"))));
@@ -136,9 +137,12 @@ pub async fn run(bed: &mut Bed, progress: &(dyn Fn(&str) + Sync)) -> SafetyRow {
     let template = bed.eninodes().into_values().next().expect("an ENINode of A");
     let names: Vec<String> = (0..vms.len()).map(|i| format!("b-node-{i}")).collect();
     for (name, vm) in names.iter().zip(&vms) {
-        b.create(NODES, json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
-            "spec": {"providerID": vm.provider_id}}))
-            .expect("create B's Node");
+        b.create(
+            NODES,
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+            "spec": {"providerID": vm.provider_id}}),
+        )
+        .expect("create B's Node");
         b.create(ENINODES, b_eninode(&template, name, vm)).expect("create B's ENINode");
     }
     b.create(CONFIGMAPS, b_knobs(bed)).expect("create B's knobs ConfigMap");
