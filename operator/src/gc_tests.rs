@@ -46,28 +46,9 @@ fn eni(tags: Tags, instance: Option<&str>, device_index: Option<u32>, state: Eni
     }
 }
 
-struct Row {
-    case: &'static str,
-    eni: Eni,
-    /// The cloud's word on i-1 (`None`: not known this pass).
-    cloud: Option<InstanceState>,
-    /// Whether a Node names i-1.
-    node: bool,
-    /// Seen dead this long already (`None`: never).
-    dead_for: Option<Duration>,
-    want: Verdict,
-}
-
-fn row(
-    case: &'static str,
-    eni: Eni,
-    cloud: Option<InstanceState>,
-    node: bool,
-    dead_for: Option<Duration>,
-    want: Verdict,
-) -> Row {
-    Row { case, eni, cloud, node, dead_for, want }
-}
+/// One case: its name, the ENI, the cloud's word on i-1 (`None`: not known this pass),
+/// whether a Node names i-1, how long it has been seen dead (`None`: never), the verdict.
+struct Row(&'static str, Eni, Option<InstanceState>, bool, Option<Duration>, Verdict);
 
 #[test]
 fn gc_verdict_for_each_case() {
@@ -78,47 +59,47 @@ fn gc_verdict_for_each_case() {
     let within = Some(GRACE / 2);
     #[rustfmt::skip]
     let rows = [
-        row("another cluster's ENI (other id), detached long ago: never", eni(Tags::OtherCluster, None, None, Detached), None, false, past, Verdict::Keep(Keep::OtherCluster)),
-        row("another cluster's ENI on a terminated instance: never", eni(Tags::OtherCluster, on, Some(1), InUse), Some(Terminated), false, past, Verdict::Keep(Keep::OtherCluster)),
-        row("our id with another cluster's UID: never", eni(Tags::OurIdOtherUid, on, Some(1), InUse), Some(Gone), false, past, Verdict::Keep(Keep::OtherCluster)),
-        row("untagged, detached long ago: never", eni(Tags::None, None, None, Detached), None, false, past, Verdict::Keep(Keep::Untagged)),
-        row("untagged on a terminated instance: never", eni(Tags::None, on, Some(1), InUse), Some(Terminated), false, past, Verdict::Keep(Keep::Untagged)),
-        row("ours, primary (index 0) of a terminated instance: never", eni(Tags::Ours, on, Some(0), InUse), Some(Terminated), false, past, Verdict::Keep(Keep::Primary)),
-        row("ours, a Node names the instance: kept", eni(Tags::Ours, on, Some(1), InUse), None, true, None, Verdict::Keep(Keep::NodeNamesInstance)),
-        row("ours, a Node names the instance the cloud says is terminated: kept", eni(Tags::Ours, on, Some(1), InUse), Some(Terminated), true, past, Verdict::Keep(Keep::NodeNamesInstance)),
-        row("ours, Node missing, instance running (deleted Node, lagging watch): kept", eni(Tags::Ours, on, Some(1), InUse), Some(Running), false, past, Verdict::Keep(Keep::InstanceRunning)),
-        row("ours, Node missing, instance stopped: kept", eni(Tags::Ours, on, Some(1), InUse), Some(Stopped), false, past, Verdict::Keep(Keep::InstanceStopped)),
-        row("ours, Node missing, instance state not known this pass: kept", eni(Tags::Ours, on, Some(1), InUse), None, false, past, Verdict::Keep(Keep::InstanceStateUnknown)),
-        row("ours, instance terminated, first seen now: kept for the grace", eni(Tags::Ours, on, Some(1), InUse), Some(Terminated), false, None, Verdict::Keep(Keep::WithinGrace)),
-        row("ours, instance terminated, within the grace: kept", eni(Tags::Ours, on, Some(1), InUse), Some(Terminated), false, within, Verdict::Keep(Keep::WithinGrace)),
-        row("ours, instance terminated past the grace: detach and delete", eni(Tags::Ours, on, Some(1), InUse), Some(Terminated), false, past, Verdict::DetachAndDelete),
-        row("ours, instance unknown to the cloud past the grace: detach and delete", eni(Tags::Ours, on, Some(2), InUse), Some(Gone), false, past, Verdict::DetachAndDelete),
-        row("ours, instance unknown to the cloud within the grace: kept", eni(Tags::Ours, on, Some(2), Attaching), Some(Gone), false, within, Verdict::Keep(Keep::WithinGrace)),
-        row("ours, detached, first seen now: kept for the grace", eni(Tags::Ours, None, None, Detached), None, false, None, Verdict::Keep(Keep::WithinGrace)),
-        row("ours, detached within the grace: kept", eni(Tags::Ours, None, None, Detached), None, false, within, Verdict::Keep(Keep::WithinGrace)),
-        row("ours, detached past the grace: delete", eni(Tags::Ours, None, None, Detached), None, false, past, Verdict::Delete),
-        row("ours, detaching without an instance: wait for it to settle", eni(Tags::Ours, None, None, Detaching), None, false, past, Verdict::Keep(Keep::InTransition)),
+        Row("another cluster's ENI (other id), detached long ago: never", eni(Tags::OtherCluster, None, None, Detached), None, false, past, Verdict::Keep(Keep::OtherCluster)),
+        Row("another cluster's ENI on a terminated instance: never", eni(Tags::OtherCluster, on, Some(1), InUse), Some(Terminated), false, past, Verdict::Keep(Keep::OtherCluster)),
+        Row("our id with another cluster's UID: never", eni(Tags::OurIdOtherUid, on, Some(1), InUse), Some(Gone), false, past, Verdict::Keep(Keep::OtherCluster)),
+        Row("untagged, detached long ago: never", eni(Tags::None, None, None, Detached), None, false, past, Verdict::Keep(Keep::Untagged)),
+        Row("untagged on a terminated instance: never", eni(Tags::None, on, Some(1), InUse), Some(Terminated), false, past, Verdict::Keep(Keep::Untagged)),
+        Row("ours, primary (index 0) of a terminated instance: never", eni(Tags::Ours, on, Some(0), InUse), Some(Terminated), false, past, Verdict::Keep(Keep::Primary)),
+        Row("ours, a Node names the instance: kept", eni(Tags::Ours, on, Some(1), InUse), None, true, None, Verdict::Keep(Keep::NodeNamesInstance)),
+        Row("ours, a Node names the instance the cloud says is terminated: kept", eni(Tags::Ours, on, Some(1), InUse), Some(Terminated), true, past, Verdict::Keep(Keep::NodeNamesInstance)),
+        Row("ours, Node missing, instance running (deleted Node, lagging watch): kept", eni(Tags::Ours, on, Some(1), InUse), Some(Running), false, past, Verdict::Keep(Keep::InstanceRunning)),
+        Row("ours, Node missing, instance stopped: kept", eni(Tags::Ours, on, Some(1), InUse), Some(Stopped), false, past, Verdict::Keep(Keep::InstanceStopped)),
+        Row("ours, Node missing, instance state not known this pass: kept", eni(Tags::Ours, on, Some(1), InUse), None, false, past, Verdict::Keep(Keep::InstanceStateUnknown)),
+        Row("ours, instance terminated, first seen now: kept for the grace", eni(Tags::Ours, on, Some(1), InUse), Some(Terminated), false, None, Verdict::Keep(Keep::WithinGrace)),
+        Row("ours, instance terminated, within the grace: kept", eni(Tags::Ours, on, Some(1), InUse), Some(Terminated), false, within, Verdict::Keep(Keep::WithinGrace)),
+        Row("ours, instance terminated past the grace: detach and delete", eni(Tags::Ours, on, Some(1), InUse), Some(Terminated), false, past, Verdict::DetachAndDelete),
+        Row("ours, instance unknown to the cloud past the grace: detach and delete", eni(Tags::Ours, on, Some(2), InUse), Some(Gone), false, past, Verdict::DetachAndDelete),
+        Row("ours, instance unknown to the cloud within the grace: kept", eni(Tags::Ours, on, Some(2), Attaching), Some(Gone), false, within, Verdict::Keep(Keep::WithinGrace)),
+        Row("ours, detached, first seen now: kept for the grace", eni(Tags::Ours, None, None, Detached), None, false, None, Verdict::Keep(Keep::WithinGrace)),
+        Row("ours, detached within the grace: kept", eni(Tags::Ours, None, None, Detached), None, false, within, Verdict::Keep(Keep::WithinGrace)),
+        Row("ours, detached past the grace: delete", eni(Tags::Ours, None, None, Detached), None, false, past, Verdict::Delete),
+        Row("ours, detaching without an instance: wait for it to settle", eni(Tags::Ours, None, None, Detaching), None, false, past, Verdict::Keep(Keep::InTransition)),
     ];
     let now = Instant::now() + GRACE * 2;
     let nodes_with = BTreeSet::from([InstanceId::from("i-1")]);
     let no_nodes = BTreeSet::new();
-    for r in rows {
+    for Row(case, eni, cloud, node, dead_for, want) in rows {
         let instances: BTreeMap<InstanceId, InstanceState> =
-            r.cloud.map(|s| (InstanceId::from("i-1"), s)).into_iter().collect();
+            cloud.map(|s| (InstanceId::from("i-1"), s)).into_iter().collect();
         let since: HashMap<EniId, Instant> =
-            r.dead_for.map(|d| (r.eni.id.clone(), now - d)).into_iter().collect();
+            dead_for.map(|d| (eni.id.clone(), now - d)).into_iter().collect();
         let id = identity();
         let world = World {
-            enis: std::slice::from_ref(&r.eni),
+            enis: std::slice::from_ref(&eni),
             instances: &instances,
-            node_instances: if r.node { &nodes_with } else { &no_nodes },
+            node_instances: if node { &nodes_with } else { &no_nodes },
             since: &since,
             now,
             grace: GRACE,
             identity: &id,
         };
         let decision = decide(&world);
-        assert_eq!(decision.verdicts, vec![(r.eni.id.clone(), r.want)], "{}", r.case);
+        assert_eq!(decision.verdicts, vec![(eni.id.clone(), want)], "{case}");
     }
 }
 

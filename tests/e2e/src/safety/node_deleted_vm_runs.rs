@@ -10,9 +10,9 @@ use eni_ipam_kube_standin::NODES;
 use eni_ipam_netns_testbed::echo::{self, EchoServer};
 use serde_json::{Value, json};
 
-use super::SafetyRow;
+use super::{SafetyRow, remove_pods_and_audit};
 use crate::bed::{Bed, GC_PERIOD};
-use crate::scenarios::{CONVERGE, Run, Size};
+use crate::scenarios::CONVERGE;
 
 /// Pods pinned to the node: on EC2 (pool from the primary ENI, 9 secondary IPs on
 /// m5.large) 7 used + 3 pre-allocated need a second ENI, so the node has one of ours
@@ -103,16 +103,7 @@ pub async fn run(bed: &mut Bed, progress: &(dyn Fn(&str) + Sync)) -> SafetyRow {
     });
     assert_eq!(sent.received, 5, "a new pod on {name} ({}) answers {} once its Node is back", to.ip, from.ip);
 
-    for pod in &pods {
-        bed.delete_pod(pod);
-    }
-    bed.wait_for("the scenario's pods to go", CONVERGE, |bed| {
-        bed.pod_ips().keys().all(|k| !pods.iter().any(|p| k.ends_with(&format!("/{p}"))))
-    })
-    .await;
-    let findings = Run::new(bed, Size::new(false), progress).settle().await;
-    assert!(findings.clean(), "node deleted, VM runs: the audit after settling: {findings:#?}");
-    row.double_ips = findings.double_ips.len();
+    row.double_ips = remove_pods_and_audit(bed, &row.scenario.clone(), &pods, progress).await;
     row.note =
         format!("{} ENIs on the VM kept; a new pod there answered once its Node was back", before.len());
     row

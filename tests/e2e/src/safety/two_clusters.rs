@@ -14,11 +14,11 @@ use eni_ipam_cloud::{Eni, tag};
 use eni_ipam_kube_standin::{CONFIGMAPS, ENINODES, KubeStandin, NAMESPACES, NODES};
 use serde_json::{Value, json};
 
-use super::SafetyRow;
+use super::{SafetyRow, remove_pods_and_audit};
 use crate::bed::{Bed, GC_PERIOD, chart_values, host_address, ours};
 use crate::chart::{self, ChartControlPlane, PodSupply};
 use crate::daemon::Daemon;
-use crate::scenarios::{CONVERGE, Run, Size};
+use crate::scenarios::CONVERGE;
 
 /// B's operators open their metrics here (A's use the chart's default on the same nodes).
 const B_METRICS_PORT: u16 = 9476;
@@ -198,13 +198,7 @@ pub async fn run(bed: &mut Bed, progress: &(dyn Fn(&str) + Sync)) -> SafetyRow {
         b_after.len(),
         a_before.len()
     ));
-    bed.wait_for("the scenario's pods to go", CONVERGE, |bed| {
-        bed.pod_ips().keys().all(|k| !pods.iter().any(|p| k.ends_with(&format!("/{p}"))))
-    })
-    .await;
-    let findings = Run::new(bed, Size::new(false), progress).settle().await;
-    assert!(findings.clean(), "two clusters: the audit of A after settling: {findings:#?}");
-    row.double_ips = findings.double_ips.len();
+    row.double_ips = remove_pods_and_audit(bed, &row.scenario.clone(), &pods, progress).await;
     row.note = format!(
         "B: {} ENIs, UID-tagged, pool grown to {}, Node deleted; A: {} ENIs, 9 pods churned",
         b_after.len(),
