@@ -102,7 +102,8 @@ pub(crate) async fn remove_pods_and_audit(
 }
 
 /// Every safety scenario, in the order they run on one bed.
-pub const SCENARIOS: &[&str] = &["hostile_agent", "lost_del", "node deleted, VM runs", "two clusters, one VPC"];
+pub const SCENARIOS: &[&str] =
+    &["hostile_agent", "lost_del", "node deleted, VM runs", "two clusters, one VPC"];
 
 /// Runs every safety scenario on `bed`, in order.
 pub async fn all(bed: &mut crate::bed::Bed, progress: &(dyn Fn(&str) + Sync)) -> Vec<SafetyRow> {
