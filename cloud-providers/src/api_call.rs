@@ -8,6 +8,8 @@ use serde::Serialize;
 pub enum Api {
     /// Instance type limits (ENIs, IPs per ENI).
     DescribeInstanceTypes,
+    /// Instance states (running, stopped, terminated), for GC.
+    DescribeInstances,
     /// List ENIs: VPC-wide, by instance, or by id; paginated.
     DescribeNetworkInterfaces,
     /// Subnets (vSwitches) with their free IP counts.
@@ -32,8 +34,9 @@ pub enum Api {
 
 impl Api {
     /// Every operation, in a fixed order (for reports).
-    pub const ALL: [Api; 11] = [
+    pub const ALL: [Api; 12] = [
         Api::DescribeInstanceTypes,
+        Api::DescribeInstances,
         Api::DescribeNetworkInterfaces,
         Api::DescribeSubnets,
         Api::CreateNetworkInterface,
@@ -50,6 +53,7 @@ impl Api {
     pub fn aws_name(self) -> &'static str {
         match self {
             Api::DescribeInstanceTypes => "DescribeInstanceTypes",
+            Api::DescribeInstances => "DescribeInstances",
             Api::DescribeNetworkInterfaces => "DescribeNetworkInterfaces",
             Api::DescribeSubnets => "DescribeSubnets",
             Api::CreateNetworkInterface => "CreateNetworkInterface",
@@ -75,7 +79,13 @@ impl Api {
 
     /// Reads change nothing in the cloud.
     pub fn is_read(self) -> bool {
-        matches!(self, Api::DescribeInstanceTypes | Api::DescribeNetworkInterfaces | Api::DescribeSubnets)
+        matches!(
+            self,
+            Api::DescribeInstanceTypes
+                | Api::DescribeInstances
+                | Api::DescribeNetworkInterfaces
+                | Api::DescribeSubnets
+        )
     }
 
     /// Whether repeating the call after an unknown outcome (a 5xx, a lost

@@ -193,10 +193,12 @@ impl CloudProfile {
 
     /// Alibaba ECS/VPC: a quota per operation and minute. Assign 400/min,
     /// Create 500/min and DescribeNetworkInterfaces 800/min are the figures
-    /// the project was given; the others are assumptions of the same order.
+    /// the project was given; the others (DescribeInstances, asked only by GC
+    /// about instances no Node names, included) are assumptions of the same order.
     pub fn alibaba() -> Self {
         let per_minute = [
             (Api::DescribeInstanceTypes, 200),
+            (Api::DescribeInstances, 600),
             (Api::DescribeNetworkInterfaces, 800),
             (Api::DescribeSubnets, 400),
             (Api::CreateNetworkInterface, 500),

@@ -8,7 +8,7 @@ use eni_ipam_api::{EniId, InstanceId, InstanceType, VpcId};
 
 use crate::error::CloudResult;
 use crate::profile::{BatchLimits, CloudKind};
-use crate::types::{CreateEni, Eni, EniQuery, InstanceLimits, Page, Subnet};
+use crate::types::{CreateEni, Eni, EniQuery, InstanceLimits, InstanceState, Page, Subnet};
 
 /// A cloud, seen through its ENI API. Implementations send every call
 /// through a [`crate::CallGuard`] (one limiter, one retry policy); none of
@@ -23,6 +23,11 @@ pub trait CloudProvider: Send + Sync {
 
     /// Limits of the given instance types (unknown ones are left out).
     async fn instance_limits(&self, types: &[InstanceType]) -> CloudResult<Vec<InstanceLimits>>;
+
+    /// The state of each of `ids`: every id asked is in the answer, one the
+    /// cloud does not know as [`InstanceState::Gone`]. Batched per call as the
+    /// cloud allows ([`INSTANCES_PER_DESCRIBE`]).
+    async fn instance_states(&self, ids: &[InstanceId]) -> CloudResult<BTreeMap<InstanceId, InstanceState>>;
 
     /// One page of ENIs. `page_size` is capped at the cloud's maximum.
     async fn list_enis(
@@ -59,6 +64,10 @@ pub trait CloudProvider: Send + Sync {
     /// Adds or overwrites tags on an ENI.
     async fn tag_eni(&self, eni: &EniId, tags: &BTreeMap<String, String>) -> CloudResult<()>;
 }
+
+/// Instance ids one DescribeInstances call carries (ECS takes at most 100;
+/// EC2 as many, as filter values).
+pub const INSTANCES_PER_DESCRIBE: usize = 100;
 
 /// Follows a paginated ENI list to its end.
 pub async fn list_all_enis(provider: &dyn CloudProvider, query: &EniQuery) -> CloudResult<(Vec<Eni>, u32)> {

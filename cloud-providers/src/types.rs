@@ -9,8 +9,13 @@ use serde::Serialize;
 /// Tag keys eni-ipam puts on everything it creates, so GC can find leaks and
 /// never touch what is not ours.
 pub mod tag {
-    /// The cluster that owns the ENI.
+    /// The cluster that owns the ENI: its identity (`--cluster-id`, by default
+    /// the UID of its kube-system namespace).
     pub const CLUSTER: &str = "eni-ipam.io/cluster";
+    /// The UID of the kube-system namespace of the cluster that created the ENI,
+    /// even when [`CLUSTER`] is a name the admin chose: two clusters given the
+    /// same name differ here, and the operator refuses to start on such a VPC.
+    pub const CLUSTER_UID: &str = "eni-ipam.io/cluster-uid";
     /// The node the ENI was created for.
     pub const NODE: &str = "eni-ipam.io/node";
     /// Always `eni-ipam-operator`.
@@ -36,6 +41,19 @@ impl InstanceLimits {
     pub fn pod_capacity(&self, first_index: u32) -> u32 {
         self.max_enis.saturating_sub(first_index) * self.ipv4_per_eni.saturating_sub(1)
     }
+}
+
+/// What the cloud says of an instance, as far as GC cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum InstanceState {
+    /// Pending or running (EC2 `pending`/`running`, ECS `Pending`/`Starting`/`Running`).
+    Running,
+    /// Stopping or stopped: it may start again with its ENIs.
+    Stopped,
+    /// Shutting down or terminated (EC2 keeps terminated instances visible for a while).
+    Terminated,
+    /// The cloud does not know the id (released, or long terminated).
+    Gone,
 }
 
 /// An ENI's lifecycle.

@@ -11,6 +11,7 @@ pub use eni_ipam_api::knob_args::KnobArgs;
 use eni_ipam_cloud::CloudKind;
 
 pub use crate::alibaba_args::AlibabaArgs;
+use crate::cluster_identity::parse_cluster_id;
 use crate::simulate::{SimConfig, Strategy};
 
 /// eni-ipam operator: keeps a warm pool of ENI IPs on every node.
@@ -88,8 +89,12 @@ Excess IPs (free longer than --excess-ip-release-delay) are first marked in the 
 ENINode's status.release; the node's agent answers ready (no pod holds it, and it \
 stops handing it out) or do-not-release; only IPs answered ready go back to the cloud.
 
-ENIs tagged with --cluster-name whose node is gone, or that stay detached past \
---eni-gc-grace, are deleted every --eni-gc-interval. Nothing without the tag is touched.
+Every --eni-gc-interval, this cluster's ENIs (tagged with its --cluster-id, by default \
+the kube-system namespace's UID) are deleted once provably dead for --eni-gc-grace: \
+detached, or attached to an instance the cloud says is terminated or unknown and no \
+Node names. Nothing without the tags, no other cluster's ENI and no primary ENI is \
+touched. At start the operator refuses to run on a VPC where an ENI carries its id with \
+another cluster's kube-system UID (two clusters given one --cluster-id).
 
 With --leader-elect (the default), replicas elect a leader on a Lease; standbys keep \
 their caches warm and serve /metrics, /healthz and /readyz on --metrics-addr, but call \
@@ -100,7 +105,7 @@ The apiserver comes from --kubeconfig, else $KUBECONFIG or ~/.kube/config, else 
 in-cluster service account.
 
 Examples:
-  eni-ipam-operator run --cloud aws --vpc vpc-0abc --cluster-name prod
+  eni-ipam-operator run --cloud aws --vpc vpc-0abc --cluster-id prod
   eni-ipam-operator run --cloud aws --aws-endpoint http://127.0.0.1:5000 --vpc vpc-1";
 
 /// Which cloud `run` talks to.
@@ -125,9 +130,11 @@ pub struct RunArgs {
     /// The cluster's VPC (required for aws and alibaba).
     #[arg(long, env = "ENI_IPAM_VPC")]
     pub vpc: Option<String>,
-    /// Name of this cluster, written in the tags of every ENI it creates; GC touches only ENIs with it.
-    #[arg(long, env = "ENI_IPAM_CLUSTER_NAME", default_value = "eni-ipam")]
-    pub cluster_name: String,
+    /// This cluster's identity, written in the tags of every ENI it creates; GC touches only ENIs with
+    /// it. Default: the kube-system namespace's UID (unique per cluster). Set it to the old
+    /// --cluster-name when upgrading, so the ENIs created before stay this cluster's.
+    #[arg(long, env = "ENI_IPAM_CLUSTER_ID", value_parser = parse_cluster_id)]
+    pub cluster_id: Option<String>,
     /// EC2 API endpoint override (e.g. a VPC endpoint or a test bed).
     #[arg(long, env = "ENI_IPAM_AWS_ENDPOINT")]
     pub aws_endpoint: Option<String>,

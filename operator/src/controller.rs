@@ -10,6 +10,7 @@ use eni_ipam_api::VpcId;
 use eni_ipam_cloud::{CloudProvider, RetryPolicy};
 use tokio::sync::mpsc;
 
+use crate::cluster_identity::ClusterIdentity;
 use crate::executor::{Executor, ExecutorConfig};
 use crate::fleet::{Fleet, FleetConfig, NodeEvent};
 use crate::instances::InstancesCache;
@@ -24,8 +25,10 @@ pub const RESYNC_WINDOW: Duration = Duration::from_millis(100);
 /// The settings `run` and `simulate` share.
 #[derive(Clone, Debug)]
 pub struct ControllerConfig {
-    /// Cluster name written in every ENI tag (GC touches only ENIs with it).
+    /// The cluster's id, written in every ENI tag (GC touches only ENIs with it).
     pub cluster: String,
+    /// The kube-system namespace's UID, written next to it (`None` in `simulate`).
+    pub cluster_uid: Option<String>,
     /// The cluster's VPC.
     pub vpc: VpcId,
     /// Nodes worked at once.
@@ -47,11 +50,17 @@ pub struct ControllerConfig {
 }
 
 impl ControllerConfig {
+    /// The identity in ENI tags.
+    pub fn identity(&self) -> ClusterIdentity {
+        ClusterIdentity { id: self.cluster.clone(), uid: self.cluster_uid.clone() }
+    }
+
     /// Ours: coalesced listing, every action of a plan at once, full-jitter
     /// requeue from 1 s up to 60 s.
     pub fn new(cluster: impl Into<String>, vpc: VpcId, workers: usize, seed: u64) -> Self {
         Self {
             cluster: cluster.into(),
+            cluster_uid: None,
             vpc,
             workers,
             release_delay: Duration::from_secs(180),
@@ -113,6 +122,7 @@ impl Controller {
         );
         let exec_config = ExecutorConfig {
             cluster: config.cluster.clone(),
+            cluster_uid: config.cluster_uid.clone(),
             vpc: config.vpc.clone(),
             release_delay: config.release_delay,
             max_actions_per_pass: config.max_actions_per_pass,

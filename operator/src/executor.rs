@@ -142,8 +142,10 @@ impl ExecError {
 /// Settings of the executor.
 #[derive(Clone, Debug)]
 pub struct ExecutorConfig {
-    /// Cluster name, written in every tag.
+    /// Cluster id, written in every tag.
     pub cluster: String,
+    /// The kube-system namespace's UID, written in every tag when known.
+    pub cluster_uid: Option<String>,
     /// The VPC the cluster's nodes live in.
     pub vpc: VpcId,
     /// A free IP is released only after this long.
@@ -168,6 +170,7 @@ impl Default for ExecutorConfig {
     fn default() -> Self {
         Self {
             cluster: "eni-ipam".into(),
+            cluster_uid: None,
             vpc: VpcId::default(),
             release_delay: Duration::from_secs(180),
             attach_poll: Duration::from_secs(1),
@@ -445,15 +448,19 @@ impl Executor {
                 Ok(())
             }
             Action::CreateEni { subnet, device_index, ips } => {
+                let mut tags = BTreeMap::from([
+                    (tag::CLUSTER.to_owned(), self.config.cluster.clone()),
+                    (tag::NODE.to_owned(), node.name.clone()),
+                    (tag::CREATED_BY.to_owned(), tag::CREATOR.to_owned()),
+                ]);
+                if let Some(uid) = &self.config.cluster_uid {
+                    tags.insert(tag::CLUSTER_UID.to_owned(), uid.clone());
+                }
                 let request = CreateEni {
                     subnet: subnet.clone(),
                     security_groups: node.security_groups.clone(),
                     secondary_ips: *ips,
-                    tags: BTreeMap::from([
-                        (tag::CLUSTER.to_owned(), self.config.cluster.clone()),
-                        (tag::NODE.to_owned(), node.name.clone()),
-                        (tag::CREATED_BY.to_owned(), tag::CREATOR.to_owned()),
-                    ]),
+                    tags,
                     client_token: self.client_token(node, *device_index),
                 };
                 let eni = self.provider.create_eni(&request).await?;

@@ -3,6 +3,7 @@
 
 pub mod alibaba_args;
 pub mod cli;
+pub mod cluster_identity;
 pub mod controller;
 pub mod executor;
 pub mod fleet;

@@ -177,11 +177,20 @@ async fn run_async(args: &RunArgs) -> anyhow::Result<()> {
             Arc::new(AlibabaProvider::new(alibaba, guard)?)
         }
     };
+    let uid = eni_ipam_operator::cluster_identity::kube_system_uid(&client).await?;
+    let identity = eni_ipam_operator::cluster_identity::establish(
+        args.cluster_id.as_deref(),
+        &uid,
+        provider.as_ref(),
+        &vpc,
+    )
+    .await?;
     let config = RunConfig {
         controller: ControllerConfig {
             release_delay: args.excess_ip_release_delay,
             default_first_interface_index: first_index,
-            ..ControllerConfig::new(&args.cluster_name, vpc, shared.parallel_alloc_workers, seed)
+            cluster_uid: identity.uid.clone(),
+            ..ControllerConfig::new(&identity.id, vpc, shared.parallel_alloc_workers, seed)
         },
         resync_interval: shared.resync_interval,
         gc_interval: args.eni_gc_interval,
@@ -190,7 +199,7 @@ async fn run_async(args: &RunArgs) -> anyhow::Result<()> {
         node_events: args.node_events,
         knob_config: args.knob_config.clone(),
     };
-    tracing::info!(cloud = ?args.cloud, cluster = %args.cluster_name, leader_elect = args.leader.leader_elect, "controller starting");
+    tracing::info!(cloud = ?args.cloud, cluster = %identity.id, cluster_uid = %uid, leader_elect = args.leader.leader_elect, "controller starting");
     run_controller(client, provider, config, metrics, async {
         let signal = eni_ipam_admin::process::stop_requested().await;
         tracing::info!(?signal, "stopping: releasing the lease if held");

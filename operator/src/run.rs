@@ -336,17 +336,17 @@ fn instance_of(node: &Node) -> Option<InstanceId> {
     (!last.is_empty()).then(|| InstanceId::from(last))
 }
 
-/// Every `gc_interval` (jittered), deletes this cluster's ENIs whose node is
-/// gone and leaked ones past the grace. Runs only once both caches hold a full
-/// list: an empty cache would make every node look gone.
+/// Every `gc_interval` (jittered), one GC pass ([`crate::gc`]): the instances
+/// Nodes name (a Node's providerID, and the instance of an ENINode whose Node
+/// exists) veto deletion; the cloud's word on the others decides. Runs only
+/// once both caches hold a full list.
 async fn gc_loop(
     provider: Arc<dyn CloudProvider>,
     config: RunConfig,
     caches: Caches,
     metrics: Arc<OperatorMetrics>,
 ) {
-    let cluster = &config.controller.cluster;
-    let mut gc = Gc::new(cluster, config.controller.vpc.clone(), config.gc_grace);
+    let mut gc = Gc::new(config.controller.identity(), config.controller.vpc.clone(), config.gc_grace);
     let jitter =
         RetryPolicy::new(config.gc_interval, config.gc_interval, u32::MAX, config.controller.seed ^ 0x6c);
     loop {
@@ -368,7 +368,12 @@ async fn gc_loop(
             Ok(r) => {
                 metrics.gc_deleted(r.deleted.len());
                 if !r.deleted.is_empty() || !r.failed.is_empty() {
-                    tracing::info!(deleted = r.deleted.len(), failed = r.failed.len(), "ENI GC pass");
+                    tracing::info!(
+                        deleted = r.deleted.len(),
+                        failed = r.failed.len(),
+                        kept = r.kept.len(),
+                        "ENI GC pass"
+                    );
                 }
             }
             Err(e) => {

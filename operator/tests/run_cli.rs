@@ -54,7 +54,7 @@ fn run_help_explains_every_flag() {
     for flag in [
         "--cloud",
         "--vpc",
-        "--cluster-name",
+        "--cluster-id",
         "--aws-endpoint",
         "--alibaba-endpoint",
         "--kubeconfig",

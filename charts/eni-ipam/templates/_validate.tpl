@@ -5,6 +5,9 @@ with a message saying what to change. They mirror the CEL rules of the
 ENINode CRD (spec.ipam), so a value the chart accepts is one the API accepts.
 */}}
 {{- define "eni-ipam.validate" -}}
+{{- if hasKey .Values "clusterName" -}}
+{{- fail (printf "clusterName was replaced by clusterId: set clusterId=%s to keep the ENIs tagged with that name this cluster's (or leave clusterId empty on a new install: the kube-system namespace UID is used), and remove clusterName" .Values.clusterName) -}}
+{{- end -}}
 {{- $pool := .Values.pool -}}
 {{- if and (gt (int $pool.maxAllocate) 0) (gt (int $pool.minAllocate) (int $pool.maxAllocate)) -}}
 {{- fail (printf "pool.minAllocate (%d) is greater than pool.maxAllocate (%d): lower minAllocate or raise maxAllocate (0 means no limit)" (int $pool.minAllocate) (int $pool.maxAllocate)) -}}

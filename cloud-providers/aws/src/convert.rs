@@ -3,9 +3,11 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use aws_sdk_ec2::types::{AttachmentStatus, InstanceTypeInfo, NetworkInterface, NetworkInterfaceStatus, Tag};
+use aws_sdk_ec2::types::{
+    AttachmentStatus, InstanceStateName, InstanceTypeInfo, NetworkInterface, NetworkInterfaceStatus, Tag,
+};
 use eni_ipam_api::{EniId, InstanceId, InstanceType, SubnetId, VpcId, Zone};
-use eni_ipam_cloud::{Eni, EniState, InstanceLimits, Subnet};
+use eni_ipam_cloud::{Eni, EniState, InstanceLimits, InstanceState, Subnet};
 
 pub fn tags(set: &[Tag]) -> BTreeMap<String, String> {
     set.iter().filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned()))).collect()
@@ -13,6 +15,16 @@ pub fn tags(set: &[Tag]) -> BTreeMap<String, String> {
 
 fn ip(text: Option<&str>) -> Option<Ipv4Addr> {
     text.and_then(|t| t.parse().ok())
+}
+
+/// The state of an EC2 instance state name. A name not known here counts as
+/// running, so GC keeps what it cannot judge.
+pub fn instance_state(name: Option<&InstanceStateName>) -> InstanceState {
+    match name {
+        Some(InstanceStateName::Stopping | InstanceStateName::Stopped) => InstanceState::Stopped,
+        Some(InstanceStateName::ShuttingDown | InstanceStateName::Terminated) => InstanceState::Terminated,
+        _ => InstanceState::Running,
+    }
 }
 
 /// An EC2 network interface; `None` when it lacks an id or an IPv4 address.

@@ -10,7 +10,7 @@ use aws_sdk_ec2::types::{Filter, NetworkInterfaceAttachmentChanges, ResourceType
 use eni_ipam_api::{EniId, InstanceId, InstanceType, VpcId};
 use eni_ipam_cloud::{
     Api, BatchLimits, CallGuard, CloudError, CloudKind, CloudProvider, CloudResult, CreateEni, Eni, EniQuery,
-    ErrorClass, InstanceLimits, Page, Subnet, gone_is_done,
+    ErrorClass, INSTANCES_PER_DESCRIBE, InstanceLimits, InstanceState, Page, Subnet, gone_is_done,
 };
 
 use crate::config::{AwsConfig, AwsSetupError, endpoint_of, sdk_client};
@@ -190,6 +190,49 @@ impl CloudProvider for AwsProvider {
                 None => return Ok(found),
             }
         }
+    }
+
+    /// Asks by the `instance-id` filter, not `InstanceIds`: with ids EC2
+    /// refuses the whole call when one is unknown (`InvalidInstanceID.NotFound`,
+    /// moto too); with the filter it leaves that one out, which is `Gone`.
+    async fn instance_states(&self, ids: &[InstanceId]) -> CloudResult<BTreeMap<InstanceId, InstanceState>> {
+        let api = Api::DescribeInstances;
+        let mut out: BTreeMap<InstanceId, InstanceState> =
+            ids.iter().map(|id| (id.clone(), InstanceState::Gone)).collect();
+        for chunk in ids.chunks(INSTANCES_PER_DESCRIBE) {
+            let object = format!("{} instances", chunk.len());
+            let ask = filter("instance-id", chunk.iter().map(|i| i.to_string()));
+            let mut token = None;
+            loop {
+                let page = self
+                    .guard
+                    .call(api, || async {
+                        self.client
+                            .describe_instances()
+                            .filters(ask.clone())
+                            .max_results(1000)
+                            .set_next_token(token.clone())
+                            .send()
+                            .await
+                            .map_err(|e| cloud_error(api, &object, e))
+                    })
+                    .await?;
+                for instance in page.reservations().iter().flat_map(|r| r.instances()) {
+                    let (Some(id), Some(state)) = (instance.instance_id(), instance.state()) else {
+                        continue;
+                    };
+                    let id = InstanceId::from(id);
+                    if out.contains_key(&id) {
+                        out.insert(id, convert::instance_state(state.name()));
+                    }
+                }
+                match page.next_token() {
+                    Some(next) if !next.is_empty() => token = Some(next.to_owned()),
+                    _ => break,
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn list_enis(

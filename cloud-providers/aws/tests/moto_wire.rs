@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use eni_ipam_api::{EniId, InstanceId, SubnetId, VpcId};
 use eni_ipam_cloud::{
-    Api, CallGuard, CloudProfile, CloudProvider, CreateEni, EniQuery, EniState, ErrorClass, RetryPolicy,
-    list_all_enis, tag,
+    Api, CallGuard, CloudProfile, CloudProvider, CreateEni, EniQuery, EniState, ErrorClass, InstanceState,
+    RetryPolicy, list_all_enis, tag,
 };
 use eni_ipam_cloud_aws::{AwsConfig, AwsConnectError, AwsProvider};
 use eni_ipam_ec2_testbed::{Console, Ec2Proxy, Faults, Moto};
@@ -237,4 +237,24 @@ async fn bad_credentials_and_unreachable_endpoints_fail_at_once_with_the_endpoin
     let err = AwsProvider::connect(config, guard(), &vpc).await.unwrap_err();
     assert!(err.to_string().contains("mars-1") && err.to_string().contains("--aws-region"), "{err}");
     let _ = Api::ALL;
+}
+
+#[tokio::test]
+async fn instance_states_say_running_stopped_terminated_and_gone_for_an_unknown_id() {
+    let b = bed(Faults::default()).await;
+    let launched = b.console.run_instances("m5.large", &b.subnets[0], 3).await;
+    b.console.stop(&launched[1]).await;
+    b.console.terminate(&launched[2]).await;
+    let p = b.provider().await;
+    let mut ask: Vec<InstanceId> = launched.iter().map(|i| InstanceId::from(i.as_str())).collect();
+    ask.push(InstanceId::from("i-0123456789abcdef0"));
+    let states = p.instance_states(&ask).await.unwrap();
+    // moto answers as EC2 does: the filter leaves an unknown id out (asking by
+    // InstanceIds would refuse the whole call with InvalidInstanceID.NotFound).
+    assert_eq!(states.len(), 4, "every id asked is answered");
+    assert_eq!(states[&ask[0]], InstanceState::Running);
+    assert_eq!(states[&ask[1]], InstanceState::Stopped);
+    assert_eq!(states[&ask[2]], InstanceState::Terminated);
+    assert_eq!(states[&ask[3]], InstanceState::Gone);
+    assert_eq!(b.proxy.counts()["DescribeInstances"].forwarded, 1, "four ids in one call");
 }

@@ -19,8 +19,8 @@ use crate::Api;
 use crate::error::{CloudError, CloudResult, ErrorClass};
 use crate::guard::CallGuard;
 use crate::profile::{BatchLimits, CloudKind};
-use crate::provider::CloudProvider;
-use crate::types::{CreateEni, Eni, EniQuery, EniState, InstanceLimits, Page, Subnet};
+use crate::provider::{CloudProvider, INSTANCES_PER_DESCRIBE};
+use crate::types::{CreateEni, Eni, EniQuery, EniState, InstanceLimits, InstanceState, Page, Subnet};
 
 /// Why the provider could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -230,6 +230,30 @@ impl CloudProvider for AlibabaProvider {
                     ipv4_per_eni: t.eni_private_ip_address_quantity,
                 },
             ));
+        }
+        Ok(out)
+    }
+
+    /// ECS's DescribeInstances takes up to 100 ids as one JSON array; ids it
+    /// does not list (released instances) are gone.
+    async fn instance_states(&self, ids: &[InstanceId]) -> CloudResult<BTreeMap<InstanceId, InstanceState>> {
+        let api = Api::DescribeInstances;
+        let mut out = BTreeMap::new();
+        for chunk in ids.chunks(INSTANCES_PER_DESCRIBE) {
+            let list: Vec<&str> = chunk.iter().map(InstanceId::as_str).collect();
+            let object = format!("{} instances", chunk.len());
+            let pairs = [
+                ("InstanceIds", serde_json::to_string(&list).expect("a list of strings serializes")),
+                ("PageSize", INSTANCES_PER_DESCRIBE.to_string()),
+            ];
+            let body: wire::DescribeInstances = self.call(api, &object, self.params(&pairs)).await?;
+            let listed: HashMap<&str, &str> =
+                body.instances.instance.iter().map(|i| (i.instance_id.as_str(), i.status.as_str())).collect();
+            for id in chunk {
+                let state =
+                    listed.get(id.as_str()).map_or(InstanceState::Gone, |s| wire::instance_state_of(s));
+                out.insert(id.clone(), state);
+            }
         }
         Ok(out)
     }

@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use eni_ipam_api::{EniId, InstanceId, SubnetId, VpcId, Zone};
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Eni, EniState, Subnet};
+use crate::types::{Eni, EniState, InstanceState, Subnet};
 
 /// The error body every failed call carries.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -279,6 +279,61 @@ pub struct DescribeVSwitches {
     pub page_size: u64,
     /// This page.
     pub v_switches: VSwitches,
+}
+
+/// One instance of DescribeInstances (the fields eni-ipam reads).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct InstanceEntry {
+    /// Its id.
+    pub instance_id: String,
+    /// `Pending`, `Starting`, `Running`, `Stopping` or `Stopped`.
+    pub status: String,
+}
+
+/// `Instances`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Instances {
+    /// The instances.
+    pub instance: Vec<InstanceEntry>,
+}
+
+/// DescribeInstances. An id the region does not know (a released instance)
+/// is left out of the answer, not refused.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct DescribeInstances {
+    /// Request id.
+    pub request_id: String,
+    /// Instances matching the query.
+    pub total_count: u64,
+    /// This page's number.
+    pub page_number: u64,
+    /// The page size.
+    pub page_size: u64,
+    /// Next page (the token style); empty on the last.
+    pub next_token: String,
+    /// This page.
+    pub instances: Instances,
+}
+
+/// The instance state of an ECS status word. ECS has no "terminated": a
+/// released instance is simply not listed. A word not known here counts as
+/// running, so GC keeps what it cannot judge.
+pub fn instance_state_of(status: &str) -> InstanceState {
+    match status {
+        "Stopping" | "Stopped" => InstanceState::Stopped,
+        _ => InstanceState::Running,
+    }
+}
+
+/// The ECS status word of an instance state (for the emulator; `Gone` is not listed).
+pub fn instance_status_word(state: InstanceState) -> &'static str {
+    match state {
+        InstanceState::Stopped => "Stopped",
+        _ => "Running",
+    }
 }
 
 /// The cloud's status word for an ENI state.

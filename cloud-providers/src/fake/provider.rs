@@ -15,8 +15,8 @@ use crate::Api;
 use crate::error::{CloudResult, gone_is_done};
 use crate::guard::CallGuard;
 use crate::profile::{BatchLimits, CloudKind};
-use crate::provider::CloudProvider;
-use crate::types::{CreateEni, Eni, EniQuery, InstanceLimits, Page, Subnet};
+use crate::provider::{CloudProvider, INSTANCES_PER_DESCRIBE};
+use crate::types::{CreateEni, Eni, EniQuery, InstanceLimits, InstanceState, Page, Subnet};
 
 /// A provider talking to a [`FakeCloud`].
 #[derive(Debug, Clone)]
@@ -69,6 +69,16 @@ impl CloudProvider for FakeProvider {
 
     async fn instance_limits(&self, types: &[InstanceType]) -> CloudResult<Vec<InstanceLimits>> {
         self.call(Api::DescribeInstanceTypes, "instance-types", |s| Ok(s.instance_limits(types))).await
+    }
+
+    async fn instance_states(&self, ids: &[InstanceId]) -> CloudResult<BTreeMap<InstanceId, InstanceState>> {
+        let mut out = BTreeMap::new();
+        for chunk in ids.chunks(INSTANCES_PER_DESCRIBE) {
+            out.extend(
+                self.call(Api::DescribeInstances, "instances", |s| Ok(s.instance_states(chunk))).await?,
+            );
+        }
+        Ok(out)
     }
 
     async fn list_enis(

@@ -3,7 +3,7 @@
 //! what the real clouds check and answers with their error classes. No I/O,
 //! no clock of its own: callers pass `now`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
 
 use eni_ipam_api::{EniId, InstanceId, SubnetId, VpcId, Zone};
@@ -13,7 +13,7 @@ use crate::Api;
 use crate::error::{CloudError, CloudResult, ErrorClass};
 use crate::profile::{CloudKind, CloudProfile};
 use crate::subnet_gateway::reserved_addresses;
-use crate::types::{CreateEni, Eni, EniQuery, EniState, InstanceLimits, Page, Subnet};
+use crate::types::{CreateEni, Eni, EniQuery, EniState, InstanceLimits, InstanceState, Page, Subnet};
 
 /// Why the fake refuses a call; mapped to each cloud's own error code.
 #[derive(Clone, Copy, Debug)]
@@ -127,6 +127,8 @@ pub struct CloudState {
     vpc: VpcId,
     subnets: BTreeMap<SubnetId, SubnetSpace>,
     instances: HashMap<InstanceId, Instance>,
+    /// Terminated instances the cloud still shows (as EC2 does for a while).
+    terminated: HashSet<InstanceId>,
     enis: BTreeMap<EniId, Eni>,
     attaching: Vec<(Instant, EniId)>,
     tokens: HashMap<String, EniId>,
@@ -141,6 +143,7 @@ impl CloudState {
             vpc,
             subnets: BTreeMap::new(),
             instances: HashMap::new(),
+            terminated: HashSet::new(),
             enis: BTreeMap::new(),
             attaching: Vec::new(),
             tokens: HashMap::new(),
@@ -247,6 +250,7 @@ impl CloudState {
     /// attaches with DeleteOnTermination), detaching ones are left behind.
     pub fn terminate_instance(&mut self, id: &InstanceId) {
         let Some(instance) = self.instances.remove(id) else { return };
+        self.terminated.insert(id.clone());
         for eni in instance.enis.values() {
             self.release_eni(eni);
         }
@@ -294,6 +298,23 @@ impl CloudState {
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out
+    }
+
+    /// What the cloud says of each of `ids` (DescribeInstances): running while
+    /// launched, terminated once terminated, gone when never seen.
+    pub fn instance_states(&self, ids: &[InstanceId]) -> BTreeMap<InstanceId, InstanceState> {
+        ids.iter()
+            .map(|id| {
+                let state = if self.instances.contains_key(id) {
+                    InstanceState::Running
+                } else if self.terminated.contains(id) {
+                    InstanceState::Terminated
+                } else {
+                    InstanceState::Gone
+                };
+                (id.clone(), state)
+            })
+            .collect()
     }
 
     /// Every ENI (for invariant checks, not an API).

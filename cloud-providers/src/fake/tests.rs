@@ -202,3 +202,18 @@ async fn injected_faults_are_retried_for_reads() {
     let seen = b.cloud.counts()[&Api::DescribeSubnets];
     assert!(seen.faulted > 0 && seen.calls > 20, "{seen:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn instance_states_say_running_terminated_and_gone_in_batches() {
+    let b = bed(CloudProfile::alibaba());
+    let p = b.provider(0.95);
+    let mut ids: Vec<InstanceId> = (0..150).map(|_| b.launch("ecs.g7.large")).collect();
+    b.cloud.console().terminate_instance(&ids[1]);
+    ids.push(InstanceId::from("i-never-launched"));
+    let states = p.instance_states(&ids).await.unwrap();
+    assert_eq!(states.len(), ids.len(), "every id asked is answered");
+    assert_eq!(states[&ids[0]], crate::InstanceState::Running);
+    assert_eq!(states[&ids[1]], crate::InstanceState::Terminated);
+    assert_eq!(states[&InstanceId::from("i-never-launched")], crate::InstanceState::Gone);
+    assert_eq!(b.cloud.counts()[&Api::DescribeInstances].calls, 2, "151 ids in calls of 100");
+}

@@ -10,7 +10,7 @@ use eni_ipam_api::{EniId, InstanceId, InstanceType, VpcId};
 use eni_ipam_cloud::fake::FakeProvider;
 use eni_ipam_cloud::{
     Api, BatchLimits, CloudError, CloudKind, CloudProvider, CloudResult, CreateEni, Eni, EniQuery,
-    ErrorClass, InstanceLimits, Page, Subnet,
+    ErrorClass, InstanceLimits, InstanceState, Page, Subnet,
 };
 
 /// Called with every create request, before it is sent.
@@ -54,6 +54,9 @@ impl CloudProvider for Observed {
     }
     async fn instance_limits(&self, types: &[InstanceType]) -> CloudResult<Vec<InstanceLimits>> {
         self.inner.instance_limits(types).await
+    }
+    async fn instance_states(&self, ids: &[InstanceId]) -> CloudResult<BTreeMap<InstanceId, InstanceState>> {
+        self.inner.instance_states(ids).await
     }
     async fn list_enis(
         &self,

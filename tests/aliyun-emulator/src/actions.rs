@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 
 use eni_ipam_api::{EniId, InstanceId, InstanceType, SubnetId, VpcId};
 use eni_ipam_cloud::alibaba::wire;
-use eni_ipam_cloud::{Api, CreateEni, EniQuery, EniState};
+use eni_ipam_cloud::{Api, CreateEni, EniQuery, EniState, InstanceState};
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -36,6 +36,7 @@ impl Emulator {
         match action {
             "DescribeVSwitches" => self.describe_vswitches(p),
             "DescribeInstanceTypes" => self.describe_instance_types(p),
+            "DescribeInstances" => self.describe_instances(p),
             "DescribeNetworkInterfaces" => self.describe_network_interfaces(p),
             "CreateNetworkInterface" => self.create_network_interface(p),
             "AttachNetworkInterface" => self.attach_network_interface(p),
@@ -47,7 +48,7 @@ impl Emulator {
             other => Err(ApiError::new(
                 "InvalidAction.NotFound",
                 format!(
-                    "action '{other}' is not served by the emulator (ECS ENI actions and DescribeVSwitches are)"
+                    "action '{other}' is not served by the emulator (ECS ENI actions, DescribeInstances and DescribeVSwitches are)"
                 ),
             )),
         }
@@ -106,6 +107,58 @@ impl Emulator {
             request_id: String::new(),
             next_token: String::new(),
             instance_types: wire::InstanceTypes { instance_type: types },
+        })
+    }
+
+    /// The instances named in `InstanceIds` (a JSON array of up to 100 ids), or
+    /// all of them, by page. Released or unknown ids are left out, as ECS does.
+    fn describe_instances(&self, p: &Params) -> Result<Value, ApiError> {
+        self.region(p)?;
+        let page_number = p.number("PageNumber", 1..=u32::MAX)?.unwrap_or(1);
+        let page_size = p.number("PageSize", 1..=100)?.unwrap_or(10);
+        let asked: Option<Vec<String>> = match p.get("InstanceIds").filter(|t| !t.is_empty()) {
+            None => None,
+            Some(text) => Some(serde_json::from_str(text).map_err(|_| {
+                ApiError::new(
+                    "InvalidInstanceIds.Malformed",
+                    format!("InstanceIds '{text}' is not a JSON array of instance ids"),
+                )
+            })?),
+        };
+        if asked.as_ref().is_some_and(|ids| ids.len() > 100) {
+            return Err(ApiError::new(
+                "InvalidInstanceIds.ValueNotSupported",
+                "give at most 100 InstanceIds",
+            ));
+        }
+        let listed = self.cloud.serve(Api::DescribeInstances, "instances", |s| {
+            let all: Vec<InstanceId> = s.instances().into_iter().map(|i| i.id).collect();
+            let ids: Vec<InstanceId> = match &asked {
+                Some(ids) => ids.iter().map(|i| InstanceId::from(i.as_str())).collect(),
+                None => all,
+            };
+            Ok(s.instance_states(&ids)
+                .into_iter()
+                .filter(|(_, state)| !matches!(state, InstanceState::Gone | InstanceState::Terminated))
+                .collect::<Vec<_>>())
+        })?;
+        let start = ((page_number - 1) as usize).saturating_mul(page_size as usize);
+        let page = listed
+            .iter()
+            .skip(start)
+            .take(page_size as usize)
+            .map(|(id, state)| wire::InstanceEntry {
+                instance_id: id.0.clone(),
+                status: wire::instance_status_word(*state).to_owned(),
+            })
+            .collect();
+        body(wire::DescribeInstances {
+            request_id: String::new(),
+            total_count: listed.len() as u64,
+            page_number: u64::from(page_number),
+            page_size: u64::from(page_size),
+            next_token: String::new(),
+            instances: wire::Instances { instance: page },
         })
     }
 

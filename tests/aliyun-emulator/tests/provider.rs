@@ -10,7 +10,7 @@ use std::time::Duration;
 use eni_ipam_api::{InstanceId, SubnetId, VpcId};
 use eni_ipam_cloud::alibaba::{AlibabaProvider, CredentialSource, Credentials, SignatureVersion};
 use eni_ipam_cloud::{
-    Api, CloudProvider, CreateEni, EniQuery, EniState, ErrorClass, RetryPolicy, list_all_enis,
+    Api, CloudProvider, CreateEni, EniQuery, EniState, ErrorClass, InstanceState, RetryPolicy, list_all_enis,
 };
 
 fn provider_with(
@@ -81,6 +81,22 @@ async fn per_instance_resync_sees_only_that_instance() {
     assert!(page.next_token.is_none());
     let two = p.list_enis(&EniQuery::Instances(instances[..2].to_vec()), 500, None).await.unwrap_err();
     assert_eq!(two.class, ErrorClass::InvalidRequest, "ECS filters on one instance per call");
+}
+
+#[tokio::test]
+async fn instance_states_are_running_for_seeded_instances_and_gone_for_unknown_ids_in_calls_of_100() {
+    let emulator = common::Emulator::start(&common::seed("ecs.g7.large", 3, 0), &["--no-quotas"]);
+    let p = provider(&emulator);
+    let (instances, _) = seeded(&emulator).await;
+    let mut ask = instances.clone();
+    ask.extend((0..120).map(|n| InstanceId::from(format!("i-released{n:05}").as_str())));
+    let states = p.instance_states(&ask).await.unwrap();
+    assert_eq!(states.len(), 123, "every id asked is answered");
+    for id in &instances {
+        assert_eq!(states[id], InstanceState::Running, "{id}");
+    }
+    assert_eq!(states.values().filter(|s| **s == InstanceState::Gone).count(), 120);
+    assert_eq!(emulator.dump().await["counts"]["DescribeInstances"]["calls"], 2, "123 ids in calls of 100");
 }
 
 #[tokio::test]

@@ -59,6 +59,12 @@ def main():
          types=[[t.instance_type_id, t.eni_quantity, t.eni_private_ip_address_quantity]
                 for t in types.instance_types.instance_type])
 
+    instances = ecs.describe_instances(ecs_models.DescribeInstancesRequest(
+        region_id=REGION, instance_ids=json.dumps([instance_id, "i-released0000000"]), page_size=100,
+    )).body
+    step("describe_instances", total=instances.total_count,
+         instances=[[i.instance_id, i.status] for i in instances.instances.instance])
+
     created = ecs.create_network_interface(ecs_models.CreateNetworkInterfaceRequest(
         region_id=REGION, v_switch_id=vswitch_id, security_group_id="sg-emulated",
         secondary_private_ip_address_count=2, client_token="sdk-roundtrip-1",

@@ -15,11 +15,12 @@ async fn the_official_python_sdk_runs_the_eni_lifecycle_and_a_wrong_secret_is_re
         common::Emulator::start(&common::seed("ecs.g7.large", 1, 0), &["--attach-delay-ms", "300"]);
     let dump = emulator.dump().await;
     let instance = dump["seeded"]["instances"][0].as_str().expect("a seeded instance").to_owned();
+    let seeded = instance.clone();
     let vswitch = dump["seeded"]["vswitches"]["pods"].as_str().expect("the seeded vSwitch").to_owned();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk_roundtrip.py");
     let addr = emulator.addr.clone();
     let output = tokio::task::spawn_blocking(move || {
-        Command::new(python).arg(script).args([&addr, &instance, &vswitch]).output().expect("running python")
+        Command::new(python).arg(script).args([&addr, &seeded, &vswitch]).output().expect("running python")
     })
     .await
     .unwrap();
@@ -35,6 +36,12 @@ async fn the_official_python_sdk_runs_the_eni_lifecycle_and_a_wrong_secret_is_re
         .map(|v| (v["step"].as_str().unwrap().to_owned(), v))
         .collect();
     assert_eq!(steps["describe_instance_types"]["types"], serde_json::json!([["ecs.g7.large", 3, 6]]));
+    assert_eq!(
+        steps["describe_instances"]["instances"],
+        serde_json::json!([[instance, "Running"]]),
+        "the seeded instance is Running; an id ECS does not know is left out, not refused"
+    );
+    assert_eq!(steps["describe_instances"]["total"], 1);
     assert_eq!(steps["create"]["status"], "Available");
     assert_eq!(steps["create"]["ips"].as_array().unwrap().len(), 3, "primary + 2 secondary");
     assert_eq!(

@@ -41,6 +41,7 @@ fn each_component_gets_only_what_it_uses() {
                 "[eni-ipam.io] eninodes: get,list,watch,patch",
                 "[eni-ipam.io] eninodes/status: patch",
                 "[] nodes: get,list,watch",
+                "[] namespaces: get",
                 "[,events.k8s.io] events: create,patch",
             ],
         ),
@@ -64,6 +65,15 @@ fn each_component_gets_only_what_it_uses() {
     .map(|(k, v)| (k.to_owned(), v.into_iter().map(str::to_owned).collect()))
     .collect();
     assert_eq!(rules(&objects), expected);
+    let operator =
+        objects.iter().find(|o| o["metadata"]["name"] == "eni-ipam-operator" && o["kind"] == "ClusterRole");
+    let namespaces =
+        operator.unwrap()["rules"].as_array().unwrap().iter().find(|r| r["resources"][0] == "namespaces");
+    assert_eq!(
+        namespaces.unwrap()["resourceNames"],
+        serde_json::json!(["kube-system"]),
+        "the operator reads the kube-system namespace (its UID) and no other"
+    );
 }
 
 #[test]

@@ -131,3 +131,25 @@ fn leader_election_timings_that_cannot_work_are_refused() {
         ],
     );
 }
+
+#[test]
+fn the_old_cluster_name_is_refused_with_what_to_set_instead() {
+    let message = refusal(&["clusterName=prod"]);
+    assert!(message.contains("clusterName was replaced by clusterId: set clusterId=prod"), "{message}");
+    let message = refusal(&["clusterId=prod cluster"]);
+    assert!(message.contains("clusterId"), "{message}");
+}
+
+#[test]
+fn the_cluster_id_is_passed_only_when_set() {
+    let args = |sets: &[&str]| {
+        Helm::default()
+            .render(&[], sets)
+            .lines()
+            .filter(|l| l.contains("--cluster-id"))
+            .map(|l| l.trim().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert!(args(&[]).is_empty(), "by default the operator uses the kube-system namespace UID");
+    assert_eq!(args(&["clusterId=prod"]), vec!["- --cluster-id=prod".to_owned()]);
+}

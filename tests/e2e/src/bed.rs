@@ -563,19 +563,19 @@ impl Drop for Bed {
 
 /// The host side of node `i`'s management link: a /30 in 169.254.K.0/24, K from the pid so
 /// two beds on one machine do not share addresses.
-fn host_address(i: usize) -> Ipv4Addr {
+pub(crate) fn host_address(i: usize) -> Ipv4Addr {
     let k = 100 + (std::process::id() % 150) as u8;
     Ipv4Addr::new(169, 254, k, (i as u8) * 4 + 1)
 }
 
 /// The chart's values for this bed: its cloud as a node reaches it through `host`, and
 /// timings short enough for a test (2 s lease, 2 s release delay, a GC pass every few s).
-fn chart_values(cloud: &Cloud, host: Ipv4Addr, datapath: DatapathMode) -> Vec<String> {
+pub(crate) fn chart_values(cloud: &Cloud, host: Ipv4Addr, datapath: DatapathMode) -> Vec<String> {
     let gc = format!("{}ms", GC_PERIOD.as_millis());
     let mut values = cloud.chart_values(host);
     values.extend(datapath.chart_values());
     values.extend([
-        format!("clusterName={CLUSTER}"),
+        format!("clusterId={CLUSTER}"),
         "pool.releaseDelay=2s".into(),
         "cloudApi.resyncInterval=10s".into(),
         format!("cloudApi.eniGcInterval={gc}"),

@@ -186,8 +186,16 @@ impl Cloud {
 
     /// Launches `count` more instances (an autoscaler adding nodes); returns them.
     pub async fn launch(&mut self, count: usize) -> Vec<Instance> {
+        let launched = self.launch_elsewhere(count).await;
+        self.instances.extend(launched.iter().cloned());
+        launched
+    }
+
+    /// Launches `count` instances in the VPC that are not the bed's nodes (another
+    /// cluster's VMs); returns them.
+    pub async fn launch_elsewhere(&self, count: usize) -> Vec<Instance> {
         let subnet = self.subnets[0].id.clone();
-        let launched: Vec<Instance> = match &self.backend {
+        match &self.backend {
             Backend::Alibaba { emulator, .. } => {
                 let mut console = emulator.cloud().console();
                 (0..count)
@@ -215,9 +223,7 @@ impl Cloud {
                     })
                     .collect()
             }
-        };
-        self.instances.extend(launched.iter().cloned());
-        launched
+        }
     }
 
     /// Every ENI of the VPC, read past the quota.

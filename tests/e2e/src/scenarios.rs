@@ -133,7 +133,7 @@ impl<'a> Run<'a> {
     }
 
     /// Waits until the cloud, ENINodes and pods agree (a GC pass included); the last findings.
-    async fn settle(&self) -> Findings {
+    pub(crate) async fn settle(&self) -> Findings {
         let start = Instant::now();
         let bound = GC_PERIOD * 2 + Duration::from_secs(30);
         loop {

@@ -61,6 +61,11 @@ impl Console {
         self.ok(&[("Action", "TerminateInstances".into()), ("InstanceId.1", instance.into())]).await;
     }
 
+    /// Stops an instance.
+    pub async fn stop(&self, instance: &str) {
+        self.ok(&[("Action", "StopInstances".into()), ("InstanceId.1", instance.into())]).await;
+    }
+
     /// Every ENI of a VPC as (id, instance id if attached, secondary IP count, tags text).
     pub async fn enis(&self, vpc: &str) -> Vec<EniRow> {
         let body = self

@@ -132,6 +132,28 @@ pub const SERVICECIDRS: Kind = Kind {
     short: "",
 };
 
+/// Core v1 Namespaces (the stand-in starts with kube-system, whose UID is a cluster's identity).
+pub const NAMESPACES: Kind = Kind {
+    group: "",
+    version: "v1",
+    plural: "namespaces",
+    kind: "Namespace",
+    namespaced: false,
+    status: true,
+    short: "ns",
+};
+
 /// Every kind served.
-pub const KINDS: [Kind; 10] =
-    [NODES, PODS, CORE_EVENTS, CONFIGMAPS, ENINODES, LEASES, EVENTS, SERVICES, ENDPOINTSLICES, SERVICECIDRS];
+pub const KINDS: [Kind; 11] = [
+    NODES,
+    PODS,
+    CORE_EVENTS,
+    CONFIGMAPS,
+    ENINODES,
+    LEASES,
+    EVENTS,
+    SERVICES,
+    ENDPOINTSLICES,
+    SERVICECIDRS,
+    NAMESPACES,
+];

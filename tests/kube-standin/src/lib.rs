@@ -79,6 +79,15 @@ struct Inner {
     compacted: u64,
     history_limit: usize,
     uid: u64,
+    /// The first part of every UID: unique per stand-in, so two stand-ins (two
+    /// clusters in one bed) never share a kube-system UID.
+    uid_prefix: u32,
+}
+
+/// A number unlikely to repeat across stand-ins (std's per-instance hash keys are random).
+fn unique_u32() -> u32 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(0u8) as u32
 }
 
 /// A request as the stand-in saw it (for counting calls in tests).
@@ -191,6 +200,7 @@ impl KubeStandin {
                 compacted: 0,
                 history_limit: history_limit.max(1),
                 uid: 0,
+                uid_prefix: unique_u32(),
             }),
             events,
             expire: broadcast::channel(16).0,
@@ -201,6 +211,9 @@ impl KubeStandin {
             policies: Mutex::new(Vec::new()),
         });
         let standin = KubeStandin { shared, url: url.clone(), addr, server: Arc::new(Mutex::new(None)) };
+        standin
+            .create(NAMESPACES, json!({"metadata": {"name": "kube-system"}}))
+            .expect("a fresh stand-in has no kube-system yet");
         standin.serve(listener);
         (url, standin)
     }

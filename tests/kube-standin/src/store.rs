@@ -78,7 +78,7 @@ pub(crate) fn create_locked(
     } else {
         m.remove("namespace");
     }
-    m.insert("uid".into(), format!("00000000-0000-4000-8000-{:012x}", inner.uid).into());
+    m.insert("uid".into(), format!("{:08x}-0000-4000-8000-{:012x}", inner.uid_prefix, inner.uid).into());
     m.insert("resourceVersion".into(), rv.to_string().into());
     m.insert("creationTimestamp".into(), now_rfc3339().into());
     m.insert("generation".into(), 1.into());

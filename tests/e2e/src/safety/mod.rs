@@ -8,6 +8,8 @@ use serde::Serialize;
 
 pub mod hostile_agent;
 pub mod lost_del;
+pub mod node_deleted_vm_runs;
+pub mod two_clusters;
 
 /// What one safety scenario found. Every count but `leaked_ips_freed` must be 0.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -77,8 +79,31 @@ pub fn table(title: &str, rows: &[SafetyRow]) -> String {
     out
 }
 
+/// Ends a scenario: deletes its `pods`, waits until they are gone, lets the bed settle
+/// (a GC pass included) and audits it; panics naming `scenario` when the audit finds
+/// anything. Returns the double IPs it counted.
+pub(crate) async fn remove_pods_and_audit(
+    bed: &mut crate::bed::Bed,
+    scenario: &str,
+    pods: &[String],
+    progress: &(dyn Fn(&str) + Sync),
+) -> usize {
+    for pod in pods {
+        bed.delete_pod(pod);
+    }
+    bed.wait_for("the scenario's pods to go", crate::scenarios::CONVERGE, |bed| {
+        bed.pod_ips().keys().all(|k| !pods.iter().any(|p| k.ends_with(&format!("/{p}"))))
+    })
+    .await;
+    let run = crate::scenarios::Run::new(bed, crate::scenarios::Size::new(false), progress);
+    let findings = run.settle().await;
+    assert!(findings.clean(), "{scenario}: the audit after settling: {findings:#?}");
+    findings.double_ips.len()
+}
+
 /// Every safety scenario, in the order they run on one bed.
-pub const SCENARIOS: &[&str] = &["hostile_agent", "lost_del"];
+pub const SCENARIOS: &[&str] =
+    &["hostile_agent", "lost_del", "node deleted, VM runs", "two clusters, one VPC"];
 
 /// Runs every safety scenario on `bed`, in order.
 pub async fn all(bed: &mut crate::bed::Bed, progress: &(dyn Fn(&str) + Sync)) -> Vec<SafetyRow> {
@@ -92,6 +117,8 @@ pub async fn all(bed: &mut crate::bed::Bed, progress: &(dyn Fn(&str) + Sync)) ->
     // rows.push(<file>::run(bed, progress).await);
     rows.push(hostile_agent::run(bed, progress).await);
     rows.push(lost_del::run(bed, progress).await);
+    rows.push(node_deleted_vm_runs::run(bed, progress).await);
+    rows.push(two_clusters::run(bed, progress).await);
     rows
 }
 
