@@ -103,6 +103,13 @@ pub struct ENINodeSpec {
     /// a node name that comes back on a new VM must not hand out the old VM's IPs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool_instance_id: Option<InstanceId>,
+    /// Every secondary IP on the instance's primary ENI when the operator last wrote `pool`,
+    /// whoever assigned it (written by the operator with the pool, where pods use the primary
+    /// ENI). After an operator failover, an IP that appeared there since is one the old leader
+    /// assigned and had not recorded yet; an IP already listed here and not in `pool` is
+    /// another CNI's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_eni_ips: Option<Vec<String>>,
 }
 
 /// Where one pool IP lives.

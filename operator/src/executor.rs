@@ -57,6 +57,9 @@ pub struct NodeTarget {
     /// The pool this cluster last published (`spec.pool`): IP -> its ENI. The
     /// record of which IPs on the primary ENI this cluster assigned.
     pub published: BTreeMap<Ipv4Addr, EniId>,
+    /// `spec.primaryEniIps`: every secondary IP of the primary ENI at the last publish
+    /// (`None`: never published with it).
+    pub primary_eni_ips: Option<BTreeSet<Ipv4Addr>>,
 }
 
 /// Where a node ended up after converging.
@@ -73,6 +76,8 @@ pub struct NodeOutcome {
     /// Changes to `status.release`: `Some(marked)` to mark an IP, `None` to
     /// drop its entry (unmarked, or released and gone from the pool).
     pub release: BTreeMap<Ipv4Addr, Option<ReleaseState>>,
+    /// Every secondary IP of the primary ENI, where pods use it: `spec.primaryEniIps`.
+    pub primary_eni_ips: Option<BTreeSet<Ipv4Addr>>,
 }
 
 impl NodeOutcome {
@@ -399,6 +404,9 @@ impl Executor {
         let enis = self.cache.enis_of(&node.instance);
         let record = self.ip_record(node);
         let first = node.first_interface_index;
+        let primary_eni_ips = ownership::primary_eni_ips(&enis, first, &self.config.cluster);
+        // What is published from here on is this process's own record.
+        self.ips.lock().expect("ip ledger lock").published_here(&node.instance);
         let pool: BTreeMap<Ipv4Addr, PoolEntry> =
             ownership::owned_pool(&enis, first, &self.config.cluster, &record)
                 .into_iter()
@@ -429,7 +437,7 @@ impl Executor {
             node.release.keys().filter(|ip| !pool.contains_key(ip)).map(|ip| (*ip, None)).collect();
         release.extend(plan.unmark.iter().map(|ip| (*ip, None)));
         release.extend(plan.mark.iter().map(|ip| (*ip, Some(ReleaseState::Marked))));
-        NodeOutcome { pool, enis, plan, capacity, release }
+        NodeOutcome { pool, enis, plan, capacity, release, primary_eni_ips }
     }
 
     async fn act(&self, node: &NodeTarget, action: &Action) -> Result<(), CloudError> {
@@ -550,7 +558,21 @@ impl Executor {
     /// What this cluster knows of the IPs it handled on the node.
     fn ip_record(&self, node: &NodeTarget) -> IpRecord {
         let (now, cooldown) = (self.now(), self.config.released_cooldown);
-        self.ips.lock().expect("ip ledger lock").record(&node.instance, &node.published, now, cooldown)
+        let mut ledger = self.ips.lock().expect("ip ledger lock");
+        let mut record = ledger.record(&node.instance, &node.published, now, cooldown);
+        if !ledger.was_published_here(&node.instance)
+            && let Some(seen) = &node.primary_eni_ips
+        {
+            let enis = self.cache.enis_of(&node.instance);
+            ownership::recover_failover_assigns(
+                &mut record,
+                &enis,
+                node.first_interface_index,
+                &self.config.cluster,
+                seen,
+            );
+        }
+        record
     }
 
     fn record_assigned(&self, node: &NodeTarget, eni: &EniId, ips: &[Ipv4Addr], on_primary: bool) {

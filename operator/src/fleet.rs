@@ -342,6 +342,10 @@ impl Fleet {
                 .iter()
                 .filter_map(|(ip, entry)| Some((ip.parse().ok()?, entry.eni.clone())))
                 .collect(),
+            primary_eni_ips: spec
+                .primary_eni_ips
+                .as_ref()
+                .map(|ips| ips.iter().filter_map(|ip| ip.parse().ok()).collect()),
         };
         Ok((target, effective))
     }
@@ -413,6 +417,10 @@ fn update_of(outcome: &NodeOutcome) -> PoolUpdate {
         release: outcome.release.iter().map(|(ip, state)| (ip.to_string(), *state)).collect(),
         effective: None,
         pool_instance: None,
+        primary_eni_ips: outcome
+            .primary_eni_ips
+            .as_ref()
+            .map(|ips| ips.iter().map(ToString::to_string).collect()),
     }
 }
 

@@ -4,7 +4,7 @@
 //! cloud's listings lag its writes). Read through [`IpLedger::record`] into the
 //! ownership decision (`crate::ownership`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -19,6 +19,8 @@ pub struct IpLedger {
     assigned: HashMap<InstanceId, BTreeMap<Ipv4Addr, EniId>>,
     /// IPs released, with when (operator clock).
     released: BTreeMap<Ipv4Addr, Duration>,
+    /// Instances whose pool this process has worked out and published at least once.
+    published_here: HashSet<InstanceId>,
 }
 
 impl IpLedger {
@@ -53,6 +55,17 @@ impl IpLedger {
                 .or_default()
                 .extend(ips.iter().map(|ip| (*ip, eni.clone())));
         }
+    }
+
+    /// This process is about to publish the pool of `instance`: from now on its own
+    /// ledger, not an earlier leader's, knows what it assigned there.
+    pub fn published_here(&mut self, instance: &InstanceId) {
+        self.published_here.insert(instance.clone());
+    }
+
+    /// Whether [`Self::published_here`] was called for `instance`.
+    pub fn was_published_here(&self, instance: &InstanceId) -> bool {
+        self.published_here.contains(instance)
     }
 
     /// The cloud released `ips` at `now`.

@@ -103,9 +103,11 @@ impl NodeStore for KubeNodeStore {
         };
         let current = self.cache.get(&ObjectRef::new(name));
         let status = current.as_ref().and_then(|n| n.status.clone()).unwrap_or_default();
-        let pool_same = current
-            .as_ref()
-            .is_some_and(|n| n.spec.pool == update.pool && n.spec.pool_instance_id == update.pool_instance);
+        let pool_same = current.as_ref().is_some_and(|n| {
+            n.spec.pool == update.pool
+                && n.spec.pool_instance_id == update.pool_instance
+                && n.spec.primary_eni_ips == update.primary_eni_ips
+        });
         let old_condition = status.conditions.iter().find(|c| c.type_ == update.condition.type_);
         let condition_same = old_condition.is_some_and(|c| same_condition(c, &update.condition));
         let effective_same = update.effective.is_none() || status.effective_ipam == update.effective;
@@ -116,8 +118,11 @@ impl NodeStore for KubeNodeStore {
             && status.eni_count == update.enis.len() as u32;
         let params = PatchParams::apply(FIELD_MANAGER).force();
         if !pool_same {
-            let body = json!({"apiVersion": "eni-ipam.io/v1alpha1", "kind": "ENINode",
+            let mut body = json!({"apiVersion": "eni-ipam.io/v1alpha1", "kind": "ENINode",
                 "spec": {"pool": update.pool, "poolInstanceId": update.pool_instance}});
+            if let Some(ips) = &update.primary_eni_ips {
+                body["spec"]["primaryEniIps"] = json!(ips);
+            }
             self.api
                 .patch(name, &params, &Patch::Apply(&body))
                 .await

@@ -18,6 +18,8 @@ pub struct PoolUpdate {
     pub pool: BTreeMap<String, PoolEntry>,
     /// `spec.poolInstanceId`: the instance the pool was built for.
     pub pool_instance: Option<InstanceId>,
+    /// `spec.primaryEniIps`: every secondary IP on the primary ENI as published with the pool.
+    pub primary_eni_ips: Option<Vec<String>>,
     /// `status.enis`.
     pub enis: BTreeMap<String, EniStatus>,
     /// The `PoolReady` condition.
@@ -130,6 +132,7 @@ impl NodeStore for MemoryNodeStore {
         apply_release_changes(&mut release, &update.release);
         let changed = node.spec.pool != update.pool
             || node.spec.pool_instance_id != update.pool_instance
+            || node.spec.primary_eni_ips != update.primary_eni_ips
             || status.enis != update.enis
             || status.conditions.first() != Some(&update.condition)
             || status.release != release
@@ -148,6 +151,7 @@ impl NodeStore for MemoryNodeStore {
         }
         node.spec.pool = update.pool;
         node.spec.pool_instance_id = update.pool_instance;
+        node.spec.primary_eni_ips = update.primary_eni_ips;
         self.writes.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

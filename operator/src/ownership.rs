@@ -150,6 +150,44 @@ pub fn pod_capacity(
     limits.pod_capacity(first_interface_index).saturating_sub(taken_by_others)
 }
 
+/// The primary ENI where pods use it (first usable index 0): the one IPs of other CNIs
+/// can share with ours.
+fn usable_primary<'a>(enis: &'a [Eni], first_interface_index: u32, cluster: &str) -> Option<&'a Eni> {
+    enis.iter().find(|e| {
+        first_interface_index == 0
+            && e.state == EniState::InUse
+            && EniOwner::of(e, cluster) == EniOwner::Primary
+    })
+}
+
+/// Every secondary IP of the usable primary ENI, ours and others', as `spec.primaryEniIps`
+/// records it with the pool; `None` where pods do not use the primary ENI.
+pub fn primary_eni_ips(
+    enis: &[Eni],
+    first_interface_index: u32,
+    cluster: &str,
+) -> Option<BTreeSet<Ipv4Addr>> {
+    usable_primary(enis, first_interface_index, cluster).map(|e| e.secondary_ips.iter().copied().collect())
+}
+
+/// After a failover: the IPs on the primary ENI that were not there when the pool was last
+/// published (`seen`) are the old leader's assigns that it died before recording, so they
+/// join the record. Another CNI's IPs were there already (in `seen`, not in the pool) and stay
+/// out. Called only until this process has published the node itself; an IP another CNI
+/// assigns on the same ENI while no operator runs is taken as ours (one CNI per node).
+pub fn recover_failover_assigns(
+    record: &mut IpRecord,
+    enis: &[Eni],
+    first_interface_index: u32,
+    cluster: &str,
+    seen: &BTreeSet<Ipv4Addr>,
+) {
+    let Some(primary) = usable_primary(enis, first_interface_index, cluster) else { return };
+    for ip in primary.secondary_ips.iter().filter(|ip| !seen.contains(ip) && !record.cooling.contains(ip)) {
+        record.assigned.entry(*ip).or_insert_with(|| primary.id.clone());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -314,5 +352,44 @@ mod tests {
         assert_eq!(pod_capacity(&enis, &limits, 0, CLUSTER, &record), 13);
         // From index 1 on, the primary does not count: 3 x 5 less the foreign ENI.
         assert_eq!(pod_capacity(&enis, &limits, 1, CLUSTER, &record), 10);
+    }
+
+    #[test]
+    fn a_failover_recovers_the_old_leaders_unrecorded_assigns_and_nothing_of_another_cni() {
+        // On the primary ENI: 1 ours and recorded, 2 another CNI's (there at the last
+        // publish), 3 assigned by the old leader after that publish, 4 ours but cooling.
+        let primary = eni("eni-primary", 0, None, &[1, 2, 3, 4]);
+        let seen: BTreeSet<Ipv4Addr> = [ip(1), ip(2)].into();
+        // (first index, record before, seen, IPs assigned after recovery, the case)
+        type Row<'a> = (u32, IpRecord, Option<&'a BTreeSet<Ipv4Addr>>, Vec<u8>, &'a str);
+        let rows: Vec<Row> = vec![
+            (
+                0,
+                record(&[(1, "eni-primary")], &[4]),
+                Some(&seen),
+                vec![1, 3],
+                "unrecorded new IP recovered, foreign and cooling not",
+            ),
+            (
+                0,
+                record(&[(1, "eni-primary")], &[]),
+                None,
+                vec![1],
+                "never published with primaryEniIps: nothing recovered",
+            ),
+            (1, record(&[], &[]), Some(&seen), vec![], "the primary ENI serves no pod: nothing to recover"),
+        ];
+        for (first, mut record, seen, want, case) in rows {
+            if let Some(seen) = seen {
+                recover_failover_assigns(&mut record, std::slice::from_ref(&primary), first, CLUSTER, seen);
+            }
+            let got: Vec<u8> = record.assigned.keys().map(|a| a.octets()[3]).collect();
+            assert_eq!(got, want, "{case}");
+        }
+        assert_eq!(
+            primary_eni_ips(std::slice::from_ref(&primary), 0, CLUSTER),
+            Some([1, 2, 3, 4].map(ip).into())
+        );
+        assert_eq!(primary_eni_ips(std::slice::from_ref(&primary), 1, CLUSTER), None);
     }
 }

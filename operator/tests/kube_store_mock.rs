@@ -41,6 +41,7 @@ async fn publish_applies_spec_pool_then_status_as_eni_ipam_operator_and_skips_no
     let update = PoolUpdate {
         pool: pool.clone(),
         pool_instance: Some(eni_ipam_api::InstanceId::from("i-1")),
+        primary_eni_ips: Some(vec!["10.0.0.5".into(), "10.0.0.9".into()]),
         enis: BTreeMap::new(),
         condition: PoolUpdate::pool_ready(true, "AtTarget", String::new()),
         release: BTreeMap::new(),
@@ -61,7 +62,8 @@ async fn publish_applies_spec_pool_then_status_as_eni_ipam_operator_and_skips_no
         assert_eq!(
             spec,
             json!({"apiVersion":"eni-ipam.io/v1alpha1","kind":"ENINode",
-                "spec":{"pool":{"10.0.0.5":{"eni":"eni-1","subnet":"subnet-1"}},"poolInstanceId":"i-1"}})
+                "spec":{"pool":{"10.0.0.5":{"eni":"eni-1","subnet":"subnet-1"}},"poolInstanceId":"i-1",
+                    "primaryEniIps":["10.0.0.5","10.0.0.9"]}})
         );
         let status = expect(
             &mut handle,
@@ -88,6 +90,7 @@ async fn publish_applies_spec_pool_then_status_as_eni_ipam_operator_and_skips_no
     let mut published = node;
     published.spec.pool = pool;
     published.spec.pool_instance_id = update.pool_instance.clone();
+    published.spec.primary_eni_ips = update.primary_eni_ips.clone();
     let mut status =
         ENINodeStatus { available: 1, effective_ipam: update.effective.clone(), ..Default::default() };
     status.conditions = vec![update.condition.clone()];
@@ -121,6 +124,7 @@ async fn release_marks_are_a_merge_patch_on_status_that_can_drop_the_agents_answ
     let update = PoolUpdate {
         pool: BTreeMap::new(),
         pool_instance: None,
+        primary_eni_ips: None,
         enis: BTreeMap::new(),
         condition,
         release: BTreeMap::from([

@@ -77,6 +77,37 @@ async fn the_record_of_our_ips_on_the_primary_eni_survives_an_operator_restart()
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_leader_that_dies_between_an_assign_and_its_publish_leaks_nothing() {
+    let mut bed = Bed::aws();
+    let instance = bed.launch("m5.large");
+    let foreign = foreign_ips_on_primary(&bed, &instance, 2);
+    let mut node = bed.node("node-a", &instance, "m5.large", 0, 3);
+    let first = bed.executor.converge(&node).await.expect("converges");
+    // What the leader published: the pool and every IP then on the primary ENI.
+    node.published = published(&first);
+    node.primary_eni_ips = first.primary_eni_ips.clone();
+    assert!(foreign.iter().all(|ip| first.primary_eni_ips.as_ref().unwrap().contains(ip)));
+    // It assigns more (pre-allocate up) and dies before publishing that pool.
+    node.knobs.pre_allocate = 6;
+    let unpublished = bed.executor.converge(&node).await.expect("converges");
+    let lost: Vec<Ipv4Addr> =
+        unpublished.pool.keys().filter(|ip| !first.pool.contains_key(ip)).copied().collect();
+    assert_eq!(lost.len(), 3);
+
+    // The next leader knows only what was published.
+    bed.restart();
+    let assigns = bed.calls(Api::AssignPrivateIpAddresses);
+    let after = bed.executor.converge(&node).await.expect("converges after the failover");
+    assert!(
+        lost.iter().all(|ip| after.pool.contains_key(ip)),
+        "the old leader's assigns are the pool's: {after:?}"
+    );
+    assert!(after.pool.keys().all(|ip| !foreign.contains(ip)), "another CNI's IPs stay out");
+    assert_eq!(after.pool.len(), 6);
+    assert_eq!(bed.calls(Api::AssignPrivateIpAddresses), assigns, "nothing assigned again");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_node_name_reused_by_a_new_instance_gets_a_pool_of_the_new_instance_only() {
     let bed = Bed::aws();
     let old = bed.launch("m5.large");

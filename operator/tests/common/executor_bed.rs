@@ -158,6 +158,7 @@ impl Bed {
             free_since: BTreeMap::new(),
             release: BTreeMap::new(),
             published: BTreeMap::new(),
+            primary_eni_ips: None,
         }
     }
 

@@ -50,7 +50,7 @@ fn stored(node: &str) -> Value {
             "annotations": {"eni-ipam.io/knobs-layered": "true"},
             "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": node, "uid": "n-1"}]},
         "spec": {"instanceId": "i-0aaa", "instanceType": "m5.large", "zone": "us-east-1a", "vpcId": "",
-            "poolInstanceId": "i-0aaa",
+            "poolInstanceId": "i-0aaa", "primaryEniIps": ["10.0.1.10", "10.0.1.11"],
             "pool": {"10.0.1.10": {"eni": "eni-1", "subnet": "subnet-1"},
                      "10.0.1.11": {"eni": "eni-1", "subnet": "subnet-1"}}},
         "status": {
@@ -206,6 +206,7 @@ fn another_nodes_eninode_is_refused() {
     created.as_object_mut().unwrap().remove("status");
     created["spec"].as_object_mut().unwrap().remove("pool");
     created["spec"].as_object_mut().unwrap().remove("poolInstanceId");
+    created["spec"].as_object_mut().unwrap().remove("primaryEniIps");
     refused(check(&a, "CREATE", "", &created, None), says);
     refused(update(&a, "", &b, &merged(&b, &json!({"spec": {"instanceId": "i-0evil"}}))), says);
     refused(
@@ -223,8 +224,10 @@ fn the_operators_fields_on_its_own_eninode_are_refused() {
         ("", json!({"spec": {"pool": {"10.0.9.9": {"eni": "eni-9", "subnet": "subnet-9"}}}}), "spec.pool"),
         ("", json!({"spec": {"pool": {"10.0.1.11": null}}}), "spec.pool"),
         // A node must not make the operator's pool of another instance look like its own.
-        ("", json!({"spec": {"poolInstanceId": "i-0bbb"}}), "spec.poolInstanceId"),
-        ("", json!({"spec": {"poolInstanceId": null}}), "spec.poolInstanceId"),
+        ("", json!({"spec": {"poolInstanceId": "i-0bbb"}}), "poolInstanceId"),
+        ("", json!({"spec": {"poolInstanceId": null}}), "poolInstanceId"),
+        // Nor claim another CNI's IPs on the primary ENI as ones an operator failover left behind.
+        ("", json!({"spec": {"primaryEniIps": ["10.0.1.10"]}}), "primaryEniIps"),
         ("", json!({"spec": {"ipam": {"preAllocate": 500}}}), "knobs"),
         ("", json!({"spec": {"securityGroups": ["sg-open"]}}), "knobs"),
         ("", json!({"spec": {"vpcId": "vpc-other"}}), "knobs"),
@@ -269,7 +272,9 @@ fn the_operators_fields_on_its_own_eninode_are_refused() {
     refused(check(&a, "CREATE", "", &created, None), "spec.pool");
     // Nor the instance a pool was built for.
     created["spec"].as_object_mut().unwrap().remove("pool");
-    refused(check(&a, "CREATE", "", &created, None), "spec.poolInstanceId");
+    refused(check(&a, "CREATE", "", &created, None), "poolInstanceId");
+    created["spec"].as_object_mut().unwrap().remove("poolInstanceId");
+    refused(check(&a, "CREATE", "", &created, None), "primaryEniIps");
 }
 
 #[test]
