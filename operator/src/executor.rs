@@ -476,8 +476,15 @@ impl Executor {
                 self.attach_or_clean_up(node, &eni, *device_index).await
             }
             Action::Release { eni, ips } => {
-                self.provider.unassign_ips(eni, ips).await?;
+                // Cooling before the call: once the cloud has them back it can hand them to
+                // another node's assign, whose answer must find them released already
+                // (recorded after, the release would drop that node's fresh assign).
                 self.record_released(ips);
+                if let Err(e) = self.provider.unassign_ips(eni, ips).await {
+                    // Kept on the ENI (a throttle, a refusal): back in the pool at once.
+                    self.ips.lock().expect("ip ledger lock").release_failed(ips);
+                    return Err(e);
+                }
                 if let Some(subnet) = self.subnet_of(node, eni) {
                     self.cache.adjust_subnet_free(&subnet, -(ips.len() as i64));
                 }

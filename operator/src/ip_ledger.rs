@@ -68,7 +68,14 @@ impl IpLedger {
         self.published_here.contains(instance)
     }
 
-    /// The cloud released `ips` at `now`.
+    /// A release of `ips` the cloud refused: they never left, so they do not cool down.
+    pub fn release_failed(&mut self, ips: &[Ipv4Addr]) {
+        for ip in ips {
+            self.released.remove(ip);
+        }
+    }
+
+    /// The cloud released (or is about to release) `ips` at `now`.
     pub fn released(&mut self, ips: &[Ipv4Addr], now: Duration) {
         for ip in ips {
             self.released.insert(*ip, now);
@@ -114,5 +121,27 @@ mod tests {
             ledger.record(&i, &none, Duration::from_secs(71), cooldown).cooling.is_empty(),
             "assigned afresh"
         );
+    }
+
+    #[test]
+    fn an_ip_released_by_one_node_and_assigned_to_another_stays_the_other_nodes() {
+        let (a, b) = (InstanceId::from("i-a"), InstanceId::from("i-b"));
+        let (primary_a, primary_b) = (EniId::from("eni-a"), EniId::from("eni-b"));
+        let seven = Ipv4Addr::new(10, 0, 0, 7);
+        let cooldown = Duration::from_secs(60);
+        let none = BTreeMap::new();
+        let mut ledger = IpLedger::default();
+        // The executor cools an IP before it asks the cloud to release it, so the cloud's
+        // next assign of it (to node b) comes after, whatever order the tasks resume in.
+        ledger.released(&[seven], Duration::from_secs(1));
+        ledger.assigned(&b, &primary_b, &[seven], true);
+        let record = ledger.record(&b, &none, Duration::from_secs(2), cooldown);
+        assert_eq!(record.assigned.get(&seven), Some(&primary_b), "node b's fresh assign is kept");
+        assert!(record.cooling.is_empty(), "and not cooling");
+        // A release the cloud refused: the IP never left node a, so it does not cool.
+        ledger.assigned(&a, &primary_a, &[Ipv4Addr::new(10, 0, 0, 8)], true);
+        ledger.released(&[Ipv4Addr::new(10, 0, 0, 8)], Duration::from_secs(3));
+        ledger.release_failed(&[Ipv4Addr::new(10, 0, 0, 8)]);
+        assert!(ledger.record(&a, &none, Duration::from_secs(4), cooldown).cooling.is_empty());
     }
 }
