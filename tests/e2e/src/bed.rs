@@ -119,6 +119,8 @@ pub struct Bed {
     pub dir: PathBuf,
     /// When each pod was created, and when it was first seen Running.
     pub pods: Arc<Mutex<BTreeMap<String, PodTimes>>>,
+    /// Addresses another CNI assigned on the nodes' ENIs (the audit leaves them to it).
+    pub foreign_ips: BTreeSet<Ipv4Addr>,
     fabric: Arc<Mutex<Fabric>>,
     proxied: ProxiedNodes,
     tag: String,
@@ -175,6 +177,7 @@ impl Bed {
             chart,
             dir,
             pods: Arc::new(Mutex::new(BTreeMap::new())),
+            foreign_ips: BTreeSet::new(),
             fabric,
             proxied: ProxiedNodes::default(),
             tag,
@@ -328,6 +331,46 @@ impl Bed {
             let instance =
                 self.cloud.instances.get(i).cloned().expect("the cloud launched an instance per node");
             let name = format!("node-{i}");
+            let node = self.start_node(i, &name, instance);
+            self.proxied.lock().expect("kube-proxy nodes").push((name.clone(), node.netns.clone()));
+            self.nodes.push(node);
+            eprintln!("  {name} joined: instance {}, agent and device plugin up", self.nodes[i].instance.id);
+            names.push(name);
+        }
+        names
+    }
+
+    /// Node `i`'s VM is replaced under its name: its Node object goes, its kubelet, agent
+    /// and device plugin stop, the VM is terminated; a new VM starts, and a Node of the same
+    /// name registers with the new providerID, with a fresh disk (a new node folder; the old
+    /// one is kept as `<name>-was-<instance>`) and its agent and device plugin. Returns the
+    /// old instance.
+    pub async fn replace_instance(&mut self, i: usize) -> crate::cloud::Instance {
+        let name = self.nodes[i].name.clone();
+        self.standin.delete(NODES, "", &name);
+        let old = self.nodes.remove(i);
+        let was = old.instance.clone();
+        let old_dir = old.dir.clone();
+        tokio::task::block_in_place(|| drop(old));
+        self.cloud.terminate(&was.id).await;
+        let _ = std::fs::rename(&old_dir, self.dir.join(format!("{name}-was-{}", was.id)));
+        let instance =
+            self.cloud.launch_elsewhere(1).await.pop().expect("the cloud launched the replacement VM");
+        let node = self.start_node(i, &name, instance);
+        for (n, netns) in self.proxied.lock().expect("kube-proxy nodes").iter_mut() {
+            if *n == name {
+                *netns = node.netns.clone();
+            }
+        }
+        self.nodes.insert(i, node);
+        eprintln!("  {name} is back on instance {} (was {})", self.nodes[i].instance.id, was.id);
+        was
+    }
+
+    /// Starts node `i` named `name` on `instance`: namespace, management link, Node object,
+    /// kubelet, agent, device plugin.
+    fn start_node(&mut self, i: usize, name: &str, instance: crate::cloud::Instance) -> Node {
+        {
             let netns_name = {
                 let mut fabric = self.fabric.lock().expect("fabric");
                 fabric.add_node(&instance.id).name().to_owned()
@@ -371,15 +414,10 @@ impl Bed {
                 device_plugin_metrics_addr: self.chart.device_plugin_metrics_addr.clone(),
                 datapath_args: self.chart.agent_datapath_args.clone(),
             };
-            let node = tokio::task::block_in_place(|| {
-                Node::start(&name, instance, netns, address, &node_dir, kubelet, setup)
-            });
-            self.proxied.lock().expect("kube-proxy nodes").push((name.clone(), node.netns.clone()));
-            self.nodes.push(node);
-            eprintln!("  {name} joined: instance {}, agent and device plugin up", self.nodes[i].instance.id);
-            names.push(name);
+            tokio::task::block_in_place(|| {
+                Node::start(name, instance, netns, address, &node_dir, kubelet, setup)
+            })
         }
-        names
     }
 
     fn follow_cloud(&self) -> JoinHandle<()> {

@@ -6,10 +6,12 @@
 
 use serde::Serialize;
 
+pub mod foreign_ips;
 pub mod hostile_agent;
 pub mod lost_del;
 pub mod node_deleted_vm_runs;
 pub mod two_clusters;
+pub mod node_name_reused;
 
 /// What one safety scenario found. Every count but `leaked_ips_freed` must be 0.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -102,8 +104,14 @@ pub(crate) async fn remove_pods_and_audit(
 }
 
 /// Every safety scenario, in the order they run on one bed.
-pub const SCENARIOS: &[&str] =
-    &["hostile_agent", "lost_del", "node deleted, VM runs", "two clusters, one VPC"];
+pub const SCENARIOS: &[&str] = &[
+    "hostile_agent",
+    "lost_del",
+    "node deleted, VM runs",
+    "two clusters, one VPC",
+    "foreign_ips",
+    "node_name_reused",
+];
 
 /// Runs every safety scenario on `bed`, in order.
 pub async fn all(bed: &mut crate::bed::Bed, progress: &(dyn Fn(&str) + Sync)) -> Vec<SafetyRow> {
@@ -119,6 +127,8 @@ pub async fn all(bed: &mut crate::bed::Bed, progress: &(dyn Fn(&str) + Sync)) ->
     rows.push(lost_del::run(bed, progress).await);
     rows.push(node_deleted_vm_runs::run(bed, progress).await);
     rows.push(two_clusters::run(bed, progress).await);
+    rows.push(foreign_ips::run(bed, progress).await);
+    rows.push(node_name_reused::run(bed, progress).await);
     rows
 }
 
