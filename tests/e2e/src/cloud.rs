@@ -277,7 +277,16 @@ impl Cloud {
                         e.instance.as_ref().map(|i| i.as_str()) == Some(instance) && e.device_index == Some(0)
                     })
                     .expect("the instance has its primary ENI");
-                let ips = direct.assign_ips(&primary.id, count).await.expect("another CNI assigns IPs");
+                // moto answers with every secondary IP of the ENI (the bed's EC2 proxy trims
+                // that for the operator; this call goes past it): the new ones are the difference.
+                direct.assign_ips(&primary.id, count).await.expect("another CNI assigns IPs");
+                let after =
+                    self.enis().await.into_iter().find(|e| e.id == primary.id).expect("the primary ENI");
+                let ips = after
+                    .secondary_ips
+                    .into_iter()
+                    .filter(|ip| !primary.secondary_ips.contains(ip))
+                    .collect();
                 (primary.id, ips)
             }
         }
