@@ -370,54 +370,50 @@ impl Bed {
     /// Starts node `i` named `name` on `instance`: namespace, management link, Node object,
     /// kubelet, agent, device plugin.
     fn start_node(&mut self, i: usize, name: &str, instance: crate::cloud::Instance) -> Node {
-        {
-            let netns_name = {
-                let mut fabric = self.fabric.lock().expect("fabric");
-                fabric.add_node(&instance.id).name().to_owned()
-            };
-            let netns = PathBuf::from("/var/run/netns").join(&netns_name);
-            let host_ip = host_address(i);
-            let (link, address) = management_link(&netns_name, &format!("{}m{i}", self.tag), host_ip);
-            self.host_links.push(link);
-            let labels = json!({"node.kubernetes.io/instance-type": instance.instance_type,
-                "topology.kubernetes.io/zone": instance.zone, "kubernetes.io/hostname": name});
-            self.standin
-                .create(
-                    NODES,
-                    json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels},
-                        "spec": {"providerID": instance.provider_id},
-                        "status": {"capacity": {"pods": "110"}, "allocatable": {"pods": "110"},
-                            "conditions": [{"type": "Ready", "status": "True"}]}}),
-                )
-                .expect("create the Node");
-            let node_dir = self.dir.join(&name);
-            std::fs::create_dir_all(&node_dir).expect("node folder");
-            let kubelet = Kubelet::start(
-                &name,
-                &node_dir,
-                self.standin.clone(),
-                Node::cni(&netns, &node_dir, &self.chart.conflist),
-                &self.tag,
-            );
-            let token = agent_token(&name);
-            let user =
-                UserInfo::service_account_on_node(chart::NAMESPACE, &self.chart.agent_service_account, &name);
-            self.standin.add_token(&token, user);
-            let kubeconfig = node_dir.join("agent-kubeconfig");
-            std::fs::write(&kubeconfig, self.standin.kubeconfig_with_token(host_ip.into(), &token))
-                .expect("write the agent's kubeconfig");
-            let setup = AgentSetup {
-                kubeconfig,
-                cloud_args: self.cloud.agent_args(),
-                knobs: self.config.knobs,
-                agent_metrics_addr: self.chart.agent_metrics_addr.clone(),
-                device_plugin_metrics_addr: self.chart.device_plugin_metrics_addr.clone(),
-                datapath_args: self.chart.agent_datapath_args.clone(),
-            };
-            tokio::task::block_in_place(|| {
-                Node::start(name, instance, netns, address, &node_dir, kubelet, setup)
-            })
-        }
+        let netns_name = {
+            let mut fabric = self.fabric.lock().expect("fabric");
+            fabric.add_node(&instance.id).name().to_owned()
+        };
+        let netns = PathBuf::from("/var/run/netns").join(&netns_name);
+        let host_ip = host_address(i);
+        let (link, address) = management_link(&netns_name, &format!("{}m{i}", self.tag), host_ip);
+        self.host_links.push(link);
+        let labels = json!({"node.kubernetes.io/instance-type": instance.instance_type,
+            "topology.kubernetes.io/zone": instance.zone, "kubernetes.io/hostname": name});
+        self.standin
+            .create(
+                NODES,
+                json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels},
+                    "spec": {"providerID": instance.provider_id},
+                    "status": {"capacity": {"pods": "110"}, "allocatable": {"pods": "110"},
+                        "conditions": [{"type": "Ready", "status": "True"}]}}),
+            )
+            .expect("create the Node");
+        let node_dir = self.dir.join(name);
+        std::fs::create_dir_all(&node_dir).expect("node folder");
+        let kubelet = Kubelet::start(
+            name,
+            &node_dir,
+            self.standin.clone(),
+            Node::cni(&netns, &node_dir, &self.chart.conflist),
+            &self.tag,
+        );
+        let token = agent_token(name);
+        let user =
+            UserInfo::service_account_on_node(chart::NAMESPACE, &self.chart.agent_service_account, name);
+        self.standin.add_token(&token, user);
+        let kubeconfig = node_dir.join("agent-kubeconfig");
+        std::fs::write(&kubeconfig, self.standin.kubeconfig_with_token(host_ip.into(), &token))
+            .expect("write the agent's kubeconfig");
+        let setup = AgentSetup {
+            kubeconfig,
+            cloud_args: self.cloud.agent_args(),
+            knobs: self.config.knobs,
+            agent_metrics_addr: self.chart.agent_metrics_addr.clone(),
+            device_plugin_metrics_addr: self.chart.device_plugin_metrics_addr.clone(),
+            datapath_args: self.chart.agent_datapath_args.clone(),
+        };
+        tokio::task::block_in_place(|| Node::start(name, instance, netns, address, &node_dir, kubelet, setup))
     }
 
     fn follow_cloud(&self) -> JoinHandle<()> {
