@@ -10,8 +10,8 @@ pub mod foreign_ips;
 pub mod hostile_agent;
 pub mod lost_del;
 pub mod node_deleted_vm_runs;
-pub mod two_clusters;
 pub mod node_name_reused;
+pub mod two_clusters;
 
 /// What one safety scenario found. Every count but `leaked_ips_freed` must be 0.
 #[derive(Clone, Debug, Default, Serialize)]

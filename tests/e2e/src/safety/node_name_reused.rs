@@ -119,15 +119,7 @@ pub async fn run(bed: &mut Bed, progress: &(dyn Fn(&str) + Sync)) -> SafetyRow {
         row.live_enis_detached += 1;
     }
 
-    bed.delete_pod(POD);
-    bed.wait_for("the pod gone", Duration::from_secs(30), |bed| !bed.pod_ips().contains_key(&key)).await;
-    let run = crate::scenarios::Run::new(bed, crate::scenarios::Size::new(false), progress);
-    let findings = run.settle().await;
-    row.double_ips += findings.double_ips.len();
-    if !findings.clean() {
-        notes.push(format!("audit: {findings:?}"));
-    }
     row.note = notes.join("; ");
-    assert!(findings.clean() || !row.clean(), "{}: the audit after settling: {findings:#?}", row.scenario);
+    row.double_ips += super::remove_pods_and_audit(bed, &row.scenario.clone(), &[POD.into()], progress).await;
     row
 }
