@@ -34,10 +34,16 @@ fn taken_now(bed: &Bed, node: &str, foreign: &BTreeSet<Ipv4Addr>) -> BTreeSet<Ip
     pooled.chain(held).filter(|ip| foreign.contains(ip)).collect()
 }
 
-/// Runs the scenario on the last node of `bed`.
+/// Runs the scenario on the node of `bed` with the fewest ENIs.
 pub async fn run(bed: &mut Bed, progress: &(dyn Fn(&str) + Sync)) -> SafetyRow {
     let mut row = SafetyRow::new("another CNI's IPs on a node");
-    let node = bed.nodes.last().expect("the bed has nodes");
+    // The node with the fewest ENIs (the last of equals): on ECS the other CNI needs a free
+    // device index, and earlier scenarios may have filled a node's.
+    let enis = bed.cloud.enis().await;
+    let attached = |instance: &str| {
+        enis.iter().filter(|e| e.instance.as_ref().map(|i| i.as_str()) == Some(instance)).count()
+    };
+    let node = bed.nodes.iter().rev().min_by_key(|n| attached(&n.instance.id)).expect("the bed has nodes");
     let (node, instance) = (node.name.clone(), node.instance.id.clone());
     let (eni, ips) = bed.cloud.assign_foreign(&instance, FOREIGN).await;
     let foreign: BTreeSet<Ipv4Addr> = ips.iter().copied().collect();
