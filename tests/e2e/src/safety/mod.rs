@@ -107,9 +107,9 @@ pub(crate) async fn remove_pods_and_audit(
 pub const SCENARIOS: &[&str] = &[
     "hostile_agent",
     "lost_del",
+    "foreign_ips",
     "node deleted, VM runs",
     "two clusters, one VPC",
-    "foreign_ips",
     "node_name_reused",
 ];
 
@@ -125,9 +125,11 @@ pub async fn all(bed: &mut crate::bed::Bed, progress: &(dyn Fn(&str) + Sync)) ->
     // rows.push(<file>::run(bed, progress).await);
     rows.push(hostile_agent::run(bed, progress).await);
     rows.push(lost_del::run(bed, progress).await);
+    // Before the scenarios that fill node ENI slots: on ECS the other CNI needs one free.
+    rows.push(foreign_ips::run(bed, progress).await);
     rows.push(node_deleted_vm_runs::run(bed, progress).await);
     rows.push(two_clusters::run(bed, progress).await);
-    rows.push(foreign_ips::run(bed, progress).await);
+    // Last: it replaces a node's VM.
     rows.push(node_name_reused::run(bed, progress).await);
     rows
 }
