@@ -21,6 +21,8 @@ pub struct Snapshot<'a> {
     pub ours: &'a dyn Fn(&Eni) -> bool,
     /// First device index whose addresses are pool addresses.
     pub first_pool_index: u32,
+    /// Addresses another CNI assigned on the nodes' ENIs: never leaked, never ours to use.
+    pub foreign: &'a BTreeSet<Ipv4Addr>,
 }
 
 /// What the audit found; every field is a count of violations but `pool_sizes`.
@@ -32,6 +34,8 @@ pub struct Findings {
     pub leaked_ips: Vec<Ipv4Addr>,
     /// Addresses in two pools, or held by two running pods.
     pub double_ips: Vec<Ipv4Addr>,
+    /// Another CNI's addresses in a pool or held by a running pod.
+    pub foreign_taken: Vec<Ipv4Addr>,
     /// Running pods whose IP is not on an ENI of their node in the cloud (released in use).
     pub released_in_use: Vec<String>,
     /// Pool addresses not on the node's instance in the cloud.
@@ -52,6 +56,7 @@ impl Findings {
         self.leaked_enis.is_empty()
             && self.leaked_ips.is_empty()
             && self.double_ips.is_empty()
+            && self.foreign_taken.is_empty()
             && self.released_in_use.is_empty()
             && self.pool_not_in_cloud.is_empty()
             && self.in_use_mismatch.is_empty()
@@ -90,6 +95,7 @@ pub fn audit(s: &Snapshot<'_>) -> Findings {
     for (name, eninode) in s.eninodes {
         let pool = pool_of(eninode);
         f.pool_sizes.insert(name.clone(), pool.len());
+        f.foreign_taken.extend(pool.intersection(s.foreign));
         for ip in &pool {
             if owner.insert(*ip, name).is_some() {
                 f.double_ips.push(*ip);
@@ -103,7 +109,8 @@ pub fn audit(s: &Snapshot<'_>) -> Findings {
             e.instance.as_ref().map(|i| i.as_str()) == Some(instance.as_str())
                 && e.device_index.unwrap_or(0) >= s.first_pool_index
         }) {
-            f.leaked_ips.extend(eni.secondary_ips.iter().filter(|ip| !pool.contains(ip)));
+            f.leaked_ips
+                .extend(eni.secondary_ips.iter().filter(|ip| !pool.contains(ip) && !s.foreign.contains(ip)));
         }
     }
     // Pods.
@@ -111,6 +118,9 @@ pub fn audit(s: &Snapshot<'_>) -> Findings {
     let mut running: BTreeMap<&str, u64> = BTreeMap::new();
     for (key, (node, ip)) in s.pods {
         *running.entry(node.as_str()).or_default() += 1;
+        if s.foreign.contains(ip) {
+            f.foreign_taken.push(*ip);
+        }
         if holder.insert(*ip, key).is_some() {
             f.double_ips.push(*ip);
         }
@@ -193,6 +203,7 @@ mod tests {
     #[test]
     fn each_violation_is_found_and_a_clean_snapshot_is_clean() {
         let ours = |e: &Eni| e.tags.contains_key("mine");
+        let foreign = BTreeSet::new();
         let nodes =
             BTreeMap::from([("n1".to_owned(), "i-1".to_owned()), ("n2".to_owned(), "i-2".to_owned())]);
         let eninode = |ips: &[&str], in_use: u64| {
@@ -216,7 +227,15 @@ mod tests {
         let snap = |enis: &[Eni],
                     eninodes: &BTreeMap<String, Value>,
                     pods: &BTreeMap<String, (String, Ipv4Addr)>| {
-            audit(&Snapshot { enis, eninodes, nodes: &nodes, pods, ours: &ours, first_pool_index: 1 })
+            audit(&Snapshot {
+                enis,
+                eninodes,
+                nodes: &nodes,
+                pods,
+                ours: &ours,
+                first_pool_index: 1,
+                foreign: &foreign,
+            })
         };
         let clean = snap(&enis, &eninodes, &pods);
         assert!(clean.clean(), "{clean:?}");
@@ -256,5 +275,44 @@ mod tests {
         let f = snap(&enis, &eninodes, &two_pods);
         assert_eq!(f.double_ips.len(), 1);
         assert_eq!(f.in_use_mismatch, ["n1: status.inUse 1, running Some(2)"]);
+    }
+
+    #[test]
+    fn another_cnis_addresses_are_not_leaked_but_must_not_be_pooled_or_held() {
+        let ours = |e: &Eni| e.tags.contains_key("mine");
+        let nodes = BTreeMap::from([("n1".to_owned(), "i-1".to_owned())]);
+        // On EC2 the primary ENI is a pool ENI: another CNI's address sits next to ours there.
+        let enis = vec![eni("eni-p", Some("i-1"), 0, &["10.0.0.10", "10.0.0.50"], false)];
+        let eninode = |pool: &[&str]| {
+            let pool: serde_json::Map<String, Value> =
+                pool.iter().map(|i| (i.to_string(), json!({}))).collect();
+            json!({"spec": {"pool": pool}, "status": {"inUse": 1, "enis": {"eni-p": {"ips": ["10.0.0.10", "10.0.0.50"]}}}})
+        };
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let foreign = BTreeSet::from([ip("10.0.0.50")]);
+        let none = BTreeSet::new();
+        let snap =
+            |eninodes: &BTreeMap<String, Value>, pods: &BTreeMap<String, (String, Ipv4Addr)>, foreign| {
+                audit(&Snapshot {
+                    enis: &enis,
+                    eninodes,
+                    nodes: &nodes,
+                    pods,
+                    ours: &ours,
+                    first_pool_index: 0,
+                    foreign,
+                })
+            };
+        let ours_only = BTreeMap::from([("n1".to_owned(), eninode(&["10.0.0.10"]))]);
+        let pod = |at: &str| BTreeMap::from([("default/a".to_owned(), ("n1".to_owned(), ip(at)))]);
+        let unknown = snap(&ours_only, &pod("10.0.0.10"), &none);
+        assert_eq!(unknown.leaked_ips, [ip("10.0.0.50")], "not known as foreign: leaked");
+        let known = snap(&ours_only, &pod("10.0.0.10"), &foreign);
+        assert!(known.clean(), "{known:?}");
+        let pooled = BTreeMap::from([("n1".to_owned(), eninode(&["10.0.0.10", "10.0.0.50"]))]);
+        let f = snap(&pooled, &pod("10.0.0.10"), &foreign);
+        assert_eq!(f.foreign_taken, [ip("10.0.0.50")], "in a pool");
+        let f = snap(&ours_only, &pod("10.0.0.50"), &foreign);
+        assert_eq!(f.foreign_taken, [ip("10.0.0.50")], "held by a pod");
     }
 }

@@ -119,6 +119,8 @@ pub struct Bed {
     pub dir: PathBuf,
     /// When each pod was created, and when it was first seen Running.
     pub pods: Arc<Mutex<BTreeMap<String, PodTimes>>>,
+    /// Addresses another CNI assigned on the nodes' ENIs (the audit leaves them to it).
+    pub foreign_ips: BTreeSet<Ipv4Addr>,
     fabric: Arc<Mutex<Fabric>>,
     proxied: ProxiedNodes,
     tag: String,
@@ -175,6 +177,7 @@ impl Bed {
             chart,
             dir,
             pods: Arc::new(Mutex::new(BTreeMap::new())),
+            foreign_ips: BTreeSet::new(),
             fabric,
             proxied: ProxiedNodes::default(),
             tag,
@@ -328,58 +331,89 @@ impl Bed {
             let instance =
                 self.cloud.instances.get(i).cloned().expect("the cloud launched an instance per node");
             let name = format!("node-{i}");
-            let netns_name = {
-                let mut fabric = self.fabric.lock().expect("fabric");
-                fabric.add_node(&instance.id).name().to_owned()
-            };
-            let netns = PathBuf::from("/var/run/netns").join(&netns_name);
-            let host_ip = host_address(i);
-            let (link, address) = management_link(&netns_name, &format!("{}m{i}", self.tag), host_ip);
-            self.host_links.push(link);
-            let labels = json!({"node.kubernetes.io/instance-type": instance.instance_type,
-                "topology.kubernetes.io/zone": instance.zone, "kubernetes.io/hostname": name});
-            self.standin
-                .create(
-                    NODES,
-                    json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels},
-                        "spec": {"providerID": instance.provider_id},
-                        "status": {"capacity": {"pods": "110"}, "allocatable": {"pods": "110"},
-                            "conditions": [{"type": "Ready", "status": "True"}]}}),
-                )
-                .expect("create the Node");
-            let node_dir = self.dir.join(&name);
-            std::fs::create_dir_all(&node_dir).expect("node folder");
-            let kubelet = Kubelet::start(
-                &name,
-                &node_dir,
-                self.standin.clone(),
-                Node::cni(&netns, &node_dir, &self.chart.conflist),
-                &self.tag,
-            );
-            let token = agent_token(&name);
-            let user =
-                UserInfo::service_account_on_node(chart::NAMESPACE, &self.chart.agent_service_account, &name);
-            self.standin.add_token(&token, user);
-            let kubeconfig = node_dir.join("agent-kubeconfig");
-            std::fs::write(&kubeconfig, self.standin.kubeconfig_with_token(host_ip.into(), &token))
-                .expect("write the agent's kubeconfig");
-            let setup = AgentSetup {
-                kubeconfig,
-                cloud_args: self.cloud.agent_args(),
-                knobs: self.config.knobs,
-                agent_metrics_addr: self.chart.agent_metrics_addr.clone(),
-                device_plugin_metrics_addr: self.chart.device_plugin_metrics_addr.clone(),
-                datapath_args: self.chart.agent_datapath_args.clone(),
-            };
-            let node = tokio::task::block_in_place(|| {
-                Node::start(&name, instance, netns, address, &node_dir, kubelet, setup)
-            });
+            let node = self.start_node(i, &name, instance);
             self.proxied.lock().expect("kube-proxy nodes").push((name.clone(), node.netns.clone()));
             self.nodes.push(node);
             eprintln!("  {name} joined: instance {}, agent and device plugin up", self.nodes[i].instance.id);
             names.push(name);
         }
         names
+    }
+
+    /// Node `i`'s VM is replaced under its name: its Node object goes, its kubelet, agent
+    /// and device plugin stop, the VM is terminated; a new VM starts, and a Node of the same
+    /// name registers with the new providerID, with a fresh disk (a new node folder; the old
+    /// one is kept as `<name>-was-<instance>`) and its agent and device plugin. Returns the
+    /// old instance.
+    pub async fn replace_instance(&mut self, i: usize) -> crate::cloud::Instance {
+        let name = self.nodes[i].name.clone();
+        self.standin.delete(NODES, "", &name);
+        let old = self.nodes.remove(i);
+        let was = old.instance.clone();
+        let old_dir = old.dir.clone();
+        tokio::task::block_in_place(|| drop(old));
+        self.cloud.terminate(&was.id).await;
+        let _ = std::fs::rename(&old_dir, self.dir.join(format!("{name}-was-{}", was.id)));
+        let instance =
+            self.cloud.launch_elsewhere(1).await.pop().expect("the cloud launched the replacement VM");
+        let node = self.start_node(i, &name, instance);
+        for (n, netns) in self.proxied.lock().expect("kube-proxy nodes").iter_mut() {
+            if *n == name {
+                *netns = node.netns.clone();
+            }
+        }
+        self.nodes.insert(i, node);
+        eprintln!("  {name} is back on instance {} (was {})", self.nodes[i].instance.id, was.id);
+        was
+    }
+
+    /// Starts node `i` named `name` on `instance`: namespace, management link, Node object,
+    /// kubelet, agent, device plugin.
+    fn start_node(&mut self, i: usize, name: &str, instance: crate::cloud::Instance) -> Node {
+        let netns_name = {
+            let mut fabric = self.fabric.lock().expect("fabric");
+            fabric.add_node(&instance.id).name().to_owned()
+        };
+        let netns = PathBuf::from("/var/run/netns").join(&netns_name);
+        let host_ip = host_address(i);
+        let (link, address) = management_link(&netns_name, &format!("{}m{i}", self.tag), host_ip);
+        self.host_links.push(link);
+        let labels = json!({"node.kubernetes.io/instance-type": instance.instance_type,
+            "topology.kubernetes.io/zone": instance.zone, "kubernetes.io/hostname": name});
+        self.standin
+            .create(
+                NODES,
+                json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels},
+                    "spec": {"providerID": instance.provider_id},
+                    "status": {"capacity": {"pods": "110"}, "allocatable": {"pods": "110"},
+                        "conditions": [{"type": "Ready", "status": "True"}]}}),
+            )
+            .expect("create the Node");
+        let node_dir = self.dir.join(name);
+        std::fs::create_dir_all(&node_dir).expect("node folder");
+        let kubelet = Kubelet::start(
+            name,
+            &node_dir,
+            self.standin.clone(),
+            Node::cni(&netns, &node_dir, &self.chart.conflist),
+            &self.tag,
+        );
+        let token = agent_token(name);
+        let user =
+            UserInfo::service_account_on_node(chart::NAMESPACE, &self.chart.agent_service_account, name);
+        self.standin.add_token(&token, user);
+        let kubeconfig = node_dir.join("agent-kubeconfig");
+        std::fs::write(&kubeconfig, self.standin.kubeconfig_with_token(host_ip.into(), &token))
+            .expect("write the agent's kubeconfig");
+        let setup = AgentSetup {
+            kubeconfig,
+            cloud_args: self.cloud.agent_args(),
+            knobs: self.config.knobs,
+            agent_metrics_addr: self.chart.agent_metrics_addr.clone(),
+            device_plugin_metrics_addr: self.chart.device_plugin_metrics_addr.clone(),
+            datapath_args: self.chart.agent_datapath_args.clone(),
+        };
+        tokio::task::block_in_place(|| Node::start(name, instance, netns, address, &node_dir, kubelet, setup))
     }
 
     fn follow_cloud(&self) -> JoinHandle<()> {

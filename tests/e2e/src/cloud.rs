@@ -13,9 +13,11 @@ use std::time::Duration;
 use eni_ipam_aliyun_emulator::Emulator;
 use eni_ipam_aliyun_emulator::emulator::FaultPlan;
 use eni_ipam_aliyun_emulator::seed::Seed;
-use eni_ipam_api::VpcId;
+use eni_ipam_api::{EniId, InstanceId, SecurityGroupId, SubnetId, VpcId};
 use eni_ipam_cloud::alibaba::Credentials;
-use eni_ipam_cloud::{CallGuard, CloudProfile, CloudProvider, Eni, EniQuery, RetryPolicy, subnet_gateway};
+use eni_ipam_cloud::{
+    CallGuard, CloudProfile, CloudProvider, CreateEni, Eni, EniQuery, RetryPolicy, subnet_gateway,
+};
 use eni_ipam_cloud_aws::{AwsConfig, AwsProvider};
 use eni_ipam_ec2_testbed::{Console, Ec2Proxy, Faults, Moto};
 use eni_ipam_netns_testbed::fabric::CloudEni;
@@ -192,7 +194,7 @@ impl Cloud {
     }
 
     /// Launches `count` instances in the VPC that are not the bed's nodes (another
-    /// cluster's VMs); returns them.
+    /// cluster's VMs, a VM replacing a node's); returns them.
     pub async fn launch_elsewhere(&self, count: usize) -> Vec<Instance> {
         let subnet = self.subnets[0].id.clone();
         match &self.backend {
@@ -222,6 +224,85 @@ impl Cloud {
                         instance_type: "m5.large".into(),
                     })
                     .collect()
+            }
+        }
+    }
+
+    /// Terminates a VM (its ENIs go as the cloud's rules say: attached with
+    /// DeleteOnTermination deleted, others left detached).
+    pub async fn terminate(&self, instance: &str) {
+        match &self.backend {
+            Backend::Alibaba { emulator, .. } => {
+                emulator.cloud().console().terminate_instance(&InstanceId::from(instance))
+            }
+            Backend::Aws { _moto, .. } => Console::new(&_moto.url).terminate(instance).await,
+        }
+    }
+
+    /// Another CNI on `instance` (aws-node, Terway) gives its pods `count` secondary IPs,
+    /// straight at the cloud: on EC2 on the primary ENI (device index 0, where aws-node
+    /// starts); on ECS, whose index 0 eni-ipam never pools, on an ENI of its own, untagged,
+    /// attached at the highest free device index. Returns the ENI and its new IPs.
+    pub async fn assign_foreign(&self, instance: &str, count: u32) -> (EniId, Vec<Ipv4Addr>) {
+        match &self.backend {
+            Backend::Alibaba { emulator, .. } => {
+                let id = InstanceId::from(instance);
+                let mut console = emulator.cloud().console();
+                let view = console.instances().into_iter().find(|v| v.id == id).expect("the instance runs");
+                let limits = console.instance_limits(std::slice::from_ref(&view.instance_type));
+                let max = limits.first().map_or(3, |l| l.max_enis);
+                let index = (1..max)
+                    .rev()
+                    .find(|i| !view.enis.contains_key(i))
+                    .unwrap_or_else(|| panic!("{instance} has no free device index for another CNI's ENI"));
+                let create = CreateEni {
+                    subnet: SubnetId::from(self.subnets[0].id.as_str()),
+                    security_groups: vec![SecurityGroupId::from(SECURITY_GROUP)],
+                    secondary_ips: count,
+                    tags: Default::default(),
+                    client_token: format!("another-cni-{instance}"),
+                };
+                let eni = console.create_eni(&create).expect("another CNI creates its ENI");
+                console
+                    .attach_eni(&eni.id, &id, index, tokio::time::Instant::now())
+                    .expect("another CNI attaches its ENI");
+                (eni.id, eni.secondary_ips)
+            }
+            Backend::Aws { direct, .. } => {
+                let primary = self
+                    .enis()
+                    .await
+                    .into_iter()
+                    .find(|e| {
+                        e.instance.as_ref().map(|i| i.as_str()) == Some(instance) && e.device_index == Some(0)
+                    })
+                    .expect("the instance has its primary ENI");
+                // moto answers with every secondary IP of the ENI (the bed's EC2 proxy trims
+                // that for the operator; this call goes past it): the new ones are the difference.
+                direct.assign_ips(&primary.id, count).await.expect("another CNI assigns IPs");
+                let after =
+                    self.enis().await.into_iter().find(|e| e.id == primary.id).expect("the primary ENI");
+                let ips = after
+                    .secondary_ips
+                    .into_iter()
+                    .filter(|ip| !primary.secondary_ips.contains(ip))
+                    .collect();
+                (primary.id, ips)
+            }
+        }
+    }
+
+    /// Another CNI leaves the node: its IPs `ips` on `eni` go (on ECS with its ENI).
+    pub async fn remove_foreign(&self, eni: &EniId, ips: &[Ipv4Addr]) {
+        match &self.backend {
+            Backend::Alibaba { emulator, .. } => {
+                let mut console = emulator.cloud().console();
+                console.unassign_ips(eni, ips).expect("another CNI unassigns its IPs");
+                console.detach_eni(eni).expect("another CNI detaches its ENI");
+                console.delete_eni(eni).expect("another CNI deletes its ENI");
+            }
+            Backend::Aws { direct, .. } => {
+                direct.unassign_ips(eni, ips).await.expect("another CNI unassigns its IPs")
             }
         }
     }

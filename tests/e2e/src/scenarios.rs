@@ -114,6 +114,7 @@ impl<'a> Run<'a> {
             pods,
             ours: &ours,
             first_pool_index: self.first_pool_index(),
+            foreign: &self.bed.foreign_ips,
         })
     }
 

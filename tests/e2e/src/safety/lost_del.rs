@@ -120,6 +120,7 @@ async fn settled_audit(bed: &Bed) -> Findings {
             pods: &pods,
             ours: &ours,
             first_pool_index,
+            foreign: &bed.foreign_ips,
         });
         if findings.clean() || start.elapsed() > GC_PERIOD * 2 + Duration::from_secs(30) {
             return findings;

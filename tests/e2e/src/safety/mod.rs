@@ -6,9 +6,11 @@
 
 use serde::Serialize;
 
+pub mod foreign_ips;
 pub mod hostile_agent;
 pub mod lost_del;
 pub mod node_deleted_vm_runs;
+pub mod node_name_reused;
 pub mod two_clusters;
 
 /// What one safety scenario found. Every count but `leaked_ips_freed` must be 0.
@@ -102,8 +104,14 @@ pub(crate) async fn remove_pods_and_audit(
 }
 
 /// Every safety scenario, in the order they run on one bed.
-pub const SCENARIOS: &[&str] =
-    &["hostile_agent", "lost_del", "node deleted, VM runs", "two clusters, one VPC"];
+pub const SCENARIOS: &[&str] = &[
+    "hostile_agent",
+    "lost_del",
+    "foreign_ips",
+    "node deleted, VM runs",
+    "two clusters, one VPC",
+    "node_name_reused",
+];
 
 /// Runs every safety scenario on `bed`, in order.
 pub async fn all(bed: &mut crate::bed::Bed, progress: &(dyn Fn(&str) + Sync)) -> Vec<SafetyRow> {
@@ -117,8 +125,12 @@ pub async fn all(bed: &mut crate::bed::Bed, progress: &(dyn Fn(&str) + Sync)) ->
     // rows.push(<file>::run(bed, progress).await);
     rows.push(hostile_agent::run(bed, progress).await);
     rows.push(lost_del::run(bed, progress).await);
+    // Before the scenarios that fill node ENI slots: on ECS the other CNI needs one free.
+    rows.push(foreign_ips::run(bed, progress).await);
     rows.push(node_deleted_vm_runs::run(bed, progress).await);
     rows.push(two_clusters::run(bed, progress).await);
+    // Last: it replaces a node's VM.
+    rows.push(node_name_reused::run(bed, progress).await);
     rows
 }
 
