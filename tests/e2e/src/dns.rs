@@ -77,7 +77,8 @@ pub fn resolve_udp(server: SocketAddr, name: &str, id: u16) -> Result<Vec<Ipv4Ad
     socket.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| e.to_string())?;
     socket.send_to(&query(id, name), server).map_err(|e| format!("send to {server}: {e}"))?;
     let mut buf = [0u8; 512];
-    let (n, _) = socket.recv_from(&mut buf).map_err(|e| format!("no answer from {server}: {e}"))?;
+    let (n, _) = eni_ipam_netns_testbed::echo::recv_from(&socket, &mut buf)
+        .map_err(|e| format!("no answer from {server}: {e}"))?;
     answers(id, &buf[..n])
 }
 

@@ -39,7 +39,7 @@ impl Echo {
             while !tcp_stop.load(Ordering::Relaxed) {
                 match tcp.accept() {
                     Ok((stream, _)) => {
-                        std::thread::spawn(move || echo_stream(stream));
+                        std::thread::spawn(move || eni_ipam_netns_testbed::echo::echo_stream(stream));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
@@ -49,23 +49,12 @@ impl Echo {
         let udp_thread = std::thread::spawn(move || {
             let mut buf = [0u8; 2048];
             while !udp_stop.load(Ordering::Relaxed) {
-                if let Ok((n, from)) = udp.recv_from(&mut buf) {
+                if let Ok((n, from)) = eni_ipam_netns_testbed::echo::recv_from(&udp, &mut buf) {
                     let _ = udp.send_to(&buf[..n], from);
                 }
             }
         });
         Self { stop, threads: vec![tcp_thread, udp_thread] }
-    }
-}
-
-fn echo_stream(mut stream: TcpStream) {
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = stream.read(&mut buf) {
-        if n == 0 || stream.write_all(&buf[..n]).is_err() {
-            break;
-        }
     }
 }
 
@@ -148,7 +137,7 @@ pub fn udp_exchange(source: Option<Ipv4Addr>, to: SocketAddrV4, round: u32) -> b
         return false;
     }
     let mut buf = [0u8; 256];
-    match socket.recv_from(&mut buf) {
+    match eni_ipam_netns_testbed::echo::recv_from(&socket, &mut buf) {
         Ok((n, from)) => from == SocketAddr::V4(to) && &buf[..n] == payload.as_bytes(),
         Err(_) => false,
     }

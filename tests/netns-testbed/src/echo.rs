@@ -37,6 +37,8 @@ impl EchoServer {
                 match listener.accept() {
                     Ok((stream, _)) => connections.push(std::thread::spawn(move || echo_stream(stream))),
                     Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(POLL),
+                    // A signal to the process (the bed's daemons come and go) is no error.
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
                     Err(e) => panic!("TCP echo server accept: {e}"),
                 }
             }
@@ -54,7 +56,7 @@ impl EchoServer {
         Self::serve(ns, addr, move |stop| {
             let mut buf = vec![0u8; 65536];
             while !stop.load(Ordering::Relaxed) {
-                match socket.recv_from(&mut buf) {
+                match recv_from(&socket, &mut buf) {
                     Ok((n, from)) => {
                         let _ = socket.send_to(&buf[..n], from);
                     }
@@ -82,11 +84,28 @@ impl Drop for EchoServer {
     }
 }
 
-fn echo_stream(mut stream: TcpStream) {
+/// `recv_from`, again when a signal interrupts it: a socket with a read timeout is not
+/// restarted by the kernel (socket(7)), and the bed's daemons exiting signal the process.
+pub fn recv_from(socket: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    loop {
+        match socket.recv_from(buf) {
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Sends back what comes in on `stream` until the peer closes it (or 10 s of silence).
+pub fn echo_stream(mut stream: TcpStream) {
     stream.set_nonblocking(false).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut buf = vec![0u8; 64 * 1024];
-    while let Ok(n) = stream.read(&mut buf) {
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
         if n == 0 || stream.write_all(&buf[..n]).is_err() {
             break;
         }
@@ -168,7 +187,7 @@ fn udp_exchange(to: SocketAddr, count: u32, payload: usize, interval: Duration) 
         let deadline = started + Duration::from_secs(1);
         while let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
             socket.set_read_timeout(Some(left)).unwrap();
-            match socket.recv_from(&mut buf) {
+            match recv_from(&socket, &mut buf) {
                 Ok((n, from)) if from == to && buf[..n] == datagram[..] => {
                     summary.received += 1;
                     break;

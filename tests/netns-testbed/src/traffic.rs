@@ -158,7 +158,10 @@ pub fn spawn_tcp_stream(
         let mut buf = vec![0u8; 64 * 1024];
         let mut received = 0u64;
         loop {
-            let n = stream.read(&mut buf).expect("stream server read (connection broken?)");
+            let n = match stream.read(&mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                read => read.expect("stream server read (connection broken?)"),
+            };
             if n == 0 {
                 return received;
             }
