@@ -449,6 +449,7 @@ impl Executor {
                 let on = self.cache.enis_of(&node.instance).into_iter().find(|e| &e.id == eni);
                 let primary =
                     on.as_ref().is_some_and(|e| EniOwner::of(e, &self.config.cluster) == EniOwner::Primary);
+                tracing::debug!(node = %node.name, %eni, primary, ips = ?assigned, "assigned IPs");
                 self.record_assigned(node, eni, &assigned, primary);
                 if let Some(subnet) = on.map(|e| e.subnet) {
                     self.cache.adjust_subnet_free(&subnet, i64::from(*count));
@@ -480,6 +481,7 @@ impl Executor {
                 // another node's assign, whose answer must find them released already
                 // (recorded after, the release would drop that node's fresh assign).
                 self.record_released(ips);
+                tracing::debug!(node = %node.name, %eni, ?ips, "releasing IPs");
                 if let Err(e) = self.provider.unassign_ips(eni, ips).await {
                     // Kept on the ENI (a throttle, a refusal): back in the pool at once.
                     self.ips.lock().expect("ip ledger lock").release_failed(ips);
@@ -583,7 +585,8 @@ impl Executor {
     }
 
     fn record_assigned(&self, node: &NodeTarget, eni: &EniId, ips: &[Ipv4Addr], on_primary: bool) {
-        self.ips.lock().expect("ip ledger lock").assigned(&node.instance, eni, ips, on_primary);
+        let now = self.now();
+        self.ips.lock().expect("ip ledger lock").assigned(&node.instance, eni, ips, on_primary, now);
     }
 
     fn record_released(&self, ips: &[Ipv4Addr]) {

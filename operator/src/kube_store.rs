@@ -127,7 +127,7 @@ impl NodeStore for KubeNodeStore {
                 .patch(name, &params, &Patch::Apply(&body))
                 .await
                 .map_err(|e| err("writing spec.pool", e))?;
-            tracing::debug!(node = name, ips = update.pool.len(), "published spec.pool");
+            tracing::debug!(node = name, ips = update.pool.len(), pool = ?update.pool.keys().collect::<Vec<_>>(), "published spec.pool");
         }
         if !status_same {
             let mut condition = update.condition.clone();
