@@ -294,10 +294,19 @@ Time is virtual by default: a ten-minute cloud scenario runs in seconds. The \
 report compares the time until every node is ready with the least time any \
 client could need under the quotas (quota_bound_s).
 
+With --pods, the fleet once up receives pods (--pod-burst, or --pod-rate with \
+--pod-total); a model of kube-scheduler binds them by eni-ipam.io/ip and maxPods, each \
+node's agent hands them pool IPs and reports its usage (the operator grows the pool), \
+and --autoscaler adds nodes for pods left Pending. It is played once with the old \
+capacity (the pool) and once with the new one (the instance's IP limit), side by side. \
+See docs/scheduling.md, section Autoscalers in the simulator.
+
 Examples:
   eni-ipam-operator simulate
   eni-ipam-operator simulate --cloud alibaba --nodes 1000 --json report.json
-  eni-ipam-operator simulate --pre-allocate 16 --max-above-watermark 4 --fault-rate 0.02";
+  eni-ipam-operator simulate --pre-allocate 16 --max-above-watermark 4 --fault-rate 0.02
+  eni-ipam-operator simulate --nodes 50 --pods --pod-burst 2000 --autoscaler cluster-autoscaler
+  eni-ipam-operator simulate --nodes 50 --pods --pod-rate 50 --pod-total 2000 --autoscaler karpenter";
 
 /// Flags of `simulate`.
 #[derive(Debug, Args)]
@@ -366,6 +375,8 @@ pub struct SimulateArgs {
     /// Where --bench writes bench.json and bench.svg.
     #[arg(long, value_name = "DIR", default_value = "target/bench")]
     pub bench_out: PathBuf,
+    #[command(flatten)]
+    pub pods: crate::simulate::pod_args::PodArgs,
 }
 
 fn parse_cloud(s: &str) -> Result<CloudKind, String> {

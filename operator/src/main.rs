@@ -319,6 +319,10 @@ fn simulate_command(args: &SimulateArgs) -> ExitCode {
     if args.bench {
         return bench_command(args, &runtime, &bar);
     }
+    if args.pods.pods {
+        bar.finish_and_clear();
+        return pods_command(args, config, &runtime, virtual_time);
+    }
     let progress = |ready| bar.set_position(ready);
     let result = runtime.block_on(async {
         let backend = match &args.endpoint {
@@ -333,6 +337,35 @@ fn simulate_command(args: &SimulateArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: simulation failed: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", report.table());
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report).expect("the report serializes");
+        if let Err(e) = std::fs::write(path, json + "\n") {
+            eprintln!("error: cannot write the JSON report to {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// `simulate --pods`: the pod simulation, old and new capacity side by side.
+fn pods_command(
+    args: &SimulateArgs,
+    fleet: simulate::SimConfig,
+    runtime: &tokio::runtime::Runtime,
+    virtual_time: bool,
+) -> ExitCode {
+    let config = match args.pods.config(fleet) {
+        Ok(c) => c,
+        Err(e) => return usage_error(e),
+    };
+    let report = match runtime.block_on(simulate::pods::run(&config, virtual_time)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: pod simulation failed: {e:#}");
             return ExitCode::FAILURE;
         }
     };

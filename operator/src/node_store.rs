@@ -94,6 +94,20 @@ impl MemoryNodeStore {
         self.nodes.lock().expect("store lock").values().cloned().collect()
     }
 
+    /// Replaces a node's `status.used` and `status.inUse`, as its agent's report
+    /// would; returns the node as stored now (`None`: no such node).
+    pub fn report_used(&self, name: &str, used: BTreeMap<String, String>) -> Option<ENINode> {
+        let mut nodes = self.nodes.lock().expect("store lock");
+        let node = nodes.get_mut(name)?;
+        let status = node.status.get_or_insert_with(Default::default);
+        if status.used != used {
+            status.in_use = used.len() as u32;
+            status.used = used;
+            self.writes.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(node.clone())
+    }
+
     /// Writes that changed something.
     pub fn writes(&self) -> u64 {
         self.writes.load(Ordering::Relaxed)

@@ -3,14 +3,21 @@
 //! pre-allocation. Time is virtual by default (tokio's paused clock), so a
 //! ten-minute cloud scenario runs in seconds.
 
+pub mod autoscaler;
 pub mod bench;
+pub mod capacity_model;
 mod chart;
 pub mod cloud_setup;
 pub mod footprint;
 pub mod invariants;
+pub mod pod_args;
+pub mod pod_report;
+mod pod_run;
+pub mod pods;
 pub mod quota_bound;
 pub mod report;
 pub mod restart;
+pub mod scheduler;
 pub mod strategy;
 
 use std::collections::{BTreeMap, HashSet};
@@ -225,18 +232,8 @@ pub async fn run_on(
         config.knobs.pre_allocate.max(config.knobs.min_allocate) + config.knobs.max_above_watermark;
     let (provider, guard, vpc, fake, instances) = match backend {
         Backend::Fake => {
-            let vpc = VpcId::from("vpc-sim");
-            let cloud = Arc::new(FakeCloud::new(profile.clone(), vpc.clone(), config.seed));
-            let launched = cloud_setup::launch(&cloud, config.nodes, &instance_type, target_ips)?;
-            cloud.set_faults(Faults { transient_rate: config.fault_rate, ..Faults::default() });
-            let retry = config.strategy.retry(config.seed);
-            let guard = Arc::new(if config.strategy.shared_limiter() {
-                CallGuard::for_profile(profile.clone(), config.limiter_margin, retry)
-            } else {
-                CallGuard::new(profile.clone(), BTreeMap::new(), retry)
-            });
-            let provider: Arc<dyn CloudProvider> = Arc::new(FakeProvider::new(cloud.clone(), guard.clone()));
-            (provider, guard, vpc, Some(cloud), launched.instances)
+            let fake = FakeFleet::launch(config, &profile, &instance_type, target_ips)?;
+            (fake.provider, fake.guard, fake.vpc, Some(fake.cloud), fake.instances)
         }
         Backend::Endpoint { provider, guard, vpc } => {
             let (enis, _) = list_all_enis(provider.as_ref(), &EniQuery::Vpc(vpc.clone())).await?;
@@ -353,36 +350,11 @@ async fn drive(
     progress: &dyn Fn(u64),
 ) -> Drove {
     let strategy = config.strategy;
-    let (max_actions_per_pass, pass_pause) = strategy.pacing();
-    let controller_config = ControllerConfig {
-        release_delay: Duration::from_secs(180),
-        default_first_interface_index: profile.default_first_interface_index,
-        requeue: strategy.requeue(config.seed ^ 0xf1ee7),
-        listing: strategy.listing(),
-        max_actions_per_pass,
-        pass_pause,
-        // Daemons on every node work their node at once, all of them.
-        workers: if strategy.shared_limiter() { config.workers } else { instances.len() },
-        ..ControllerConfig::new("sim", vpc.clone(), config.workers, config.seed)
-    };
+    let controller_config = controller_config(config, profile, vpc, instances.len());
     let store = Arc::new(MemoryNodeStore::new());
-    let names: Vec<String> = (0..instances.len()).map(|n| format!("node-{n:05}")).collect();
+    let names: Vec<String> = (0..instances.len()).map(node_name).collect();
     for (name, (instance, zone)) in names.iter().zip(instances) {
-        let spec = ENINodeSpec {
-            instance_id: instance.clone(),
-            instance_type: InstanceType::from(instance_type),
-            zone: zone.clone(),
-            vpc_id: vpc.clone(),
-            ipam: eni_ipam_api::PoolOverrides::all(config.knobs),
-            first_interface_index: Some(config.first_index(profile)),
-            security_groups: config
-                .security_groups
-                .iter()
-                .map(|g| SecurityGroupId::from(g.as_str()))
-                .collect(),
-            ..ENINodeSpec::default()
-        };
-        store.insert(ENINode::new(name, spec));
+        store.insert(eninode(config, profile, vpc, name, instance, zone, instance_type));
     }
     let Controller { fleet, mut events, resync, .. } =
         Controller::build(provider, store.clone(), &controller_config);
@@ -431,6 +403,89 @@ async fn drive(
         }
     }
     Drove { ready_at, short: short.len() as u64, failures, resync: resync.counts(), store }
+}
+
+/// The fake cloud of a run, its fleet launched, and the client that reaches it.
+pub(crate) struct FakeFleet {
+    pub(crate) cloud: Arc<FakeCloud>,
+    pub(crate) provider: Arc<dyn CloudProvider>,
+    pub(crate) guard: Arc<CallGuard>,
+    pub(crate) vpc: VpcId,
+    pub(crate) instances: Vec<(InstanceId, Zone)>,
+}
+
+impl FakeFleet {
+    /// A fake cloud with the config's profile, faults and strategy, and
+    /// `config.nodes` instances launched in subnets sized for `ips_per_node` each.
+    pub(crate) fn launch(
+        config: &SimConfig,
+        profile: &CloudProfile,
+        instance_type: &str,
+        ips_per_node: u32,
+    ) -> anyhow::Result<Self> {
+        let vpc = VpcId::from("vpc-sim");
+        let cloud = Arc::new(FakeCloud::new(profile.clone(), vpc.clone(), config.seed));
+        let launched = cloud_setup::launch(&cloud, config.nodes, instance_type, ips_per_node)?;
+        cloud.set_faults(Faults { transient_rate: config.fault_rate, ..Faults::default() });
+        let retry = config.strategy.retry(config.seed);
+        let guard = Arc::new(if config.strategy.shared_limiter() {
+            CallGuard::for_profile(profile.clone(), config.limiter_margin, retry)
+        } else {
+            CallGuard::new(profile.clone(), BTreeMap::new(), retry)
+        });
+        let provider: Arc<dyn CloudProvider> = Arc::new(FakeProvider::new(cloud.clone(), guard.clone()));
+        Ok(Self { cloud, provider, guard, vpc, instances: launched.instances })
+    }
+}
+
+/// The name of the `n`th node.
+pub(crate) fn node_name(n: usize) -> String {
+    format!("node-{n:05}")
+}
+
+/// The operator's settings for a run of `nodes` nodes under the config's strategy.
+pub(crate) fn controller_config(
+    config: &SimConfig,
+    profile: &CloudProfile,
+    vpc: &VpcId,
+    nodes: usize,
+) -> ControllerConfig {
+    let strategy = config.strategy;
+    let (max_actions_per_pass, pass_pause) = strategy.pacing();
+    ControllerConfig {
+        release_delay: Duration::from_secs(180),
+        default_first_interface_index: profile.default_first_interface_index,
+        requeue: strategy.requeue(config.seed ^ 0xf1ee7),
+        listing: strategy.listing(),
+        max_actions_per_pass,
+        pass_pause,
+        // Daemons on every node work their node at once, all of them.
+        workers: if strategy.shared_limiter() { config.workers } else { nodes },
+        ..ControllerConfig::new("sim", vpc.clone(), config.workers, config.seed)
+    }
+}
+
+/// The ENINode a node's agent registers when it starts.
+pub(crate) fn eninode(
+    config: &SimConfig,
+    profile: &CloudProfile,
+    vpc: &VpcId,
+    name: &str,
+    instance: &InstanceId,
+    zone: &Zone,
+    instance_type: &str,
+) -> ENINode {
+    let spec = ENINodeSpec {
+        instance_id: instance.clone(),
+        instance_type: InstanceType::from(instance_type),
+        zone: zone.clone(),
+        vpc_id: vpc.clone(),
+        ipam: eni_ipam_api::PoolOverrides::all(config.knobs),
+        first_interface_index: Some(config.first_index(profile)),
+        security_groups: config.security_groups.iter().map(|g| SecurityGroupId::from(g.as_str())).collect(),
+        ..ENINodeSpec::default()
+    };
+    ENINode::new(name, spec)
 }
 
 /// A node as it joins: its primary ENI and nothing else.
