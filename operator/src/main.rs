@@ -340,15 +340,7 @@ fn simulate_command(args: &SimulateArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    print!("{}", report.table());
-    if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&report).expect("the report serializes");
-        if let Err(e) = std::fs::write(path, json + "\n") {
-            eprintln!("error: cannot write the JSON report to {}: {e}", path.display());
-            return ExitCode::FAILURE;
-        }
-    }
-    ExitCode::SUCCESS
+    publish(&report.table(), &report, args.json.as_deref())
 }
 
 /// `simulate --pods`: the pod simulation, old and new capacity side by side.
@@ -369,10 +361,15 @@ fn pods_command(
             return ExitCode::FAILURE;
         }
     };
-    print!("{}", report.table());
-    if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&report).expect("the report serializes");
-        if let Err(e) = std::fs::write(path, json + "\n") {
+    publish(&report.table(), &report, args.json.as_deref())
+}
+
+/// Prints a report's table and writes its JSON to `json`, if asked.
+fn publish(table: &str, report: &impl serde::Serialize, json: Option<&std::path::Path>) -> ExitCode {
+    print!("{table}");
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(report).expect("the report serializes");
+        if let Err(e) = std::fs::write(path, text + "\n") {
             eprintln!("error: cannot write the JSON report to {}: {e}", path.display());
             return ExitCode::FAILURE;
         }

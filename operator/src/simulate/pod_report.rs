@@ -179,7 +179,7 @@ impl PodReport {
         }
         let _ = writeln!(t);
         let secs = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |s| format!("{s:.1} s"));
-        let rows: [(&str, fn(&PodRun) -> String); 12] = [
+        let rows: [(&str, Cell); 12] = [
             ("pods scheduled", |r| format!("{} / {}", r.pods_scheduled, r.pods)),
             ("pods never scheduled", |r| r.pods_never_scheduled.to_string()),
             ("pod Pending p50 / p99", |r| pair(r.pod_pending)),
@@ -206,6 +206,9 @@ impl PodReport {
         t
     }
 }
+
+/// One cell of the table, from a run.
+type Cell = fn(&PodRun) -> String;
 
 fn pair(w: Waits) -> String {
     let s = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |s| format!("{s:.1}"));
