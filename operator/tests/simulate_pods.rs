@@ -203,3 +203,17 @@ fn the_pod_table_and_json_agree() {
     let scheduled = table.lines().find(|l| l.trim_start().starts_with("pods scheduled")).unwrap();
     assert_eq!(scheduled.matches("100 / 100").count(), 2, "{scheduled}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_new_capacity_stops_at_max_allocate_and_the_autoscaler_adds_what_that_leaves_out() {
+    // Pools capped at 20: 50 nodes hold 1,000 of the 2,000 pods, 50 more nodes are needed.
+    let mut config =
+        burst(CloudKind::Aws, None, AutoscalerKind::ClusterAutoscaler, KarpenterSetup::Supported);
+    config.fleet.knobs.max_allocate = 20;
+    config.modes = vec![CapacityMode::InstanceLimit];
+    let report = play(&config).await;
+    assert_clean(&report);
+    let new = side(&report, CapacityMode::InstanceLimit);
+    assert_eq!((new.nodes_added, new.nodes_added_unneeded), (50, 0), "{}", report.table());
+    assert_eq!(new.pods_running, 2000);
+}

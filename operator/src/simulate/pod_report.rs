@@ -48,8 +48,8 @@ pub struct PodRun {
     /// Nodes the autoscaler launched.
     pub nodes_added: u32,
     /// Of those, nodes not needed: launched while the nodes already up or on their way
-    /// had room for every pending pod by their instance IP limits and `maxPods` (the
-    /// pools would have grown to hold them), summed over the scale-ups.
+    /// had room for every pending pod by the IPs their pools can grow to (instance
+    /// limit, shortfall, `max-allocate`) and `maxPods`, summed over the scale-ups.
     pub nodes_added_unneeded: u32,
     /// Times the autoscaler launched nodes.
     pub scale_ups: u32,
@@ -158,7 +158,7 @@ impl PodReport {
         let clock = if self.virtual_time { "virtual time" } else { "real time" };
         let _ = writeln!(
             t,
-            "eni-ipam simulate --pods: {arrival} onto {} x {} ({}), pools of {}, autoscaler {}{setup}, ({clock})",
+            "eni-ipam simulate --pods: {arrival} onto {} x {} ({}), pools of {}, autoscaler {}{setup} ({clock})",
             self.nodes,
             self.instance_type,
             self.cloud,

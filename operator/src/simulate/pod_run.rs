@@ -130,9 +130,15 @@ impl Cluster<'_> {
     }
 
     /// Pods a node can ever take: by `maxPods` and, for pods with the request, by
-    /// its instance IP limit (lowered to what is obtainable on a shortfall).
+    /// the IPs its pool can grow to: the instance IP limit, lowered to what is
+    /// obtainable on a shortfall and to `max-allocate`.
     fn slots(&self, obtainable: Option<u32>) -> u32 {
-        if self.requests_ip { self.max_pods.min(obtainable.unwrap_or(self.ip_limit)) } else { self.max_pods }
+        if !self.requests_ip {
+            return self.max_pods;
+        }
+        let max_allocate = Some(self.config.fleet.knobs.max_allocate).filter(|m| *m > 0);
+        let ips = obtainable.unwrap_or(self.ip_limit).min(max_allocate.unwrap_or(u32::MAX));
+        self.max_pods.min(ips)
     }
 
     /// The operator worked a node: its pool as published, the pods waiting served.
