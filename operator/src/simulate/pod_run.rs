@@ -304,17 +304,8 @@ pub(crate) async fn play(config: &PodSimConfig, mode: CapacityMode) -> anyhow::R
     for w in workers {
         w.abort();
     }
-    Ok(summarize(
-        &cluster,
-        &fake,
-        &store,
-        mode,
-        unneeded,
-        scale_ups,
-        fleet_ready_s,
-        last_running,
-        t0.elapsed(),
-    ))
+    let tally = Tally { unneeded, scale_ups, fleet_ready_s, last_running, simulated: t0.elapsed() };
+    Ok(summarize(&cluster, &fake, &store, mode, tally))
 }
 
 /// Launches `count` instances now (round-robin over the zones); their agents register them after the boot time.
@@ -343,19 +334,23 @@ fn launch_nodes(
     Ok(())
 }
 
-/// The run's figures, with the checks that no IP went to two pods and every
-/// pod's IP is on an ENI of its node's instance in the cloud.
-#[allow(clippy::too_many_arguments)]
-fn summarize(
-    cluster: &Cluster,
-    fake: &FakeFleet,
-    store: &MemoryNodeStore,
-    mode: CapacityMode,
+/// What the loop counted, besides the pods and the nodes.
+struct Tally {
     unneeded: u32,
     scale_ups: u32,
     fleet_ready_s: f64,
     last_running: Option<Duration>,
     simulated: Duration,
+}
+
+/// The run's figures, with the checks that no IP went to two pods and every
+/// pod's IP is on an ENI of its node's instance in the cloud.
+fn summarize(
+    cluster: &Cluster,
+    fake: &FakeFleet,
+    store: &MemoryNodeStore,
+    mode: CapacityMode,
+    tally: Tally,
 ) -> PodRun {
     let console = fake.cloud.console();
     let enis: Vec<_> = console.all_enis().cloned().collect();
@@ -391,12 +386,12 @@ fn summarize(
         pod_pending: Waits::of(pending),
         pod_waiting_for_ip: Waits::of(waiting),
         nodes_added: cluster.nodes.iter().filter(|n| n.launched_by_autoscaler).count() as u32,
-        nodes_added_unneeded: unneeded,
-        scale_ups,
+        nodes_added_unneeded: tally.unneeded,
+        scale_ups: tally.scale_ups,
         pods_never_scheduled: cluster.pods.iter().filter(|p| p.bound.is_none()).count() as u32,
-        fleet_ready_s,
-        all_pods_running_s: last_running.map(|d| d.as_secs_f64()),
-        simulated_s: simulated.as_secs_f64(),
+        fleet_ready_s: tally.fleet_ready_s,
+        all_pods_running_s: tally.last_running.map(|d| d.as_secs_f64()),
+        simulated_s: tally.simulated.as_secs_f64(),
         duplicate_pod_ips,
         pod_ips_not_on_node,
         duplicate_pool_ips: invariants.duplicate_ips,
