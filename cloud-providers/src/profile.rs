@@ -159,17 +159,23 @@ impl CloudProfile {
             (BucketId::Mutating, BucketSpec { burst: 200, per_second: 5.0 }),
             (BucketId::NonMutating, BucketSpec { burst: 100, per_second: 20.0 }),
         ]);
-        // (type, max ENIs, IPv4 per ENI incl. the primary), from EC2's published table.
+        // (type, max ENIs, IPv4 per ENI incl. the primary), from EC2's published table
+        // (the same figures as moto's DescribeInstanceTypes data).
         let types = [
             ("t3.medium", 3, 6),
+            ("t3.large", 3, 12),
             ("m5.large", 3, 10),
             ("c5.large", 3, 10),
             ("m5.xlarge", 4, 15),
             ("c5.xlarge", 4, 15),
             ("m5.2xlarge", 4, 15),
+            ("c5.2xlarge", 4, 15),
             ("m5.4xlarge", 8, 30),
+            ("c5.4xlarge", 8, 30),
             ("c5.9xlarge", 8, 30),
             ("m5.24xlarge", 15, 50),
+            ("m6i.large", 3, 10),
+            ("m6i.xlarge", 4, 15),
         ];
         Self {
             kind: CloudKind::Aws,
@@ -214,7 +220,8 @@ impl CloudProfile {
             .into_iter()
             .map(|(api, n)| (BucketId::Operation(api), BucketSpec::per_minute(n)))
             .collect();
-        // (type, EniQuantity, EniPrivateIpAddressQuantity).
+        // (type, EniQuantity, EniPrivateIpAddressQuantity), from ECS's instance family
+        // tables: the 7th-generation families g7, c7 and r7 share their network limits size by size.
         let types = [
             ("ecs.g7.large", 3, 6),
             ("ecs.g7.xlarge", 4, 15),
@@ -222,6 +229,13 @@ impl CloudProfile {
             ("ecs.g7.4xlarge", 8, 30),
             ("ecs.g7.8xlarge", 8, 30),
             ("ecs.g7.16xlarge", 8, 30),
+            ("ecs.c7.large", 3, 6),
+            ("ecs.c7.xlarge", 4, 15),
+            ("ecs.c7.2xlarge", 4, 15),
+            ("ecs.c7.4xlarge", 8, 30),
+            ("ecs.r7.large", 3, 6),
+            ("ecs.r7.xlarge", 4, 15),
+            ("ecs.r7.2xlarge", 4, 15),
         ];
         Self {
             kind: CloudKind::Alibaba,

@@ -24,6 +24,10 @@ pub trait CloudProvider: Send + Sync {
     /// Limits of the given instance types (unknown ones are left out).
     async fn instance_limits(&self, types: &[InstanceType]) -> CloudResult<Vec<InstanceLimits>>;
 
+    /// Every instance type the cloud offers in this region, with its limits:
+    /// DescribeInstanceTypes without a filter, followed page by page.
+    async fn instance_catalog(&self) -> CloudResult<Vec<InstanceLimits>>;
+
     /// The state of each of `ids`: every id asked is in the answer, one the
     /// cloud does not know as [`InstanceState::Gone`]. Batched per call as the
     /// cloud allows ([`INSTANCES_PER_DESCRIBE`]).

@@ -37,7 +37,9 @@ pub struct InstanceLimits {
 
 impl InstanceLimits {
     /// Pod IPs an instance can hold when pods may use ENIs from `first_index` on
-    /// (every ENI's primary IP stays the ENI's own).
+    /// (every ENI's primary IP stays the ENI's own). The one definition of an
+    /// instance type's pod IPs: the planner's ceiling, the ENINode's `ipLimit` and
+    /// `eni-ipam-operator capacity` all take it from here.
     pub fn pod_capacity(&self, first_index: u32) -> u32 {
         self.max_enis.saturating_sub(first_index) * self.ipv4_per_eni.saturating_sub(1)
     }

@@ -35,6 +35,10 @@ pub enum Command {
     /// Run the controller in a cluster: watch ENINodes and keep every node's pool at its target.
     #[command(long_about = RUN_ABOUT)]
     Run(RunArgs),
+    /// Per instance type: the pod IPs, the maxPods for kubelet or Karpenter, and the
+    /// Cluster Autoscaler node-template tag for scaling from zero.
+    #[command(long_about = crate::sizing::args::CAPACITY_ABOUT)]
+    Capacity(crate::sizing::args::CapacityArgs),
     /// The chart's uninstall hooks: ask every node's agent to clean its node, then delete the ENINodes.
     #[command(subcommand)]
     Uninstall(UninstallStep),

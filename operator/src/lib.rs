@@ -24,5 +24,6 @@ pub mod reaction;
 pub mod resync;
 pub mod run;
 pub mod simulate;
+pub mod sizing;
 pub mod uninstall_hook;
 pub mod work_queue;

@@ -36,6 +36,7 @@ fn main() -> ExitCode {
     let log_format = match &cli.command {
         Command::Run(args) => args.log.log_format,
         Command::Simulate(args) => args.log.log_format,
+        Command::Capacity(args) => args.log.log_format,
         Command::Uninstall(UninstallStep::Prepare(args) | UninstallStep::Finish(args)) => args.log.log_format,
     };
     eni_ipam_admin::process::init(log_format, default_level);
@@ -43,7 +44,59 @@ fn main() -> ExitCode {
         Command::Simulate(args) => simulate_command(&args),
         Command::Run(args) => run_command(&args),
         Command::Uninstall(step) => uninstall_command(&step),
+        Command::Capacity(args) => capacity_command(&args),
     }
+}
+
+/// `capacity`: pod IPs, maxPods and the node-template tag per instance type.
+fn capacity_command(args: &eni_ipam_operator::sizing::args::CapacityArgs) -> ExitCode {
+    use eni_ipam_operator::sizing::source::{CapacityError, LimitsSource, capacity_rows, connect};
+    use eni_ipam_operator::sizing::{default_first_interface_index, table};
+    if args.endpoint.as_deref().is_some_and(|url| !url.contains("://")) {
+        return usage_error(format!(
+            "--endpoint '{}' is not a URL: give the scheme too, e.g. http://127.0.0.1:5000",
+            args.endpoint.as_deref().unwrap_or_default()
+        ));
+    }
+    let first = args.first_interface_index.unwrap_or_else(|| default_first_interface_index(args.cloud));
+    let asked: Vec<eni_ipam_api::InstanceType> =
+        args.instance_types.iter().map(|t| t.trim()).filter(|t| !t.is_empty()).map(Into::into).collect();
+    let work = async {
+        let source = if args.asks_cloud() { connect(args).await? } else { LimitsSource::Profile(args.cloud) };
+        let rows = capacity_rows(&source, &asked, first, args.host_network_pods).await?;
+        Ok::<_, anyhow::Error>((source.describe(), rows))
+    };
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(work));
+    let (from, rows) = match result {
+        Ok(done) => done,
+        Err(e) if e.downcast_ref::<CapacityError>().is_some_and(CapacityError::is_usage) => {
+            return usage_error(one_line(&e));
+        }
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.json {
+        let report = serde_json::json!({
+            "cloud": args.cloud,
+            "source": from,
+            "hostNetworkPods": args.host_network_pods,
+            "instanceTypes": rows,
+        });
+        println!("{}", serde_json::to_string_pretty(&report).expect("the report serializes"));
+    } else {
+        print!("{}", table(&rows));
+        println!(
+            "\n{} host-network pods counted in MAX PODS; limits from {from}.",
+            args.host_network_pods
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 /// `uninstall prepare|finish`: the chart's pre-delete and post-delete hooks.

@@ -100,6 +100,16 @@ impl AwsProvider {
         }
     }
 
+    /// Builds the client without a probe, for callers that only read the
+    /// instance-type catalog (`eni-ipam-operator capacity`): that needs no VPC and
+    /// only `ec2:DescribeInstanceTypes`, and its first call says what is wrong.
+    pub async fn connect_catalog(config: AwsConfig, guard: Arc<CallGuard>) -> Result<Self, AwsConnectError> {
+        let env = |name: &str| std::env::var(name).ok();
+        crate::identity::identity_of(config.static_credentials.is_some(), &env)?;
+        let client = sdk_client(&config).await?;
+        Ok(Self { client, guard, config })
+    }
+
     /// The endpoint in use, for messages.
     pub fn endpoint(&self) -> String {
         endpoint_of(&self.config)
@@ -184,6 +194,31 @@ impl CloudProvider for AwsProvider {
                 Err(e) if e.class == ErrorClass::InvalidRequest => return Ok(found),
                 Err(e) => return Err(e),
             };
+            found.extend(out.instance_types().iter().filter_map(convert::limits));
+            match out.next_token() {
+                Some(next) => token = Some(next.to_owned()),
+                None => return Ok(found),
+            }
+        }
+    }
+
+    /// Every type EC2 offers in the region, 100 a page (EC2's largest page).
+    async fn instance_catalog(&self) -> CloudResult<Vec<InstanceLimits>> {
+        let mut found = Vec::new();
+        let mut token = None;
+        loop {
+            let out = self
+                .guard
+                .call(Api::DescribeInstanceTypes, || async {
+                    self.client
+                        .describe_instance_types()
+                        .max_results(100)
+                        .set_next_token(token.clone())
+                        .send()
+                        .await
+                        .map_err(|e| cloud_error(Api::DescribeInstanceTypes, "instance-types", e))
+                })
+                .await?;
             found.extend(out.instance_types().iter().filter_map(convert::limits));
             match out.next_token() {
                 Some(next) => token = Some(next.to_owned()),

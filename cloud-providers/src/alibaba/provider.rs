@@ -38,6 +38,8 @@ pub enum AlibabaSetupError {
 
 /// Instance types one DescribeInstanceTypes call may name.
 const TYPES_PER_CALL: usize = 10;
+/// Instance types per DescribeInstanceTypes page (ECS's largest page).
+const INSTANCE_TYPES_PAGE: u32 = 1600;
 /// vSwitches per DescribeVSwitches page (the API's maximum).
 const VSWITCH_PAGE: u32 = 50;
 
@@ -55,6 +57,38 @@ pub struct AlibabaProvider {
 }
 
 impl AlibabaProvider {
+    /// DescribeInstanceTypes for `types` (every type when empty), followed to its
+    /// last page. Types without ENIs (ECS lists a few) are left out.
+    async fn instance_type_pages(&self, types: &[InstanceType]) -> CloudResult<Vec<InstanceLimits>> {
+        let mut out = Vec::new();
+        let mut token = String::new();
+        loop {
+            let mut pairs: Vec<(String, String)> = vec![
+                ("RegionId".into(), self.region.clone()),
+                ("MaxResults".into(), INSTANCE_TYPES_PAGE.to_string()),
+            ];
+            pairs.extend(
+                types.iter().enumerate().map(|(i, t)| (format!("InstanceTypes.{}", i + 1), t.0.clone())),
+            );
+            if !token.is_empty() {
+                pairs.push(("NextToken".into(), token.clone()));
+            }
+            let body: wire::DescribeInstanceTypes =
+                self.call(Api::DescribeInstanceTypes, "instance-types", pairs).await?;
+            out.extend(body.instance_types.instance_type.into_iter().filter(|t| t.eni_quantity > 0).map(
+                |t| InstanceLimits {
+                    instance_type: InstanceType::from(t.instance_type_id),
+                    max_enis: t.eni_quantity,
+                    ipv4_per_eni: t.eni_private_ip_address_quantity,
+                },
+            ));
+            if body.next_token.is_empty() {
+                return Ok(out);
+            }
+            token = body.next_token;
+        }
+    }
+
     /// A provider for `config` whose every call goes through `guard`
     /// (normally `CallGuard::for_profile(CloudProfile::alibaba(), ..)`).
     pub fn new(config: AlibabaConfig, guard: Arc<CallGuard>) -> Result<Self, AlibabaSetupError> {
@@ -217,21 +251,13 @@ impl CloudProvider for AlibabaProvider {
     async fn instance_limits(&self, types: &[InstanceType]) -> CloudResult<Vec<InstanceLimits>> {
         let mut out = Vec::new();
         for chunk in types.chunks(TYPES_PER_CALL) {
-            let mut pairs: Vec<(String, String)> = vec![("RegionId".into(), self.region.clone())];
-            pairs.extend(
-                chunk.iter().enumerate().map(|(i, t)| (format!("InstanceTypes.{}", i + 1), t.0.clone())),
-            );
-            let body: wire::DescribeInstanceTypes =
-                self.call(Api::DescribeInstanceTypes, "instance-types", pairs).await?;
-            out.extend(body.instance_types.instance_type.into_iter().filter(|t| t.eni_quantity > 0).map(
-                |t| InstanceLimits {
-                    instance_type: InstanceType::from(t.instance_type_id),
-                    max_enis: t.eni_quantity,
-                    ipv4_per_eni: t.eni_private_ip_address_quantity,
-                },
-            ));
+            out.extend(self.instance_type_pages(chunk).await?);
         }
         Ok(out)
+    }
+
+    async fn instance_catalog(&self) -> CloudResult<Vec<InstanceLimits>> {
+        self.instance_type_pages(&[]).await
     }
 
     /// ECS's DescribeInstances takes up to 100 ids as one JSON array; ids it

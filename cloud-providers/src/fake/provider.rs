@@ -71,6 +71,24 @@ impl CloudProvider for FakeProvider {
         self.call(Api::DescribeInstanceTypes, "instance-types", |s| Ok(s.instance_limits(types))).await
     }
 
+    async fn instance_catalog(&self) -> CloudResult<Vec<InstanceLimits>> {
+        let page_size = self.cloud.profile().batch.max_page_size as usize;
+        let mut token: Option<String> = None;
+        let mut all = Vec::new();
+        loop {
+            let page = self
+                .call(Api::DescribeInstanceTypes, "instance-types", |s| {
+                    Ok(s.instance_types_page(&[], token.as_deref(), page_size))
+                })
+                .await?;
+            all.extend(page.items);
+            match page.next_token {
+                Some(next) => token = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
     async fn instance_states(&self, ids: &[InstanceId]) -> CloudResult<BTreeMap<InstanceId, InstanceState>> {
         let mut out = BTreeMap::new();
         for chunk in ids.chunks(INSTANCES_PER_DESCRIBE) {

@@ -327,6 +327,30 @@ impl CloudState {
         types.iter().filter_map(|t| self.profile.instance_types.get(t.as_str()).cloned()).collect()
     }
 
+    /// One page of the instance types DescribeInstanceTypes lists, in name order:
+    /// those among `asked` (all of them when `asked` is empty) after the type named
+    /// by `token`, at most `max`; the next token is the last name returned.
+    pub fn instance_types_page(
+        &self,
+        asked: &[eni_ipam_api::InstanceType],
+        token: Option<&str>,
+        max: usize,
+    ) -> Page<InstanceLimits> {
+        let mut matching = self
+            .profile
+            .instance_types
+            .iter()
+            .filter(|(name, _)| asked.is_empty() || asked.iter().any(|t| t.as_str() == name.as_str()))
+            .filter(|(name, _)| token.is_none_or(|after| name.as_str() > after))
+            .map(|(_, limits)| limits.clone());
+        let items: Vec<InstanceLimits> = matching.by_ref().take(max.max(1)).collect();
+        let next_token = match matching.next() {
+            Some(_) => items.last().map(|l| l.instance_type.0.clone()),
+            None => None,
+        };
+        Page { items, next_token }
+    }
+
     /// One page of ENIs, in id order; the token is the last id returned.
     pub fn list_enis(&self, query: &EniQuery, page_size: u32, token: Option<&str>) -> CloudResult<Page<Eni>> {
         let api = Api::DescribeNetworkInterfaces;

@@ -55,6 +55,9 @@ impl CloudProvider for Observed {
     async fn instance_limits(&self, types: &[InstanceType]) -> CloudResult<Vec<InstanceLimits>> {
         self.inner.instance_limits(types).await
     }
+    async fn instance_catalog(&self) -> CloudResult<Vec<InstanceLimits>> {
+        self.inner.instance_catalog().await
+    }
     async fn instance_states(&self, ids: &[InstanceId]) -> CloudResult<BTreeMap<InstanceId, InstanceState>> {
         self.inner.instance_states(ids).await
     }

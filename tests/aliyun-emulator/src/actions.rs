@@ -17,6 +17,8 @@ use crate::params::{ApiError, Params};
 
 /// The largest page DescribeNetworkInterfaces gives.
 const MAX_RESULTS: u32 = 500;
+/// The largest page DescribeInstanceTypes gives (and its default).
+const MAX_INSTANCE_TYPES: u32 = 1600;
 /// IPs one Assign / Unassign / Create call may carry.
 const IPS_PER_CALL: u32 = 10;
 
@@ -86,16 +88,25 @@ impl Emulator {
         })
     }
 
+    /// The types named in `InstanceTypes.N` (all of them when none is named), by
+    /// page: `MaxResults` (1 to 1600, ECS's default 1600) and `NextToken`, as ECS pages them.
     fn describe_instance_types(&self, p: &Params) -> Result<Value, ApiError> {
         let asked: Vec<InstanceType> = p.list("InstanceTypes").into_iter().map(InstanceType::from).collect();
-        let limits = self.cloud.serve(Api::DescribeInstanceTypes, "instance-types", |s| {
-            Ok(if asked.is_empty() {
-                self.cloud.profile().instance_types.values().cloned().collect()
-            } else {
-                s.instance_limits(&asked)
-            })
+        let max = p.number("MaxResults", 1..=MAX_INSTANCE_TYPES)?.unwrap_or(MAX_INSTANCE_TYPES);
+        let token = p.get("NextToken").filter(|t| !t.is_empty());
+        if let Some(token) = token
+            && !self.cloud.profile().instance_types.contains_key(token)
+        {
+            return Err(ApiError::new(
+                "InvalidNextToken",
+                format!("NextToken '{token}' was not given by a previous DescribeInstanceTypes"),
+            ));
+        }
+        let page = self.cloud.serve(Api::DescribeInstanceTypes, "instance-types", |s| {
+            Ok(s.instance_types_page(&asked, token, max as usize))
         })?;
-        let types = limits
+        let types = page
+            .items
             .into_iter()
             .map(|l| wire::InstanceTypeEntry {
                 instance_type_id: l.instance_type.0,
@@ -105,7 +116,7 @@ impl Emulator {
             .collect();
         body(wire::DescribeInstanceTypes {
             request_id: String::new(),
-            next_token: String::new(),
+            next_token: page.next_token.unwrap_or_default(),
             instance_types: wire::InstanceTypes { instance_type: types },
         })
     }
