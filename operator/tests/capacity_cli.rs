@@ -3,14 +3,16 @@
 //! data, paginated, through the test bed's proxy that injects errors) and the
 //! project's Alibaba ECS emulator (signed requests, paginated answers).
 
+use std::collections::BTreeSet;
 use std::process::{Command, Output};
 use std::sync::Arc;
+use std::time::Duration;
 
 use eni_ipam_aliyun_emulator::Emulator;
 use eni_ipam_aliyun_emulator::server::router;
 use eni_ipam_api::VpcId;
-use eni_ipam_cloud::CloudProfile;
-use eni_ipam_cloud::alibaba::Credentials;
+use eni_ipam_cloud::alibaba::{AlibabaConfig, AlibabaProvider, CredentialSource, Credentials};
+use eni_ipam_cloud::{Api, CallGuard, CloudProfile, CloudProvider, RetryPolicy};
 use eni_ipam_ec2_testbed::{Ec2Proxy, Faults, Moto};
 use serde_json::Value;
 
@@ -136,7 +138,7 @@ fn assert_usage_error(args: &[&str], must_say: &[&str]) {
 fn bad_flags_and_unknown_types_get_one_line_naming_them() {
     assert_usage_error(&["--cloud", "gcp"], &["--cloud", "gcp", "aws or alibaba"]);
     assert_usage_error(&["--instance-type", "m5.large"], &["--cloud"]);
-    assert_usage_error(&["--cloud", "aws", "--first-interface-index", "-1"], &["--first-interface-index"]);
+    assert_usage_error(&["--cloud", "aws", "--first-interface-index", "99"], &["--first-interface-index", "99"]);
     assert_usage_error(&["--cloud", "aws", "--first-interface-index", "two"], &["--first-interface-index", "two"]);
     assert_usage_error(&["--cloud", "aws", "--host-network-pods", "x"], &["--host-network-pods"]);
     assert_usage_error(&["--cloud", "aws", "--maxpods"], &["--maxpods"]);
@@ -176,15 +178,15 @@ async fn against_moto_describe_instance_types_gives_the_published_numbers_throug
     assert!(report["source"].as_str().unwrap().starts_with("EC2 DescribeInstanceTypes at http://"), "{report}");
     assert_aws_published(&report);
 
-    // Every type moto knows, page by page (EC2 gives at most 100 a page).
-    let before = proxy.counts()["DescribeInstanceTypes"].forwarded;
+    // Every type moto knows. The provider asks 100 a page and follows NextToken, but
+    // moto answers DescribeInstanceTypes in one page whatever MaxResults says; paging
+    // is proven against the Alibaba emulator below.
     let all = capacity_json(vec!["--cloud".into(), "aws".into(), "--endpoint".into(), proxy.url.clone()]).await;
     let rows = by_type(&all);
     assert!(rows.len() > 1000, "moto lists its whole catalog: {}", rows.len());
     assert_eq!(rows["m5.large"].1, 29);
+    assert_eq!(rows["m5.24xlarge"].1, 737, "AWS publishes 737");
     let counts = proxy.counts()["DescribeInstanceTypes"];
-    let pages = counts.forwarded - before;
-    assert!(pages as usize >= rows.len().div_ceil(100), "{pages} pages for {} types", rows.len());
     assert!(counts.internal_errors > 0, "the proxy did inject errors: {counts:?}");
 
     // A type EC2 does not know: named alone, with what to do.
@@ -227,6 +229,20 @@ async fn against_the_alibaba_emulator_every_type_comes_back_by_signed_paginated_
     let two = by_type(&capacity_json(asked).await);
     assert_eq!(two["ecs.g7.4xlarge"].1, 7 * 29 + 2);
     assert_eq!(two["ecs.c7.large"].1, 2 * 5 + 2);
+
+    // The provider follows NextToken: 5 types a page.
+    let retry = RetryPolicy::new(Duration::from_millis(50), Duration::from_secs(1), 4, 3);
+    let guard = Arc::new(CallGuard::for_profile(CloudProfile::alibaba(), 1.0, retry));
+    let credentials = CredentialSource::Static(Credentials::access_key("testid", "testsecret"));
+    let mut config = AlibabaConfig::new("cn-hangzhou", credentials).with_endpoint(url.clone());
+    config.instance_types_page = 5;
+    let provider = AlibabaProvider::new(config, guard.clone()).unwrap();
+    let catalog = provider.instance_catalog().await.unwrap();
+    let names: BTreeSet<String> = catalog.iter().map(|l| l.instance_type.0.clone()).collect();
+    assert_eq!(names.len(), catalog.len(), "no type twice across pages");
+    assert_eq!(names, profile.instance_types.keys().cloned().collect::<BTreeSet<_>>());
+    let calls = guard.counts()[&Api::DescribeInstanceTypes].sent;
+    assert_eq!(calls as usize, profile.instance_types.len().div_ceil(5), "one call a page");
 
     // A wrong secret: the emulator checks the signature, the command says so and fails.
     let url2 = url.clone();

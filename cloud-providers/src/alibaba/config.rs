@@ -37,6 +37,9 @@ pub fn regional_endpoint(product: &str, kind: EndpointKind, region: &str) -> Str
     }
 }
 
+/// ECS's largest DescribeInstanceTypes page (`MaxResults`), also its default.
+pub const INSTANCE_TYPES_PAGE: u32 = 1600;
+
 /// Alibaba provider settings.
 #[derive(Clone, Debug)]
 pub struct AlibabaConfig {
@@ -58,6 +61,9 @@ pub struct AlibabaConfig {
     pub timeout: Duration,
     /// Attach polling: give up waiting for `InUse` after this long.
     pub attach_timeout: Duration,
+    /// Instance types per DescribeInstanceTypes page: ECS's largest (1600);
+    /// smaller only where a test wants several pages.
+    pub instance_types_page: u32,
 }
 
 impl AlibabaConfig {
@@ -73,6 +79,7 @@ impl AlibabaConfig {
             signature: SignatureVersion::V3,
             timeout: Duration::from_secs(10),
             attach_timeout: Duration::from_secs(60),
+            instance_types_page: INSTANCE_TYPES_PAGE,
         }
     }
 

@@ -38,8 +38,6 @@ pub enum AlibabaSetupError {
 
 /// Instance types one DescribeInstanceTypes call may name.
 const TYPES_PER_CALL: usize = 10;
-/// Instance types per DescribeInstanceTypes page (ECS's largest page).
-const INSTANCE_TYPES_PAGE: u32 = 1600;
 /// vSwitches per DescribeVSwitches page (the API's maximum).
 const VSWITCH_PAGE: u32 = 50;
 
@@ -52,6 +50,7 @@ pub struct AlibabaProvider {
     region: String,
     guard: Arc<CallGuard>,
     attach_timeout: Duration,
+    instance_types_page: u32,
     /// Instance of each ENI last seen attached: DetachNetworkInterface needs it.
     attached_to: Mutex<HashMap<EniId, InstanceId>>,
 }
@@ -65,7 +64,7 @@ impl AlibabaProvider {
         loop {
             let mut pairs: Vec<(String, String)> = vec![
                 ("RegionId".into(), self.region.clone()),
-                ("MaxResults".into(), INSTANCE_TYPES_PAGE.to_string()),
+                ("MaxResults".into(), self.instance_types_page.to_string()),
             ];
             pairs.extend(
                 types.iter().enumerate().map(|(i, t)| (format!("InstanceTypes.{}", i + 1), t.0.clone())),
@@ -106,6 +105,7 @@ impl AlibabaProvider {
             region: config.region,
             guard,
             attach_timeout: config.attach_timeout,
+            instance_types_page: config.instance_types_page,
             attached_to: Mutex::new(HashMap::new()),
         })
     }

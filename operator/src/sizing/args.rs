@@ -10,7 +10,7 @@ use crate::alibaba_args::AlibabaArgs;
 pub const CAPACITY_ABOUT: &str = "\
 Print, per instance type, the pod IPs eni-ipam can give its pods, the maxPods to \
 set on kubelet (--max-pods, or maxPods in its config file) or on Karpenter \
-(spec.kubelet.maxPods of the EC2NodeClass or NodePool), and the Cluster Autoscaler \
+(spec.kubelet.maxPods of its EC2NodeClass), and the Cluster Autoscaler \
 node-template tag to put on the node group so it can scale from zero.
 
   pod IPs  = (ENIs - first interface index) x (IPv4 per ENI - 1)
@@ -23,6 +23,11 @@ secondary IPs too; 1 on Alibaba: the primary ENI stays the node's). maxPods adds
 agent and kube-proxy, take no pod IP but count against maxPods. With index 0 and 2 \
 host-network pods the result is AWS's published formula, ENIs x (IPv4 per ENI - 1) + 2 \
 (m5.large 29). Count every host-network DaemonSet of your nodes in --host-network-pods.
+
+For Cluster Autoscaler to scale a node group up from zero nodes, tag its Auto \
+Scaling group (EC2) or scaling group (ESS) with \
+k8s.io/cluster-autoscaler/node-template/resources/eni-ipam.io/ip=<pod IPs>: with no \
+node to copy, that is how it learns the eni-ipam.io/ip capacity a new node will have.
 
 The instance limits come from the built-in profile, or with --from-cloud (or \
 --endpoint URL) from the cloud's DescribeInstanceTypes (EC2 or ECS), which needs \

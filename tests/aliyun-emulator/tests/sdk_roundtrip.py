@@ -59,6 +59,19 @@ def main():
          types=[[t.instance_type_id, t.eni_quantity, t.eni_private_ip_address_quantity]
                 for t in types.instance_types.instance_type])
 
+    # The whole catalog two a page, following NextToken as ECS pages it.
+    pages, listed, token = 0, [], None
+    while True:
+        page = ecs.describe_instance_types(
+            ecs_models.DescribeInstanceTypesRequest(max_results=2, next_token=token)
+        ).body
+        pages += 1
+        listed += [t.instance_type_id for t in page.instance_types.instance_type]
+        token = page.next_token
+        if not token:
+            break
+    step("describe_instance_types_paged", pages=pages, types=listed)
+
     instances = ecs.describe_instances(ecs_models.DescribeInstancesRequest(
         region_id=REGION, instance_ids=json.dumps([instance_id, "i-released0000000"]), page_size=100,
     )).body

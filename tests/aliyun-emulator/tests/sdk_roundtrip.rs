@@ -36,6 +36,10 @@ async fn the_official_python_sdk_runs_the_eni_lifecycle_and_a_wrong_secret_is_re
         .map(|v| (v["step"].as_str().unwrap().to_owned(), v))
         .collect();
     assert_eq!(steps["describe_instance_types"]["types"], serde_json::json!([["ecs.g7.large", 3, 6]]));
+    let paged = &steps["describe_instance_types_paged"];
+    let known: Vec<String> = eni_ipam_cloud::CloudProfile::alibaba().instance_types.into_keys().collect();
+    assert_eq!(paged["types"], serde_json::json!(known), "every type once, across the SDK's pages");
+    assert_eq!(paged["pages"], known.len().div_ceil(2), "MaxResults=2: two types a page");
     assert_eq!(
         steps["describe_instances"]["instances"],
         serde_json::json!([[instance, "Running"]]),
