@@ -91,10 +91,7 @@ fn capacity_command(args: &eni_ipam_operator::sizing::args::CapacityArgs) -> Exi
         println!("{}", serde_json::to_string_pretty(&report).expect("the report serializes"));
     } else {
         print!("{}", table(&rows));
-        println!(
-            "\n{} host-network pods counted in MAX PODS; limits from {from}.",
-            args.host_network_pods
-        );
+        println!("\n{} host-network pods counted in MAX PODS; limits from {from}.", args.host_network_pods);
     }
     ExitCode::SUCCESS
 }

@@ -76,7 +76,12 @@ fn assert_aws_published(report: &Value) {
 }
 
 fn aws_types() -> Vec<String> {
-    vec!["--cloud".into(), "aws".into(), "--instance-type".into(), "m5.large,m5.xlarge,c5.4xlarge,t3.medium".into()]
+    vec![
+        "--cloud".into(),
+        "aws".into(),
+        "--instance-type".into(),
+        "m5.large,m5.xlarge,c5.4xlarge,t3.medium".into(),
+    ]
 }
 
 #[tokio::test]
@@ -86,8 +91,12 @@ async fn offline_the_built_in_profile_gives_aws_published_max_pods() {
     assert_eq!(report["source"], "the built-in aws profile");
     assert_eq!(report["hostNetworkPods"], 2);
     assert_aws_published(&report);
-    let order: Vec<&str> =
-        report["instanceTypes"].as_array().unwrap().iter().map(|r| r["instanceType"].as_str().unwrap()).collect();
+    let order: Vec<&str> = report["instanceTypes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["instanceType"].as_str().unwrap())
+        .collect();
     assert_eq!(order, ["m5.large", "m5.xlarge", "c5.4xlarge", "t3.medium"], "in the order asked");
 }
 
@@ -120,7 +129,10 @@ fn the_table_has_one_line_per_type_and_names_its_source() {
     assert!(text.contains("limits from the built-in aws profile"), "{text}");
     let all = operator(&["--cloud", "alibaba"]);
     let text = String::from_utf8(all.stdout).unwrap();
-    assert_eq!(text.lines().filter(|l| l.starts_with("ecs.")).count(), CloudProfile::alibaba().instance_types.len());
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("ecs.")).count(),
+        CloudProfile::alibaba().instance_types.len()
+    );
 }
 
 fn assert_usage_error(args: &[&str], must_say: &[&str]) {
@@ -138,8 +150,14 @@ fn assert_usage_error(args: &[&str], must_say: &[&str]) {
 fn bad_flags_and_unknown_types_get_one_line_naming_them() {
     assert_usage_error(&["--cloud", "gcp"], &["--cloud", "gcp", "aws or alibaba"]);
     assert_usage_error(&["--instance-type", "m5.large"], &["--cloud"]);
-    assert_usage_error(&["--cloud", "aws", "--first-interface-index", "99"], &["--first-interface-index", "99"]);
-    assert_usage_error(&["--cloud", "aws", "--first-interface-index", "two"], &["--first-interface-index", "two"]);
+    assert_usage_error(
+        &["--cloud", "aws", "--first-interface-index", "99"],
+        &["--first-interface-index", "99"],
+    );
+    assert_usage_error(
+        &["--cloud", "aws", "--first-interface-index", "two"],
+        &["--first-interface-index", "two"],
+    );
     assert_usage_error(&["--cloud", "aws", "--host-network-pods", "x"], &["--host-network-pods"]);
     assert_usage_error(&["--cloud", "aws", "--maxpods"], &["--maxpods"]);
     assert_usage_error(&["--cloud", "aws", "--endpoint", "127.0.0.1:5000"], &["--endpoint", "http://"]);
@@ -175,13 +193,17 @@ async fn against_moto_describe_instance_types_gives_the_published_numbers_throug
     let mut args = aws_types();
     args.extend(["--endpoint".into(), proxy.url.clone()]);
     let report = capacity_json(args).await;
-    assert!(report["source"].as_str().unwrap().starts_with("EC2 DescribeInstanceTypes at http://"), "{report}");
+    assert!(
+        report["source"].as_str().unwrap().starts_with("EC2 DescribeInstanceTypes at http://"),
+        "{report}"
+    );
     assert_aws_published(&report);
 
     // Every type moto knows. The provider asks 100 a page and follows NextToken, but
     // moto answers DescribeInstanceTypes in one page whatever MaxResults says; paging
     // is proven against the Alibaba emulator below.
-    let all = capacity_json(vec!["--cloud".into(), "aws".into(), "--endpoint".into(), proxy.url.clone()]).await;
+    let all =
+        capacity_json(vec!["--cloud".into(), "aws".into(), "--endpoint".into(), proxy.url.clone()]).await;
     let rows = by_type(&all);
     assert!(rows.len() > 1000, "moto lists its whole catalog: {}", rows.len());
     assert_eq!(rows["m5.large"].1, 29);
@@ -207,12 +229,14 @@ async fn against_moto_describe_instance_types_gives_the_published_numbers_throug
 async fn against_the_alibaba_emulator_every_type_comes_back_by_signed_paginated_calls() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let keys = vec![Credentials::access_key("testid", "testsecret")];
-    let emulator = Emulator::new(CloudProfile::alibaba(), "cn-hangzhou".into(), VpcId::from("vpc-emu"), keys, 1);
+    let emulator =
+        Emulator::new(CloudProfile::alibaba(), "cn-hangzhou".into(), VpcId::from("vpc-emu"), keys, 1);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router(Arc::new(emulator))).await });
 
-    let base = ["--cloud", "alibaba", "--alibaba-region", "cn-hangzhou", "--endpoint", &url].map(String::from);
+    let base =
+        ["--cloud", "alibaba", "--alibaba-region", "cn-hangzhou", "--endpoint", &url].map(String::from);
     let all = capacity_json(base.to_vec()).await;
     assert!(all["source"].as_str().unwrap().starts_with("ECS DescribeInstanceTypes at "), "{all}");
     let rows = by_type(&all);

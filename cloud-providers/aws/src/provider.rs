@@ -110,6 +110,36 @@ impl AwsProvider {
         Ok(Self { client, guard, config })
     }
 
+    /// DescribeInstanceTypes for `types` (every type when `None`), 100 a page
+    /// (EC2's largest), followed to the last page.
+    async fn instance_type_pages(
+        &self,
+        types: Option<Vec<aws_sdk_ec2::types::InstanceType>>,
+    ) -> CloudResult<Vec<InstanceLimits>> {
+        let mut found = Vec::new();
+        let mut token = None;
+        loop {
+            let out = self
+                .guard
+                .call(Api::DescribeInstanceTypes, || async {
+                    self.client
+                        .describe_instance_types()
+                        .set_instance_types(types.clone())
+                        .set_max_results(types.is_none().then_some(100))
+                        .set_next_token(token.clone())
+                        .send()
+                        .await
+                        .map_err(|e| cloud_error(Api::DescribeInstanceTypes, "instance-types", e))
+                })
+                .await?;
+            found.extend(out.instance_types().iter().filter_map(convert::limits));
+            match out.next_token() {
+                Some(next) => token = Some(next.to_owned()),
+                None => return Ok(found),
+            }
+        }
+    }
+
     /// The endpoint in use, for messages.
     pub fn endpoint(&self) -> String {
         endpoint_of(&self.config)
@@ -173,58 +203,24 @@ impl CloudProvider for AwsProvider {
         if ask.is_empty() {
             return Ok(found);
         }
-        let mut token = None;
-        loop {
-            let result = self
-                .guard
-                .call(Api::DescribeInstanceTypes, || async {
-                    self.client
-                        .describe_instance_types()
-                        .set_instance_types(Some(ask.clone()))
-                        .set_next_token(token.clone())
-                        .send()
-                        .await
-                        .map_err(|e| cloud_error(Api::DescribeInstanceTypes, "instance-types", e))
-                })
-                .await;
-            let out = match result {
-                Ok(out) => out,
-                // An unknown type makes EC2 refuse the whole call: report none, so the
-                // caller says which type to add to the override table.
-                Err(e) if e.class == ErrorClass::InvalidRequest => return Ok(found),
-                Err(e) => return Err(e),
-            };
-            found.extend(out.instance_types().iter().filter_map(convert::limits));
-            match out.next_token() {
-                Some(next) => token = Some(next.to_owned()),
-                None => return Ok(found),
+        match self.instance_type_pages(Some(ask)).await {
+            Ok(limits) => {
+                found.extend(limits);
+                Ok(found)
             }
+            // An unknown type makes EC2 refuse the whole call: report none, so the
+            // caller says which type to add to the override table.
+            Err(e) if e.class == ErrorClass::InvalidRequest => Ok(found),
+            Err(e) => Err(e),
         }
     }
 
-    /// Every type EC2 offers in the region, 100 a page (EC2's largest page).
+    /// Every type EC2 offers in the region, with the override table over it.
     async fn instance_catalog(&self) -> CloudResult<Vec<InstanceLimits>> {
-        let mut found = Vec::new();
-        let mut token = None;
-        loop {
-            let out = self
-                .guard
-                .call(Api::DescribeInstanceTypes, || async {
-                    self.client
-                        .describe_instance_types()
-                        .max_results(100)
-                        .set_next_token(token.clone())
-                        .send()
-                        .await
-                        .map_err(|e| cloud_error(Api::DescribeInstanceTypes, "instance-types", e))
-                })
-                .await?;
-            found.extend(out.instance_types().iter().filter_map(convert::limits));
-            match out.next_token() {
-                Some(next) => token = Some(next.to_owned()),
-                None => return Ok(found),
-            }
-        }
+        let mut found = self.instance_type_pages(None).await?;
+        found.retain(|l| !self.config.limits_override.contains_key(l.instance_type.as_str()));
+        found.extend(self.config.limits_override.values().cloned());
+        Ok(found)
     }
 
     /// Asks by the `instance-id` filter, not `InstanceIds`: with ids EC2

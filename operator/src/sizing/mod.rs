@@ -91,7 +91,8 @@ pub fn default_first_interface_index(cloud: CloudKind) -> u32 {
 
 /// The rows as an aligned text table.
 pub fn table(rows: &[Sizing]) -> String {
-    let header = ["INSTANCE TYPE", "ENIS", "IPV4/ENI", "FIRST ENI", "POD IPS", "MAX PODS", "NODE TEMPLATE TAG"];
+    let header =
+        ["INSTANCE TYPE", "ENIS", "IPV4/ENI", "FIRST ENI", "POD IPS", "MAX PODS", "NODE TEMPLATE TAG"];
     let cells: Vec<[String; 7]> = rows
         .iter()
         .map(|r| {

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use eni_ipam_api::InstanceType;
 use eni_ipam_cloud::alibaba::AlibabaProvider;
-use eni_ipam_cloud::{CallGuard, CloudError, CloudKind, CloudProfile, CloudProvider, InstanceLimits, RetryPolicy};
+use eni_ipam_cloud::{
+    CallGuard, CloudError, CloudKind, CloudProfile, CloudProvider, InstanceLimits, RetryPolicy,
+};
 use eni_ipam_cloud_aws::{AwsConfig, AwsProvider};
 
 use super::args::CapacityArgs;
@@ -85,7 +87,12 @@ impl CapacityError {
 /// line, not a controller).
 pub async fn connect(args: &CapacityArgs) -> anyhow::Result<LimitsSource> {
     let profile = CloudProfile::of(args.cloud);
-    let retry = RetryPolicy::new(Duration::from_millis(200), Duration::from_secs(2), 4, u64::from(std::process::id()));
+    let retry = RetryPolicy::new(
+        Duration::from_millis(200),
+        Duration::from_secs(2),
+        4,
+        u64::from(std::process::id()),
+    );
     let guard = Arc::new(CallGuard::for_profile(profile, 1.0, retry));
     let endpoint = args.endpoint.as_deref();
     Ok(match args.cloud {
@@ -211,7 +218,8 @@ mod tests {
         let names: Vec<&str> = got.iter().map(|l| l.instance_type.as_str()).collect();
         assert_eq!(names, ["c.large", "a.large"]);
 
-        let asked: Vec<InstanceType> = ["a.large", "x.huge", "y.tiny", "x.huge"].map(InstanceType::from).to_vec();
+        let asked: Vec<InstanceType> =
+            ["a.large", "x.huge", "y.tiny", "x.huge"].map(InstanceType::from).to_vec();
         assert_eq!(select(&known, &asked).unwrap_err(), ["x.huge", "y.tiny"]);
 
         let all = select(&known, &[]).unwrap();
@@ -226,7 +234,10 @@ mod tests {
         let err = capacity_rows(&source, &asked, 0, 2).await.unwrap_err();
         let text = err.to_string();
         assert!(err.is_usage());
-        assert!(text.starts_with("instance type m9.gigantic not known to the built-in aws profile;"), "{text}");
+        assert!(
+            text.starts_with("instance type m9.gigantic not known to the built-in aws profile;"),
+            "{text}"
+        );
         assert!(text.contains("m5.large") && text.contains("--from-cloud"), "{text}");
     }
 
