@@ -152,6 +152,16 @@ pub struct Cli {
     /// Pod IPs this node could reach in total (instance-type and subnet limits); 0 = the pool size.
     #[arg(long, env = "ENI_IPAM_CAPACITY", default_value_t = 0)]
     pub capacity: u32,
+    /// Key of the NoSchedule taint the node registers with (kubelet's --register-with-taints,
+    /// Karpenter's startupTaints) and the agent removes once the node's pool has an IP, its
+    /// datapath is loaded and kubelet publishes --startup-taint-resource; "" never touches the
+    /// Node's taints.
+    #[arg(long, env = "ENI_IPAM_STARTUP_TAINT", default_value = crate::startup_taint::DEFAULT_KEY)]
+    pub startup_taint: String,
+    /// The extended resource kubelet must publish on the Node (allocatable above 0: the device
+    /// plugin registered) before the startup taint goes; "" where no device plugin runs.
+    #[arg(long, env = "ENI_IPAM_STARTUP_TAINT_RESOURCE", default_value = eni_ipam_api::DEFAULT_RESOURCE_NAME)]
+    pub startup_taint_resource: String,
     /// The kube-apiserver URL (default: in-cluster or kubeconfig).
     #[arg(long, env = "ENI_IPAM_KUBE_URL")]
     pub kube_url: Option<String>,
@@ -218,6 +228,15 @@ impl Cli {
             grace: self.lost_pod_grace,
             cooldown: self.lost_pod_cooldown,
             timeout: Duration::from_secs(5),
+        })
+    }
+
+    /// How the startup taint is removed, unless `--startup-taint=""`.
+    pub fn startup_taint(&self) -> Option<crate::startup_taint::StartupTaint> {
+        (!self.startup_taint.is_empty()).then(|| crate::startup_taint::StartupTaint {
+            node: self.node_name.clone(),
+            key: self.startup_taint.clone(),
+            resource: (!self.startup_taint_resource.is_empty()).then(|| self.startup_taint_resource.clone()),
         })
     }
 

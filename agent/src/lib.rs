@@ -22,6 +22,7 @@ pub mod policy_routing;
 pub mod pool;
 pub mod server;
 pub mod service_ranges;
+pub mod startup_taint;
 pub mod state;
 pub mod uninstall;
 pub mod uninstall_mark;

@@ -91,6 +91,7 @@ fn uninstall_command(paths: &eni_ipam_agent::cli::NodePaths) -> anyhow::Result<(
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let started = tokio::time::Instant::now();
     let subnets: SubnetMap = cli.subnets.iter().map(|s| parse_subnet_flag(s)).collect::<Result<_, _>>()?;
     let live = match &cli.live_containers_file {
         Some(path) => Some(
@@ -162,6 +163,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     tracing::info!(node = %cli.node_name, socket = %cli.paths.socket.display(), metrics = %cli.metrics_addr, "agent serving");
 
     let arming = Arc::new(UninstallArming::default());
+    if let (Some(client), Some(taint)) = (kube.clone(), cli.startup_taint()) {
+        // Only now: the datapath is loaded and the node's networking reconciled (or the agent
+        // has stopped), and the socket listens.
+        let (ipam, metrics) = (ipam.clone(), metrics.clone());
+        tokio::spawn(async move {
+            let pool_ips = || ipam.health().ipam.available;
+            if let Some(after) = taint.run(client, pool_ips, started).await {
+                metrics.startup_taint_removed(after);
+            }
+        });
+    }
     if let Some(client) = kube {
         let reporter =
             kube_side::Reporter::new(client.clone(), cli.node_name.clone(), cli.ipam_node_update_rate)

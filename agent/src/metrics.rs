@@ -32,6 +32,8 @@ pub struct Metrics {
     available: Gauge,
     status_patches: Counter,
     lost_pod_ips_freed: Counter,
+    startup_taint_removals: Counter,
+    startup_taint_removed_after: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -64,7 +66,28 @@ impl Metrics {
             "IPs freed because kubelet no longer ran their pod and no CNI DEL came",
             lost_pod_ips_freed.clone(),
         );
-        Self { registry: root, calls, allocated, available, status_patches, lost_pod_ips_freed }
+        let startup_taint_removals = Counter::default();
+        registry.register(
+            "startup_taint_removals",
+            "Startup taints this agent removed from its Node",
+            startup_taint_removals.clone(),
+        );
+        let startup_taint_removed_after = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "startup_taint_removed_after_seconds",
+            "Seconds from the agent's start to its removal of the Node's startup taint (0: not removed by this run)",
+            startup_taint_removed_after.clone(),
+        );
+        Self {
+            registry: root,
+            calls,
+            allocated,
+            available,
+            status_patches,
+            lost_pod_ips_freed,
+            startup_taint_removals,
+            startup_taint_removed_after,
+        }
     }
 
     /// Counts one IPAM call.
@@ -75,6 +98,12 @@ impl Metrics {
     /// Counts one IP freed from a pod that went away without a CNI DEL.
     pub fn count_lost_pod_ip_freed(&self) {
         self.lost_pod_ips_freed.inc();
+    }
+
+    /// Records the removal of the Node's startup taint, `after` the agent started.
+    pub fn startup_taint_removed(&self, after: std::time::Duration) {
+        self.startup_taint_removals.inc();
+        self.startup_taint_removed_after.set(after.as_secs_f64());
     }
 
     /// Counts one ENINode status write.
@@ -140,6 +169,7 @@ mod tests {
         let metrics = Arc::new(Metrics::default());
         metrics.count_call("allocate", true);
         metrics.count_call("allocate", false);
+        metrics.startup_taint_removed(std::time::Duration::from_millis(2500));
         let app = admin_router(Arc::new(ipam), metrics);
         let response = app
             .clone()
@@ -152,6 +182,8 @@ mod tests {
         assert!(text.contains(r#"eni_ipam_agent_ipam_calls_total{op="allocate",result="ok"} 1"#), "{text}");
         assert!(text.contains("eni_ipam_agent_pool_ips 1"), "{text}");
         assert!(text.contains("eni_ipam_agent_allocated_ips 0"), "{text}");
+        assert!(text.contains("eni_ipam_agent_startup_taint_removals_total 1"), "{text}");
+        assert!(text.contains("eni_ipam_agent_startup_taint_removed_after_seconds 2.5"), "{text}");
         for path in ["/healthz", "/readyz"] {
             let response =
                 app.clone().oneshot(Request::builder().uri(path).body(Body::empty()).unwrap()).await.unwrap();
