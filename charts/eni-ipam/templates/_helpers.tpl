@@ -62,3 +62,11 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
+
+{{/* The toleration of the agent's startup taint, for the pods that must run before any
+node has pod IPs (operator, webhook); empty when the agent does not remove it. */}}
+{{- define "eni-ipam.startupTaintToleration" -}}
+{{- if .Values.agent.startupTaint.enabled }}
+- {key: {{ .Values.agent.startupTaint.key | quote }}, operator: Exists, effect: NoSchedule}
+{{- end }}
+{{- end -}}

@@ -13,5 +13,5 @@ pub mod tools;
 pub use command_line::{
     ContainerCommandLine, RenderedEnv, command_line, flag_value, known_flags, rendered_env,
 };
-pub use manifests::{RenderedContainer, containers, parse_documents};
+pub use manifests::{RenderedContainer, admission_policies, containers, parse_documents};
 pub use tools::{Helm, chart_dir, validate_kubernetes};

@@ -90,3 +90,19 @@ pub fn containers(objects: &[Value]) -> Vec<RenderedContainer> {
     }
     found
 }
+
+/// Each rendered ValidatingAdmissionPolicy with the binding that names it, by policy name.
+pub fn admission_policies(objects: &[Value]) -> Vec<(Value, Value)> {
+    objects
+        .iter()
+        .filter(|o| o["kind"] == "ValidatingAdmissionPolicy")
+        .map(|policy| {
+            let name = &policy["metadata"]["name"];
+            let binding = objects
+                .iter()
+                .find(|o| o["kind"] == "ValidatingAdmissionPolicyBinding" && &o["spec"]["policyName"] == name)
+                .unwrap_or_else(|| panic!("the chart renders no binding for policy {name}"));
+            (policy.clone(), binding.clone())
+        })
+        .collect()
+}

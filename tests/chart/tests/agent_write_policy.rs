@@ -8,7 +8,7 @@
 
 use eni_ipam_agent::kube_side::{StatusReport, layering_patch, release_report, status_apply_body};
 use eni_ipam_api::ReleaseState;
-use eni_ipam_chart_tests::{Helm, parse_documents, validate_kubernetes};
+use eni_ipam_chart_tests::{Helm, admission_policies, parse_documents, validate_kubernetes};
 use eni_ipam_kube_standin::{AdmissionPolicy, AdmissionRequest, Denial, UserInfo};
 use serde_json::{Value, json};
 
@@ -26,16 +26,11 @@ fn policy() -> &'static AdmissionPolicy {
 }
 
 fn compile_rendered() -> AdmissionPolicy {
-    let objects = rendered(&[]);
-    let find = |kind: &str| {
-        objects
-            .iter()
-            .find(|o| o["kind"] == kind)
-            .unwrap_or_else(|| panic!("the chart renders no {kind}"))
-            .clone()
-    };
-    AdmissionPolicy::compile(&find("ValidatingAdmissionPolicy"), &find("ValidatingAdmissionPolicyBinding"))
-        .unwrap_or_else(|e| panic!("{e}"))
+    let (policy, binding) = admission_policies(&rendered(&[]))
+        .into_iter()
+        .find(|(p, _)| p["metadata"]["name"] == "eni-ipam-agent-writes")
+        .expect("the chart renders the policy on the agent's ENINode writes");
+    AdmissionPolicy::compile(&policy, &binding).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn agent_of(node: &str) -> UserInfo {

@@ -52,7 +52,8 @@ fn each_component_gets_only_what_it_uses() {
             vec![
                 "[eni-ipam.io] eninodes: get,create,patch",
                 "[eni-ipam.io] eninodes/status: patch",
-                "[] nodes: get",
+                "[] nodes: get,patch",
+                "[events.k8s.io] events: create",
                 "[networking.k8s.io] servicecidrs: list",
             ],
         ),
