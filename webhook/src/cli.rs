@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+use crate::node_selection::SkippedNodeLabels;
 use crate::policy::{ExcludedNamespaces, MutationPolicy, ResourceName};
 use crate::tls_reload::CertificateFiles;
 
@@ -58,6 +59,12 @@ pub struct WebhookArgs {
     )]
     pub exclude_namespaces: ExcludedNamespaces,
 
+    /// Comma-separated node label keys (e.g. karpenter.sh/nodepool): a pod that can only run
+    /// on nodes carrying one (its nodeSelector, or every required node affinity term, names
+    /// it) is not patched ("" for none).
+    #[arg(long, env = "ENI_IPAM_WEBHOOK_SKIP_NODE_LABELS", default_value = "", value_name = "LIST")]
+    pub skip_node_labels: SkippedNodeLabels,
+
     /// Address of the plain-HTTP admin server: /metrics, /healthz, /readyz.
     #[arg(long, env = "ENI_IPAM_WEBHOOK_METRICS_ADDR", default_value = "0.0.0.0:8080", value_name = "ADDR")]
     pub metrics_addr: SocketAddr,
@@ -67,6 +74,7 @@ impl WebhookArgs {
     /// The decision inputs the flags describe.
     pub fn policy(&self) -> MutationPolicy {
         MutationPolicy::new(self.resource_name.clone(), self.exclude_namespaces.clone())
+            .with_skipped_node_labels(self.skip_node_labels.clone())
     }
 
     /// The certificate files.
@@ -121,6 +129,7 @@ mod tests {
         for (args, expected) in [
             (&["--resource-name", "ip"][..], "invalid value 'ip' for '--resource-name <NAME>'"),
             (&["--exclude-namespaces", "Kube_System"], "not a valid namespace name"),
+            (&["--skip-node-labels", "a b"], "is not a label key"),
             (&["--listen", "8443"], "invalid value '8443' for '--listen <ADDR>'"),
         ] {
             let error = parse(args).unwrap_err();

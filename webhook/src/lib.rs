@@ -9,6 +9,7 @@
 pub mod admission;
 pub mod cli;
 pub mod metrics;
+pub mod node_selection;
 pub mod pod_patch;
 pub mod policy;
 pub mod review;

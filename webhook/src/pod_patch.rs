@@ -28,6 +28,8 @@ pub enum SkipReason {
     Windows,
     /// A regular container already requests the resource (any value).
     AlreadyRequested,
+    /// The pod can only run on nodes carrying a `--skip-node-labels` key (e.g. a Karpenter NodePool's).
+    SkippedNodeLabel,
 }
 
 impl SkipReason {
@@ -41,6 +43,7 @@ impl SkipReason {
             SkipReason::HostNetwork => "host_network",
             SkipReason::Windows => "windows",
             SkipReason::AlreadyRequested => "already_requested",
+            SkipReason::SkippedNodeLabel => "skipped_node_label",
         }
     }
 }
@@ -84,6 +87,9 @@ pub fn decide(pod: &Value, policy: &MutationPolicy) -> Result<PodDecision, PodSh
     }
     if is_windows(spec) {
         return Ok(PodDecision::Skip(SkipReason::Windows));
+    }
+    if policy.skipped_node_labels().selected_by(spec) {
+        return Ok(PodDecision::Skip(SkipReason::SkippedNodeLabel));
     }
 
     let containers = match spec.get("containers") {

@@ -9,6 +9,7 @@ use std::str::FromStr;
 
 use thiserror::Error;
 
+use crate::node_selection::SkippedNodeLabels;
 use crate::pod_patch::escape_pointer_token;
 
 /// An extended resource name such as `eni-ipam.io/ip`: `<domain>/<name>`, the
@@ -99,6 +100,7 @@ pub struct MutationPolicy {
     resource_name: ResourceName,
     resource_pointer_token: String,
     excluded_namespaces: ExcludedNamespaces,
+    skipped_node_labels: SkippedNodeLabels,
 }
 
 impl MutationPolicy {
@@ -106,7 +108,23 @@ impl MutationPolicy {
     pub fn new(resource_name: ResourceName, excluded_namespaces: ExcludedNamespaces) -> Self {
         // Escaped once here rather than per request.
         let resource_pointer_token = escape_pointer_token(&resource_name.0);
-        Self { resource_name, resource_pointer_token, excluded_namespaces }
+        Self {
+            resource_name,
+            resource_pointer_token,
+            excluded_namespaces,
+            skipped_node_labels: SkippedNodeLabels::default(),
+        }
+    }
+
+    /// Leaves alone the pods that can only run on nodes carrying one of these label keys.
+    pub fn with_skipped_node_labels(mut self, labels: SkippedNodeLabels) -> Self {
+        self.skipped_node_labels = labels;
+        self
+    }
+
+    /// The node label keys whose pods are left alone.
+    pub fn skipped_node_labels(&self) -> &SkippedNodeLabels {
+        &self.skipped_node_labels
     }
 
     /// The extended resource, e.g. `eni-ipam.io/ip`.

@@ -103,6 +103,7 @@ const SCENARIOS: &[(&str, &[&str], &[&str])] = &[
             "eni.securityGroups={sg-0abc1234}",
             "agent.datapath.hostRoutes={203.0.113.0/24}",
             "agent.datapath.serviceCIDRs={10.96.0.0/12}",
+            "webhook.skipPodsSelectingNodeLabels={karpenter.sh/nodepool}",
         ],
     ),
     (
@@ -254,6 +255,26 @@ fn the_webhook_skips_kube_system_the_release_namespace_and_the_admins_list() {
     assert_eq!(selector["key"], "kubernetes.io/metadata.name");
     assert_eq!(selector["operator"], "NotIn");
     assert_eq!(selector["values"], serde_json::json!(["kube-system", "eni-ipam", "monitoring"]));
+}
+
+#[test]
+fn pods_for_the_node_labels_of_webhook_skip_list_get_no_request() {
+    let policy = |sets: &[&str]| {
+        let objects = parse_documents(&Helm::default().render(&[], sets));
+        let all = containers(&objects);
+        let line = command_line(container(&all, "webhook"), &eni_ipam_webhook::cli::WebhookArgs::command());
+        eni_ipam_webhook::cli::WebhookArgs::try_parse_from(&line.argv).expect("webhook args parse").policy()
+    };
+    let karpenter = serde_json::json!({"nodeSelector": {"karpenter.sh/nodepool": "general"}});
+    let spec = karpenter.as_object().unwrap();
+    assert!(!policy(&[]).skipped_node_labels().selected_by(spec), "none by default");
+    let set = policy(&["webhook.skipPodsSelectingNodeLabels={karpenter.sh/nodepool,workload-class}"]);
+    assert_eq!(set.skipped_node_labels().to_string(), "karpenter.sh/nodepool,workload-class");
+    assert!(set.skipped_node_labels().selected_by(spec));
+    let refused = Helm::default()
+        .template(&[], &["webhook.skipPodsSelectingNodeLabels={Not A Key}"])
+        .expect_err("the schema refuses a key that is not a label key");
+    assert!(refused.contains("skipPodsSelectingNodeLabels"), "{refused}");
 }
 
 #[test]

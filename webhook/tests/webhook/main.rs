@@ -6,4 +6,5 @@ mod cert_rotation;
 mod fixtures;
 mod flags;
 mod fuzz_bodies;
+mod node_labels;
 mod support;
