@@ -27,6 +27,7 @@ use crate::kube_proxy::{self, ProxiedNodes};
 use crate::kubelet::{Kubelet, pod_key};
 use crate::node::{AgentSetup, Knobs, Node, management_link};
 use crate::scheduler;
+use crate::startup_taint::{self, SharedTaintLog};
 
 /// The cluster's service range (EKS's default), served as a ServiceCIDR and given to the
 /// chart as `agent.datapath.serviceCIDRs`.
@@ -121,6 +122,8 @@ pub struct Bed {
     pub pods: Arc<Mutex<BTreeMap<String, PodTimes>>>,
     /// Addresses another CNI assigned on the nodes' ENIs (the audit leaves them to it).
     pub foreign_ips: BTreeSet<Ipv4Addr>,
+    /// What the watcher of the chart's startup taint saw (`startup_taint.rs`).
+    pub startup_taints: SharedTaintLog,
     fabric: Arc<Mutex<Fabric>>,
     proxied: ProxiedNodes,
     tag: String,
@@ -159,8 +162,9 @@ impl Bed {
         let (_, standin) = KubeStandin::start_on(SocketAddr::from(([0, 0, 0, 0], 0))).await;
         std::fs::write(dir.join("kubeconfig"), standin.kubeconfig()).expect("write the kubeconfig");
         let chart = ChartControlPlane::render(&chart_values(&cloud, host_address(0), config.datapath));
-        // The chart's policy on agents' writes, enforced as kube-apiserver would (agents get tokens).
-        if let Some((policy, binding)) = &chart.agent_write_policy {
+        // The chart's policies on agents' writes (ENINodes, Nodes), enforced as kube-apiserver
+        // would (agents get tokens).
+        for (policy, binding) in &chart.admission_policies {
             let compiled = AdmissionPolicy::compile(policy, binding).unwrap_or_else(|e| panic!("{e}"));
             standin.add_admission_policy(compiled);
         }
@@ -168,6 +172,13 @@ impl Bed {
         let range = json!({"apiVersion": "networking.k8s.io/v1", "kind": "ServiceCIDR",
             "metadata": {"name": "kubernetes"}, "spec": {"cidrs": [SERVICE_CIDR]}});
         standin.create(SERVICECIDRS, range).expect("create the ServiceCIDR");
+        let (taint_watch, startup_taints) = match chart.startup_taint() {
+            Some(key) => {
+                let (task, log) = startup_taint::spawn(standin.clone(), key.to_owned());
+                (Some(task), log)
+            }
+            None => (None, SharedTaintLog::default()),
+        };
         let mut bed = Self {
             config,
             cloud,
@@ -178,6 +189,7 @@ impl Bed {
             dir,
             pods: Arc::new(Mutex::new(BTreeMap::new())),
             foreign_ips: BTreeSet::new(),
+            startup_taints,
             fabric,
             proxied: ProxiedNodes::default(),
             tag,
@@ -187,6 +199,7 @@ impl Bed {
             tasks: Vec::new(),
             _tmp: tmp,
         };
+        bed.tasks.extend(taint_watch);
         bed.tasks.push(bed.follow_cloud());
         bed.tasks.push(scheduler::spawn(bed.standin.clone()));
         bed.tasks.push(bed.watch_pods());
@@ -380,11 +393,18 @@ impl Bed {
         self.host_links.push(link);
         let labels = json!({"node.kubernetes.io/instance-type": instance.instance_type,
             "topology.kubernetes.io/zone": instance.zone, "kubernetes.io/hostname": name});
+        // As kubelet's --register-with-taints=<key>=:NoSchedule puts it, where the chart's agent removes it.
+        let taints: Vec<Value> = self
+            .chart
+            .startup_taint()
+            .map(|key| json!({"key": key, "effect": "NoSchedule"}))
+            .into_iter()
+            .collect();
         self.standin
             .create(
                 NODES,
                 json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels},
-                    "spec": {"providerID": instance.provider_id},
+                    "spec": {"providerID": instance.provider_id, "taints": taints},
                     "status": {"capacity": {"pods": "110"}, "allocatable": {"pods": "110"},
                         "conditions": [{"type": "Ready", "status": "True"}]}}),
             )
@@ -412,6 +432,7 @@ impl Bed {
             agent_metrics_addr: self.chart.agent_metrics_addr.clone(),
             device_plugin_metrics_addr: self.chart.device_plugin_metrics_addr.clone(),
             datapath_args: self.chart.agent_datapath_args.clone(),
+            startup_taint_args: self.chart.agent_startup_taint_args.clone(),
         };
         tokio::task::block_in_place(|| Node::start(name, instance, netns, address, &node_dir, kubelet, setup))
     }
@@ -464,7 +485,7 @@ impl Bed {
         let pod = json!({"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": "default", "labels": {"app": "e2e"}},
             "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]}});
-        self.post_pod(name, pod).await;
+        self.post_pod(pod).await;
     }
 
     /// Creates a pod bound to node `node` (as a DaemonSet's or a pinned pod is) with
@@ -474,12 +495,16 @@ impl Bed {
             "metadata": {"name": name, "namespace": "default", "labels": {"app": name}},
             "spec": {"nodeName": node,
                 "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10", "ports": ports}]}});
-        self.post_pod(name, pod).await;
+        self.post_pod(pod).await;
     }
 
-    async fn post_pod(&self, name: &str, pod: Value) {
-        let url = format!("http://127.0.0.1:{}/api/v1/namespaces/default/pods", self.standin.addr().port());
-        self.pods.lock().expect("pods").insert(format!("default/{name}"), (Instant::now(), None));
+    /// Creates `pod` in its namespace through the REST API (admission runs).
+    pub(crate) async fn post_pod(&self, pod: Value) {
+        let namespace = pod["metadata"]["namespace"].as_str().unwrap_or("default").to_owned();
+        let name = pod["metadata"]["name"].as_str().expect("a pod name").to_owned();
+        let port = self.standin.addr().port();
+        let url = format!("http://127.0.0.1:{port}/api/v1/namespaces/{namespace}/pods");
+        self.pods.lock().expect("pods").insert(format!("{namespace}/{name}"), (Instant::now(), None));
         let answer = self.http.post(&url).json(&pod).send().await.expect("POST a pod to the stand-in");
         let status = answer.status();
         let body = answer.text().await.unwrap_or_default();

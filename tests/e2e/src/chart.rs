@@ -47,8 +47,10 @@ pub struct ChartControlPlane {
     pub conflist: Value,
     /// The agent DaemonSet's service account (`serviceAccountName`).
     pub agent_service_account: String,
-    /// The ValidatingAdmissionPolicy on the agent's writes and its binding, when rendered.
-    pub agent_write_policy: Option<(Value, Value)>,
+    /// The agent's startup taint flags (`--startup-taint`, `--startup-taint-resource`).
+    pub agent_startup_taint_args: Vec<String>,
+    /// The ValidatingAdmissionPolicies (on the agent's ENINode and Node writes) with their bindings.
+    pub admission_policies: Vec<(Value, Value)>,
 }
 
 /// Flags of the agent that choose and configure its datapath (the bed keeps its own pin folder).
@@ -100,6 +102,8 @@ impl ChartControlPlane {
         let agent = container_of(&all, "DaemonSet/eni-ipam-agent", "agent");
         let agent_datapath_args =
             agent.args.iter().filter(|a| DATAPATH_FLAGS.iter().any(|f| a.starts_with(f))).cloned().collect();
+        let agent_startup_taint_args =
+            agent.args.iter().filter(|a| a.starts_with("--startup-taint")).cloned().collect();
         let metrics_of = |name: &str| {
             let container = container_of(&all, "DaemonSet/eni-ipam-agent", name);
             arg_value(&container.args, "--metrics-addr").expect("the chart sets --metrics-addr").to_owned()
@@ -122,8 +126,7 @@ impl ChartControlPlane {
             .flat_map(|e| strings(&e["values"]))
             .collect();
         let kind = |k: &str| objects.iter().find(|o| o["kind"] == k).cloned();
-        let agent_write_policy =
-            kind("ValidatingAdmissionPolicy").zip(kind("ValidatingAdmissionPolicyBinding"));
+        let admission_policies = eni_ipam_chart_tests::admission_policies(&objects);
         let daemonset = kind("DaemonSet").expect("the chart renders the agent DaemonSet");
         let agent_service_account = daemonset["spec"]["template"]["spec"]["serviceAccountName"]
             .as_str()
@@ -144,8 +147,14 @@ impl ChartControlPlane {
             agent_datapath_args,
             conflist: conflist_of(&objects),
             agent_service_account,
-            agent_write_policy,
+            agent_startup_taint_args,
+            admission_policies,
         }
+    }
+
+    /// The key of the taint the chart's agent removes (nodes register with it), if any.
+    pub fn startup_taint(&self) -> Option<&str> {
+        arg_value(&self.agent_startup_taint_args, "--startup-taint").filter(|key| !key.is_empty())
     }
 
     /// The webhook as kube-apiserver calls it: through the Service, whose endpoint is the

@@ -101,8 +101,10 @@ impl Run<'_> {
         assert!(early.is_empty(), "no pod IP exists in the cloud before the operator runs: {early:?}");
 
         tokio::task::block_in_place(|| self.bed.start_webhook());
-        // Pods come before any pool (the cluster's DNS would): admitted, not running.
+        // Pods come before any pool (the cluster's DNS would): admitted, not running. One has
+        // no IP request (kube-system's): only the nodes' startup taint keeps it unplaced (row 0b).
         self.create_pods(nodes).await;
+        self.create_unrequested_pod().await;
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(self.bed.phases().get("Running"), None, "no pod runs while no node has a pool");
 

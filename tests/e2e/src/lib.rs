@@ -32,3 +32,4 @@ pub mod report;
 pub mod safety;
 pub mod scenarios;
 pub mod scheduler;
+pub mod startup_taint;

@@ -49,6 +49,8 @@ pub struct AgentSetup {
     /// The datapath flags of the agent as the chart renders them (`--datapath`,
     /// `--tc-attach`, `--service-cidr`, `--host-route`, `--block-pod-destination`).
     pub datapath_args: Vec<String>,
+    /// The startup taint flags of the agent as the chart renders them.
+    pub startup_taint_args: Vec<String>,
 }
 
 /// A node.
@@ -152,6 +154,7 @@ impl Node {
             .env("KUBECONFIG", &self.setup.kubeconfig)
             .args(["--metrics-addr", &self.setup.agent_metrics_addr])
             .args(&self.setup.datapath_args)
+            .args(&self.setup.startup_taint_args)
             .arg("--bpf-pin-dir")
             .arg(self.pins.path())
             .arg("--socket")

@@ -483,15 +483,17 @@ impl<'a> Run<'a> {
         .await;
     }
 
-    /// Only the bring-up: the fresh cluster and scenario 1.
+    /// Only the bring-up: the fresh cluster, its startup taints and scenario 1.
     pub async fn bring_up(&mut self) {
         self.fresh_cluster().await;
+        self.startup_taint().await;
         self.scale_up().await;
     }
 
     /// Every scenario in order; the injected cloud faults must have met calls.
     pub async fn all(&mut self) {
         self.fresh_cluster().await;
+        self.startup_taint().await;
         self.scale_up().await;
         self.churn().await;
         self.faults().await;
