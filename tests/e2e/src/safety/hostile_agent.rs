@@ -3,14 +3,15 @@
 //! `authentication.kubernetes.io/node-name` = A, as a bound token would be) writes
 //! what a compromised node would: node B's ENINode (its instance id, pool, release
 //! answers, used IPs, a create under another name) and the operator's fields of its own
-//! (pool, ENIs, knobs, release marks). The stand-in enforces the chart's
-//! ValidatingAdmissionPolicy with a CEL interpreter, as kube-apiserver would: every
-//! write must be refused, and B's ENINode and A's pool must read as before. Then a pod
+//! (pool, ENIs, knobs, release marks), and Nodes (B's taints, A cordoned or relabelled).
+//! The stand-in enforces the chart's ValidatingAdmissionPolicies with a CEL interpreter,
+//! as kube-apiserver would: every write must be refused, and B's ENINode, A's pool and
+//! both Nodes must read as before. Then a pod
 //! on A still gets an IP (A's real agent works under the same policy), and the audit.
 
 use std::time::Duration;
 
-use eni_ipam_kube_standin::ENINODES;
+use eni_ipam_kube_standin::{ENINODES, NODES};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use serde_json::{Value, json};
 
@@ -38,6 +39,7 @@ fn patch(what: &'static str, path: String, content_type: &'static str, body: Val
 fn attempts(a: &str, b: &str, b_pool: &[String], foreign_ip: &str) -> Vec<Attempt> {
     let eninode = |n: &str| format!("/apis/eni-ipam.io/v1alpha1/eninodes/{n}");
     let status = |n: &str| format!("/apis/eni-ipam.io/v1alpha1/eninodes/{n}/status");
+    let node = |n: &str| format!("/api/v1/nodes/{n}");
     let ready: serde_json::Map<String, Value> =
         b_pool.iter().map(|ip| (ip.clone(), json!("ready"))).collect();
     let applied = |release: Value| json!({"apiVersion": "eni-ipam.io/v1alpha1", "kind": "ENINode", "status": {"release": release}});
@@ -65,6 +67,20 @@ fn attempts(a: &str, b: &str, b_pool: &[String], foreign_ip: &str) -> Vec<Attemp
         patch("A: spec.ipam.preAllocate", eninode(a), MERGE, json!({"spec": {"ipam": {"preAllocate": 200}}})),
         patch("A: status.enis", status(a), MERGE, json!({"status": {"enis": null, "available": 999}})),
         patch("A: release marked by the agent", apply_path(a), APPLY, applied(json!({foreign_ip: "marked"}))),
+        // Nodes: the agent may only take its own startup taint off (the chart's Node policy).
+        patch(
+            "B's Node: tainted",
+            node(b),
+            MERGE,
+            json!({"spec": {"taints": [{"key": "hostile", "effect": "NoSchedule"}]}}),
+        ),
+        patch("A's Node: cordoned", node(a), MERGE, json!({"spec": {"unschedulable": true}})),
+        patch(
+            "A's Node: labelled control plane",
+            node(a),
+            MERGE,
+            json!({"metadata": {"labels": {"node-role.kubernetes.io/control-plane": ""}}}),
+        ),
     ]
 }
 
@@ -76,6 +92,7 @@ pub async fn run(bed: &mut Bed, progress: &(dyn Fn(&str) + Sync)) -> SafetyRow {
         "  hostile agent: {a}'s agent credentials write {b}'s ENINode and its own operator fields"
     ));
     let b_before = bed.standin.get(ENINODES, "", &b).expect("node B has its ENINode");
+    let nodes_before = [&a, &b].map(|n| bed.standin.get(NODES, "", n).expect("the Node")["spec"].clone());
     let a_pool_before =
         bed.standin.get(ENINODES, "", &a).expect("node A has its ENINode")["spec"]["pool"].clone();
     let b_pool: Vec<String> =
@@ -124,7 +141,12 @@ pub async fn run(bed: &mut Bed, progress: &(dyn Fn(&str) + Sync)) -> SafetyRow {
         || a_after["spec"]["ipam"]["preAllocate"] == 200
         || a_after["status"]["available"] == 999;
     let shadow = bed.standin.get(ENINODES, "", &format!("{b}-shadow")).is_some();
-    let stored = [b_spec_changed, b_ready_added, a_changed, shadow].iter().filter(|x| **x).count();
+    let nodes_after = [&a, &b].map(|n| bed.standin.get(NODES, "", n).expect("the Node")["spec"].clone());
+    let a_node = bed.standin.get(NODES, "", &a).expect("node A's Node");
+    let node_changed = nodes_after != nodes_before
+        || a_node["metadata"]["labels"].get("node-role.kubernetes.io/control-plane").is_some();
+    let stored =
+        [b_spec_changed, b_ready_added, a_changed, shadow, node_changed].iter().filter(|x| **x).count();
     row.hostile_writes_accepted = row.hostile_writes_accepted.max(stored);
 
     // A's own agent still writes under the policy: a pod on A gets an IP.
