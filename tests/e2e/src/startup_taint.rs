@@ -139,34 +139,7 @@ impl Run<'_> {
             dns["spec"]
         );
         self.bed.wait_all_running(CONVERGE).await;
-        let log = self.bed.startup_taints.lock().expect("taint log");
-        assert!(
-            log.bound_while_tainted.is_empty(),
-            "pods bound to a node still tainted: {:?}",
-            log.bound_while_tainted
-        );
-        let mut first_removal = None::<Instant>;
-        for node in &self.bed.nodes {
-            let seen =
-                log.nodes.get(&node.name).unwrap_or_else(|| panic!("the watcher never saw {}", node.name));
-            assert!(seen.joined_tainted, "{} joined with the startup taint {key}", node.name);
-            let removed =
-                seen.removed_at.unwrap_or_else(|| panic!("{}'s agent never removed {key}", node.name));
-            assert!(
-                seen.allocatable_then > 0 && seen.pool_then > 0,
-                "{}'s taint went with a pool ({}) and kubelet publishing {RESOURCE} ({})",
-                node.name,
-                seen.pool_then,
-                seen.allocatable_then
-            );
-            first_removal = Some(first_removal.map_or(removed, |f| f.min(removed)));
-            let taints = &self.bed.standin.get(NODES, "", &node.name).expect("the Node")["spec"]["taints"];
-            assert_eq!(taints, &json!([]), "only the startup taint was on {}, and it went", node.name);
-        }
-        let first_removal = first_removal.expect("nodes");
-        let bound = log.bound_at.get(&unrequested).copied().expect("the unrequested pod was bound");
-        assert!(bound >= first_removal, "the pod without the request waited for a node without the taint");
-        drop(log);
+        let first_removal = self.check_taint_log(&key, &unrequested);
         // The pods that were waiting when the first taint went: creation to Running.
         let times: Vec<Duration> = self
             .bed
@@ -196,5 +169,37 @@ impl Run<'_> {
                 bed.nodes.iter().all(|n| !n.kubelet.running().contains_key(&unrequested))
             })
             .await;
+    }
+
+    /// What the watcher saw, checked; returns when the first taint went.
+    fn check_taint_log(&self, key: &str, unrequested: &str) -> Instant {
+        let log = self.bed.startup_taints.lock().expect("taint log");
+        assert!(
+            log.bound_while_tainted.is_empty(),
+            "pods bound to a node still tainted: {:?}",
+            log.bound_while_tainted
+        );
+        let mut first_removal = None::<Instant>;
+        for node in &self.bed.nodes {
+            let seen =
+                log.nodes.get(&node.name).unwrap_or_else(|| panic!("the watcher never saw {}", node.name));
+            assert!(seen.joined_tainted, "{} joined with the startup taint {key}", node.name);
+            let removed =
+                seen.removed_at.unwrap_or_else(|| panic!("{}'s agent never removed {key}", node.name));
+            assert!(
+                seen.allocatable_then > 0 && seen.pool_then > 0,
+                "{}'s taint went with a pool ({}) and kubelet publishing {RESOURCE} ({})",
+                node.name,
+                seen.pool_then,
+                seen.allocatable_then
+            );
+            first_removal = Some(first_removal.map_or(removed, |f| f.min(removed)));
+            let taints = &self.bed.standin.get(NODES, "", &node.name).expect("the Node")["spec"]["taints"];
+            assert_eq!(taints, &json!([]), "only the startup taint was on {}, and it went", node.name);
+        }
+        let first_removal = first_removal.expect("nodes");
+        let bound = log.bound_at.get(unrequested).copied().expect("the unrequested pod was bound");
+        assert!(bound >= first_removal, "the pod without the request waited for a node without the taint");
+        first_removal
     }
 }
