@@ -6,15 +6,15 @@
 //! other change to any Node is refused. RBAC, the agent's flags and the tolerations of
 //! the pods that run before nodes are ready follow `agent.startupTaint`.
 
+mod agent_policy;
+
+use agent_policy::{admit, agent_of, refused};
 use clap::CommandFactory;
 use eni_ipam_agent::cli::Cli;
 use eni_ipam_agent::startup_taint::{DEFAULT_KEY, removal_patch};
 use eni_ipam_chart_tests::{Helm, admission_policies, command_line, containers, flag_value, parse_documents};
-use eni_ipam_kube_standin::{AdmissionPolicy, AdmissionRequest, Denial, UserInfo};
+use eni_ipam_kube_standin::{AdmissionPolicy, Denial, UserInfo};
 use serde_json::{Value, json};
-
-const NAMESPACE: &str = "eni-ipam";
-const AGENT_SA: &str = "eni-ipam-agent";
 
 fn rendered(sets: &[&str]) -> Vec<Value> {
     parse_documents(&Helm::default().render(&[], sets))
@@ -62,19 +62,7 @@ fn write(
     object: &Value,
     old: Option<&Value>,
 ) -> Result<(), Denial> {
-    let name = object["metadata"]["name"].as_str().unwrap_or_default();
-    policy.admit(&AdmissionRequest {
-        operation,
-        group: "",
-        version: "v1",
-        resource: "nodes",
-        subresource,
-        name,
-        namespace: "",
-        object,
-        old_object: old,
-        user,
-    })
+    admit(policy, ("", "v1", "nodes"), user, operation, subresource, object, old)
 }
 
 /// The value the agent's own parser reads for `--long` from the rendered DaemonSet.
@@ -86,16 +74,6 @@ fn agent_flag(objects: &[Value], long: &str) -> Option<String> {
     let parser = Cli::command();
     let line = command_line(&agent, &parser);
     flag_value(&parser, &line.argv, long)
-}
-
-fn agent_of(node: &str) -> UserInfo {
-    UserInfo::service_account_on_node(NAMESPACE, AGENT_SA, node)
-}
-
-fn refused(result: Result<(), Denial>, says: &str) {
-    let denial = result.expect_err("the write must be refused");
-    assert_eq!(denial.code, 403, "{denial:?}");
-    assert!(denial.message.contains(says), "expected {says:?} in: {}", denial.message);
 }
 
 #[test]

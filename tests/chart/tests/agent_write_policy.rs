@@ -6,14 +6,14 @@
 //! node name are refused. The objects are as the apiserver would hand them to the
 //! policy: the stored one (`oldObject`) and the one after the patch (`object`).
 
+mod agent_policy;
+
+use agent_policy::{AGENT_SA, NAMESPACE, admit, agent_of, refused};
 use eni_ipam_agent::kube_side::{StatusReport, layering_patch, release_report, status_apply_body};
 use eni_ipam_api::ReleaseState;
 use eni_ipam_chart_tests::{Helm, admission_policies, parse_documents, validate_kubernetes};
-use eni_ipam_kube_standin::{AdmissionPolicy, AdmissionRequest, Denial, UserInfo};
+use eni_ipam_kube_standin::{AdmissionPolicy, Denial, UserInfo};
 use serde_json::{Value, json};
-
-const NAMESPACE: &str = "eni-ipam";
-const AGENT_SA: &str = "eni-ipam-agent";
 
 fn rendered(sets: &[&str]) -> Vec<Value> {
     parse_documents(&Helm::default().render(&[], sets))
@@ -31,10 +31,6 @@ fn compile_rendered() -> AdmissionPolicy {
         .find(|(p, _)| p["metadata"]["name"] == "eni-ipam-agent-writes")
         .expect("the chart renders the policy on the agent's ENINode writes");
     AdmissionPolicy::compile(&policy, &binding).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn agent_of(node: &str) -> UserInfo {
-    UserInfo::service_account_on_node(NAMESPACE, AGENT_SA, node)
 }
 
 /// An ENINode as the cluster holds it after the agent created it and the operator worked it.
@@ -81,29 +77,11 @@ fn check(
     object: &Value,
     old: Option<&Value>,
 ) -> Result<(), Denial> {
-    let name = object["metadata"]["name"].as_str().unwrap_or_default();
-    policy().admit(&AdmissionRequest {
-        operation,
-        group: "eni-ipam.io",
-        version: "v1alpha1",
-        resource: "eninodes",
-        subresource,
-        name,
-        namespace: "",
-        object,
-        old_object: old,
-        user,
-    })
+    admit(policy(), ("eni-ipam.io", "v1alpha1", "eninodes"), user, operation, subresource, object, old)
 }
 
 fn update(user: &UserInfo, subresource: &str, old: &Value, new: &Value) -> Result<(), Denial> {
     check(user, "UPDATE", subresource, new, Some(old))
-}
-
-fn refused(result: Result<(), Denial>, says: &str) {
-    let denial = result.expect_err("the write must be refused");
-    assert_eq!(denial.code, 403, "{denial:?}");
-    assert!(denial.message.contains(says), "expected {says:?} in: {}", denial.message);
 }
 
 #[test]

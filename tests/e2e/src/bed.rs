@@ -511,6 +511,17 @@ impl Bed {
         assert!(status.is_success(), "creating pod {name} failed with {status}: {body}");
     }
 
+    /// Creation to Running of the pods created when `created` says, that run.
+    pub fn times_to_running(&self, created: impl Fn(Instant) -> bool) -> Vec<Duration> {
+        self.pods
+            .lock()
+            .expect("pods")
+            .values()
+            .filter(|(at, _)| created(*at))
+            .filter_map(|(at, running)| running.map(|r| r - *at))
+            .collect()
+    }
+
     /// Deletes a pod.
     pub fn delete_pod(&self, name: &str) {
         self.standin.delete(PODS, "default", name);

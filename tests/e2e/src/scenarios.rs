@@ -162,15 +162,7 @@ impl<'a> Run<'a> {
         self.bed.wait_all_running(CONVERGE).await;
         let findings = self.settle().await;
         let calls = self.bed.cloud_counts();
-        let times: Vec<Duration> = self
-            .bed
-            .pods
-            .lock()
-            .expect("pods")
-            .values()
-            .filter(|(created, _)| *created >= since)
-            .filter_map(|(created, running)| running.map(|r| r - *created))
-            .collect();
+        let times = self.bed.times_to_running(|created| created >= since);
         let row = Row::new(
             name,
             times,

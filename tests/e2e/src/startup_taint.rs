@@ -141,15 +141,7 @@ impl Run<'_> {
         self.bed.wait_all_running(CONVERGE).await;
         let first_removal = self.check_taint_log(&key, &unrequested);
         // The pods that were waiting when the first taint went: creation to Running.
-        let times: Vec<Duration> = self
-            .bed
-            .pods
-            .lock()
-            .expect("pods")
-            .values()
-            .filter(|(created, _)| *created < first_removal)
-            .filter_map(|(created, running)| running.map(|r| r - *created))
-            .collect();
+        let times = self.bed.times_to_running(|created| created < first_removal);
         let waited = times.len();
         let findings = self.audit_now().await;
         let row = Row::new(
