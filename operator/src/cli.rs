@@ -10,6 +10,7 @@ use eni_ipam_api::duration::{parse_duration, parse_interval};
 pub use eni_ipam_api::knob_args::KnobArgs;
 use eni_ipam_cloud::CloudKind;
 
+pub use crate::account_args::CloudAccountArgs;
 pub use crate::alibaba_args::AlibabaArgs;
 use crate::cluster_identity::parse_cluster_id;
 use crate::simulate::{SimConfig, Strategy};
@@ -145,14 +146,8 @@ pub struct RunArgs {
     /// One endpoint for ECS, VPC and STS (e.g. the emulator); see --alibaba-ecs-endpoint and friends.
     #[arg(long, env = "ENI_IPAM_ALIBABA_ENDPOINT")]
     pub alibaba_endpoint: Option<String>,
-    /// AWS region.
-    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
-    pub aws_region: String,
-    /// Alibaba Cloud region.
-    #[arg(long, env = "ALIBABA_CLOUD_REGION_ID", default_value = "cn-hangzhou")]
-    pub alibaba_region: String,
     #[command(flatten)]
-    pub alibaba: AlibabaArgs,
+    pub account: CloudAccountArgs,
     /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster).
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
@@ -329,15 +324,8 @@ pub struct SimulateArgs {
     /// The VPC whose instances form the fleet (with --endpoint).
     #[arg(long, env = "ENI_IPAM_VPC")]
     pub vpc: Option<String>,
-    /// AWS region (with --endpoint; credentials come from the SDK's default
-    /// chain: environment keys, shared profile, IRSA, EKS Pod Identity, instance role).
-    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
-    pub aws_region: String,
-    /// Alibaba region (with --endpoint; the identity as --alibaba-identity says).
-    #[arg(long, env = "ALIBABA_CLOUD_REGION_ID", default_value = "cn-hangzhou")]
-    pub alibaba_region: String,
     #[command(flatten)]
-    pub alibaba: AlibabaArgs,
+    pub account: CloudAccountArgs,
     /// Security group for new ENIs (repeatable; Alibaba requires one).
     #[arg(long = "security-group", value_name = "ID")]
     pub security_groups: Vec<String>,

@@ -1,6 +1,7 @@
 //! The eni-ipam operator: decides (planner) and acts (executor) to keep every
 //! node's pool of ENI IPs at its target, and simulates a fleet doing so.
 
+pub mod account_args;
 pub mod alibaba_args;
 pub mod cli;
 pub mod cluster_identity;

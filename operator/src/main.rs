@@ -217,12 +217,15 @@ async fn run_async(args: &RunArgs) -> anyhow::Result<()> {
             Arc::new(FakeProvider::new(cloud, guard))
         }
         RunCloud::Aws => {
-            let mut aws = AwsConfig::for_region(&args.aws_region);
+            let mut aws = AwsConfig::for_region(&args.account.aws_region);
             aws.endpoint = args.aws_endpoint.clone();
             Arc::new(AwsProvider::connect(aws, guard, &vpc).await?)
         }
         RunCloud::Alibaba => {
-            let alibaba = args.alibaba.config(&args.alibaba_region, args.alibaba_endpoint.as_deref())?;
+            let alibaba = args
+                .account
+                .alibaba
+                .config(&args.account.alibaba_region, args.alibaba_endpoint.as_deref())?;
             tracing::info!(identity = alibaba.credentials.kind(), ecs = %alibaba.ecs_endpoint(), vpc = %alibaba.vpc_endpoint(), "Alibaba Cloud");
             Arc::new(AlibabaProvider::new(alibaba, guard)?)
         }
@@ -303,7 +306,7 @@ async fn aws_backend(
     let profile = CloudProfile::aws();
     let retry = RetryPolicy::cloud_default(config.seed);
     let guard = Arc::new(CallGuard::for_profile(profile, config.limiter_margin, retry));
-    let mut aws = AwsConfig::for_region(&args.aws_region);
+    let mut aws = AwsConfig::for_region(&args.account.aws_region);
     aws.endpoint = Some(url.to_owned());
     let provider = AwsProvider::connect(aws, guard.clone(), &vpc).await?;
     Ok(Backend::Endpoint { provider: Arc::new(provider), guard, vpc })
@@ -315,7 +318,7 @@ fn alibaba_backend(args: &SimulateArgs, url: &str, config: &simulate::SimConfig)
     let vpc = VpcId::from(args.vpc.clone().unwrap_or_default());
     let retry = RetryPolicy::cloud_default(config.seed);
     let guard = Arc::new(CallGuard::for_profile(CloudProfile::alibaba(), config.limiter_margin, retry));
-    let alibaba = args.alibaba.config(&args.alibaba_region, Some(url))?;
+    let alibaba = args.account.alibaba.config(&args.account.alibaba_region, Some(url))?;
     let provider = AlibabaProvider::new(alibaba, guard.clone())?;
     Ok(Backend::Endpoint { provider: Arc::new(provider), guard, vpc })
 }

@@ -3,8 +3,9 @@
 use clap::Args;
 use eni_ipam_cloud::CloudKind;
 
+use crate::account_args::CloudAccountArgs;
+
 use super::DEFAULT_HOST_NETWORK_PODS;
-use crate::alibaba_args::AlibabaArgs;
 
 /// The long help of `capacity`: what the numbers mean and where they go.
 pub const CAPACITY_ABOUT: &str = "\
@@ -67,14 +68,8 @@ pub struct CapacityArgs {
     /// implies --from-cloud.
     #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
-    /// AWS region (with --from-cloud; credentials from the SDK's default chain).
-    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
-    pub aws_region: String,
-    /// Alibaba Cloud region (with --from-cloud; the identity as --alibaba-identity says).
-    #[arg(long, env = "ALIBABA_CLOUD_REGION_ID", default_value = "cn-hangzhou")]
-    pub alibaba_region: String,
     #[command(flatten)]
-    pub alibaba: AlibabaArgs,
+    pub account: CloudAccountArgs,
 }
 
 impl CapacityArgs {

@@ -97,16 +97,16 @@ pub async fn connect(args: &CapacityArgs) -> anyhow::Result<LimitsSource> {
     let endpoint = args.endpoint.as_deref();
     Ok(match args.cloud {
         CloudKind::Aws => {
-            let mut aws = AwsConfig::for_region(&args.aws_region);
+            let mut aws = AwsConfig::for_region(&args.account.aws_region);
             aws.endpoint = args.endpoint.clone();
             let provider = AwsProvider::connect_catalog(aws, guard).await?;
-            let place = format!("{} (region {})", provider.endpoint(), args.aws_region);
+            let place = format!("{} (region {})", provider.endpoint(), args.account.aws_region);
             LimitsSource::Cloud { provider: Arc::new(provider), place }
         }
         CloudKind::Alibaba => {
             let _ = rustls::crypto::ring::default_provider().install_default();
-            let config = args.alibaba.config(&args.alibaba_region, endpoint)?;
-            let place = format!("{} (region {})", config.ecs_endpoint(), args.alibaba_region);
+            let config = args.account.alibaba.config(&args.account.alibaba_region, endpoint)?;
+            let place = format!("{} (region {})", config.ecs_endpoint(), args.account.alibaba_region);
             LimitsSource::Cloud { provider: Arc::new(AlibabaProvider::new(config, guard)?), place }
         }
     })
