@@ -237,7 +237,7 @@ fn default_identity() -> String {
 #[derive(Debug, Args, Clone)]
 pub struct ControllerArgs {
     /// Nodes the operator works on at once (bounded worker pool).
-    #[arg(long, env = "ENI_IPAM_PARALLEL_ALLOC_WORKERS", default_value_t = 64)]
+    #[arg(long, env = "ENI_IPAM_PARALLEL_ALLOC_WORKERS", default_value_t = 128)]
     pub parallel_alloc_workers: usize,
     /// Period of the bulk resync: all ENIs of the VPC in as few paginated
     /// calls as the cloud allows, and the subnets (jittered by a tenth; e.g. 1m, 30s).

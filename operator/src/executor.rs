@@ -178,7 +178,7 @@ impl Default for ExecutorConfig {
             cluster_uid: None,
             vpc: VpcId::default(),
             release_delay: Duration::from_secs(180),
-            attach_poll: Duration::from_secs(1),
+            attach_poll: Duration::from_millis(500),
             attach_timeout: Duration::from_secs(120),
             max_passes: 6,
             max_actions_per_pass: None,
@@ -198,9 +198,11 @@ pub struct Executor {
     started: Instant,
     nonce: u64,
     serial: AtomicU64,
-    /// One fetch of shared cloud facts at a time: the first worker asks, the
+    /// One fetch of instance-type limits at a time: the first worker asks, the
     /// others wait and read the cache (no stampede when a fleet joins).
-    fetching: tokio::sync::Mutex<()>,
+    fetching_limits: tokio::sync::Mutex<()>,
+    /// The same for the subnets (a fetch of its own, sent beside the limits').
+    fetching_subnets: tokio::sync::Mutex<()>,
     /// What this executor assigned on primary ENIs and released, for ownership.
     ips: Mutex<IpLedger>,
 }
@@ -224,7 +226,8 @@ impl Executor {
             started: Instant::now(),
             nonce: seed,
             serial: AtomicU64::new(0),
-            fetching: tokio::sync::Mutex::new(()),
+            fetching_limits: tokio::sync::Mutex::new(()),
+            fetching_subnets: tokio::sync::Mutex::new(()),
             ips: Mutex::new(IpLedger::default()),
         }
     }
@@ -237,11 +240,15 @@ impl Executor {
     /// Brings one node to its target, or as close as the cloud allows.
     pub async fn converge(&self, node: &NodeTarget) -> Result<NodeOutcome, ExecError> {
         let err = |e| ExecError::cloud(&node.name, e);
-        if !self.cache.knows(&node.instance) {
-            self.resync.instance(&node.instance).await.map_err(err)?;
-        }
-        let limits = self.limits(node).await?;
-        self.ensure_subnets(node).await?;
+        // A node seen for the first time needs its ENIs, its type's limits and the
+        // subnets: three independent reads, sent side by side.
+        let instance = async {
+            if self.cache.knows(&node.instance) {
+                return Ok(());
+            }
+            self.resync.instance(&node.instance).await.map_err(err)
+        };
+        let ((), limits, ()) = tokio::try_join!(instance, self.limits(node), self.ensure_subnets(node))?;
         for _ in 0..self.config.max_passes {
             let snapshot = self.snapshot(node, &limits)?;
             let plan = planner::plan(&snapshot, self.now());
@@ -249,20 +256,31 @@ impl Executor {
                 return Ok(self.outcome(node, &limits, plan));
             }
             let mut failure = None;
+            // Whether the cache shows every action's result already (assigns whose answer was
+            // applied): then no listing stands between the node and its next plan.
+            let mut answered = true;
             let allowed = self.config.max_actions_per_pass.unwrap_or(usize::MAX);
             for action in plan.actions.iter().take(allowed) {
-                if let Err(e) = self.act(node, action).await {
-                    // Before the resync: the ENI's subnet as the cache knew it.
-                    let eni_subnet = match action {
-                        Action::Assign { eni, .. } | Action::Release { eni, .. } => self.subnet_of(node, eni),
-                        Action::CreateEni { .. } => None,
-                    };
-                    failure = Some((reaction(e.class, action, eni_subnet.as_ref()), e));
-                    break;
+                match self.act(node, action).await {
+                    Ok(applied) => answered &= applied,
+                    Err(e) => {
+                        // Before the resync: the ENI's subnet as the cache knew it.
+                        let eni_subnet = match action {
+                            Action::Assign { eni, .. } | Action::Release { eni, .. } => {
+                                self.subnet_of(node, eni)
+                            }
+                            Action::CreateEni { .. } => None,
+                        };
+                        failure = Some((reaction(e.class, action, eni_subnet.as_ref()), e));
+                        answered = false;
+                        break;
+                    }
                 }
             }
-            self.resync.instance(&node.instance).await.map_err(err)?;
-            self.wait_attached(node).await?;
+            if !answered {
+                self.resync.instance(&node.instance).await.map_err(err)?;
+                self.wait_attached(node).await?;
+            }
             if !self.config.pass_pause.is_zero() {
                 tokio::time::sleep(self.config.pass_pause).await;
             }
@@ -282,7 +300,7 @@ impl Executor {
         if let Some(l) = self.cache.limits(node.instance_type.as_str()) {
             return Ok(l);
         }
-        let _one_at_a_time = self.fetching.lock().await;
+        let _one_at_a_time = self.fetching_limits.lock().await;
         if let Some(l) = self.cache.limits(node.instance_type.as_str()) {
             return Ok(l);
         }
@@ -302,7 +320,7 @@ impl Executor {
         if !self.cache.subnets().is_empty() {
             return Ok(());
         }
-        let _one_at_a_time = self.fetching.lock().await;
+        let _one_at_a_time = self.fetching_subnets.lock().await;
         if self.cache.subnets().is_empty() {
             let subnets = self
                 .provider
@@ -440,7 +458,8 @@ impl Executor {
         NodeOutcome { pool, enis, plan, capacity, release, primary_eni_ips }
     }
 
-    async fn act(&self, node: &NodeTarget, action: &Action) -> Result<(), CloudError> {
+    /// Runs one action; `Ok(true)` when the cache already shows its result.
+    async fn act(&self, node: &NodeTarget, action: &Action) -> Result<bool, CloudError> {
         match action {
             Action::Assign { eni, count } => {
                 // The cloud assigns exactly `count` or fails, and answers with the addresses
@@ -454,7 +473,10 @@ impl Executor {
                 if let Some(subnet) = on.map(|e| e.subnet) {
                     self.cache.adjust_subnet_free(&subnet, i64::from(*count));
                 }
-                Ok(())
+                // The answer is the truth about these addresses, fresher than a listing
+                // (which may lag the write): applied, it spares the node a listing.
+                Ok(assigned.len() == *count as usize
+                    && self.cache.apply_assigned(&node.instance, eni, &assigned))
             }
             Action::CreateEni { subnet, device_index, ips } => {
                 let mut tags = BTreeMap::from([
@@ -474,7 +496,7 @@ impl Executor {
                 };
                 let eni = self.provider.create_eni(&request).await?;
                 self.cache.adjust_subnet_free(subnet, i64::from(*ips) + 1);
-                self.attach_or_clean_up(node, &eni, *device_index).await
+                self.attach_or_clean_up(node, &eni, *device_index).await.map(|()| false)
             }
             Action::Release { eni, ips } => {
                 // Cooling before the call: once the cloud has them back it can hand them to
@@ -490,7 +512,7 @@ impl Executor {
                 if let Some(subnet) = self.subnet_of(node, eni) {
                     self.cache.adjust_subnet_free(&subnet, -(ips.len() as i64));
                 }
-                Ok(())
+                Ok(false)
             }
         }
     }

@@ -130,13 +130,24 @@ struct Task {
 impl Task {
     async fn run(self, mut rx: mpsc::UnboundedReceiver<Request>) {
         let Task { provider, cache, vpc, window, counts, listing, observer } = self;
+        // When the last batch was done: a request after a quiet spell goes at once.
+        let mut last_done: Option<tokio::time::Instant> = None;
         while let Some(first) = rx.recv().await {
-            tokio::time::sleep(window).await;
+            if last_done.is_some_and(|done| done.elapsed() < window) {
+                // Requests are flowing (polls, refreshes after changes): wait for company.
+                tokio::time::sleep(window).await;
+            } else {
+                // The first after a quiet spell: nothing is flowing to wait for, so only
+                // what asked in the same instant (a fleet appearing at once) joins it.
+                tokio::task::yield_now().await;
+            }
             let mut batch = vec![first];
             while let Ok(more) = rx.try_recv() {
                 batch.push(more);
             }
             let started = tokio::time::Instant::now();
+            // Answers to our writes applied after this are newer than the listing.
+            let generation = cache.generation();
             let mut instances = BTreeSet::new();
             let mut bulk = false;
             for r in &batch {
@@ -160,22 +171,23 @@ impl Task {
             };
             let result = if listing == Listing::PerSubnet {
                 counts.lock().expect("counts lock").bulk += 1;
-                per_subnet_resync(provider.as_ref(), &cache, &vpc).await
+                per_subnet_resync(provider.as_ref(), &cache, &vpc, generation).await
             } else if vpc_wide {
                 counts.lock().expect("counts lock").bulk += 1;
                 // Subnets are refreshed on asked-for bulk resyncs only, not when a
                 // VPC listing is merely the cheaper way to serve instance requests.
-                bulk_resync(provider.as_ref(), &cache, &vpc, bulk).await
+                bulk_resync(provider.as_ref(), &cache, &vpc, bulk, generation).await
             } else {
                 counts.lock().expect("counts lock").per_instance += 1;
                 let ids: Vec<InstanceId> = instances.into_iter().collect();
                 let per_call = if listing == Listing::PerInstance { 1 } else { limits.instances_per_list };
-                instance_resync(provider.as_ref(), &cache, &ids, per_call).await
+                instance_resync(provider.as_ref(), &cache, &ids, per_call, generation).await
             };
             if let Some(observe) = observer.get() {
                 observe(vpc_wide, started.elapsed());
             }
             counts.lock().expect("counts lock").requests += batch.len() as u64;
+            last_done = Some(tokio::time::Instant::now());
             for r in batch {
                 let done = match r {
                     Request::Instance(_, d) | Request::Bulk(d) => d,
@@ -191,9 +203,10 @@ async fn bulk_resync(
     cache: &InstancesCache,
     vpc: &VpcId,
     with_subnets: bool,
+    generation: u64,
 ) -> CloudResult<()> {
     let (enis, _calls) = list_all_enis(provider, &EniQuery::Vpc(vpc.clone())).await?;
-    cache.replace_all(enis);
+    cache.replace_all_listed_at(enis, generation);
     if with_subnets {
         cache.set_subnets(provider.list_subnets(vpc).await?);
     }
@@ -204,13 +217,14 @@ async fn per_subnet_resync(
     provider: &dyn CloudProvider,
     cache: &InstancesCache,
     vpc: &VpcId,
+    generation: u64,
 ) -> CloudResult<()> {
     let subnets = provider.list_subnets(vpc).await?;
     let mut all = Vec::new();
     for subnet in &subnets {
         all.extend(list_all_enis(provider, &EniQuery::Subnet(subnet.id.clone())).await?.0);
     }
-    cache.replace_all(all);
+    cache.replace_all_listed_at(all, generation);
     cache.set_subnets(subnets);
     Ok(())
 }
@@ -220,10 +234,11 @@ async fn instance_resync(
     cache: &InstancesCache,
     ids: &[InstanceId],
     per_call: u32,
+    generation: u64,
 ) -> CloudResult<()> {
     let lists = ids.chunks(per_call.max(1) as usize).map(|chunk| async move {
         let (enis, _) = list_all_enis(provider, &EniQuery::Instances(chunk.to_vec())).await?;
-        cache.replace_instances(chunk, enis);
+        cache.replace_instances_listed_at(chunk, enis, generation);
         Ok(())
     });
     join_all(lists).await.into_iter().collect()

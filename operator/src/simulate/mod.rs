@@ -81,7 +81,7 @@ impl Default for SimConfig {
             instance_type: None,
             knobs: PoolKnobs::default(),
             first_interface_index: None,
-            workers: 64,
+            workers: 128,
             seed: 1,
             fault_rate: 0.0,
             limiter_margin: 0.95,

@@ -60,7 +60,12 @@ pub fn fresh_node_cost(fresh: &NodeSnapshot, profile: &CloudProfile) -> NodeCost
                     });
                     let chain = vec![
                         (Api::CreateNetworkInterface, profile.write_latency),
-                        (Api::AttachNetworkInterface, profile.write_latency + profile.attach_delay),
+                        // The attachment completes `attach_delay` after the call, and
+                        // no client knows it has before one listing says so.
+                        (
+                            Api::AttachNetworkInterface,
+                            profile.write_latency + profile.attach_delay + profile.read_latency,
+                        ),
                     ];
                     (id, ips, chain)
                 }
@@ -207,9 +212,9 @@ mod tests {
             BTreeMap::from([(Api::CreateNetworkInterface, 1), (Api::AttachNetworkInterface, 1)])
         );
         // 1000 creates at 500/min with a 500 burst: 60 s; the last create is then
-        // answered, its ENI attached, and the attachment completes.
+        // answered, its ENI attached, the attachment completes and a listing sees it.
         let b = quota_bound(&p, 1000, &cost);
-        assert_eq!(b.bound, Duration::from_secs(60) + p.write_latency * 2 + p.attach_delay);
+        assert_eq!(b.bound, Duration::from_secs(60) + p.write_latency * 2 + p.attach_delay + p.read_latency);
         assert_eq!(b.calls_per_bucket["CreateNetworkInterface"], 1000);
     }
 
@@ -217,10 +222,13 @@ mod tests {
     fn a_small_fleet_is_bound_by_one_nodes_chain_of_calls() {
         let p = CloudProfile::alibaba();
         let cost = fresh_node_cost(&fresh(&p, "ecs.g7.xlarge", 1, 12), &p);
-        // create (10 IPs), attach, wait, then assign the other 2.
+        // create (10 IPs), attach, wait, see it attached, then assign the other 2.
         assert_eq!(cost.calls[&Api::AssignPrivateIpAddresses], 1);
         let b = quota_bound(&p, 3, &cost);
         assert_eq!(b.bound, cost.critical_path);
-        assert_eq!(b.bound, p.read_latency + p.write_latency * 2 + p.attach_delay + p.write_latency);
+        assert_eq!(
+            b.bound,
+            p.read_latency + p.write_latency * 2 + p.attach_delay + p.read_latency + p.write_latency
+        );
     }
 }
