@@ -87,10 +87,28 @@ async fn two_hundred_eninodes_reach_their_pre_allocation_through_the_standin() {
         assert!(managers["eni-ipam-operator"].iter().any(|p| p.starts_with("spec.pool.")));
         assert!(managers["eni-ipam-operator"].iter().any(|p| p == "status.conditions"));
     }
-    // What an admin sees: metrics on the admin port and Events on the Nodes.
+    // What an admin sees: metrics on the admin port and Events on the Nodes. Both follow
+    // the fleet's events, drained one at a time (each Event is a write to the apiserver):
+    // they may trail the ENINodes by a moment, so wait for the last one.
     assert!(metrics.readiness().is_ok(), "ready once the caches are loaded");
-    let (status, text) =
-        eni_ipam_admin::fetch(eni_ipam_admin::admin_router(metrics.clone()), "/metrics").await;
+    let ready_events = |standin: &KubeStandin| {
+        standin
+            .list(EVENTS)
+            .iter()
+            .filter(|e| e["reason"] == "PoolReady" && e["regarding"]["kind"] == "Node")
+            .count()
+    };
+    let drained = tokio::time::Instant::now() + Duration::from_secs(30);
+    let (status, text) = loop {
+        let (status, text) =
+            eni_ipam_admin::fetch(eni_ipam_admin::admin_router(metrics.clone()), "/metrics").await;
+        let all_counted =
+            text.contains("eni_ipam_nodes{category=\"ok\"} 200") && ready_events(&standin) >= 200;
+        if all_counted || tokio::time::Instant::now() > drained {
+            break (status, text);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(status, 200);
     let pooled: usize =
         standin.list(ENINODES).iter().map(|n| n["spec"]["pool"].as_object().unwrap().len()).sum();
@@ -109,12 +127,7 @@ async fn two_hundred_eninodes_reach_their_pre_allocation_through_the_standin() {
         .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .unwrap_or(0);
     assert!(created >= 200, "one ENI created per node at least, counted: {created}\n{text}");
-    let ready_events = standin
-        .list(EVENTS)
-        .iter()
-        .filter(|e| e["reason"] == "PoolReady" && e["regarding"]["kind"] == "Node")
-        .count();
-    assert_eq!(ready_events, 200, "one PoolReady Event per Node");
+    assert_eq!(ready_events(&standin), 200, "one PoolReady Event per Node");
     // No IP in two pools.
     let mut owners = BTreeMap::new();
     for n in standin.list(ENINODES) {
