@@ -26,6 +26,7 @@ use crate::ownership::{self, EniOwner, IpRecord};
 use crate::planner::{self, Action, EniView, NodeSnapshot, Plan, PoolIp, SubnetSelector};
 use crate::reaction::{
     AfterAttachFailure, Reaction, SeenAfterCreate, after_attach_failure, look_before_undoing, reaction,
+    replan_once,
 };
 use crate::resync::Resyncer;
 
@@ -249,6 +250,7 @@ impl Executor {
             self.resync.instance(&node.instance).await.map_err(err)
         };
         let ((), limits, ()) = tokio::try_join!(instance, self.limits(node), self.ensure_subnets(node))?;
+        let mut replanned_transient = false;
         for _ in 0..self.config.max_passes {
             let snapshot = self.snapshot(node, &limits)?;
             let plan = planner::plan(&snapshot, self.now());
@@ -289,6 +291,7 @@ impl Executor {
                 match reaction {
                     Reaction::Replan => {}
                     Reaction::SubnetFull(subnet) => self.cache.mark_subnet_full(&subnet),
+                    Reaction::Stop if replan_once(e.class, replanned_transient) => replanned_transient = true,
                     Reaction::Stop => return Err(err(e)),
                 }
             }

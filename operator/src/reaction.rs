@@ -34,6 +34,14 @@ pub fn reaction(class: ErrorClass, action: &Action, eni_subnet: Option<&SubnetId
     }
 }
 
+/// Whether a failure whose reaction is [`Reaction::Stop`] is re-planned at once instead:
+/// the first 5xx of a node's converge is (the instance was listed again after it, and a
+/// requeue's backoff would cost the node its whole chain of calls again, an ENI's
+/// attach wait included); a second one ends the pass, and no other class is.
+pub fn replan_once(class: ErrorClass, replanned_before: bool) -> bool {
+    class == ErrorClass::Transient && !replanned_before
+}
+
 /// Where a fresh listing finds an ENI we just created, after attaching it failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SeenAfterCreate {
@@ -79,6 +87,20 @@ mod tests {
     use eni_ipam_api::EniId;
 
     use super::*;
+
+    #[test]
+    fn only_the_first_5xx_of_a_converge_is_replanned_at_once() {
+        // (class, replanned before, replan now)
+        let rows = [
+            (ErrorClass::Transient, false, true),
+            (ErrorClass::Transient, true, false),
+            (ErrorClass::Throttled, false, false),
+            (ErrorClass::Auth, false, false),
+        ];
+        for (class, before, want) in rows {
+            assert_eq!(replan_once(class, before), want, "{class:?}, replanned before: {before}");
+        }
+    }
 
     #[test]
     fn reaction_table() {
