@@ -179,7 +179,7 @@ impl Default for ExecutorConfig {
             cluster_uid: None,
             vpc: VpcId::default(),
             release_delay: Duration::from_secs(180),
-            attach_poll: Duration::from_millis(500),
+            attach_poll: Duration::from_secs(1),
             attach_timeout: Duration::from_secs(120),
             max_passes: 6,
             max_actions_per_pass: None,
