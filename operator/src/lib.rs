@@ -23,6 +23,7 @@ pub mod planner;
 pub mod reaction;
 pub mod resync;
 pub mod run;
+pub mod shortfall;
 pub mod simulate;
 pub mod uninstall_hook;
 pub mod work_queue;

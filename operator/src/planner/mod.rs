@@ -128,6 +128,15 @@ pub enum Shortfall {
 }
 
 impl Shortfall {
+    /// IPs that could not be planned.
+    pub fn missing(&self) -> u32 {
+        match self {
+            Shortfall::InstanceLimit { missing }
+            | Shortfall::SubnetsExhausted { missing }
+            | Shortfall::NoMatchingSubnet { missing } => *missing,
+        }
+    }
+
     /// A short reason, for conditions and logs.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -205,6 +214,24 @@ pub fn plan(node: &NodeSnapshot, now: Duration) -> Plan {
         return release(node, excess, now);
     }
     Plan { unmark: in_handshake(node).collect(), ..Plan::default() }
+}
+
+/// How far the pool can grow now towards `target` IPs: the pool (and IPs on ENIs still
+/// attaching) plus what the planner could add on the attached ENIs and on new ones, within the
+/// instance type and the subnets' free addresses as the snapshot knows them; with why it
+/// stops short, when it does. Other nodes drawing on the same subnets are not counted, so
+/// this is what the node could get if it asked first.
+pub fn reachable(node: &NodeSnapshot, target: u32) -> (u32, Option<Shortfall>) {
+    let available = node.available();
+    let wanted = target.saturating_sub(available);
+    if wanted == 0 {
+        return (available, None);
+    }
+    // The whole way to `target`, nothing above it: the knobs' ceiling and surplus do not apply.
+    let knobs = PoolKnobs { max_above_watermark: 0, max_allocate: 0, ..node.knobs };
+    let probe = allocate(&NodeSnapshot { knobs, ..node.clone() }, wanted, available);
+    let missing = probe.shortfall.as_ref().map_or(0, Shortfall::missing);
+    (available + wanted - missing, probe.shortfall)
 }
 
 /// Pool IPs with a release entry (all of them go back to the agent when nothing is excess).
