@@ -493,6 +493,7 @@ impl<'a> Run<'a> {
     pub async fn all(&mut self) {
         self.fresh_cluster().await;
         self.scale_up().await;
+        self.capacity_meaning().await;
         self.churn().await;
         self.faults().await;
         let row = |name: &str| self.rows.iter().find(|r| r.scenario.starts_with(name)).expect("a row");
