@@ -41,6 +41,39 @@ fn running_on(bed: &Bed, node: &str) -> usize {
     bed.pod_ips().values().filter(|(n, _)| n == node).count()
 }
 
+/// What the node's ENINode and kubelet say of its capacity, for a failure message.
+fn capacity_view(bed: &Bed, index: usize) -> String {
+    let node = &bed.nodes[index];
+    let e = eninode(bed, &node.name);
+    format!(
+        "{}: ipLimit {:?}, shortfall {}, effective maxAllocate {}, spec.ipam {}, pool {}, Healthy devices {}; agent:\n{}",
+        node.name,
+        ip_limit(&e),
+        e["status"]["shortfall"],
+        e["status"]["effectiveIpam"]["maxAllocate"],
+        e["spec"]["ipam"],
+        pool_size(&e),
+        node.kubelet.healthy(),
+        node.agent_log(10)
+    )
+}
+
+/// Waits until `done` holds, or panics naming `what` and what node `index` says of its capacity.
+async fn wait_capacity(
+    bed: &Bed,
+    index: usize,
+    what: &str,
+    within: Duration,
+    done: impl Fn(&Bed) -> bool,
+) -> Duration {
+    let start = Instant::now();
+    while !done(bed) {
+        assert!(start.elapsed() < within, "{what}: not within {within:?}; {}", capacity_view(bed, index));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    start.elapsed()
+}
+
 impl Run<'_> {
     /// The pod IPs one bed instance can hold, by the cloud's published rule: ENIs from the
     /// first usable index, times the IPv4 addresses per ENI less the ENI's own.
@@ -138,28 +171,32 @@ impl Run<'_> {
                 && short["obtainable"].as_u64() == Some(pool_size(&e) as u64)
                 && bed.nodes.iter().all(|n| n.kubelet.healthy() == pool_size(&eninode(bed, &n.name)))
         };
-        let took = self.bed.wait_for("every node's capacity down to its pool", NOTICED, lowered).await;
+        let took =
+            wait_capacity(self.bed, index, "every node's capacity down to its pool", NOTICED, lowered).await;
         let pool = pool_size(&eninode(self.bed, &node));
         assert!(pool < limit, "{node}'s capacity came down from {limit} to {pool}");
         self.say(&format!("capacity: {node} advertises {pool} (its pool) {took:?} after the subnet filled"));
 
         self.bed.cloud.free_subnet(&tenant).await;
-        let took = self
-            .bed
-            .wait_for("the shortfall to clear and the instance's limit to come back", NOTICED, |bed| {
+        let took = wait_capacity(
+            self.bed,
+            index,
+            "the shortfall to clear and the limit to come back",
+            NOTICED,
+            |bed| {
                 let e = eninode(bed, &node);
                 e["status"]["shortfall"].is_null() && bed.nodes[index].kubelet.healthy() == limit
-            })
-            .await;
+            },
+        )
+        .await;
         self.say(&format!("capacity: subnet free again, {node} advertises {limit} {took:?} later"));
         // Back to the bed's knobs for the scenarios that follow.
         let max = self.bed.config.knobs.max_allocate;
         self.set_max_allocate(&node, max);
-        self.bed
-            .wait_for("maxAllocate to cap the capacity again", CONVERGE, |bed| {
-                bed.nodes[index].kubelet.healthy() == max as usize
-            })
-            .await;
+        wait_capacity(self.bed, index, "maxAllocate to cap the capacity again", CONVERGE, |bed| {
+            bed.nodes[index].kubelet.healthy() == max as usize
+        })
+        .await;
         self.finish("1d subnet exhausted, then freed", since, calls, 0).await;
     }
 }

@@ -72,9 +72,6 @@ impl Console {
     pub async fn fill_subnet(&self, subnet: &str) -> (String, usize) {
         let described = self.ok(&[("Action", "DescribeSubnets".into()), ("SubnetId.1", subnet.into())]).await;
         let cidr = value(&described, "cidrBlock").expect("DescribeSubnets answers a cidrBlock");
-        let (base, prefix) = cidr.split_once('/').expect("a CIDR");
-        let base = u32::from(base.parse::<std::net::Ipv4Addr>().expect("an IPv4 network"));
-        let size = 1u32 << (32 - prefix.parse::<u32>().expect("a prefix length"));
         let held = self
             .ok(&[
                 ("Action", "DescribeNetworkInterfaces".into()),
@@ -83,10 +80,7 @@ impl Console {
             ])
             .await;
         let held: std::collections::HashSet<String> = values(&held, "privateIpAddress").into_iter().collect();
-        let free: Vec<String> = (4..size - 1)
-            .map(|offset| std::net::Ipv4Addr::from(base + offset).to_string())
-            .filter(|ip| !held.contains(ip))
-            .collect();
+        let free = crate::proxy::unheld_addresses(&cidr, &held).expect("the subnet's CIDR parses");
         let mut params =
             vec![("Action", "CreateNetworkInterface".to_owned()), ("SubnetId", subnet.to_owned())];
         let keys: Vec<(String, String)> = (1..=free.len())
