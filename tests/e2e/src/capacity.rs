@@ -14,10 +14,11 @@
 
 use std::time::{Duration, Instant};
 
-use eni_ipam_kube_standin::ENINODES;
+use eni_ipam_kube_standin::{CONFIGMAPS, ENINODES};
 use serde_json::{Value, json};
 
 use crate::bed::Bed;
+use crate::chart::arg_value;
 use crate::cloud::CloudKind;
 use crate::scenarios::{CONVERGE, Run};
 
@@ -86,6 +87,21 @@ impl Run<'_> {
         }
     }
 
+    /// The knobs ConfigMap the operator watches, as an empty configuration: the built-in
+    /// defaults every node was first worked with, so nothing changes but that an ENINode's own
+    /// `spec.ipam` edit now takes effect (while the ConfigMap the chart would install is
+    /// missing, the operator keeps each node's last knobs).
+    fn install_knobs_configmap(&self) {
+        let at =
+            arg_value(&self.bed.chart.operator.args, "--knob-config").expect("the chart sets --knob-config");
+        let (namespace, name) = at.split_once('/').expect("--knob-config is NAMESPACE/NAME");
+        if self.bed.standin.get(CONFIGMAPS, namespace, name).is_none() {
+            let map = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": namespace}, "data": {"knobs.yaml": "defaults: {}\n"}});
+            self.bed.standin.create(CONFIGMAPS, map).expect("create the knobs ConfigMap");
+        }
+    }
+
     fn set_max_allocate(&self, node: &str, max: u32) {
         let patch = json!({"spec": {"ipam": {"maxAllocate": max}}});
         self.bed
@@ -108,6 +124,7 @@ impl Run<'_> {
         let node = self.bed.nodes[index].name.clone();
         let limit = self.instance_ip_limit();
         self.say(&format!("capacity: {node} without maxAllocate advertises its instance's {limit} IPs"));
+        self.install_knobs_configmap();
         self.set_max_allocate(&node, 0);
         let took = self
             .bed
