@@ -157,10 +157,10 @@ impl Run<'_> {
             refused_before,
             "no pod refused at admission: every one had a device"
         );
+        let steady = limit - burst;
         for name in &names {
             self.bed.delete_pod(name);
         }
-        let steady = running_on(self.bed, &node) - burst;
         let pre = self.bed.config.knobs.pre_allocate as usize;
         self.bed
             .wait_for("the pool to shrink back after the burst", CONVERGE, |bed| {
