@@ -257,12 +257,16 @@ fn allocate(node: &NodeSnapshot, needed: u32, available: u32) -> Plan {
         .filter(|e| e.in_use && e.device_index >= node.first_interface_index && e.owner.takes_ips())
         .collect();
     usable.sort_by_key(|e| e.device_index);
+    // An attached ENI with slots its subnet cannot fill: the subnet, not the instance, is the limit.
+    let mut subnet_bound = false;
     for eni in usable {
         if remaining == 0 {
             break;
         }
         let subnet_room = free.get(&eni.subnet).copied().unwrap_or(0);
-        let room = per_eni.saturating_sub(eni.secondary_ips).min(subnet_room);
+        let eni_room = per_eni.saturating_sub(eni.secondary_ips);
+        subnet_bound |= subnet_room < remaining.min(eni_room);
+        let room = eni_room.min(subnet_room);
         let take = remaining.min(room);
         if take == 0 {
             continue;
@@ -281,9 +285,13 @@ fn allocate(node: &NodeSnapshot, needed: u32, available: u32) -> Plan {
     let mut taken: BTreeSet<u32> = node.enis.iter().map(|e| e.device_index).collect();
     taken.insert(0);
     let mut shortfall = None;
+    let slots_out = |missing| match subnet_bound {
+        true => Shortfall::SubnetsExhausted { missing },
+        false => Shortfall::InstanceLimit { missing },
+    };
     while remaining > 0 {
         if taken.len() as u32 >= node.limits.max_enis {
-            shortfall = Some(Shortfall::InstanceLimit { missing: remaining });
+            shortfall = Some(slots_out(remaining));
             break;
         }
         let (subnet, subnet_room) = match pick_subnet(&node.subnets, &free, &node.selector, &node.zone) {
@@ -301,7 +309,7 @@ fn allocate(node: &NodeSnapshot, needed: u32, available: u32) -> Plan {
             .find(|i| !taken.contains(i))
             .expect("an unbounded range always has a free index");
         if device_index >= node.limits.max_enis {
-            shortfall = Some(Shortfall::InstanceLimit { missing: remaining });
+            shortfall = Some(slots_out(remaining));
             break;
         }
         taken.insert(device_index);

@@ -511,6 +511,13 @@ fn reachable_table() {
             "a full node reaches its limit: nothing short",
         ),
         (
+            with_s_a(Node::new(0, knobs(3, 0, 0, 0)).eni(0, 2, 1).eni(1, 2, 1).eni(2, 2, 1).eni(3, 2, 1), 0),
+            20,
+            12,
+            Some(Shortfall::SubnetsExhausted { missing: 8 }),
+            "every ENI slot taken, the ENIs not full: the subnet is what stops it, not the instance",
+        ),
+        (
             Node::new(0, knobs(3, 0, 10, 0)).eni(0, 0, 3),
             10,
             10,
