@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, CommandFactory, Parser, Subcommand};
+use eni_ipam_api::CapacityMode;
 use eni_ipam_api::duration::{parse_duration, parse_interval};
 use eni_ipam_api::knob_args::KnobArgs;
 
 use crate::kube_side::SpecDefaults;
+use crate::pool::CapacityRule;
 use eni_ipam_datapath::{AttachMode, DEFAULT_PIN_DIR, Ipv4Prefix};
 
 /// What `main` runs: the agent (flags only, as the DaemonSet runs it) or a one-off task.
@@ -149,7 +151,19 @@ pub struct Cli {
     /// writes them per ENI): SUBNET_ID=CIDR[,GATEWAY] (repeat; gateway defaults to the first host).
     #[arg(long = "subnet", env = "ENI_IPAM_SUBNETS", value_delimiter = ' ')]
     pub subnets: Vec<String>,
-    /// Pod IPs this node could reach in total (instance-type and subnet limits); 0 = the pool size.
+    /// The pod IPs the device plugin advertises: `instance-limit`, what this instance can hold
+    /// (the ENINode's `status.ipLimit`, lowered to `status.shortfall.obtainable` while the operator
+    /// cannot grow the pool); `pool`, the IPs the pool holds now. Both are capped by maxAllocate
+    /// and never below the pool.
+    #[arg(
+        long = "capacity-mode",
+        env = "ENI_IPAM_CAPACITY_MODE",
+        default_value = "instance-limit",
+        value_parser = PossibleValuesParser::new(CapacityMode::NAMES).try_map(|name| name.parse::<CapacityMode>())
+    )]
+    pub capacity_mode: CapacityMode,
+    /// A fixed number of pod IPs to advertise instead of --capacity-mode's (capped by maxAllocate,
+    /// lowered by the operator's shortfall); 0 = none.
     #[arg(long, env = "ENI_IPAM_CAPACITY", default_value_t = 0)]
     pub capacity: u32,
     /// Key of the NoSchedule taint the node registers with (kubelet's --register-with-taints,
@@ -240,6 +254,11 @@ impl Cli {
         })
     }
 
+    /// How the capacity the device plugin advertises is counted.
+    pub fn capacity_rule(&self) -> CapacityRule {
+        CapacityRule { mode: self.capacity_mode, fixed: self.capacity }
+    }
+
     /// What a new ENINode's spec gets from these flags.
     pub fn spec_defaults(&self) -> SpecDefaults {
         SpecDefaults {
@@ -290,6 +309,22 @@ mod tests {
         assert_eq!(cli.node_name, "n1");
         assert!(Invocation::try_parse_from(["eni-ipam-agent"]).is_err(), "the agent needs --node-name");
         assert!(Invocation::try_parse_from(["eni-ipam-agent", "uninstall", "--node-name", "n1"]).is_err());
+    }
+
+    #[test]
+    fn the_capacity_follows_the_instance_limit_unless_told() {
+        let parse = |extra: &[&str]| {
+            let argv = [&["eni-ipam-agent", "--node-name", "n1"][..], extra].concat();
+            Invocation::try_parse_from(argv).map(|invocation| match invocation {
+                Invocation::Agent(cli) => cli.capacity_rule(),
+                task => panic!("{task:?}"),
+            })
+        };
+        assert_eq!(parse(&[]).unwrap(), CapacityRule { mode: CapacityMode::InstanceLimit, fixed: 0 });
+        assert_eq!(parse(&["--capacity-mode", "pool"]).unwrap().mode, CapacityMode::Pool);
+        assert_eq!(parse(&["--capacity", "29"]).unwrap().fixed, 29);
+        let error = parse(&["--capacity-mode", "limit"]).unwrap_err().to_string();
+        assert!(error.contains("[possible values: instance-limit, pool]"), "{error}");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::backoff::{FullJitter, jitter_rng};
 use crate::ipam::Ipam;
 use crate::metrics::Metrics;
 use crate::node_identity::{IdentityError, identity};
-use crate::pool::{NodePool, SubnetMap};
+use crate::pool::{CapacityRule, NodePool, SubnetMap};
 use crate::uninstall_mark::UninstallArming;
 
 /// The agent's field manager for server-side apply.
@@ -355,7 +355,13 @@ impl Reporter {
 
     /// Runs forever: wait for a local change (or the resync interval), wait out the
     /// interval since the last write, read the ENINode, write what changed.
-    pub async fn run(self, ipam: Arc<Ipam>, metrics: Arc<Metrics>, subnets: SubnetMap, capacity: u32) {
+    pub async fn run(
+        self,
+        ipam: Arc<Ipam>,
+        metrics: Arc<Metrics>,
+        subnets: SubnetMap,
+        capacity: CapacityRule,
+    ) {
         let eninodes: Api<ENINode> = Api::all(self.client.clone());
         let mut changes = ipam.subscribe();
         let mut last_written: Option<StatusReport> = None;

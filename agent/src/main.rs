@@ -182,7 +182,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_uninstall_arming(arming.clone())
                 .with_registration(cli.spec_defaults());
         let (ipam, metrics, node_name, capacity) =
-            (ipam.clone(), metrics.clone(), cli.node_name.clone(), cli.capacity);
+            (ipam.clone(), metrics.clone(), cli.node_name.clone(), cli.capacity_rule());
         let defaults = cli.spec_defaults();
         tokio::spawn(async move {
             let node = kube_side::register(&client, &node_name, &defaults).await;

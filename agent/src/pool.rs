@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use eni_ipam_api::{ENINode, EniStatus, PoolEntry, ReleaseState};
+use eni_ipam_api::{CapacityMode, ENINode, EniStatus, PoolEntry, ReleaseState, advertised_ips};
 use serde::{Deserialize, Serialize};
 
 /// One IP the agent may give a pod.
@@ -36,9 +36,41 @@ pub struct NodePool {
     /// IPs the operator asked to release (`marked`); the agent stops handing them out.
     #[serde(default)]
     pub marked_for_release: BTreeSet<String>,
-    /// Pod IPs the node could reach in total (instance-type and subnet limits); 0 = the pool size.
+    /// Pod IPs the node advertises (see [`CapacityRule`]); 0 = the pool size.
     #[serde(default)]
     pub capacity: u32,
+}
+
+/// How the agent counts the capacity it reports: `--capacity-mode`, or `--capacity` when given.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CapacityRule {
+    /// What the capacity follows when no fixed number is given.
+    pub mode: CapacityMode,
+    /// A fixed number of pod IPs (`--capacity`), capped by maxAllocate; 0 = none.
+    pub fixed: u32,
+}
+
+impl CapacityRule {
+    /// The capacity of a node whose pool holds `pool` IPs, by the ENINode's `status.ipLimit`,
+    /// `status.shortfall` and maxAllocate (0: none).
+    pub fn capacity(&self, node: &ENINode, pool: u32, max_allocate: u32) -> u32 {
+        let status = node.status.as_ref();
+        let max_allocate = Some(max_allocate);
+        if self.fixed > 0 {
+            // An explicit number stands for the instance's limit; the operator's shortfall still lowers it.
+            let obtainable = status.and_then(|s| s.shortfall.as_ref()).map(|s| s.obtainable);
+            return advertised_ips(
+                Some(self.fixed),
+                obtainable,
+                pool,
+                max_allocate,
+                CapacityMode::InstanceLimit,
+            );
+        }
+        let ip_limit = status.and_then(|s| s.ip_limit);
+        let obtainable = status.and_then(|s| s.shortfall.as_ref()).map(|s| s.obtainable);
+        advertised_ips(ip_limit, obtainable, pool, max_allocate, self.mode)
+    }
 }
 
 impl PoolIp {
@@ -105,17 +137,18 @@ impl NodePool {
 
     /// The pool of an `ENINode`: `spec.pool` joined with `status.enis` (MACs, subnet CIDRs and
     /// gateways) and the `--subnet` overrides (see [`subnet_of`]).
-    /// `capacity` (the instance's reachable pod IPs, from `--capacity`) is capped by the
-    /// node's maxAllocate (the operator's `status.effectiveIpam`, else the ENINode's own `spec.ipam`).
+    /// `capacity` is what `rule` makes of the ENINode's `status.ipLimit` and `status.shortfall`
+    /// and the node's maxAllocate (the operator's `status.effectiveIpam`, else the ENINode's own
+    /// `spec.ipam`).
     ///
     /// A pool the operator built for another instance than the ENINode's (the node name came
     /// back on a new VM and was adopted; the operator has not rebuilt the pool yet) is served
     /// empty: its IPs live on the old VM's ENIs.
-    pub fn from_eninode(node: &ENINode, subnets: &SubnetMap, capacity: u32) -> Self {
+    pub fn from_eninode(node: &ENINode, subnets: &SubnetMap, rule: CapacityRule) -> Self {
         let status = node.status.clone().unwrap_or_default();
         let built_for_us =
             node.spec.pool_instance_id.as_ref().is_none_or(|built| built == &node.spec.instance_id);
-        let ips = node
+        let ips: BTreeMap<String, PoolIp> = node
             .spec
             .pool
             .iter()
@@ -142,11 +175,7 @@ impl NodePool {
             .map(|e| e.max_allocate)
             .or(node.spec.ipam.max_allocate)
             .unwrap_or(0);
-        let capacity = if max_allocate > 0 && (capacity == 0 || max_allocate < capacity) {
-            max_allocate
-        } else {
-            capacity
-        };
+        let capacity = rule.capacity(node, ips.len() as u32, max_allocate);
         Self { ips, marked_for_release, capacity }
     }
 
@@ -294,7 +323,11 @@ mod tests {
         ];
         for (built_for, served, case) in rows {
             spec.pool_instance_id = built_for.map(Into::into);
-            let pool = NodePool::from_eninode(&ENINode::new("n1", spec.clone()), &SubnetMap::new(), 0);
+            let pool = NodePool::from_eninode(
+                &ENINode::new("n1", spec.clone()),
+                &SubnetMap::new(),
+                CapacityRule::default(),
+            );
             assert_eq!(pool.ips.len(), served, "{case}");
         }
     }
@@ -333,7 +366,7 @@ mod tests {
         status.release.insert("10.0.0.5".into(), ReleaseState::DoNotRelease);
         node.status = Some(status);
         let subnets = SubnetMap::from([parse_subnet_flag("subnet-1=10.0.0.0/24").unwrap()]);
-        let pool = NodePool::from_eninode(&node, &subnets, 0);
+        let pool = NodePool::from_eninode(&node, &subnets, CapacityRule::default());
         assert_eq!(pool.ips["10.0.0.5"].mac, "0a:00:00:00:00:01");
         assert_eq!(pool.ips["10.0.0.5"].gateway, "10.0.0.1");
         assert_eq!(pool.ips["10.0.0.6"].subnet_cidr, "10.0.0.6/32");
@@ -342,14 +375,18 @@ mod tests {
             ("10.0.1.0/24", "10.0.1.1")
         );
         assert_eq!(pool.marked_for_release, BTreeSet::from(["10.0.0.6".to_owned()]));
-        assert_eq!(pool.reachable_capacity(), 3, "no capacity configured: the pool size");
-        assert_eq!(NodePool::from_eninode(&node, &subnets, 29).reachable_capacity(), 29);
+        assert_eq!(pool.reachable_capacity(), 3, "no ipLimit published, no --capacity: the pool size");
+        let fixed = CapacityRule { fixed: 29, ..CapacityRule::default() };
+        assert_eq!(NodePool::from_eninode(&node, &subnets, fixed).reachable_capacity(), 29);
         node.spec.ipam.max_allocate = Some(20);
-        assert_eq!(NodePool::from_eninode(&node, &subnets, 29).reachable_capacity(), 20, "maxAllocate caps");
-        assert_eq!(NodePool::from_eninode(&node, &subnets, 0).reachable_capacity(), 20);
+        assert_eq!(
+            NodePool::from_eninode(&node, &subnets, fixed).reachable_capacity(),
+            20,
+            "maxAllocate caps"
+        );
         node.spec.ipam.max_allocate = Some(1);
         assert_eq!(
-            NodePool::from_eninode(&node, &subnets, 29).reachable_capacity(),
+            NodePool::from_eninode(&node, &subnets, fixed).reachable_capacity(),
             3,
             "never below the pool"
         );
@@ -357,9 +394,46 @@ mod tests {
         node.status.as_mut().unwrap().effective_ipam =
             Some(eni_ipam_api::EffectiveIpam { max_allocate: 12, ..Default::default() });
         assert_eq!(
-            NodePool::from_eninode(&node, &subnets, 29).reachable_capacity(),
+            NodePool::from_eninode(&node, &subnets, fixed).reachable_capacity(),
             12,
             "effective maxAllocate"
         );
+    }
+
+    #[test]
+    fn capacity_follows_the_rule_and_the_operators_numbers() {
+        let mut spec = ENINodeSpec::default();
+        for i in 0..3 {
+            spec.pool
+                .insert(format!("10.0.0.{i}"), PoolEntry { eni: "eni-1".into(), subnet: "subnet-1".into() });
+        }
+        let shortfall = |obtainable| eni_ipam_api::IpShortfall {
+            reason: "SubnetsExhausted".into(),
+            obtainable,
+            since: String::new(),
+        };
+        let limit = CapacityRule::default();
+        let pool = CapacityRule { mode: CapacityMode::Pool, fixed: 0 };
+        let fixed = CapacityRule { fixed: 20, ..CapacityRule::default() };
+        // (the rule, status.ipLimit, status.shortfall, maxAllocate, capacity, the case)
+        type Row = (CapacityRule, Option<u32>, Option<u32>, u32, u32, &'static str);
+        let rows: [Row; 8] = [
+            (limit, Some(27), None, 0, 27, "the instance's limit, not the pool of 3"),
+            (limit, Some(27), Some(5), 0, 5, "a shortfall lowers it to what is obtainable"),
+            (limit, Some(27), None, 10, 10, "maxAllocate caps it"),
+            (limit, None, None, 0, 3, "an operator that publishes no ipLimit: the pool"),
+            (pool, Some(27), None, 0, 3, "--capacity-mode pool: the pool"),
+            (pool, Some(27), None, 10, 10, "--capacity-mode pool: maxAllocate when set"),
+            (fixed, Some(27), None, 0, 20, "--capacity wins over ipLimit"),
+            (fixed, Some(27), Some(8), 0, 8, "...and a shortfall still lowers it"),
+        ];
+        for (rule, ip_limit, obtainable, max_allocate, want, case) in rows {
+            let mut node = ENINode::new("n1", spec.clone());
+            node.spec.ipam.max_allocate = Some(max_allocate);
+            node.status =
+                Some(ENINodeStatus { ip_limit, shortfall: obtainable.map(shortfall), ..Default::default() });
+            let got = NodePool::from_eninode(&node, &SubnetMap::new(), rule).reachable_capacity();
+            assert_eq!(got, want, "{case}");
+        }
     }
 }

@@ -10,7 +10,7 @@ use eni_ipam_agent::kube_side::{
     KEEP_NODE_KNOBS_ANNOTATION, KNOBS_LAYERED_ANNOTATION, Reporter, SpecDefaults, register_once,
 };
 use eni_ipam_agent::metrics::Metrics;
-use eni_ipam_agent::pool::SubnetMap;
+use eni_ipam_agent::pool::{CapacityRule, SubnetMap};
 use eni_ipam_agent::state::StateStore;
 use eni_ipam_api::{AllocateRequest, PoolOverrides};
 use http::{Request, Response};
@@ -291,7 +291,12 @@ async fn a_burst_of_200_allocations_is_written_in_few_coalesced_status_applies()
     let (ipam, _) = Ipam::open("n1", StateStore::new(dir.path().join("state.json")), empty, None).unwrap();
     let ipam = Arc::new(ipam);
     let reporter = Reporter::new(client, "n1".into(), Duration::from_secs(1));
-    tokio::spawn(reporter.run(ipam.clone(), Arc::new(Metrics::default()), SubnetMap::new(), 0));
+    tokio::spawn(reporter.run(
+        ipam.clone(),
+        Arc::new(Metrics::default()),
+        SubnetMap::new(),
+        CapacityRule::default(),
+    ));
     // The first pass reads the pool and answers the marks.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(ipam.health().ipam.available, 250);

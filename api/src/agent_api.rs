@@ -41,7 +41,8 @@ pub struct IpamHealth {
     pub allocated: u32,
     /// IPs in the node's pool right now.
     pub available: u32,
-    /// Pod IPs the node could reach in total, within instance-type and subnet limits.
+    /// Pod IPs the node advertises, allocated ones included: [`crate::advertised_ips`] in the
+    /// agent's `--capacity-mode` (by default the instance's `ipLimit`, lowered by a shortfall).
     pub capacity: u32,
     /// A one-line summary for people (`IPv4: 2/10 allocated`).
     pub status: String,

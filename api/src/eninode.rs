@@ -156,6 +156,31 @@ pub struct ENINodeStatus {
     /// The knobs the operator works this node with, and where each came from (written by the operator).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effective_ipam: Option<EffectiveIpam>,
+    /// Pod IPs this instance can ever hold: its type's ENIs from the first interface index on,
+    /// times the IPs per ENI less each ENI's own primary IP, less the ENI slots and primary-ENI
+    /// IPs other CNIs hold (written by the operator). The device plugin advertises this as the
+    /// node's capacity, lowered by `shortfall` and `maxAllocate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_limit: Option<u32>,
+    /// Set while the operator cannot grow the pool to `ipLimit` (subnets exhausted, the
+    /// instance's ENI slots taken, the cloud refusing); cleared once it can again (written by
+    /// the operator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shortfall: Option<IpShortfall>,
+}
+
+/// Why the operator cannot grow a node's pool to its `ipLimit`, and how far it can.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IpShortfall {
+    /// In CamelCase: `SubnetsExhausted`, `NoMatchingSubnet`, `InstanceLimitReached`, or the cloud's
+    /// refusal (`CloudQuotaExceeded`, `CloudAuthError`, `CloudRefused`).
+    pub reason: String,
+    /// Pod IPs the node's pool can reach now (its IPs plus those the operator can still add).
+    pub obtainable: u32,
+    /// Since when (RFC 3339) the operator reports this reason.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub since: String,
 }
 
 /// One ENI attached to the node's instance.

@@ -3,6 +3,7 @@
 //! command-line duration parser.
 
 pub mod agent_api;
+pub mod capacity;
 pub mod duration;
 pub mod effective;
 pub mod eninode;
@@ -17,10 +18,11 @@ pub use agent_api::{
     AllocateRequest, AllocateResponse, ApiError, DEFAULT_AGENT_SOCKET, EndpointRequest, HealthzResponse,
     IpamHealth, ReleaseRequest,
 };
+pub use capacity::{CapacityMode, advertised_ips};
 pub use effective::{EffectiveIpam, KnobConflict, KnobSource, NodeFacts, effective_ipam};
 pub use eninode::{
-    ConditionStatus, ENINode, ENINodeCondition, ENINodeSpec, ENINodeStatus, EniStatus, PoolEntry,
-    ReleaseState,
+    ConditionStatus, ENINode, ENINodeCondition, ENINodeSpec, ENINodeStatus, EniStatus, IpShortfall,
+    PoolEntry, ReleaseState,
 };
 pub use ids::*;
 pub use knob_config::KnobConfig;

@@ -15,7 +15,7 @@ use eni_ipam_api::{
     SubnetId, VpcId, Zone,
 };
 use eni_ipam_cloud::{
-    CloudError, CloudProvider, CreateEni, Eni, EniQuery, EniState, InstanceLimits, RetryPolicy,
+    CloudError, CloudProvider, CreateEni, Eni, EniQuery, EniState, ErrorClass, InstanceLimits, RetryPolicy,
     list_all_enis, subnet_gateway, tag,
 };
 use tokio::time::Instant;
@@ -29,6 +29,7 @@ use crate::reaction::{
     replan_once,
 };
 use crate::resync::Resyncer;
+use crate::shortfall::{Growth, planned_growth};
 
 /// A node as the executor needs it: its ENINode spec plus what pods use.
 #[derive(Clone, Debug)]
@@ -72,8 +73,10 @@ pub struct NodeOutcome {
     pub enis: BTreeMap<String, EniStatus>,
     /// The last plan (needed 0 means the node is at its target).
     pub plan: Plan,
-    /// Pod IPs the instance can hold at most.
+    /// Pod IPs the instance can hold at most (`status.ipLimit`).
     pub capacity: u32,
+    /// How far the pool can grow towards `capacity` (capped by maxAllocate), by the cache.
+    pub growth: Growth,
     /// Changes to `status.release`: `Some(marked)` to mark an IP, `None` to
     /// drop its entry (unmarked, or released and gone from the pool).
     pub release: BTreeMap<Ipv4Addr, Option<ReleaseState>>,
@@ -136,6 +139,8 @@ pub enum ExecError {
         node: String,
         /// Passes made.
         passes: u32,
+        /// The class of the last cloud refusal the passes met, if any.
+        last_failure: Option<ErrorClass>,
     },
 }
 
@@ -251,11 +256,12 @@ impl Executor {
         };
         let ((), limits, ()) = tokio::try_join!(instance, self.limits(node), self.ensure_subnets(node))?;
         let mut replanned_transient = false;
+        let mut last_failure = None;
         for _ in 0..self.config.max_passes {
             let snapshot = self.snapshot(node, &limits)?;
             let plan = planner::plan(&snapshot, self.now());
             if plan.actions.is_empty() {
-                return Ok(self.outcome(node, &limits, plan));
+                return Ok(self.outcome(node, &limits, &snapshot, plan));
             }
             let mut failure = None;
             // Whether the cache shows every action's result already (assigns whose answer was
@@ -288,6 +294,7 @@ impl Executor {
             }
             if let Some((reaction, e)) = failure {
                 tracing::info!(node = %node.name, op = e.api.aws_name(), class = e.class.as_str(), error = %e, "cloud call failed");
+                last_failure = Some(e.class);
                 match reaction {
                     Reaction::Replan => {}
                     Reaction::SubnetFull(subnet) => self.cache.mark_subnet_full(&subnet),
@@ -296,7 +303,7 @@ impl Executor {
                 }
             }
         }
-        Err(ExecError::NotConverged { node: node.name.clone(), passes: self.config.max_passes })
+        Err(ExecError::NotConverged { node: node.name.clone(), passes: self.config.max_passes, last_failure })
     }
 
     async fn limits(&self, node: &NodeTarget) -> Result<InstanceLimits, ExecError> {
@@ -373,6 +380,35 @@ impl Executor {
         plan.has_work().then_some(plan.needed.max(1))
     }
 
+    /// The node's `ipLimit` and how far its pool can grow, by the cache (`None`: the cache does
+    /// not know the node or its type yet).
+    pub fn growth_view(&self, node: &NodeTarget) -> Option<(u32, Growth)> {
+        let limits = self.cache.limits(node.instance_type.as_str())?;
+        let snapshot = self.snapshot(node, &limits).ok()?;
+        let (enis, record) = (self.cache.enis_of(&node.instance), self.ip_record(node));
+        Some(self.limit_and_growth(node, &limits, &snapshot, &enis, &record))
+    }
+
+    /// `ipLimit` (what the instance can hold for this cluster's pods) and the growth towards
+    /// it, capped by maxAllocate.
+    fn limit_and_growth(
+        &self,
+        node: &NodeTarget,
+        limits: &InstanceLimits,
+        snapshot: &NodeSnapshot,
+        enis: &[Eni],
+        record: &IpRecord,
+    ) -> (u32, Growth) {
+        let first = node.first_interface_index;
+        let limit = ownership::pod_capacity(enis, limits, first, &self.config.cluster, record);
+        let target = match node.knobs.max_allocate {
+            0 => limit,
+            max => limit.min(max),
+        };
+        let (reachable, short) = planner::reachable(snapshot, target);
+        (limit, planned_growth(reachable, target, short.as_ref()))
+    }
+
     /// The planner's view of a node, from the cache.
     pub fn snapshot(&self, node: &NodeTarget, limits: &InstanceLimits) -> Result<NodeSnapshot, ExecError> {
         let enis = self.cache.enis_of(&node.instance);
@@ -421,7 +457,13 @@ impl Executor {
         })
     }
 
-    fn outcome(&self, node: &NodeTarget, limits: &InstanceLimits, plan: Plan) -> NodeOutcome {
+    fn outcome(
+        &self,
+        node: &NodeTarget,
+        limits: &InstanceLimits,
+        snapshot: &NodeSnapshot,
+        plan: Plan,
+    ) -> NodeOutcome {
         let enis = self.cache.enis_of(&node.instance);
         let record = self.ip_record(node);
         let first = node.first_interface_index;
@@ -433,7 +475,7 @@ impl Executor {
                 .into_iter()
                 .map(|owned| (owned.ip, PoolEntry { eni: owned.eni, subnet: owned.subnet }))
                 .collect();
-        let capacity = ownership::pod_capacity(&enis, limits, first, &self.config.cluster, &record);
+        let (capacity, growth) = self.limit_and_growth(node, limits, snapshot, &enis, &record);
         let enis = enis
             .iter()
             .map(|e| {
@@ -458,7 +500,7 @@ impl Executor {
             node.release.keys().filter(|ip| !pool.contains_key(ip)).map(|ip| (*ip, None)).collect();
         release.extend(plan.unmark.iter().map(|ip| (*ip, None)));
         release.extend(plan.mark.iter().map(|ip| (*ip, Some(ReleaseState::Marked))));
-        NodeOutcome { pool, enis, plan, capacity, release, primary_eni_ips }
+        NodeOutcome { pool, enis, plan, capacity, growth, release, primary_eni_ips }
     }
 
     /// Runs one action; `Ok(true)` when the cache already shows its result.

@@ -16,9 +16,11 @@ use tokio::task::JoinHandle;
 
 use crate::executor::{ExecError, Executor, NodeOutcome, NodeTarget};
 use crate::knob_source::NodeKnobs;
+use crate::kube_store::now_rfc3339;
 use crate::node_identity::{self, NodeDirectory};
 use crate::node_store::{NodeStore, PoolUpdate};
 use crate::planner::{Shortfall, SubnetSelector};
+use crate::shortfall::{growth_after_failure, next_shortfall, published_is_stale};
 use crate::work_queue::WorkQueue;
 
 /// What happened to a node, for whoever watches (simulator, metrics).
@@ -172,9 +174,24 @@ impl Fleet {
         }
         if let Some(deficit) = self.executor.needs_work(&target) {
             self.enqueue(&target.name, deficit);
+        } else if self.growth_stale(node, &target) {
+            // A subnet filled up or freed addresses: the ENINode must say so.
+            self.enqueue(&target.name, 0);
         } else if self.executor.release_pending(&target) {
             self.check_release_later(&target.name);
         }
+    }
+
+    /// Whether the ENINode's `ipLimit` or shortfall differ from what the cache shows now.
+    fn growth_stale(&self, node: &ENINode, target: &NodeTarget) -> bool {
+        let Some((limit, growth)) = self.executor.growth_view(target) else { return false };
+        let status = node.status.as_ref();
+        published_is_stale(
+            status.and_then(|s| s.ip_limit),
+            status.and_then(|s| s.shortfall.as_ref()),
+            limit,
+            &growth,
+        )
     }
 
     /// Queues `name` again when IPs found free now have passed the release delay (one timer a node).
@@ -253,9 +270,12 @@ impl Fleet {
                 if let Some(short) = &shortfall {
                     tracing::info!(node = name, reason = short.reason(), "node short of IPs");
                 }
+                let published = node.status.as_ref().and_then(|s| s.shortfall.as_ref());
                 let update = PoolUpdate {
                     effective: Some(effective),
                     pool_instance: Some(target.instance.clone()),
+                    ip_limit: Some(outcome.capacity),
+                    shortfall: next_shortfall(published, &outcome.growth, &now_rfc3339()),
                     ..update_of(&outcome)
                 };
                 if let Err(e) = self.store.publish(name, update).await {
@@ -275,6 +295,16 @@ impl Fleet {
                 let condition = failure_condition(&e);
                 if let Err(store_error) = self.store.set_condition(name, condition).await {
                     tracing::debug!(node = name, error = %store_error, "could not write the failure condition");
+                }
+                // A refusal that more work does not lift stops the pool where it is: the
+                // node's advertised capacity comes down to it.
+                let published = node.status.as_ref().and_then(|s| s.shortfall.as_ref());
+                let growth = growth_after_failure(&e, node.spec.pool.len() as u32);
+                let shortfall = next_shortfall(published, &growth, &now_rfc3339());
+                if shortfall.as_ref() != published
+                    && let Err(store_error) = self.store.set_shortfall(name, shortfall).await
+                {
+                    tracing::debug!(node = name, error = %store_error, "could not write the shortfall");
                 }
                 self.failed(name, e.to_string(), started)
             }
@@ -417,6 +447,8 @@ fn update_of(outcome: &NodeOutcome) -> PoolUpdate {
         release: outcome.release.iter().map(|(ip, state)| (ip.to_string(), *state)).collect(),
         effective: None,
         pool_instance: None,
+        ip_limit: None,
+        shortfall: None,
         primary_eni_ips: outcome
             .primary_eni_ips
             .as_ref()

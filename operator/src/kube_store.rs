@@ -1,13 +1,13 @@
 //! The [`NodeStore`] of a cluster: reads ENINodes from the controller's
 //! reflector cache and writes the operator's fields with server-side apply
 //! under the field manager `eni-ipam-operator` (`spec.pool` on the main
-//! resource, `status.enis`/`conditions`/`available`/`eniCount`/`effectiveIpam`
-//! on `/status`).
+//! resource, `status.enis`/`conditions`/`available`/`eniCount`/`effectiveIpam`/`ipLimit`
+//! on `/status`; `status.shortfall` and `status.release` by merge patch).
 //! A publish that would change nothing is not sent: every write wakes every
 //! watcher of ENINodes.
 
 use async_trait::async_trait;
-use eni_ipam_api::{ENINode, ENINodeCondition};
+use eni_ipam_api::{ENINode, ENINodeCondition, IpShortfall};
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -35,7 +35,8 @@ fn same_condition(a: &ENINodeCondition, b: &ENINodeCondition) -> bool {
     a.type_ == b.type_ && a.status == b.status && a.reason == b.reason && a.message == b.message
 }
 
-fn now_rfc3339() -> String {
+/// The time now as RFC 3339 (seconds), as conditions and `status.shortfall` carry it.
+pub fn now_rfc3339() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -90,6 +91,25 @@ impl NodeStore for KubeNodeStore {
         Ok(())
     }
 
+    async fn set_shortfall(&self, name: &str, shortfall: Option<IpShortfall>) -> Result<(), StoreError> {
+        let Some(current) = self.cache.get(&ObjectRef::new(name)) else { return Ok(()) };
+        if current.status.as_ref().and_then(|s| s.shortfall.as_ref()) == shortfall.as_ref() {
+            return Ok(());
+        }
+        // A merge patch, set or null: the apply of the other status fields never carries it,
+        // so it is never dropped by an apply and can be cleared by the same patch.
+        let body = json!({"status": {"shortfall": shortfall}});
+        self.api.patch_status(name, &PatchParams::default(), &Patch::Merge(&body)).await.map_err(|e| {
+            StoreError {
+                node: name.into(),
+                message: format!(
+                    "writing status.shortfall failed: {e}; check the operator's RBAC for eninodes/status"
+                ),
+            }
+        })?;
+        Ok(())
+    }
+
     async fn names(&self) -> Result<Vec<String>, StoreError> {
         Ok(self.cache.state().iter().filter_map(|n| n.metadata.name.clone()).collect())
     }
@@ -115,7 +135,8 @@ impl NodeStore for KubeNodeStore {
             && effective_same
             && status.enis == update.enis
             && status.available == update.pool.len() as u32
-            && status.eni_count == update.enis.len() as u32;
+            && status.eni_count == update.enis.len() as u32
+            && (update.ip_limit.is_none() || status.ip_limit == update.ip_limit);
         let params = PatchParams::apply(FIELD_MANAGER).force();
         if !pool_same {
             let mut body = json!({"apiVersion": "eni-ipam.io/v1alpha1", "kind": "ENINode",
@@ -148,10 +169,16 @@ impl NodeStore for KubeNodeStore {
             if let Some(effective) = update.effective.as_ref().or(status.effective_ipam.as_ref()) {
                 body["status"]["effectiveIpam"] = json!(effective);
             }
+            if let Some(limit) = update.ip_limit.or(status.ip_limit) {
+                body["status"]["ipLimit"] = json!(limit);
+            }
             self.api
                 .patch_status(name, &params, &Patch::Apply(&body))
                 .await
                 .map_err(|e| err("writing status", e))?;
+        }
+        if status.shortfall != update.shortfall {
+            self.set_shortfall(name, update.shortfall.clone()).await?;
         }
         let mut release = status.release.clone();
         if apply_release_changes(&mut release, &update.release) {

@@ -24,6 +24,7 @@ pub mod planner;
 pub mod reaction;
 pub mod resync;
 pub mod run;
+pub mod shortfall;
 pub mod simulate;
 pub mod sizing;
 pub mod uninstall_hook;

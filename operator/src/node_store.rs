@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use eni_ipam_api::{
-    ConditionStatus, ENINode, ENINodeCondition, EffectiveIpam, EniStatus, InstanceId, PoolEntry, ReleaseState,
+    ConditionStatus, ENINode, ENINodeCondition, EffectiveIpam, EniStatus, InstanceId, IpShortfall, PoolEntry,
+    ReleaseState,
 };
 
 /// What the operator publishes for a node after working on it.
@@ -28,6 +29,10 @@ pub struct PoolUpdate {
     pub release: BTreeMap<String, Option<ReleaseState>>,
     /// `status.effectiveIpam`: the knobs the node was worked with (`None`: leave it as is).
     pub effective: Option<EffectiveIpam>,
+    /// `status.ipLimit`: pod IPs the instance can hold (`None`: leave it as is).
+    pub ip_limit: Option<u32>,
+    /// `status.shortfall` as it is to be (`None`: cleared).
+    pub shortfall: Option<IpShortfall>,
 }
 
 impl PoolUpdate {
@@ -68,6 +73,8 @@ pub trait NodeStore: Send + Sync {
     async fn names(&self) -> Result<Vec<String>, StoreError>;
     /// Replaces the operator's condition only (work failed; the pool is unchanged).
     async fn set_condition(&self, name: &str, condition: ENINodeCondition) -> Result<(), StoreError>;
+    /// Sets `status.shortfall` only (`None` clears it), when it differs.
+    async fn set_shortfall(&self, name: &str, shortfall: Option<IpShortfall>) -> Result<(), StoreError>;
 }
 
 /// ENINodes in memory, with a count of writes (what an apiserver would see).
@@ -135,6 +142,17 @@ impl NodeStore for MemoryNodeStore {
         Ok(())
     }
 
+    async fn set_shortfall(&self, name: &str, shortfall: Option<IpShortfall>) -> Result<(), StoreError> {
+        let mut nodes = self.nodes.lock().expect("store lock");
+        let Some(node) = nodes.get_mut(name) else { return Ok(()) };
+        let status = node.status.get_or_insert_with(Default::default);
+        if status.shortfall != shortfall {
+            status.shortfall = shortfall;
+            self.writes.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     async fn publish(&self, name: &str, update: PoolUpdate) -> Result<(), StoreError> {
         let mut nodes = self.nodes.lock().expect("store lock");
         let node = nodes.get_mut(name).ok_or_else(|| StoreError {
@@ -150,7 +168,9 @@ impl NodeStore for MemoryNodeStore {
             || status.enis != update.enis
             || status.conditions.first() != Some(&update.condition)
             || status.release != release
-            || update.effective.as_ref().is_some_and(|e| status.effective_ipam.as_ref() != Some(e));
+            || update.effective.as_ref().is_some_and(|e| status.effective_ipam.as_ref() != Some(e))
+            || update.ip_limit.is_some_and(|l| status.ip_limit != Some(l))
+            || status.shortfall != update.shortfall;
         if !changed {
             // No-op writes are not sent: they would wake every watcher.
             return Ok(());
@@ -163,6 +183,10 @@ impl NodeStore for MemoryNodeStore {
         if update.effective.is_some() {
             status.effective_ipam = update.effective;
         }
+        if update.ip_limit.is_some() {
+            status.ip_limit = update.ip_limit;
+        }
+        status.shortfall = update.shortfall;
         node.spec.pool = update.pool;
         node.spec.pool_instance_id = update.pool_instance;
         node.spec.primary_eni_ips = update.primary_eni_ips;

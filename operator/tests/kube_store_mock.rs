@@ -50,6 +50,8 @@ async fn publish_applies_spec_pool_then_status_as_eni_ipam_operator_and_skips_no
             sources: BTreeMap::from([("preAllocate".to_owned(), "cluster".to_owned())]),
             ..Default::default()
         }),
+        ip_limit: None,
+        shortfall: None,
     };
     let server = tokio::spawn(async move {
         let spec = expect(
@@ -132,6 +134,8 @@ async fn release_marks_are_a_merge_patch_on_status_that_can_drop_the_agents_answ
             ("10.0.0.6".to_string(), None),
         ]),
         effective: None,
+        ip_limit: None,
+        shortfall: None,
     };
     let server = tokio::spawn(async move {
         let body = expect(

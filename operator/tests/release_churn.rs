@@ -12,7 +12,7 @@ use std::time::Duration;
 use eni_ipam_agent::ipam::Ipam;
 use eni_ipam_agent::kube_side::Reporter;
 use eni_ipam_agent::metrics::Metrics;
-use eni_ipam_agent::pool::{NodePool, SubnetMap};
+use eni_ipam_agent::pool::{CapacityRule, NodePool, SubnetMap};
 use eni_ipam_agent::state::StateStore;
 use eni_ipam_api::agent_api::AllocateRequest;
 use eni_ipam_api::{EniId, VpcId};
@@ -84,7 +84,12 @@ async fn no_ip_in_use_is_ever_unassigned_while_pods_churn() {
         agents.lock().unwrap().push(ipam.clone());
         let reporter = Reporter::new(client.clone(), name.clone(), Duration::from_millis(50))
             .with_resync(Duration::from_millis(100));
-        tokio::spawn(reporter.run(ipam.clone(), Arc::new(Metrics::default()), SubnetMap::default(), 0));
+        tokio::spawn(reporter.run(
+            ipam.clone(),
+            Arc::new(Metrics::default()),
+            SubnetMap::default(),
+            CapacityRule::default(),
+        ));
         let (cloud, seed) = (cloud.clone(), i as u64);
         churners.push(tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -184,7 +189,12 @@ async fn a_pool_shrinks_after_the_release_delay_with_nothing_else_happening() {
     let ipam = Arc::new(ipam);
     let reporter = Reporter::new(client.clone(), "node-000".into(), Duration::from_millis(50))
         .with_resync(Duration::from_millis(100));
-    tokio::spawn(reporter.run(ipam.clone(), Arc::new(Metrics::default()), SubnetMap::default(), 0));
+    tokio::spawn(reporter.run(
+        ipam.clone(),
+        Arc::new(Metrics::default()),
+        SubnetMap::default(),
+        CapacityRule::default(),
+    ));
     let pool_size =
         || standin.get(ENINODES, "", "node-000").unwrap()["spec"]["pool"].as_object().map_or(0, |p| p.len());
 

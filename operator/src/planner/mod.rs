@@ -128,6 +128,15 @@ pub enum Shortfall {
 }
 
 impl Shortfall {
+    /// IPs that could not be planned.
+    pub fn missing(&self) -> u32 {
+        match self {
+            Shortfall::InstanceLimit { missing }
+            | Shortfall::SubnetsExhausted { missing }
+            | Shortfall::NoMatchingSubnet { missing } => *missing,
+        }
+    }
+
     /// A short reason, for conditions and logs.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -207,6 +216,24 @@ pub fn plan(node: &NodeSnapshot, now: Duration) -> Plan {
     Plan { unmark: in_handshake(node).collect(), ..Plan::default() }
 }
 
+/// How far the pool can grow now towards `target` IPs: the pool (and IPs on ENIs still
+/// attaching) plus what the planner could add on the attached ENIs and on new ones, within the
+/// instance type and the subnets' free addresses as the snapshot knows them; with why it
+/// stops short, when it does. Other nodes drawing on the same subnets are not counted, so
+/// this is what the node could get if it asked first.
+pub fn reachable(node: &NodeSnapshot, target: u32) -> (u32, Option<Shortfall>) {
+    let available = node.available();
+    let wanted = target.saturating_sub(available);
+    if wanted == 0 {
+        return (available, None);
+    }
+    // The whole way to `target`, nothing above it: the knobs' ceiling and surplus do not apply.
+    let knobs = PoolKnobs { max_above_watermark: 0, max_allocate: 0, ..node.knobs };
+    let probe = allocate(&NodeSnapshot { knobs, ..node.clone() }, wanted, available);
+    let missing = probe.shortfall.as_ref().map_or(0, Shortfall::missing);
+    (available + wanted - missing, probe.shortfall)
+}
+
 /// Pool IPs with a release entry (all of them go back to the agent when nothing is excess).
 fn in_handshake(node: &NodeSnapshot) -> impl Iterator<Item = Ipv4Addr> + '_ {
     node.pool.iter().filter(|p| p.release.is_some()).map(|p| p.ip)
@@ -230,12 +257,16 @@ fn allocate(node: &NodeSnapshot, needed: u32, available: u32) -> Plan {
         .filter(|e| e.in_use && e.device_index >= node.first_interface_index && e.owner.takes_ips())
         .collect();
     usable.sort_by_key(|e| e.device_index);
+    // An attached ENI with slots its subnet cannot fill: the subnet, not the instance, is the limit.
+    let mut subnet_bound = false;
     for eni in usable {
         if remaining == 0 {
             break;
         }
         let subnet_room = free.get(&eni.subnet).copied().unwrap_or(0);
-        let room = per_eni.saturating_sub(eni.secondary_ips).min(subnet_room);
+        let eni_room = per_eni.saturating_sub(eni.secondary_ips);
+        subnet_bound |= subnet_room < remaining.min(eni_room);
+        let room = eni_room.min(subnet_room);
         let take = remaining.min(room);
         if take == 0 {
             continue;
@@ -254,9 +285,13 @@ fn allocate(node: &NodeSnapshot, needed: u32, available: u32) -> Plan {
     let mut taken: BTreeSet<u32> = node.enis.iter().map(|e| e.device_index).collect();
     taken.insert(0);
     let mut shortfall = None;
+    let slots_out = |missing| match subnet_bound {
+        true => Shortfall::SubnetsExhausted { missing },
+        false => Shortfall::InstanceLimit { missing },
+    };
     while remaining > 0 {
         if taken.len() as u32 >= node.limits.max_enis {
-            shortfall = Some(Shortfall::InstanceLimit { missing: remaining });
+            shortfall = Some(slots_out(remaining));
             break;
         }
         let (subnet, subnet_room) = match pick_subnet(&node.subnets, &free, &node.selector, &node.zone) {
@@ -274,7 +309,7 @@ fn allocate(node: &NodeSnapshot, needed: u32, available: u32) -> Plan {
             .find(|i| !taken.contains(i))
             .expect("an unbounded range always has a free index");
         if device_index >= node.limits.max_enis {
-            shortfall = Some(Shortfall::InstanceLimit { missing: remaining });
+            shortfall = Some(slots_out(remaining));
             break;
         }
         taken.insert(device_index);

@@ -469,3 +469,63 @@ fn an_ip_a_pod_holds_is_never_released_even_if_answered_ready() {
     assert_eq!(released, vec![ip(1)]);
     assert_eq!(p.unmark, vec![ip(0)], "the held IP's entry goes back to the agent");
 }
+
+#[test]
+fn reachable_table() {
+    // A t.small (4 ENIs x 5 pod IPs); subnet s-a holds the ENIs' addresses.
+    let with_s_a = |node: Node, free: u32| {
+        let mut node = node;
+        node.snap.subnets = vec![subnet("s-a", "z1", free)];
+        node
+    };
+    // (the node, target, reachable, why short, the case)
+    let rows: Vec<(Node, u32, u32, Option<Shortfall>, &str)> = vec![
+        (Node::new(0, knobs(3, 0, 0, 0)).eni(0, 0, 3), 20, 20, None, "room everywhere: the whole limit"),
+        (
+            Node::new(1, knobs(3, 0, 0, 0)).eni(1, 0, 3),
+            15,
+            15,
+            None,
+            "first index 1: three ENIs of five, the limit",
+        ),
+        (
+            with_s_a(Node::new(0, knobs(3, 0, 0, 0)).eni(0, 2, 3), 0),
+            20,
+            5,
+            Some(Shortfall::SubnetsExhausted { missing: 15 }),
+            "the subnet exhausted: only the pool",
+        ),
+        (
+            with_s_a(Node::new(0, knobs(3, 0, 0, 0)).eni(0, 0, 3), 4),
+            20,
+            6,
+            Some(Shortfall::SubnetsExhausted { missing: 14 }),
+            "four addresses left: three in the pool, two more on the primary ENI, a new ENI (its own \
+             primary address) with one",
+        ),
+        (
+            Node::new(0, knobs(3, 0, 0, 0)).eni(0, 5, 0).eni(1, 5, 0).eni(2, 5, 0).eni(3, 5, 0),
+            20,
+            20,
+            None,
+            "a full node reaches its limit: nothing short",
+        ),
+        (
+            with_s_a(Node::new(0, knobs(3, 0, 0, 0)).eni(0, 2, 1).eni(1, 2, 1).eni(2, 2, 1).eni(3, 2, 1), 0),
+            20,
+            12,
+            Some(Shortfall::SubnetsExhausted { missing: 8 }),
+            "every ENI slot taken, the ENIs not full: the subnet is what stops it, not the instance",
+        ),
+        (
+            Node::new(0, knobs(3, 0, 10, 0)).eni(0, 0, 3),
+            10,
+            10,
+            None,
+            "the target, not the knobs' ceiling, bounds the probe",
+        ),
+    ];
+    for (node, target, want, short, case) in rows {
+        assert_eq!(reachable(&node.snap, target), (want, short), "{case}");
+    }
+}

@@ -175,7 +175,11 @@ impl PodReport {
         );
         let _ = write!(t, "  {:<34}", "capacity");
         for run in &self.runs {
-            let _ = write!(t, " {:>18}", format!("{} ({})", run.capacity.label(), kebab(&run.capacity)));
+            let _ = write!(
+                t,
+                " {:>18}",
+                format!("{} ({})", super::capacity_model::label(run.capacity), kebab(&run.capacity))
+            );
         }
         let _ = writeln!(t);
         let secs = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |s| format!("{s:.1} s"));

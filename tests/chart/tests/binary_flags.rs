@@ -278,6 +278,21 @@ fn pods_for_the_node_labels_of_webhook_skip_list_get_no_request() {
 }
 
 #[test]
+fn the_capacity_meaning_reaches_the_agent_and_only_known_ones_install() {
+    let agent_rule = |sets: &[&str]| {
+        let objects = parse_documents(&Helm::default().render(&[], sets));
+        let all = containers(&objects);
+        let line = command_line(container(&all, "agent"), &eni_ipam_agent::cli::Cli::command());
+        eni_ipam_agent::cli::Cli::try_parse_from(&line.argv).expect("agent args parse").capacity_rule()
+    };
+    assert_eq!(agent_rule(&[]).mode, eni_ipam_api::CapacityMode::InstanceLimit);
+    assert_eq!(agent_rule(&["devicePlugin.capacity=pool"]).mode, eni_ipam_api::CapacityMode::Pool);
+    assert_eq!(agent_rule(&["devicePlugin.capacity=instanceLimit"]).fixed, 0, "no fixed number");
+    let refused = Helm::default().template(&[], &["devicePlugin.capacity=maxPods"]).unwrap_err();
+    assert!(refused.contains("capacity"), "{refused}");
+}
+
+#[test]
 fn the_tc_attach_mode_reaches_the_agent_and_only_known_modes_install() {
     let agent_mode = |sets: &[&str]| {
         let objects = parse_documents(&Helm::default().render(&[], sets));

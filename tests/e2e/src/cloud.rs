@@ -307,6 +307,54 @@ impl Cloud {
         }
     }
 
+    /// Another tenant of the pod subnet takes every address left in it, straight at the cloud
+    /// (one unattached, untagged ENI): the subnet is exhausted until [`Cloud::free_subnet`].
+    /// Returns that ENI and how many addresses it took.
+    pub async fn fill_subnet(&self) -> (EniId, usize) {
+        let subnet = SubnetId::from(self.subnets[0].id.as_str());
+        match &self.backend {
+            Backend::Alibaba { emulator, .. } => {
+                let mut console = emulator.cloud().console();
+                let vpc = VpcId::from(ALIBABA_VPC);
+                let free = |console: &eni_ipam_cloud::fake::CloudState| {
+                    console.list_subnets(&vpc).iter().find(|s| s.id == subnet).map_or(0, |s| s.free_ips)
+                };
+                let create = CreateEni {
+                    subnet: subnet.clone(),
+                    security_groups: vec![SecurityGroupId::from(SECURITY_GROUP)],
+                    secondary_ips: 0,
+                    tags: Default::default(),
+                    client_token: "another-tenant".into(),
+                };
+                let eni = console.create_eni(&create).expect("another tenant creates its ENI");
+                let mut taken = 1;
+                // ECS assigns at most ten addresses a call.
+                while free(&console) > 0 {
+                    let count = free(&console).min(10);
+                    taken +=
+                        console.assign_ips(&eni.id, count).expect("another tenant takes addresses").len();
+                }
+                (eni.id, taken)
+            }
+            Backend::Aws { _moto, .. } => {
+                let (eni, taken) = Console::new(&_moto.url).fill_subnet(subnet.as_str()).await;
+                (EniId::from(eni.as_str()), taken)
+            }
+        }
+    }
+
+    /// The other tenant leaves: its ENI of [`Cloud::fill_subnet`] and every address on it go.
+    pub async fn free_subnet(&self, eni: &EniId) {
+        match &self.backend {
+            Backend::Alibaba { emulator, .. } => {
+                emulator.cloud().console().delete_eni(eni).expect("another tenant deletes its ENI")
+            }
+            Backend::Aws { _moto, .. } => {
+                Console::new(&_moto.url).delete_network_interface(eni.as_str()).await
+            }
+        }
+    }
+
     /// Every ENI of the VPC, read past the quota.
     pub async fn enis(&self) -> Vec<Eni> {
         match &self.backend {

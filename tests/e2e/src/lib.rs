@@ -18,6 +18,7 @@
 
 pub mod audit;
 pub mod bed;
+pub mod capacity;
 pub mod chart;
 pub mod cloud;
 pub mod daemon;

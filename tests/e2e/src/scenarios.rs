@@ -487,6 +487,7 @@ impl<'a> Run<'a> {
         self.fresh_cluster().await;
         self.startup_taint().await;
         self.scale_up().await;
+        self.capacity_meaning().await;
         self.churn().await;
         self.faults().await;
         let row = |name: &str| self.rows.iter().find(|r| r.scenario.starts_with(name)).expect("a row");

@@ -23,7 +23,7 @@ async fn every_scenario(cloud: CloudKind) {
     let mut run = Run::new(&mut bed, Size::new(false), &progress);
     run.all().await;
     println!("{}", table(&format!("## {cloud}, 3 nodes (scripts/test size)"), &run.rows));
-    assert_eq!(run.rows.len(), 12, "every scenario reported a row");
+    assert_eq!(run.rows.len(), 14, "every scenario reported a row");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

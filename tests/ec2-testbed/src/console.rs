@@ -66,6 +66,44 @@ impl Console {
         self.ok(&[("Action", "StopInstances".into()), ("InstanceId.1", instance.into())]).await;
     }
 
+    /// Takes every free address of `subnet` with one unattached, untagged ENI (another
+    /// tenant of the subnet), as EC2 picks them: no address any ENI holds, none of the four
+    /// first or the last. Returns the ENI's id and how many addresses it took.
+    pub async fn fill_subnet(&self, subnet: &str) -> (String, usize) {
+        let described = self.ok(&[("Action", "DescribeSubnets".into()), ("SubnetId.1", subnet.into())]).await;
+        let cidr = value(&described, "cidrBlock").expect("DescribeSubnets answers a cidrBlock");
+        let held = self
+            .ok(&[
+                ("Action", "DescribeNetworkInterfaces".into()),
+                ("Filter.1.Name", "subnet-id".into()),
+                ("Filter.1.Value.1", subnet.into()),
+            ])
+            .await;
+        let held: std::collections::HashSet<String> = values(&held, "privateIpAddress").into_iter().collect();
+        let free = crate::proxy::unheld_addresses(&cidr, &held).expect("the subnet's CIDR parses");
+        let mut params =
+            vec![("Action", "CreateNetworkInterface".to_owned()), ("SubnetId", subnet.to_owned())];
+        let keys: Vec<(String, String)> = (1..=free.len())
+            .map(|n| {
+                (
+                    format!("PrivateIpAddresses.{n}.PrivateIpAddress"),
+                    format!("PrivateIpAddresses.{n}.Primary"),
+                )
+            })
+            .collect();
+        for (n, ip) in free.iter().enumerate() {
+            params.push((keys[n].0.as_str(), ip.clone()));
+            params.push((keys[n].1.as_str(), (n == 0).to_string()));
+        }
+        let body = self.ok(&params).await;
+        (value(&body, "networkInterfaceId").expect("CreateNetworkInterface answers an id"), free.len())
+    }
+
+    /// Deletes an unattached ENI, its addresses free again.
+    pub async fn delete_network_interface(&self, eni: &str) {
+        self.ok(&[("Action", "DeleteNetworkInterface".into()), ("NetworkInterfaceId", eni.into())]).await;
+    }
+
     /// Every ENI of a VPC as (id, instance id if attached, secondary IP count, tags text).
     pub async fn enis(&self, vpc: &str) -> Vec<EniRow> {
         let body = self

@@ -434,9 +434,6 @@ async fn rewrite_counts(state: &State, action: &str, form: &mut Vec<(String, Str
 async fn free_addresses(state: &State, subnet: &str, count: usize) -> Option<Vec<String>> {
     let s = ec2(state, &[("Action", "DescribeSubnets".into()), ("SubnetId.1", subnet.into())]).await;
     let cidr = value(&s, "cidrBlock")?;
-    let (base, prefix) = cidr.split_once('/')?;
-    let base = u32::from(base.parse::<std::net::Ipv4Addr>().ok()?);
-    let size = 1u32 << (32 - prefix.parse::<u32>().ok()?);
     let held = ec2(
         state,
         &[
@@ -447,12 +444,22 @@ async fn free_addresses(state: &State, subnet: &str, count: usize) -> Option<Vec
     )
     .await;
     let used: std::collections::HashSet<String> = values(&held, "privateIpAddress").into_iter().collect();
-    let free: Vec<String> = (4..size - 1)
-        .map(|offset| std::net::Ipv4Addr::from(base + offset).to_string())
-        .filter(|ip| !used.contains(ip))
-        .take(count)
-        .collect();
+    let free: Vec<String> = unheld_addresses(&cidr, &used)?.into_iter().take(count).collect();
     (free.len() == count).then_some(free)
+}
+
+/// The addresses of `cidr` EC2 may hand out (none of the four first, not the last) that are
+/// not in `held`, lowest first; `None` for a CIDR that does not parse.
+pub(crate) fn unheld_addresses(cidr: &str, held: &std::collections::HashSet<String>) -> Option<Vec<String>> {
+    let (base, prefix) = cidr.split_once('/')?;
+    let base = u32::from(base.parse::<std::net::Ipv4Addr>().ok()?);
+    let size = 1u32 << (32 - prefix.parse::<u32>().ok()?);
+    Some(
+        (4..size - 1)
+            .map(|offset| std::net::Ipv4Addr::from(base + offset).to_string())
+            .filter(|ip| !held.contains(ip))
+            .collect(),
+    )
 }
 
 /// The error EC2 would answer for a limit moto does not enforce.
