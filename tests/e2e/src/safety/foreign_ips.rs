@@ -45,6 +45,7 @@ pub async fn run(bed: &mut Bed, progress: &(dyn Fn(&str) + Sync)) -> SafetyRow {
     };
     let node = bed.nodes.iter().rev().min_by_key(|n| attached(&n.instance.id)).expect("the bed has nodes");
     let (node, instance) = (node.name.clone(), node.instance.id.clone());
+    let advertised_before = advertised(bed, &node);
     let (eni, ips) = bed.cloud.assign_foreign(&instance, FOREIGN).await;
     let foreign: BTreeSet<Ipv4Addr> = ips.iter().copied().collect();
     assert_eq!(foreign.len(), FOREIGN as usize, "the cloud gave another CNI {FOREIGN} IPs on {eni}");
@@ -104,5 +105,20 @@ pub async fn run(bed: &mut Bed, progress: &(dyn Fn(&str) + Sync)) -> SafetyRow {
     for ip in &ips {
         bed.foreign_ips.remove(ip);
     }
+    // Its ENI held a device slot (ECS) or IPs (EC2) of the node: the node's eni-ipam.io/ip
+    // was lowered by them, and comes back once the operator's resync sees them gone; pods
+    // pinned to the node before then would fail kubelet's admission, as on a cluster.
+    let what = format!("{node}'s eni-ipam.io/ip back to {advertised_before} once the other CNI left");
+    bed.wait_for(&what, Duration::from_secs(60), |bed| advertised(bed, &node) >= advertised_before).await;
     row
+}
+
+/// The `eni-ipam.io/ip` allocatable kubelet publishes on `node`'s Node.
+fn advertised(bed: &Bed, node: &str) -> u64 {
+    bed.standin
+        .list(eni_ipam_kube_standin::NODES)
+        .iter()
+        .find(|n| n["metadata"]["name"] == node)
+        .and_then(|n| n["status"]["allocatable"][crate::kubelet::RESOURCE].as_str()?.parse().ok())
+        .unwrap_or(0)
 }
