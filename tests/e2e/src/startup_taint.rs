@@ -139,6 +139,13 @@ impl Run<'_> {
             dns["spec"]
         );
         self.bed.wait_all_running(CONVERGE).await;
+        // The pods may all run on the nodes that lost their taint first: wait for the others.
+        self.bed
+            .wait_for("every node's agent to remove the startup taint", CONVERGE, |bed| {
+                let log = bed.startup_taints.lock().expect("taint log");
+                bed.nodes.iter().all(|n| log.nodes.get(&n.name).is_some_and(|t| t.removed_at.is_some()))
+            })
+            .await;
         let first_removal = self.check_taint_log(&key, &unrequested);
         // The pods that were waiting when the first taint went: creation to Running.
         let times = self.bed.times_to_running(|created| created < first_removal);
