@@ -384,8 +384,9 @@ impl Executor {
     /// not know the node or its type yet).
     pub fn growth_view(&self, node: &NodeTarget) -> Option<(u32, Growth)> {
         let limits = self.cache.limits(node.instance_type.as_str())?;
-        let snapshot = self.snapshot(node, &limits).ok()?;
+        // One read of the ENIs and the record serves the snapshot and the limit.
         let (enis, record) = (self.cache.enis_of(&node.instance), self.ip_record(node));
+        let snapshot = self.snapshot_of(node, &limits, &enis, &record).ok()?;
         Some(self.limit_and_growth(node, &limits, &snapshot, &enis, &record))
     }
 
@@ -412,6 +413,17 @@ impl Executor {
     /// The planner's view of a node, from the cache.
     pub fn snapshot(&self, node: &NodeTarget, limits: &InstanceLimits) -> Result<NodeSnapshot, ExecError> {
         let enis = self.cache.enis_of(&node.instance);
+        self.snapshot_of(node, limits, &enis, &self.ip_record(node))
+    }
+
+    /// The planner's view of a node from its ENIs and IP record as read.
+    fn snapshot_of(
+        &self,
+        node: &NodeTarget,
+        limits: &InstanceLimits,
+        enis: &[Eni],
+        record: &IpRecord,
+    ) -> Result<NodeSnapshot, ExecError> {
         if enis.is_empty() {
             return Err(ExecError::InstanceNotFound {
                 node: node.name.clone(),
@@ -419,8 +431,7 @@ impl Executor {
             });
         }
         let now = self.now();
-        let record = self.ip_record(node);
-        let pool = ownership::owned_pool(&enis, node.first_interface_index, &self.config.cluster, &record)
+        let pool = ownership::owned_pool(enis, node.first_interface_index, &self.config.cluster, record)
             .into_iter()
             .map(|owned| PoolIp {
                 free_since: if node.used.contains(&owned.ip) {
