@@ -33,14 +33,9 @@ impl FromStr for SkippedNodeLabels {
 
     /// A comma-separated list; blanks and empty entries are ignored, so `""` skips nothing.
     fn from_str(list: &str) -> Result<Self, Self::Err> {
-        let mut keys = BTreeSet::new();
-        for key in list.split(',').map(str::trim).filter(|k| !k.is_empty()) {
-            if !is_label_key(key) {
-                return Err(InvalidLabelKey { key: key.to_owned() });
-            }
-            keys.insert(key.to_owned());
-        }
-        Ok(SkippedNodeLabels(keys))
+        crate::policy::comma_set(list, is_label_key)
+            .map(SkippedNodeLabels)
+            .map_err(|key| InvalidLabelKey { key })
     }
 }
 

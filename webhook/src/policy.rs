@@ -71,15 +71,21 @@ impl FromStr for ExcludedNamespaces {
     /// A comma-separated list; blanks around names and empty entries are
     /// ignored, so `""` excludes nothing.
     fn from_str(list: &str) -> Result<Self, Self::Err> {
-        let mut names = BTreeSet::new();
-        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            if !is_dns_label(name) {
-                return Err(InvalidNamespace { name: name.to_owned() });
-            }
-            names.insert(name.to_owned());
-        }
-        Ok(ExcludedNamespaces(names))
+        comma_set(list, is_dns_label).map(ExcludedNamespaces).map_err(|name| InvalidNamespace { name })
     }
+}
+
+/// The entries of a comma-separated list (blanks around them and empty ones ignored), or the
+/// first one `valid` refuses.
+pub(crate) fn comma_set(list: &str, valid: impl Fn(&str) -> bool) -> Result<BTreeSet<String>, String> {
+    let mut entries = BTreeSet::new();
+    for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        if !valid(entry) {
+            return Err(entry.to_owned());
+        }
+        entries.insert(entry.to_owned());
+    }
+    Ok(entries)
 }
 
 impl ExcludedNamespaces {
